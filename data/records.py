@@ -1,0 +1,112 @@
+"""The one record schema every part of fleming reads and writes, and safe JSONL I/O for it.
+
+A record is one multiple-choice item:
+    {"id", "source", "split", "question", "options": {"A": ..., "B": ...}, "answer": "C",
+     "difficulty": "easy|moderate|difficult|null", "meta": {...}}
+`answer` is one letter, or several letters ("ACE") for multi-answer items (meta["multi_answer"] = True),
+scored by exact set match. Option letters are consecutive from "A" and read from each item.
+"""
+import json
+import os
+
+DIFFICULTIES = ("easy", "moderate", "difficult", None)
+FIELDS = ("id", "source", "split", "question", "options", "answer", "difficulty", "meta")
+
+
+class RecordError(ValueError):
+    """A malformed input record; the message names the file and line."""
+
+
+def make_record(id, source, split, question, options, answer, difficulty=None, meta=None):
+    """Build a record; options may be a list (lettered A, B, ...) or a letter -> text dict."""
+    if isinstance(options, (list, tuple)):
+        options = {chr(ord("A") + i): o for i, o in enumerate(options)}
+    rec = {"id": str(id), "source": source, "split": split, "question": question,
+           "options": dict(options), "answer": answer, "difficulty": difficulty, "meta": meta or {}}
+    validate_record(rec)
+    return rec
+
+
+def validate_record(rec):
+    """Raise ValueError with the reason if `rec` breaks the schema; return it unchanged otherwise."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"record is a {type(rec).__name__}, not an object")
+    missing = [f for f in FIELDS if f not in rec]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    for f in ("id", "source", "split", "question"):
+        if not isinstance(rec[f], str) or not rec[f].strip():
+            raise ValueError(f"field {f!r} must be a non-empty string")
+    opts = rec["options"]
+    if not isinstance(opts, dict) or len(opts) < 2:
+        raise ValueError("options must be an object with at least two letters")
+    letters = list(opts)
+    if letters != [chr(ord("A") + i) for i in range(len(letters))]:
+        raise ValueError(f"option letters must run A, B, C, ... in order, got {letters}")
+    for k, v in opts.items():
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"option {k} is empty")
+    ans = rec["answer"]
+    if not isinstance(ans, str) or not ans or len(set(ans)) != len(ans) or any(a not in opts for a in ans):
+        raise ValueError(f"answer {ans!r} is not among the options {letters}")
+    if not isinstance(rec["meta"], dict):
+        raise ValueError("meta must be an object")
+    if len(ans) > 1 and not rec["meta"].get("multi_answer"):
+        raise ValueError(f"answer {ans!r} has several letters but meta.multi_answer is not set")
+    if rec["difficulty"] not in DIFFICULTIES:
+        raise ValueError(f"difficulty {rec['difficulty']!r} is not one of {DIFFICULTIES}")
+    return rec
+
+
+def read_jsonl(path, validate=True, skip_bad=False, stats=None):
+    """Yield records from a JSONL file. A bad line raises RecordError naming file:line, or with
+    skip_bad=True is skipped and counted in stats["bad_lines"]."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if validate:
+                    validate_record(rec)
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                if not skip_bad:
+                    raise RecordError(f"{path}:{lineno}: {e}") from None
+                if stats is not None:
+                    stats["bad_lines"] = stats.get("bad_lines", 0) + 1
+                continue
+            yield rec
+
+
+def done_ids(path, key="id"):
+    """Ids already written to an append-only JSONL output (a torn last line from a kill is ignored)."""
+    ids = set()
+    if not os.path.exists(path):
+        return ids
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                ids.add(json.loads(line)[key])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return ids
+
+
+def append_jsonl(path, rows):
+    """Append rows and flush them to disk, so a kill loses at most the row being written."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_jsonl(path, rows):
+    """Write a whole JSONL file atomically (temp file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from data.records import RecordError, append_jsonl, done_ids, make_record, read_jsonl, validate_record
+
+
+def good():
+    return make_record("q1", "medqa", "test", "What?", ["x", "y", "z"], "B")
+
+
+def test_make_record_letters_options():
+    rec = good()
+    assert rec["options"] == {"A": "x", "B": "y", "C": "z"} and rec["difficulty"] is None
+
+
+@pytest.mark.parametrize("mutate, msg", [
+    (lambda r: r.pop("question"), "missing field"),
+    (lambda r: r.update(answer="D"), "not among the options"),
+    (lambda r: r["options"].update(B=" "), "option B is empty"),
+    (lambda r: r.update(options={"A": "x", "C": "y"}), "in order"),
+    (lambda r: r.update(answer="AB"), "multi_answer"),
+    (lambda r: r.update(difficulty="hard"), "difficulty"),
+])
+def test_validate_rejects(mutate, msg):
+    rec = good()
+    mutate(rec)
+    with pytest.raises(ValueError, match=msg):
+        validate_record(rec)
+
+
+def test_multi_answer_allowed_when_marked():
+    rec = make_record("q2", "cmexam", "test", "?", ["a", "b", "c"], "AC", meta={"multi_answer": True})
+    assert rec["answer"] == "AC"
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(json.dumps(good()) + "\n" + "{not json\n" + json.dumps(good()) + "\n")
+    with pytest.raises(RecordError, match=rf"{p}:2:"):
+        list(read_jsonl(p))
+    stats = {}
+    assert len(list(read_jsonl(p, skip_bad=True, stats=stats))) == 2 and stats["bad_lines"] == 1
+
+
+def test_append_and_done_ids_ignore_torn_line(tmp_path):
+    p = tmp_path / "out" / "o.jsonl"
+    append_jsonl(p, [{"id": "a"}, {"id": "b"}])
+    with open(p, "a") as f:
+        f.write('{"id": "c"')  # killed mid-write
+    assert done_ids(p) == {"a", "b"}
