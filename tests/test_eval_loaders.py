@@ -1,0 +1,214 @@
+"""Benchmark loaders on the real shared files: published counts, valid records, file:line errors."""
+import csv
+import json
+
+import pytest
+
+from conftest import SHARED
+from data.records import RecordError, validate_record
+from eval.loaders import BENCHMARKS, LETTERS, load_benchmark, load_cmexam, load_mcq, load_medmcqa, load_medqa, \
+    load_mmlu_pro, load_pubmedqa
+
+DATA = SHARED / "data"
+
+PUBLISHED = {"medqa": 1273, "medmcqa": 4183, "pubmedqa": 1000, "pubmedqa_test500": 500,
+             "mmlu_pro_biology": 717, "mmlu_pro_health": 818}
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_counts_and_valid_records(shared, name):
+    recs = load_benchmark(name, data_dir=str(DATA))
+    assert len(recs) == PUBLISHED[name]
+    assert len({r["id"] for r in recs}) == len(recs)
+    for r in recs:
+        validate_record(r)
+        assert all(v.strip() for v in r["options"].values())
+        assert set(r["answer"]) <= set(r["options"])
+    assert [r["id"] for r in load_benchmark(name, data_dir=str(DATA))] == [r["id"] for r in recs]  # stable
+
+
+def test_answers_agree_with_the_raw_files(shared):
+    raw = [json.loads(l) for l in lines(DATA / "medqa/phrases_no_exclude_test.jsonl")]
+    recs = load_benchmark("medqa", data_dir=str(DATA))
+    assert all(r["options"][r["answer"]] == x["answer"].strip() for r, x in zip(recs, raw))
+    raw = [json.loads(l) for l in lines(DATA / "medmcqa/medmcqa.jsonl")]
+    recs = load_benchmark("medmcqa", data_dir=str(DATA))
+    assert [r["id"] for r in recs] == [x["problem_id"] for x in raw]
+    assert all(r["options"][r["answer"]] == x["choices"]["abcd".index(x["answer"][0])] for r, x in zip(recs, raw))
+    bio = load_benchmark("mmlu_pro_biology", data_dir=str(DATA))
+    counts = {n: sum(len(r["options"]) == n for r in bio) for n in (3, 10)}
+    assert counts == {3: 1, 10: 617}  # MANIFEST: 617 ten-option rows, the rest 3-9
+
+
+def test_pubmedqa_yes_no_maybe_with_context(shared):
+    recs = load_benchmark("pubmedqa", data_dir=str(DATA))
+    by = {l: sum(r["answer"] == l for r in recs) for l in "ABC"}
+    assert by == {"A": 552, "B": 338, "C": 110}  # yes / no / maybe
+    raw = json.loads((DATA / "pubmedqa/ori_pqal.json").read_text())
+    r = recs[0]
+    assert r["id"] in raw and raw[r["id"]]["QUESTION"] in r["question"]
+    assert raw[r["id"]]["CONTEXTS"][0] in r["question"]  # the abstract is part of the question
+    test = load_benchmark("pubmedqa_test500", data_dir=str(DATA))
+    truth = json.loads((DATA / "pubmedqa/test_ground_truth.json").read_text())
+    assert {r["id"] for r in test} == set(truth)
+    assert all(r["options"][r["answer"]] == truth[r["id"]] for r in test)
+
+
+def test_cmexam_keeps_multi_answer_items_and_names_the_broken_row(shared):
+    # The shared copy has 6,811 rows (the published test size); one of them (problem_id 5331, line
+    # 5332) gives answer "bce" for a 4-choice item, so it cannot become a valid record.
+    path = DATA / "cmexam/cmexam.jsonl"
+    assert len(lines(path)) == 6811
+    with pytest.raises(RecordError, match=r"cmexam\.jsonl:5332: .*not among the 4 options"):
+        load_benchmark("cmexam", data_dir=str(DATA))
+    stats = {}
+    recs = load_benchmark("cmexam", data_dir=str(DATA), skip_bad=True, stats=stats)
+    assert len(recs) == 6810 and stats == {"bad_lines": 1}
+    multi = [r for r in recs if r["meta"].get("multi_answer")]
+    assert len(multi) == 203  # MANIFEST: 204 multi-answer rows, less the broken one
+    raw = {json.loads(l)["problem_id"]: json.loads(l) for l in lines(path)}
+    for r in multi:
+        assert r["answer"] == "".join(sorted(raw[int(r["id"])]["answer"])).upper()
+        validate_record(r)
+
+
+@pytest.mark.parametrize("loader,rel,field", [
+    (load_medqa, "medqa/phrases_no_exclude_test.jsonl", "answer_idx"),
+    (load_medmcqa, "medmcqa/medmcqa.jsonl", "answer"),
+    (load_mmlu_pro, "mmlu_pro/mmlu-pro_health.jsonl", "answer"),
+])
+def test_corrupted_copies_name_file_and_line(shared, tmp_path, loader, rel, field):
+    src = lines(DATA / rel)
+    bad = tmp_path / rel.split("/")[-1]
+    row = json.loads(src[99])
+    row[field] = ["z"] if isinstance(row[field], list) else "Z"
+    bad.write_text("\n".join(src[:99] + [json.dumps(row)] + src[100:200]) + "\n")
+    with pytest.raises(RecordError, match=rf"{bad.name}:100: "):
+        loader(str(bad))
+    stats = {}
+    assert len(loader(str(bad), skip_bad=True, stats=stats)) == 199 and stats["bad_lines"] == 1
+    truncated = tmp_path / ("t_" + bad.name)
+    truncated.write_text("\n".join(src[:40] + [src[40][:57]]) + "\n")  # a torn JSON line
+    with pytest.raises(RecordError, match=rf"{truncated.name}:41: invalid JSON"):
+        loader(str(truncated))
+
+
+def test_corrupted_pubmedqa_names_the_line(shared, tmp_path):
+    text = (DATA / "pubmedqa/ori_pqal.json").read_text()
+    raw = json.loads(text)
+    pmids = list(raw)[:30]
+    small = {p: raw[p] for p in pmids}
+    small[pmids[20]]["final_decision"] = "probably"
+    bad = tmp_path / "ori_pqal.json"
+    bad.write_text(json.dumps(small, indent=4))
+    want = next(i for i, l in enumerate(bad.read_text().splitlines(), 1) if l.strip().startswith(f'"{pmids[20]}"'))
+    with pytest.raises(RecordError, match=rf"ori_pqal\.json:{want}: final_decision 'probably'"):
+        load_pubmedqa(str(bad))
+    small[pmids[20]]["final_decision"] = "yes"
+    small[pmids[25]]["CONTEXTS"] = []
+    bad.write_text(json.dumps(small, indent=4)[:-30])  # and a file cut short
+    with pytest.raises(RecordError, match=r"ori_pqal\.json:\d+: invalid JSON"):
+        load_pubmedqa(str(bad))
+
+
+def test_medmcqa_authors_layout_matches_the_list_copy(shared, tmp_path):
+    """The authors publish opa..opd with cop 1-4 (HF: 0-3); both must give the same records."""
+    raw = [json.loads(l) for l in lines(DATA / "medmcqa/medmcqa.jsonl")][:300]
+    ref = load_medmcqa(str(DATA / "medmcqa/medmcqa.jsonl"))[:300]
+    for base in (1, 0):
+        path = tmp_path / f"dev{base}.json"
+        path.write_text("\n".join(json.dumps({
+            "id": x["problem_id"], "question": x["problem_text"], "opa": x["choices"][0], "opb": x["choices"][1],
+            "opc": x["choices"][2], "opd": x["choices"][3], "cop": "abcd".index(x["answer"][0]) + base,
+            "subject_name": "Physiology"}) for x in raw))
+        path = path.rename(tmp_path / f"dev{base}.jsonl")
+        recs = load_medmcqa(str(path), cop_base=base)
+        assert [(r["id"], r["options"], r["answer"]) for r in recs] == \
+            [(r["id"], r["options"], r["answer"]) for r in ref]
+    first_d = 1 + next(i for i, x in enumerate(raw) if x["answer"] == ["d"])
+    with pytest.raises(RecordError, match=rf"dev1\.jsonl:{first_d}: cop 4 is out of range"):
+        load_medmcqa(str(tmp_path / "dev1.jsonl"), cop_base=0)  # the wrong base is caught, not shifted
+
+
+def _write_all_formats(tmp_path, recs):
+    """The same real items in every layout the generic loader reads, each with its own answer encoding."""
+    rows = [{"qid": r["id"], "question": r["question"], "options": list(r["options"].values()),
+             "label": r["answer"]} for r in recs]
+    jl = tmp_path / "items.jsonl"
+    jl.write_text("\n".join(json.dumps(x) for x in rows))
+    js = tmp_path / "items.json"
+    js.write_text(json.dumps([dict(x, label=LETTERS.index(x["label"])) for x in rows], indent=2))
+    cols = tmp_path / "cols.json"  # pandas DataFrame.to_json() default: column -> {row index -> value}
+    cols.write_text(json.dumps({"qid": {str(i): x["qid"] for i, x in enumerate(rows)},
+                                "question": {str(i): x["question"] for i, x in enumerate(rows)},
+                                "options": {str(i): x["options"] for i, x in enumerate(rows)},
+                                "label": {str(i): x["options"][LETTERS.index(x["label"])] for i, x in enumerate(rows)}}))
+    cv = tmp_path / "items.csv"  # MedBullets / CareQA style: one column per option, 1-based index answer
+    with open(cv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["qid", "question", "op1", "op2", "op3", "op4", "op5", "cop"])
+        for x in rows:
+            opts = x["options"] + [""] * (5 - len(x["options"]))
+            w.writerow([x["qid"], x["question"] + "\nLab results:\n  Na 140 mEq/L", *opts, LETTERS.index(x["label"]) + 1])
+    return jl, js, cols, cv
+
+
+def test_generic_loader_reads_every_layout(shared, tmp_path):
+    recs = load_benchmark("medqa", data_dir=str(DATA))[:50]
+    jl, js, cols, cv = _write_all_formats(tmp_path, recs)
+    want = [(r["id"], r["options"], r["answer"]) for r in recs]
+    for path, fmt in [(jl, "letter"), (js, "index0"), (cols, "text")]:
+        got = load_mcq(str(path), source="x", options="options", answer="label", answer_format=fmt, id_field="qid")
+        assert [(r["id"], r["options"], r["answer"]) for r in got] == want, path.name
+        assert [r["question"] for r in got] == [r["question"] for r in recs]
+    got = load_mcq(str(cv), source="x", options="op1,op2,op3,op4,op5", answer="cop", answer_format="index1",
+                   id_field="qid")
+    assert [(r["id"], r["options"], r["answer"]) for r in got] == want  # empty 5th column dropped
+    assert got[0]["question"].endswith("Lab results:\n  Na 140 mEq/L")  # multi-line CSV field kept whole
+    # without an id field the id is the row's line; stable and unique
+    ids = [r["id"] for r in load_mcq(str(cv), source="x", options="op1,op2,op3,op4,op5", answer="cop",
+                                     answer_format="index1")]
+    assert len(set(ids)) == 50 and ids[:2] == ["test-2", "test-5"]  # 3 physical lines per row
+
+
+def test_generic_loader_errors_name_the_line(shared, tmp_path):
+    recs = load_benchmark("medqa", data_dir=str(DATA))[:20]
+    _, _, _, cv = _write_all_formats(tmp_path, recs)
+    text = open(cv, newline="").read().split("\r\n")
+    text[8] = text[8].rsplit(",", 1)[0] + ",9"  # data row 8: answer 9 of 4 options
+    open(cv, "w", newline="").write("\r\n".join(text))
+    start = 1 + sum(t.count("\n") + 1 for t in text[:8])  # real questions hold line breaks (lab tables)
+    assert start > 2 + 3 * 7
+    with pytest.raises(RecordError, match=rf"items\.csv:{start}: answer index '9' is out of range"):
+        load_mcq(str(cv), source="x", options="op1,op2,op3,op4,op5", answer="cop", answer_format="index1")
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text(json.dumps({"question": "q?", "options": ["a", "", "c"], "answer": "A"}) + "\n")
+    with pytest.raises(RecordError, match=r"gap\.jsonl:1: option B is empty"):
+        load_mcq(str(gap), source="x")
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text(json.dumps({"question": "q?", "options": ["a", "b", "c"], "answer": "A,C"}) + "\n")
+    (r,) = load_mcq(str(multi), source="x")
+    assert r["answer"] == "AC" and r["meta"]["multi_answer"] is True
+
+
+def test_benchmark_table_and_missing_holdout_files(shared, tmp_path):
+    assert {"medqa", "medmcqa", "pubmedqa", "mmlu_pro_biology", "mmlu_pro_health", "cmexam", "medxpertqa",
+            "careqa", "jmed", "medbullets"} <= set(BENCHMARKS)
+    with pytest.raises(RecordError, match="file not found"):
+        load_benchmark("medxpertqa", data_dir=str(tmp_path))
+    # MedXpertQA's published layout: options dict A-J, label letter, options repeated in the question
+    mx = tmp_path / "medxpertqa/test.jsonl"
+    mx.parent.mkdir()
+    item = load_benchmark("mmlu_pro_health", data_dir=str(DATA))[0]
+    choices = " ".join(f"({k}) {v}" for k, v in item["options"].items())
+    mx.write_text(json.dumps({"id": "Text-0", "question": f"{item['question']}\nAnswer Choices: {choices}",
+                              "options": item["options"], "label": item["answer"], "medical_task": "Diagnosis",
+                              "body_system": "Other", "question_type": "Reasoning"}) + "\n")
+    (r,) = load_benchmark("medxpertqa", data_dir=str(tmp_path))
+    assert r["question"] == item["question"].strip() and r["answer"] == item["answer"] and r["id"] == "Text-0"
+    with pytest.raises(KeyError, match="unknown benchmark"):
+        load_benchmark("nope")
