@@ -1,0 +1,274 @@
+"""Deduplication within and across sources, and decontamination against the eval benchmarks.
+
+dedup(records): drops exact duplicates (same normalized question and option set) and near
+duplicates (word 3-gram Jaccard >= threshold on question + options), found with MinHash and LSH
+banding so it stays near-linear at 100k+ items. Earlier records win, so pass the preferred
+source first.
+
+decontaminate(records, BenchIndex(benchmarks)): drops training items that share 13-grams of
+question text with an eval item (the GPT-3 / Llama convention). Two guards keep unrelated items
+that share exam boilerplate ("Which of the following is the most appropriate next step in
+management?"): 13-grams that occur in more than `max_df` benchmark items are ignored, and an item
+counts as contaminated only if the shared 13-grams cover at least `min_overlap` of the shorter
+of the two texts. Items shorter than 13 tokens use question + options, then the whole text as one
+gram. Chinese has no spaces, so each CJK character is one token.
+
+    python -m data.dedup in.jsonl out.jsonl --bench medqa=test.jsonl ...   (see --help)
+"""
+import argparse
+import re
+import unicodedata
+import zlib
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from data.records import read_jsonl, write_jsonl
+
+_TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_MASK64 = (1 << 64) - 1
+_rng = np.random.default_rng(20240613)  # fixed: hashes must agree between runs and processes
+_MULT = _rng.integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)  # odd multipliers, one per n-gram position
+
+
+def tokens(text):
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+_token_hash_cache = {}
+
+
+def _token_hashes(toks):
+    out = np.empty(len(toks), dtype=np.uint64)
+    for i, t in enumerate(toks):
+        h = _token_hash_cache.get(t)
+        if h is None:
+            b = t.encode()
+            h = _token_hash_cache[t] = (zlib.crc32(b) << 32) | zlib.crc32(b[::-1] + b"#")
+        out[i] = h
+    return out
+
+
+def _mix(h):
+    # splitmix64 finalizer so n-gram hashes are spread over all 64 bits
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def ngram_hashes(toks, n):
+    """Distinct 64-bit hashes of the token n-grams; a text shorter than n is one gram."""
+    if not toks:
+        return np.zeros(0, dtype=np.uint64)
+    th = _token_hashes(toks)
+    if len(th) < n:
+        n = len(th)
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(th) - n + 1, dtype=np.uint64)
+        for i in range(n):
+            h += th[i:len(th) - n + 1 + i] * _MULT[i]
+        h += np.uint64(n)  # a 3-token text and a 3-gram of a longer text hash alike; fine
+        return np.unique(_mix(h))
+
+
+def question_text(rec):
+    return rec["question"]
+
+
+def item_text(rec):
+    """Question plus the options in letter order (reordering options makes a new exact key anyway)."""
+    return rec["question"] + "\n" + "\n".join(rec["options"].values())
+
+
+def exact_key(rec):
+    opts = sorted(" ".join(tokens(o)) for o in rec["options"].values())
+    return " ".join(tokens(rec["question"])) + " || " + " | ".join(opts)
+
+
+# --- MinHash + LSH ------------------------------------------------------------------------------
+
+class MinHasher:
+    """num_perm = bands * rows; a pair with Jaccard s becomes a candidate with probability
+    1 - (1 - s^rows)^bands (16 x 8: 0.5 -> 6%, 0.7 -> 48%, 0.8 -> 93%, 0.9 -> 99.9%)."""
+
+    def __init__(self, bands=16, rows=8, seed=1):
+        r = np.random.default_rng(seed)
+        self.bands, self.rows = bands, rows
+        self.a = r.integers(1, 2**63, size=bands * rows, dtype=np.uint64) | np.uint64(1)
+        self.b = r.integers(0, 2**63, size=bands * rows, dtype=np.uint64)
+
+    def signatures(self, gram_sets, chunk=200_000):
+        """[len(gram_sets), num_perm] uint32 MinHash signatures, computed in chunks of grams."""
+        k = len(self.a)
+        out = np.full((len(gram_sets), k), np.iinfo(np.uint32).max, dtype=np.uint32)
+        i = 0
+        while i < len(gram_sets):
+            j, total = i, 0
+            while j < len(gram_sets) and (total == 0 or total + len(gram_sets[j]) <= chunk):
+                total += len(gram_sets[j])
+                j += 1
+            sizes = np.array([len(g) for g in gram_sets[i:j]])
+            nonempty = sizes > 0
+            if nonempty.any():
+                g = np.concatenate([gs for gs in gram_sets[i:j] if len(gs)])
+                with np.errstate(over="ignore"):
+                    v = ((g[:, None] * self.a[None, :] + self.b[None, :]) >> np.uint64(32)).astype(np.uint32)
+                starts = np.concatenate([[0], np.cumsum(sizes[nonempty])[:-1]])
+                out[i:j][nonempty] = np.minimum.reduceat(v, starts, axis=0)
+            i = j
+        return out
+
+    def band_keys(self, sig):
+        return [sig[b * self.rows:(b + 1) * self.rows].tobytes() + bytes([b]) for b in range(self.bands)]
+
+
+def jaccard(a, b):
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def dedup(records, threshold=0.8, n=3, stats=None, dropped=None, hasher=None):
+    """Keep the first of every exact or near-duplicate group (greedy, in input order).
+    Counts go to stats as "dedup:exact:<source>", "dedup:near:<source>", with "dedup:cross_source"
+    for drops whose kept twin comes from another source; dropped records get meta.dup_of."""
+    stats = Counter() if stats is None else stats
+    hasher = hasher or MinHasher()
+    records = list(records)
+    grams = [ngram_hashes(tokens(item_text(r)), n) for r in records]
+    sigs = hasher.signatures(grams)
+    seen, buckets, kept = {}, defaultdict(list), []
+    for i, rec in enumerate(records):
+        key = exact_key(rec)
+        twin, kind = seen.get(key), "exact"
+        if twin is None:
+            kind = "near"
+            cands = {j for bk in hasher.band_keys(sigs[i]) for j in buckets.get(bk, ())}
+            twin = next((j for j in sorted(cands) if jaccard(grams[i], grams[j]) >= threshold), None)
+        if twin is not None:
+            other = records[twin]
+            stats[f"dedup:{kind}:{rec['source']}"] += 1
+            if other["source"] != rec["source"]:
+                stats[f"dedup:cross_source:{rec['source']}<-{other['source']}"] += 1
+            if dropped is not None:
+                dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": f"{kind}_duplicate",
+                                                "dup_of": [other["source"], other["id"]]}})
+            continue
+        seen[key] = i
+        for bk in hasher.band_keys(sigs[i]):
+            buckets[bk].append(i)
+        kept.append(rec)
+    return kept
+
+
+# --- decontamination ----------------------------------------------------------------------------
+
+def decontam_grams(rec, n=13):
+    """13-grams of the question; short questions fall back to question + options."""
+    toks = tokens(question_text(rec))
+    if len(toks) < n:
+        toks = tokens(item_text(rec))
+    return ngram_hashes(toks, n)
+
+
+class BenchIndex:
+    """Inverted index from 13-gram hash to the benchmark items containing it (CSR arrays)."""
+
+    def __init__(self, benchmarks, n=13, max_df=10):
+        self.n, self.max_df = n, max_df
+        self.items = []  # (benchmark name, record id, number of grams)
+        hs, owners = [], []
+        for name, recs in benchmarks.items():
+            for rec in recs:
+                g = decontam_grams(rec, n)
+                owners.append(np.full(len(g), len(self.items), dtype=np.int64))
+                hs.append(g)
+                self.items.append((name, rec["id"], len(g)))
+        h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
+        o = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+        order = np.argsort(h, kind="stable")
+        h, o = h[order], o[order]
+        uniq, start, df = np.unique(h, return_index=True, return_counts=True)
+        keep = df <= max_df  # boilerplate shared by many eval items is no evidence of a leak
+        self.boilerplate = int((~keep).sum())
+        self.hashes = uniq[keep]
+        self.ptr = np.concatenate([[0], np.cumsum(df[keep])])
+        self.owner = np.concatenate([o[s:s + c] for s, c in zip(start[keep], df[keep])]) if keep.any() \
+            else np.zeros(0, np.int64)
+        self.sizes = np.array([it[2] for it in self.items], dtype=np.int64)
+
+    def matches(self, records):
+        """For each record, the best-matching benchmark item as (item index, shared grams, overlap)
+        or None; overlap = shared / min(grams of record, grams of benchmark item)."""
+        out = [None] * len(records)
+        if len(self.hashes) == 0:
+            return out
+        grams = [decontam_grams(r, self.n) for r in records]
+        sizes = np.array([len(g) for g in grams], dtype=np.int64)
+        g = np.concatenate(grams) if grams else np.zeros(0, np.uint64)
+        rid = np.repeat(np.arange(len(records)), sizes)
+        pos = np.searchsorted(self.hashes, g)
+        pos[pos == len(self.hashes)] = 0
+        hit = self.hashes[pos] == g
+        pos, rid = pos[hit], rid[hit]
+        lens = self.ptr[pos + 1] - self.ptr[pos]
+        # expand every hit to all benchmark items owning that gram
+        offs = np.repeat(self.ptr[pos] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+        pair_r, pair_b = np.repeat(rid, lens), self.owner[offs]
+        if len(pair_r) == 0:
+            return out
+        key, shared = np.unique(pair_r * len(self.items) + pair_b, return_counts=True)
+        r, b = key // len(self.items), key % len(self.items)
+        overlap = shared / np.maximum(1, np.minimum(sizes[r], self.sizes[b]))
+        for ri, bi, s, ov in zip(r.tolist(), b.tolist(), shared.tolist(), overlap.tolist()):
+            if out[ri] is None or ov > out[ri][2]:
+                out[ri] = (bi, s, ov)
+        return out
+
+
+def decontaminate(records, index, min_overlap=0.2, stats=None, dropped=None):
+    """Drop records whose best benchmark match covers >= min_overlap; count per source and benchmark
+    as "decontam:<source>:<benchmark>"; dropped records get meta.contaminated_by."""
+    stats = Counter() if stats is None else stats
+    records = list(records)
+    kept = []
+    for rec, m in zip(records, index.matches(records)):
+        if m is None or m[2] < min_overlap:
+            kept.append(rec)
+            continue
+        name, bid, _ = index.items[m[0]]
+        stats[f"decontam:{rec['source']}:{name}"] += 1
+        if dropped is not None:
+            dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": "contaminated",
+                                            "contaminated_by": [name, bid, round(m[2], 3)]}})
+    return kept
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Dedup records (exact + MinHash near-duplicates) and remove items "
+                                             "that overlap eval benchmarks by 13-grams.")
+    ap.add_argument("inp", help="input records JSONL (earlier lines win ties)")
+    ap.add_argument("out", help="output records JSONL")
+    ap.add_argument("--bench", action="append", default=[], metavar="NAME=RECORDS.jsonl",
+                    help="benchmark records to decontaminate against (repeatable)")
+    ap.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    ap.add_argument("--min-overlap", type=float, default=0.2, help="contamination: shared 13-gram fraction")
+    ap.add_argument("--max-df", type=int, default=10, help="ignore 13-grams in more than this many eval items")
+    ap.add_argument("--dropped", help="write dropped records here")
+    ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
+    a = ap.parse_args()
+    stats, dropped = Counter(), []
+    recs = dedup(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats), a.threshold, stats=stats, dropped=dropped)
+    if a.bench:
+        bench = {b.split("=", 1)[0]: list(read_jsonl(b.split("=", 1)[1])) for b in a.bench}
+        recs = decontaminate(recs, BenchIndex(bench, max_df=a.max_df), a.min_overlap, stats, dropped)
+    write_jsonl(a.out, recs)
+    if a.dropped:
+        write_jsonl(a.dropped, dropped)
+    for k, v in sorted(stats.items()):
+        print(f"{k}\t{v}")
+
+
+if __name__ == "__main__":
+    main()
