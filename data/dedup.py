@@ -129,28 +129,47 @@ def jaccard(a, b):
     return inter / (len(a) + len(b) - inter)
 
 
+def _answer_text(rec):
+    return " | ".join(" ".join(tokens(rec["options"][a])) for a in rec["answer"] if a in rec["options"])
+
+
 def dedup(records, threshold=0.8, n=3, stats=None, dropped=None, hasher=None):
     """Keep the first of every exact or near-duplicate group (greedy, in input order).
-    Counts go to stats as "dedup:exact:<source>", "dedup:near:<source>", with "dedup:cross_source"
-    for drops whose kept twin comes from another source; dropped records get meta.dup_of."""
+
+    Exact: same normalized question and option set. Near: MinHash/LSH candidates on question +
+    options, confirmed when the word 3-gram Jaccard is >= threshold for the whole item AND for the
+    question alone, AND the gold option reads the same. The last two keep minimal pairs that
+    differ in the one word that matters ("first-class" vs "second-class" psychotropics, CMExam's
+    short questions sharing one option list), which share most of their text but not the answer.
+    Counts go to stats as "dedup:exact:<source>" / "dedup:near:<source>", cross-source drops also
+    as "dedup:cross:<dropped source><-<kept source>"; dropped records get meta.dup_of."""
     stats = Counter() if stats is None else stats
     hasher = hasher or MinHasher()
     records = list(records)
     grams = [ngram_hashes(tokens(item_text(r)), n) for r in records]
     sigs = hasher.signatures(grams)
     seen, buckets, kept = {}, defaultdict(list), []
+
+    def near(i, j):
+        if _answer_text(records[i]) != _answer_text(records[j]) or jaccard(grams[i], grams[j]) < threshold:
+            return False
+        qi, qj = (ngram_hashes(tokens(records[k]["question"]), n) for k in (i, j))
+        return jaccard(qi, qj) >= threshold
+
     for i, rec in enumerate(records):
         key = exact_key(rec)
         twin, kind = seen.get(key), "exact"
         if twin is None:
             kind = "near"
             cands = {j for bk in hasher.band_keys(sigs[i]) for j in buckets.get(bk, ())}
-            twin = next((j for j in sorted(cands) if jaccard(grams[i], grams[j]) >= threshold), None)
+            twin = next((j for j in sorted(cands) if near(i, j)), None)
         if twin is not None:
             other = records[twin]
             stats[f"dedup:{kind}:{rec['source']}"] += 1
+            if kind == "exact" and other["answer"] != rec["answer"]:
+                stats[f"dedup:exact_conflicting_answer:{rec['source']}"] += 1
             if other["source"] != rec["source"]:
-                stats[f"dedup:cross_source:{rec['source']}<-{other['source']}"] += 1
+                stats[f"dedup:cross:{rec['source']}<-{other['source']}"] += 1
             if dropped is not None:
                 dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": f"{kind}_duplicate",
                                                 "dup_of": [other["source"], other["id"]]}})
@@ -165,83 +184,119 @@ def dedup(records, threshold=0.8, n=3, stats=None, dropped=None, hasher=None):
 # --- decontamination ----------------------------------------------------------------------------
 
 def decontam_grams(rec, n=13):
-    """13-grams of the question; short questions fall back to question + options."""
+    """(gram hash sequence, token count) of the question. A question shorter than n tokens is too
+    short for 13-grams: it becomes one gram of the question plus its sorted options, so it matches
+    only the same short question with the same options (CMExam and MedMCQA share option lists
+    across short questions, and "Skeletal muscles:" alone says nothing)."""
     toks = tokens(question_text(rec))
-    if len(toks) < n:
-        toks = tokens(item_text(rec))
-    return ngram_hashes(toks, n)
+    if len(toks) >= n:
+        return _gram_seq(toks, n), len(toks)
+    key = toks + ["||"] + sorted(" ".join(tokens(o)) for o in rec["options"].values())
+    return ngram_hashes(key, len(key)), 1
+
+
+def _gram_seq(toks, n):
+    """Hash of the n-gram starting at each position (in order, with repeats), for coverage."""
+    th = _token_hashes(toks)
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(th) - n + 1, dtype=np.uint64)
+        for i in range(n):
+            h += th[i:len(th) - n + 1 + i] * _MULT[i]
+        h += np.uint64(n)
+        return _mix(h)
+
+
+def _coverage(seq, shared, n, ntok):
+    """Fraction of a text's tokens inside at least one of its n-grams that are in `shared`."""
+    hit = np.flatnonzero(np.isin(seq, shared))
+    if ntok < n:  # a short item is one gram
+        return 1.0 if len(hit) else 0.0
+    covered = np.zeros(ntok, dtype=bool)
+    for i in hit:
+        covered[i:i + n] = True
+    return covered.mean()
 
 
 class BenchIndex:
-    """Inverted index from 13-gram hash to the benchmark items containing it (CSR arrays)."""
+    """The eval benchmarks' 13-grams, as an inverted index (gram hash -> benchmark items, CSR)."""
 
-    def __init__(self, benchmarks, n=13, max_df=10):
-        self.n, self.max_df = n, max_df
-        self.items = []  # (benchmark name, record id, number of grams)
-        hs, owners = [], []
+    def __init__(self, benchmarks, n=13):
+        self.n = n
+        self.items, self.seqs, self.ntok = [], [], []  # (benchmark, id); gram sequence; token count
         for name, recs in benchmarks.items():
             for rec in recs:
-                g = decontam_grams(rec, n)
-                owners.append(np.full(len(g), len(self.items), dtype=np.int64))
-                hs.append(g)
-                self.items.append((name, rec["id"], len(g)))
-        h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
-        o = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+                seq, ntok = decontam_grams(rec, n)
+                self.items.append((name, rec["id"]))
+                self.seqs.append(seq)
+                self.ntok.append(ntok)
+        uniq = [np.unique(s) for s in self.seqs]
+        h = np.concatenate(uniq) if uniq else np.zeros(0, np.uint64)
+        owner = np.repeat(np.arange(len(uniq)), [len(u) for u in uniq])
         order = np.argsort(h, kind="stable")
-        h, o = h[order], o[order]
-        uniq, start, df = np.unique(h, return_index=True, return_counts=True)
-        keep = df <= max_df  # boilerplate shared by many eval items is no evidence of a leak
-        self.boilerplate = int((~keep).sum())
-        self.hashes = uniq[keep]
-        self.ptr = np.concatenate([[0], np.cumsum(df[keep])])
-        self.owner = np.concatenate([o[s:s + c] for s, c in zip(start[keep], df[keep])]) if keep.any() \
-            else np.zeros(0, np.int64)
-        self.sizes = np.array([it[2] for it in self.items], dtype=np.int64)
+        h, self.owner = h[order], owner[order]
+        self.hashes, start, self.df = np.unique(h, return_index=True, return_counts=True)
+        self.ptr = np.append(start, len(h))
 
-    def matches(self, records):
-        """For each record, the best-matching benchmark item as (item index, shared grams, overlap)
-        or None; overlap = shared / min(grams of record, grams of benchmark item)."""
-        out = [None] * len(records)
-        if len(self.hashes) == 0:
-            return out
-        grams = [decontam_grams(r, self.n) for r in records]
+    def candidates(self, grams):
+        """(record index, benchmark item index) pairs sharing at least one gram; grams[i] is record
+        i's distinct gram hashes with boilerplate already removed."""
         sizes = np.array([len(g) for g in grams], dtype=np.int64)
-        g = np.concatenate(grams) if grams else np.zeros(0, np.uint64)
-        rid = np.repeat(np.arange(len(records)), sizes)
-        pos = np.searchsorted(self.hashes, g)
-        pos[pos == len(self.hashes)] = 0
+        if len(self.hashes) == 0 or sizes.sum() == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        g = np.concatenate(grams)
+        rid = np.repeat(np.arange(len(grams)), sizes)
+        pos = np.minimum(np.searchsorted(self.hashes, g), len(self.hashes) - 1)
         hit = self.hashes[pos] == g
         pos, rid = pos[hit], rid[hit]
         lens = self.ptr[pos + 1] - self.ptr[pos]
-        # expand every hit to all benchmark items owning that gram
+        # every hit expands to all benchmark items that own the gram
         offs = np.repeat(self.ptr[pos] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
-        pair_r, pair_b = np.repeat(rid, lens), self.owner[offs]
-        if len(pair_r) == 0:
-            return out
-        key, shared = np.unique(pair_r * len(self.items) + pair_b, return_counts=True)
-        r, b = key // len(self.items), key % len(self.items)
-        overlap = shared / np.maximum(1, np.minimum(sizes[r], self.sizes[b]))
-        for ri, bi, s, ov in zip(r.tolist(), b.tolist(), shared.tolist(), overlap.tolist()):
-            if out[ri] is None or ov > out[ri][2]:
-                out[ri] = (bi, s, ov)
-        return out
+        pairs = np.stack([np.repeat(rid, lens), self.owner[offs]], axis=1)
+        return np.unique(pairs, axis=0)
 
 
-def decontaminate(records, index, min_overlap=0.2, stats=None, dropped=None):
-    """Drop records whose best benchmark match covers >= min_overlap; count per source and benchmark
-    as "decontam:<source>:<benchmark>"; dropped records get meta.contaminated_by."""
+def contamination(records, index, max_df=10):
+    """For each record, its worst overlap with any benchmark item: (benchmark item index, coverage)
+    or None. coverage = the larger of the two texts' fractions of tokens covered by shared 13-grams.
+    A 13-gram found in more than max_df items (benchmarks and these records together) is exam
+    boilerplate and is ignored, as GPT-3 ignored 13-grams frequent in its training set."""
+    n = index.n
+    seqs, ntoks = zip(*[decontam_grams(r, n) for r in records]) if records else ((), ())
+    uniq = [np.unique(s) for s in seqs]
+    allg = np.concatenate(uniq) if uniq else np.zeros(0, np.uint64)
+    tr_hash, tr_df = np.unique(allg, return_counts=True)
+    # document frequency over both sides; boilerplate grams are dropped before matching
+    df = tr_df.copy()
+    pos = np.minimum(np.searchsorted(index.hashes, tr_hash), max(len(index.hashes) - 1, 0))
+    if len(index.hashes):
+        inb = index.hashes[pos] == tr_hash
+        df[inb] += index.df[pos[inb]]
+    common = tr_hash[df > max_df]
+    clean = [u[~np.isin(u, common)] for u in uniq]
+    out = [None] * len(records)
+    for r, b in index.candidates(clean).tolist():
+        shared = np.intersect1d(clean[r], index.seqs[b])
+        cov = max(_coverage(seqs[r], shared, n, ntoks[r]), _coverage(index.seqs[b], shared, n, index.ntok[b]))
+        if out[r] is None or cov > out[r][1]:
+            out[r] = (b, cov)
+    return out
+
+
+def decontaminate(records, index, min_coverage=0.8, max_df=10, stats=None, dropped=None):
+    """Drop records whose 13-gram coverage against some benchmark item is >= min_coverage; count per
+    source and benchmark as "decontam:<source>:<benchmark>"; dropped records get meta.contaminated_by."""
     stats = Counter() if stats is None else stats
     records = list(records)
     kept = []
-    for rec, m in zip(records, index.matches(records)):
-        if m is None or m[2] < min_overlap:
+    for rec, m in zip(records, contamination(records, index, max_df)):
+        if m is None or m[1] < min_coverage:
             kept.append(rec)
             continue
-        name, bid, _ = index.items[m[0]]
+        name, bid = index.items[m[0]]
         stats[f"decontam:{rec['source']}:{name}"] += 1
         if dropped is not None:
             dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": "contaminated",
-                                            "contaminated_by": [name, bid, round(m[2], 3)]}})
+                                            "contaminated_by": [name, bid, round(float(m[1]), 3)]}})
     return kept
 
 
@@ -253,8 +308,9 @@ def main():
     ap.add_argument("--bench", action="append", default=[], metavar="NAME=RECORDS.jsonl",
                     help="benchmark records to decontaminate against (repeatable)")
     ap.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
-    ap.add_argument("--min-overlap", type=float, default=0.2, help="contamination: shared 13-gram fraction")
-    ap.add_argument("--max-df", type=int, default=10, help="ignore 13-grams in more than this many eval items")
+    ap.add_argument("--min-coverage", type=float, default=0.8,
+                    help="contamination: fraction of tokens covered by 13-grams shared with one eval item")
+    ap.add_argument("--max-df", type=int, default=10, help="ignore 13-grams found in more than this many items")
     ap.add_argument("--dropped", help="write dropped records here")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     a = ap.parse_args()
@@ -262,7 +318,7 @@ def main():
     recs = dedup(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats), a.threshold, stats=stats, dropped=dropped)
     if a.bench:
         bench = {b.split("=", 1)[0]: list(read_jsonl(b.split("=", 1)[1])) for b in a.bench}
-        recs = decontaminate(recs, BenchIndex(bench, max_df=a.max_df), a.min_overlap, stats, dropped)
+        recs = decontaminate(recs, BenchIndex(bench), a.min_coverage, a.max_df, stats, dropped)
     write_jsonl(a.out, recs)
     if a.dropped:
         write_jsonl(a.dropped, dropped)
