@@ -172,6 +172,16 @@ def make_client(endpoint=None, model=None, model_dir=None, **kw):
 # ----------------------------------------------------------------------------- resumable steps
 
 
+def _end_torn_line(path):
+    """A kill during a write can leave a last line without its newline; end it, so the next append
+    starts a line of its own instead of gluing a good row onto the torn one (done_ids skips it)."""
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def run_step(client, records, out_path, make_messages, make_row, n=1, temperature=0.0, max_tokens=1024,
              desc=None, **kw):
     """Run one LLM-driven step over records: for each record whose id is not yet in out_path,
@@ -182,6 +192,7 @@ def run_step(client, records, out_path, make_messages, make_row, n=1, temperatur
     from tqdm import tqdm
 
     done = done_ids(out_path)
+    _end_torn_line(out_path)
     todo = [r for r in records if r["id"] not in done]
     if not todo:
         return 0

@@ -70,7 +70,10 @@ class ChatServer:
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 resets connections when many clients connect at once
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
@@ -200,3 +203,18 @@ def test_run_step_resumes_without_redoing_or_losing_ids(shared, tmp_path):
         build_prompt(r)[-1]["content"] for r in recs if r["id"] in done_first)
     assert all(r["pass_rate"] == 1.0 for r in rows)
     assert run_step(fast_client(srv2.url), recs, str(out), build_prompt, make_row) == 0
+
+
+def test_run_step_after_a_torn_last_line(tmp_path):
+    """A kill while writing leaves half a row without its newline: the rerun must not glue the next
+    row onto it (that row would be unreadable, i.e. lost) and must redo the torn one."""
+    recs = [{"id": f"r{i}"} for i in range(6)]
+    out = tmp_path / "step.jsonl"
+    out.write_text('{"id": "r0", "text": "q0#0"}\n{"id": "r1", "te')
+    msgs = lambda r: [{"role": "user", "content": r["id"]}]
+    with ChatServer(echo) as srv:
+        assert run_step(fast_client(srv.url), recs, str(out), msgs, lambda r, c: {"text": c[0]}) == 5
+    assert sorted(k for k, _ in srv.log) == ["r1", "r2", "r3", "r4", "r5"]
+    rows = [json.loads(l) for l in out.read_text().splitlines()[2:]]
+    assert len(out.read_text().splitlines()) == 7 and sorted(r["id"] for r in rows) == ["r1", "r2", "r3", "r4", "r5"]
+    assert all(r["text"] == f"{r['id']}#0" for r in rows)

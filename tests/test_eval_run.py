@@ -1,0 +1,203 @@
+"""eval.run and eval.report end to end against a loopback chat-completions server, on real items:
+kill and resume, ranks, n > 1, and a report that says what the per-item files say."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED
+from eval import report, run
+from eval.answer import build_prompt
+from eval.loaders import load_benchmark
+from test_llm import ChatServer
+
+DATA = SHARED / "data"
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 40
+
+
+def items(bench, limit=LIMIT):
+    return load_benchmark(bench, data_dir=str(DATA))[:limit]
+
+
+def kind(rec):
+    """What the fake model does with an item: stable per id, independent of the extractor."""
+    return ["gold", "wrong", "garbage", "gold_text", "wrong", "gold"][zlib.crc32(rec["id"].encode()) % 6]
+
+
+def respond_for(recs):
+    by_prompt = {build_prompt(r)[-1]["content"]: r for r in recs}
+
+    def respond(messages, i):
+        r = by_prompt[messages[-1]["content"]]
+        a = r["answer"]
+        w = next(l for l in r["options"] if l != a)
+        return {"gold": f"The findings point to ({a}).\n<answer>{a}</answer>",
+                "wrong": f"Considering everything...\n<answer>{w.lower()}</answer>",
+                "garbage": "I cannot decide between the options listed above.",
+                "gold_text": f"<answer>{r['options'][a]}</answer>\nThat is my final choice."}[kind(r)]
+    return respond
+
+
+def read_rows(run_dir, bench):
+    rows = []
+    for p in sorted(Path(run_dir).glob(f"{bench}.part*.jsonl")):
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass  # a torn line from the kill
+    return rows
+
+
+def report_cells(run_dir, capsys):
+    capsys.readouterr()
+    report.main([str(run_dir), "--no-detail"])
+    out = capsys.readouterr().out.splitlines()
+    head = [c.strip() for c in out[0].strip("|").split("|")]
+    row = [c.strip() for c in out[2].strip("|").split("|")]
+    return dict(zip(head, row))
+
+
+def test_killed_run_resumes_without_redoing_items_and_report_matches(shared, tmp_path, capsys):
+    benches = ["medqa", "mmlu_pro_health"]
+    recs = {b: items(b) for b in benches}
+    allrecs = [r for b in benches for r in recs[b]]
+    out = tmp_path / "run"
+    fail = lambda key, attempt: 503 if attempt == 1 and zlib.crc32(key.encode()) % 4 == 0 else None
+    cmd = [sys.executable, "-m", "eval.run", "--benchmarks", ",".join(benches), "--model-name", "fake",
+           "--out", str(out), "--limit", str(LIMIT), "--data-dir", str(DATA), "--concurrency", "2",
+           "--backoff", "0.001"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with ChatServer(respond_for(allrecs), fail=fail, delay_s=0.03) as srv:
+        proc = subprocess.Popen(cmd + ["--endpoint", srv.url], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        part = out / "medqa.part0.jsonl"
+        deadline = time.time() + 60
+        while time.time() < deadline and (not part.exists() or len(part.read_text().splitlines()) < 12):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done_before = {r["id"] for b in benches for r in read_rows(out, b)}
+    assert 12 <= len(done_before) < 2 * LIMIT, "the kill must land mid-run"
+    assert not (out / "summary.json").exists()  # killed, not finished
+
+    with ChatServer(respond_for(allrecs), fail=fail) as srv2:
+        done = subprocess.run(cmd + ["--endpoint", srv2.url], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    redone = {r["id"] for r in allrecs if build_prompt(r)[-1]["content"] in {k for k, _ in srv2.log}}
+    assert not redone & done_before  # finished items were not asked again
+    assert any(s == 503 for _, s in srv2.log)  # and the flaky server was retried through
+
+    for b in benches:
+        rows = read_rows(out, b)
+        assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in recs[b])  # each item exactly once
+        want = {r["id"]: kind(r) in ("gold", "gold_text") for r in recs[b]}
+        assert {r["id"]: r["correct"] for r in rows} == want
+        assert {r["id"] for r in rows if r["extracted"] is None} == {r["id"] for r in recs[b] if kind(r) == "garbage"}
+        assert all(r["gold"] == next(x["answer"] for x in recs[b] if x["id"] == r["id"]) for r in rows)
+        assert all(r["prompt"][-1]["role"] == "user" and r["benchmark"] == b for r in rows)
+
+    cells = report_cells(out, capsys)
+    accs = []
+    for b, col in (("medqa", "MedQA"), ("mmlu_pro_health", "MMLU-Pro Health")):
+        rows = read_rows(out, b)
+        acc = 100 * sum(r["correct"] for r in rows) / len(rows)
+        accs.append(acc)
+        assert cells[col] == f"{acc:.2f}"
+    assert cells["Avg"] == f"{sum(accs) / 2:.2f}"
+    rows = read_rows(out, "medqa") + read_rows(out, "mmlu_pro_health")
+    assert cells["Extraction fail %"] == f"{100 * sum(r['extracted'] is None for r in rows) / len(rows):.2f}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["benchmarks"]["medqa"]["n_done"] == LIMIT
+
+
+def test_ranks_split_the_items_and_the_summary_merges(shared, tmp_path, monkeypatch, capsys):
+    recs = items("pubmedqa", 30)
+    out = tmp_path / "run"
+    args = ["--benchmarks", "pubmedqa", "--model-name", "fake", "--out", str(out), "--limit", "30",
+            "--data-dir", str(DATA), "--backoff", "0.001"]
+    with ChatServer(respond_for(recs)) as srv:
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        for rank in (0, 2):  # rank 1 has not run yet
+            monkeypatch.setenv("RANK", str(rank))
+            run.main(args + ["--endpoint", srv.url])
+        s = json.loads((out / "summary.json").read_text())
+        assert s["benchmarks"]["pubmedqa"]["n_done"] == 20 and not s["complete"]
+        assert "†" in report_cells(out, capsys)["PubMedQA"]
+        monkeypatch.setenv("RANK", "1")
+        run.main(args + ["--endpoint", srv.url])
+        assert len(srv.log) == 30
+        for rank in range(3):
+            ids = [json.loads(l)["id"] for l in (out / f"pubmedqa.part{rank}.jsonl").read_text().splitlines()]
+            assert sorted(ids) == sorted(r["id"] for i, r in enumerate(recs) if i % 3 == rank)
+        # a rerun on one process finds everything done and asks nothing
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "1")
+        run.main(args + ["--endpoint", srv.url])
+        assert len(srv.log) == 30
+    s = json.loads((out / "summary.json").read_text())
+    want = sum(kind(r) in ("gold", "gold_text") for r in recs) / 30
+    assert s["complete"] and s["benchmarks"]["pubmedqa"]["accuracy"] == pytest.approx(want)
+
+
+def test_n_samples_majority_vote_and_pass_at_k(shared, tmp_path, capsys):
+    recs = items("mmlu_pro_biology", 12)
+    by_prompt = {build_prompt(r)[-1]["content"]: r for r in recs}
+
+    def respond(messages, i):  # 4 samples: the item's number of gold answers is its index % 5
+        r = by_prompt[messages[-1]["content"]]
+        k = recs.index(r) % 5
+        a, w = r["answer"], next(l for l in r["options"] if l != r["answer"])
+        return f"<answer>{a}</answer>" if i < k else ("no answer" if i % 2 else f"<answer>{w}</answer>")
+
+    out = tmp_path / "run"
+    with ChatServer(respond) as srv:
+        run.main(["--benchmarks", "mmlu_pro_biology", "--endpoint", srv.url, "--model-name", "fake", "--out",
+                  str(out), "--limit", "12", "--data-dir", str(DATA), "--n", "4", "--temperature", "0.8"])
+    rows = {r["id"]: r for r in read_rows(out, "mmlu_pro_biology")}
+    ks = [recs.index(r) % 5 for r in recs]
+    for r, k in zip(recs, ks):
+        row = rows[r["id"]]
+        assert len(row["output"]) == 4 and sum(row["correct"]) == k
+        # votes: k gold, and the wrong letter at sample indices >= k that are even
+        wrong = sum(1 for i in range(k, 4) if i % 2 == 0)
+        assert row["majority_correct"] == (k > wrong)
+    s = json.loads((out / "summary.json").read_text())["benchmarks"]["mmlu_pro_biology"]
+    assert s["accuracy"] == pytest.approx(sum(k / 4 for k in ks) / 12)
+    assert s["pass_at_k"]["1"] == pytest.approx(s["accuracy"])
+    assert s["pass_at_k"]["4"] == pytest.approx(sum(k > 0 for k in ks) / 12)
+    # pass@2 from 4 samples with c correct: 1 - C(4-c, 2) / C(4, 2)
+    assert s["pass_at_k"]["2"] == pytest.approx(sum(1 - {0: 6, 1: 3, 2: 1}.get(k, 0) / 6 for k in ks) / 12)
+    report.main([str(out)])
+    assert re.search(r"\| fake \| MMLU-Pro Bio \| 12/12 \| 4 \|", capsys.readouterr().out)
+
+
+def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="sample.py"):
+        run.main(["--benchmarks", "medqa", "--model", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit, match=r"cmexam\.jsonl:5332: .*--skip-bad"):
+        run.main(["--benchmarks", "cmexam", "--endpoint", "http://127.0.0.1:9", "--model-name", "m",
+                  "--out", str(tmp_path / "r"), "--data-dir", str(DATA)])
+    with pytest.raises(SystemExit):
+        run.main(["--benchmarks", "nope", "--endpoint", "http://x", "--model-name", "m", "--out", str(tmp_path)])
+    assert "unknown benchmark" in capsys.readouterr().err
+    recs = items("medqa", 3)
+    with ChatServer(respond_for(recs)) as srv:
+        base = ["--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m", "--out", str(tmp_path / "r"),
+                "--limit", "3", "--data-dir", str(DATA)]
+        run.main(base)
+        with pytest.raises(SystemExit, match=r"different settings \(temperature: 0.0 vs 0.7\)"):
+            run.main(base + ["--temperature", "0.7"])
+    with ChatServer(respond_for(recs), fail=lambda k, a: 401) as srv:
+        with pytest.raises(SystemExit, match=r"(?s)HTTP 401.*rerun the same command to resume"):
+            run.main(["--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m",
+                      "--out", str(tmp_path / "r2"), "--limit", "3", "--data-dir", str(DATA), "--backoff", "0.001"])
