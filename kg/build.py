@@ -69,8 +69,8 @@ class Builder:
         n = self.nodes.get(key)
         if n is None:
             n = self.nodes[key] = {"type": type, "names": [], "syn": set(), "src": 0, "rare": False}
-        if name:
-            n["names"].append((NAME_RANK.index(source), display(name)))
+        if name:  # gene symbols keep their case; other labels get the display form
+            n["names"].append((NAME_RANK.index(source), name.strip() if type == "gene" else display(name)))
         n["syn"].update(synonyms)
         n["src"] |= 1 << SOURCES.index(source)
         n["rare"] |= rare

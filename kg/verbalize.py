@@ -1,0 +1,123 @@
+"""Turn a sampled question (kg/sample.py) into an exam-style stem, and optionally have an LLM polish it.
+
+Templates write what the facts say and nothing else: the findings of the vignette are the
+has_phenotype facts, the patient's age is the onset fact, the named drug or disease is a constant of
+the query. An LLM rewrite (llm_rewrite) may change the wording but is rejected if it names the answer.
+"""
+import hashlib
+import re
+
+ONSET = {  # HPO onset term -> the patient in the vignette
+    "Congenital onset": "A newborn", "Neonatal onset": "A 10-day-old neonate", "Infantile onset": "A 7-month-old infant",
+    "Childhood onset": "A 6-year-old child", "Pediatric onset": "A child", "Juvenile onset": "A 14-year-old adolescent",
+    "Young adult onset": "A 24-year-old patient", "Early young adult onset": "A 19-year-old patient",
+    "Intermediate young adult onset": "A 26-year-old patient", "Late young adult onset": "A 34-year-old patient",
+    "Adult onset": "A 40-year-old patient", "Middle age onset": "A 52-year-old patient",
+    "Late onset": "A 70-year-old patient", "Fetal onset": "A fetus", "Antenatal onset": "A fetus",
+    "Embryonal onset": "A fetus", "Second trimester onset": "A fetus", "Third trimester onset": "A fetus",
+    "Late first trimester onset": "A fetus"}
+
+ASK = {
+    "diagnosis": "Which of the following is the most likely diagnosis?",
+    "diagnosis_gene": "A pathogenic variant in which of the following genes most likely explains this condition?",
+    "diagnosis_inheritance": "Which of the following is the most likely mode of inheritance of this condition?",
+    "diagnosis_treatment": "Which of the following drugs is indicated for the most likely diagnosis?",
+    "diagnosis_cause": "Which of the following is the most likely underlying cause of this condition?",
+    "treatment_class": "A drug indicated for the most likely diagnosis belongs to which of the following "
+                       "pharmacologic classes?",
+}
+
+
+def lower_first(name):
+    """'Global developmental delay' -> 'global developmental delay'; 'EEG abnormality' stays."""
+    first = name.split(" ")[0]
+    if sum(c.isupper() for c in first) > 1 or any(c.isdigit() for c in first):
+        return name
+    return name[:1].lower() + name[1:]
+
+
+def option_text(g, node):
+    name = g.names[node]
+    return name[:1].upper() + name[1:]
+
+
+def join(items):
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _pick(key, choices):
+    """A phrasing variant chosen by a hash of the question, so the same question always reads the same."""
+    return choices[int(hashlib.md5(key.encode()).hexdigest(), 16) % len(choices)]
+
+
+def vignette(g, q):
+    """The patient story from the ?d facts: symptoms and signs, then laboratory and imaging findings."""
+    key = repr(q.facts)
+    groups = {"phenotype": [], "lab_finding": [], "imaging_finding": []}
+    who = "A patient"
+    for s, r, o in q.facts:
+        if s != "?d":
+            continue
+        if r == "has_phenotype":
+            groups[g.type_name(o)].append(lower_first(g.names[o]))
+        elif r == "onset":
+            who = ONSET.get(g.names[o], who)
+    if who == "A fetus":
+        text = f"Prenatal evaluation of a fetus shows {join(groups['phenotype'])}." if groups["phenotype"] else \
+            "A fetus is evaluated prenatally."
+    elif groups["phenotype"]:
+        verb = _pick(key, ["presents with", "is evaluated for", "is brought to the physician because of",
+                           "is referred for assessment of"])
+        text = f"{who} {verb} {join(groups['phenotype'])}."
+    else:
+        text = f"{who} is evaluated."
+    if groups["lab_finding"]:
+        text += " " + _pick(key + "l", ["Laboratory studies show", "Investigations reveal", "Testing shows"]) + \
+                f" {join(groups['lab_finding'])}."
+    if groups["imaging_finding"]:
+        text += f" Imaging shows {join(groups['imaging_finding'])}."
+    return text
+
+
+def stem(g, q):
+    """The question text for a sampled Question."""
+    if q.template in ASK:
+        return vignette(g, q) + " " + ASK[q.template]
+    consts = {r: (s, o) for s, r, o in q.facts}
+    if q.template == "drug_mechanism":
+        drug = q.facts[0][0]
+        who = f"A patient with {lower_first(g.names[q.context['disease']])}" if "disease" in q.context else "A patient"
+        return (f"{who} is started on {lower_first(g.names[drug])}. Which of the following best describes the "
+                f"mechanism of action or pharmacologic class of this drug?")
+    if q.template == "drug_for_disease_target":
+        d = consts["indicated_for"][1]
+        t = consts["targets"][1]
+        action = q.context.get("action") or "modulator"
+        art = "an" if action[:1] in "aeiou" else "a"
+        return (f"Which of the following drugs is indicated for {lower_first(g.names[d])} and acts as {art} "
+                f"{action} of {g.names[t]}?")
+    if q.template == "side_effect":
+        drug = q.facts[0][0]
+        return f"Which of the following adverse effects has been reported with {lower_first(g.names[drug])}?"
+    raise ValueError(f"no wording for template {q.template!r}")
+
+
+REWRITE_PROMPT = (
+    "Rewrite this multiple-choice exam question stem so it reads like a USMLE-style clinical vignette. "
+    "Keep every stated finding, age and named drug or disease; add no new findings; do not mention any answer "
+    "option; keep the final question sentence's meaning. Reply with the rewritten stem only.\n\nStem: {stem}")
+
+
+def llm_rewrite(rec, chat):
+    """Optional polish through an LLM: `chat(messages) -> str` (the shared LLM client's chat call).
+    Returns a new record; the template text is kept in meta["template_question"]. A rewrite that is
+    empty or names the answer is rejected and the record comes back unchanged."""
+    out = chat([{"role": "user", "content": REWRITE_PROMPT.format(stem=rec["question"])}]).strip()
+    answer = rec["options"][rec["answer"]]
+    if not out or re.search(re.escape(answer), out, re.I):
+        return rec
+    meta = dict(rec["meta"], template_question=rec["question"], rewritten=True)
+    return dict(rec, question=out, meta=meta)
