@@ -59,12 +59,13 @@ _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|
 _LETTER = (r"(?:\(([A-Za-z])\)|\*{0,2}([A-Z])\*{0,2})(?![\w-])"
            r"(?!\s*(?:or|and|/|,|、)\s*\(?[A-Za-z]\b)")
 _FALLBACK = [
-    re.compile(r"(?i:answer|option|choice)(?:\s*(?i:is|would be|should be|will be)\s*[:：]?|\s*[:：])"
-               r"\s*(?i:option\s*|choice\s*)?" + _LETTER),
+    re.compile(r"(?i:answer|option|choice)\**(?:\s*(?i:is|would be|should be|will be)\s*[:：]?|\s*[:：])"
+               r"[\s*_]*(?i:option\s*|choice\s*)?" + _LETTER),
     re.compile(r"(?i:option|choice)\s*" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))"),
     re.compile(r"(?:答案|选项)\s*(?:是|为|应为|应该是)?\s*[:：]?\s*([A-Z]+)(?![A-Za-z])"),
     re.compile(r"故选\s*([A-Z]+)(?![A-Za-z])"),
 ]
+_TEXT_ANSWER = re.compile(r"(?i:answer)\**\s*(?:is|:)[\s*:]*([^\n.]+)")
 _FINAL_LINE = re.compile(r"^\W{0,3}\(?([A-Z])\)?[.)]?\W{0,3}$")
 
 
@@ -113,10 +114,10 @@ def _unwrap(s):
 def _single(s, options):
     """A bare letter (B, (B), B., b) or the exact text of one option."""
     m = re.fullmatch(r"\(?([A-Za-z])\)?\s*[.:)：、]?", s)
-    if m:
-        l = m.group(1).upper()
-        return l if l in options else False  # False: a letter, but not one of this item's
-    return _option_match(s, options)
+    if m and m.group(1).upper() in options:
+        return m.group(1).upper()
+    hit = _option_match(s, options)  # also options whose text is a letter: {"C": "E", "D": "G"}
+    return False if m and not hit else hit  # False: a letter, but not one of this item's
 
 
 def parse_choice(content, options, multi=False):
@@ -131,8 +132,10 @@ def parse_choice(content, options, multi=False):
         hit = _single(s, options) if s else False
     if hit is not None:
         return hit or None
-    # a letter then text: "B) Metformin", "(B) Metformin", "B. Metformin", "B: Metformin"
-    m = re.fullmatch(r"(?:\(([A-Za-z])\)|([A-Za-z])\s*[.:)：、])\s*(.+)", s, flags=re.S)
+    # a letter then text: "B) Metformin", "(B) Metformin", "B. Metformin", "B: Metformin",
+    # "B - Metformin", "B (Metformin)"
+    m = (re.fullmatch(r"(?:\(([A-Za-z])\)|([A-Za-z])\s*(?:[.:)：、]|\s[-–—]))\s*(.+)", s, flags=re.S)
+         or re.fullmatch(r"()([A-Za-z])\s*\((.+)\)", s, flags=re.S))
     if m:
         l = (m.group(1) or m.group(2)).upper()
         if l not in options:
@@ -156,6 +159,10 @@ def _fallback(text, options, multi):
         for m in pat.finditer(text):
             g = next(x for x in m.groups() if x)
             found.append(parse_choice(g, options, multi))
+    for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the exact text of one option
+        hit = _option_match(m.group(1), options)
+        if hit:
+            found.append(hit)
     if not found:
         lines = [l for l in text.strip().splitlines() if l.strip()]
         m = _FINAL_LINE.match(lines[-1].strip()) if lines else None

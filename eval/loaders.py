@@ -18,8 +18,9 @@ from functools import partial
 from data.records import RecordError, make_record
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-DATA_DIR = os.environ.get(
-    "FLEMING_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"))
+# the shared data dir: $FLEMING_DATA, else $FLEMING_SHARED/data, else ../shared/data beside the checkout
+DATA_DIR = os.environ.get("FLEMING_DATA") or os.path.join(os.environ.get("FLEMING_SHARED") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")), "data")
 
 # ----------------------------------------------------------------------------- file readers
 # Each yields (line, row) where `line` is where the row starts in the file (1-based), so errors

@@ -99,7 +99,9 @@ def test_fallback_phrases_without_tags(medqa):
     a = rec["answer"]
     for out in [f"Considering the findings, the answer is ({a}).", f"The correct answer is: **{a}**",
                 f"Reasoning...\n\nFinal answer: {a}", f"\\boxed{{{a}}}", f"Long reasoning.\n\n{a}",
-                f"Option {a} is correct because of the timeline."]:
+                f"Option {a} is correct because of the timeline.", f"**Answer:** {a}",
+                f"The answer is: **({a})**", f"Final Answer: The final answer is $\\boxed{{{a}}}$",
+                f"So the answer is {rec['options'][a].lower()}."]:
         assert extract_answer(out, rec["options"]) == a, out
 
 
@@ -129,6 +131,11 @@ def test_pubmedqa_yes_no_maybe(shared):
     gold_text = rec["options"][rec["answer"]]
     assert score(rec, f"<answer>{gold_text.capitalize()}</answer>") == (rec["answer"], True)
     assert score(rec, "<answer>D</answer>") == (None, False)
+    wrong = next(l for l in "ABC" if l != rec["answer"])
+    assert extract_answer(f"<answer>{rec['answer']} ({gold_text})</answer>", rec["options"]) == rec["answer"]
+    assert extract_answer(f"<answer>{rec['answer']} ({rec['options'][wrong]})</answer>", rec["options"]) is None
+    assert extract_answer(f"Based on the abstract, the answer is {gold_text.capitalize()}.", rec["options"]) == rec["answer"]
+    assert extract_answer("The answer is no, or perhaps maybe.", rec["options"]) is None
 
 
 def test_multi_answer_exact_set_match(shared):
@@ -143,3 +150,17 @@ def test_multi_answer_exact_set_match(shared):
     assert score(rec, f"<answer>{gold[:2]}</answer>") == (gold[:2], False)  # a subset is wrong
     single = next(r for r in recs if not r["meta"].get("multi_answer"))
     assert score(single, f"<answer>{single['answer']}{wrong_letter(single)}</answer>") == (None, False)
+
+
+def test_real_free_text_responses_are_never_guessed(shared):
+    """198 real HuatuoGPT-o1 responses: long clinical prose that names options but commits to no
+    letter. Nothing may be extracted from them; with a final tag appended, exactly that tag counts."""
+    import json
+    demo = json.loads((DATA / "huatuogpt_o1_demo/demo_data.json").read_text())
+    assert len(demo) == 198
+    for x in demo:
+        opts, gold = x["options"], x["answer_idx"]
+        assert extract_answer(x["Response"], opts) is None
+        assert extract_answer(f"{x['Response']}\n\n<answer>{gold}</answer>", opts) == gold
+        assert extract_answer(f"<think>{x['Complex_CoT']}</think>\n{x['Response']}\n<answer>{opts[gold]}</answer>",
+                              opts) == gold
