@@ -89,6 +89,7 @@ _FIGURE = re.compile("|".join([
     r"\b(?:labell?ed|lettered)\s+(?:boxes|structures|areas|points|regions)\b",
     # Chinese exam phrasing; 心电图示 ("the ECG shows") is text, not a picture.
     r"如图|见图|如下图|下图[中所是]|图中[所是]|上图|附图|暂无图",
+    r"\[img\b|\b[\w~/.-]+\.(?:jpe?g|png|gif|bmp|tiff?)\b",  # an image file the text points at
 ]), re.I)
 # "Please refer to the summary above": a shared passage the item was cut from.
 _PASSAGE = re.compile(r"\brefer\s+to\s+the\s+(?:summary|abstract|passage|case|vignette)\s+(?:above|below)", re.I)
