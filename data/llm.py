@@ -8,10 +8,10 @@ plain HTTP (how vLLM / SGLang serve the teacher), and the local sampler (sample.
 `run_step` drives an LLM step over records with an append-only JSONL keyed by id, so a crash, a kill
 or a rate limit loses at most the requests in flight and a rerun skips what is done.
 """
+import http.client
 import json
 import os
 import random
-import socket
 import sys
 import time
 import urllib.error
@@ -70,7 +70,7 @@ class HTTPClient:
                 raise _Retryable(f"HTTP {e.code}: {detail}",
                                  float(ra) if ra and ra.replace(".", "", 1).isdigit() else None) from None
             raise LLMError(f"{self.url}: HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as e:
             raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
         except ValueError as e:  # a 200 whose body is not JSON: a proxy or a server in trouble
             raise _Retryable(f"bad JSON in response: {e}") from None
@@ -116,9 +116,9 @@ class HTTPClient:
         """Yield (index, completions) as requests finish, at most `concurrency` in flight. On a
         request that fails for good, the ones in flight are still yielded, then LLMError is raised."""
         items = iter(enumerate(messages_batch))
-        error = None
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            running = {}
+        error, running = None, {}
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
             while True:
                 while error is None and len(running) < self.concurrency:
                     nxt = next(items, None)
@@ -134,6 +134,8 @@ class HTTPClient:
                         yield i, fut.result()
                     except LLMError as e:
                         error = error or e
+        finally:  # on Ctrl-C or an abandoned generator: start nothing new, do not wait
+            pool.shutdown(wait=False, cancel_futures=True)
         if error is not None:
             raise error
 

@@ -17,7 +17,7 @@ from eval.loaders import load_benchmark
 class ChatServer:
     """A loopback OpenAI-compatible server. `responder(messages, i)` gives the i-th choice's text;
     `fail(key, attempt)` may return an HTTP status to fail that attempt with, "stall" to sleep past
-    the client's timeout, or None. `key` is the last user message; every request is logged."""
+    the client's timeout, "cut" to drop the connection mid-body, or None. `key` is the last user message; every request is logged."""
 
     def __init__(self, responder, fail=None, stall_s=2.0, delay_s=0.0, max_n=None):
         self.responder, self.fail, self.stall_s, self.delay_s, self.max_n = responder, fail, stall_s, delay_s, max_n
@@ -32,6 +32,7 @@ class ChatServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.left = False
                 key = body["messages"][-1]["content"]
                 with server.lock:
                     server.attempts[key] += 1
@@ -42,6 +43,13 @@ class ChatServer:
                 try:
                     what = server.fail(key, attempt) if server.fail else None
                     server.log.append((key, what or 200))
+                    if what == "cut":  # the connection drops in the middle of the body
+                        self.send_response(200)
+                        self.send_header("Content-Length", "1000")
+                        self.end_headers()
+                        self.wfile.write(b'{"choices": [')
+                        self.close_connection = True
+                        return
                     if what == "stall":
                         time.sleep(server.stall_s)
                         return self._send(200, {"choices": []})
@@ -56,10 +64,16 @@ class ChatServer:
                                for i in range(n)]
                     self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"], "choices": choices})
                 finally:
-                    with server.lock:
+                    self._leave()
+
+            def _leave(self):  # before the reply goes out, or the client's next request may overlap
+                with server.lock:
+                    if not getattr(self, "left", False):
                         server.inflight -= 1
+                        self.left = True
 
             def _send(self, code, obj):
+                self._leave()
                 data = json.dumps(obj).encode()
                 try:
                     self.send_response(code)
@@ -118,6 +132,8 @@ def test_5xx_and_stalls_are_retried_and_nothing_is_lost(capsys):
             return "stall"
         if i % 7 == 2 and attempt == 1:
             return 429
+        if i % 11 == 4 and attempt == 1:
+            return "cut"
         return None
 
     with ChatServer(echo, fail=fail, stall_s=1.5) as srv:
@@ -131,7 +147,7 @@ def test_5xx_and_stalls_are_retried_and_nothing_is_lost(capsys):
             want[fail(f"q{i}", a)] += 1
             a += 1
         want[200] += 1
-    assert want[503] and want[500] and want["stall"] and want[429]
+    assert want[503] and want[500] and want["stall"] and want[429] and want["cut"]
     assert Counter(s for _, s in srv.log) == want
     assert "retry" in capsys.readouterr().err
 
