@@ -1,0 +1,383 @@
+"""The data driver: public QA files -> clean, decontaminated, labelled SFT / RL / validation pools.
+
+    convert -> filter -> anonymize -> dedup -> decontam -> verify* -> difficulty* -> mix
+                                                          (* only with --endpoint)
+
+Each step is one function reading a JSONL of records from the work dir and writing the next
+(`NN_<step>.jsonl`, atomically, with a `.stats.json` beside it); a step whose output exists is
+skipped, so a rerun resumes after the last finished step (--force reruns everything). The LLM
+steps append to `verify.jsonl` / `difficulty.jsonl` keyed by source/id and skip done items.
+Dropped records go to `dropped/<step>.jsonl` with meta.drop_reason; `report.md` has the counts.
+
+Sources are FORMAT[:SPLIT]=PATH with FORMAT one of medqa (jsonl, answer_idx), medmcqa (the
+list-style copy or the authors' opa..opd / cop 1-4 layout, jsonl or csv), pubmedqa (ori_pqal.json),
+cmexam (the list-style jsonl or the published CSV with multi-answer items), huatuo (HuatuoGPT-o1's
+MedQA-style JSON list), records (our own JSONL, e.g. kg/ synthetic items). Ids follow eval's
+loaders, so a training item and its benchmark twin share an id.
+
+Unlike eval's loaders, conversion does not validate content: an empty option or an answer that is
+not among the options reaches the format filter, which counts it by reason. Only a structurally
+broken line (bad JSON, a missing field, a wrong type) stops the run with file:line and the reason,
+or with --skip-bad is counted and skipped.
+
+    python -m data.prepare --out work/data                          # shared files, no LLM steps
+    python -m data.prepare --out work/data --endpoint http://h:8000/v1 --model-name gpt-oss-120b
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+from data import anonymize as anon_mod
+from data.dedup import BenchIndex, decontaminate, dedup
+from data.filter import filter_records
+from data.mix import mix, parse_weights, report
+from data.records import RecordError, read_jsonl, validate_record, write_jsonl
+from eval.loaders import (BENCHMARKS, DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows,
+                          load_benchmark, pubmedqa_question)
+
+DEFAULT_SOURCES = [  # relative to the shared data dir; all but the first two are eval splits
+    "medqa:train=medqa/medqa_train_small.jsonl",
+    "huatuo:train=huatuogpt_o1_demo/demo_data.json",
+    "medmcqa:dev=medmcqa/medmcqa.jsonl",
+    "cmexam:test=cmexam/cmexam.jsonl",
+    "pubmedqa:pqal=pubmedqa/ori_pqal.json",
+]
+STEPS = ["convert", "filter", "anonymize", "dedup", "decontam", "verify", "difficulty", "mix"]
+
+
+# --- converters: published row -> record dict (content not validated) ---------------------------
+
+def _str(v, what):
+    if not isinstance(v, str):
+        raise ValueError(f"{what} is a {type(v).__name__}, not a string")
+    return v.strip()
+
+
+def _opts(v, what="options"):
+    if isinstance(v, dict):
+        return {str(k): _str(o, f"option {k}") for k, o in v.items()}
+    if isinstance(v, list):
+        return {LETTERS[i]: _str(o, f"option {LETTERS[i]}") for i, o in enumerate(v)}
+    raise ValueError(f"{what} is a {type(v).__name__}, not a list or object")
+
+
+def _letters(ans):
+    """["a", "c"] / "AC" / "a" -> "AC" (upper, sorted); membership is the filter's business."""
+    if isinstance(ans, str):
+        ans = list(ans.replace(",", "").replace(" ", ""))
+    if not isinstance(ans, list):
+        raise ValueError(f"answer {ans!r} is not a letter list")
+    return "".join(sorted({str(a).strip().upper() for a in ans}))
+
+
+def _rec(id, source, split, question, options, answer, meta=None):
+    meta = dict(meta or {})
+    if len(answer) > 1:
+        meta["multi_answer"] = True
+    return {"id": str(id), "source": source, "split": split, "question": question, "options": options,
+            "answer": answer, "difficulty": None, "meta": meta}
+
+
+def conv_medqa(row, where, split, index=None, source="medqa"):
+    meta = {"meta_info": row["meta_info"]} if "meta_info" in row else {}
+    return _rec(f"{source}-{split}-{where:05d}", source, split, _str(row["question"], "question"),
+                _opts(row["options"]), _str(row["answer_idx"], "answer_idx").upper(), meta)
+
+
+def conv_huatuo(row, where, split, index):
+    # a JSON list without ids: the position in the published list
+    meta = {k: row[k] for k in ("Open-ended Verifiable Question", "Ground-True Answer") if k in row}
+    return _rec(f"huatuo-{split}-{index:05d}", "huatuo", split, _str(row["question"], "question"),
+                _opts(row["options"]), _str(row["answer_idx"], "answer_idx").upper(), meta)
+
+
+def conv_medmcqa(row, where, split, index=None):
+    if "problem_text" in row:
+        return _rec(row["problem_id"], "medmcqa", split, _str(row["problem_text"], "problem_text"),
+                    _opts(row["choices"], "choices"), _letters(row["answer"]))
+    cop = int(row["cop"]) - 1  # the authors' files: cop 1-4
+    opts = {LETTERS[i]: _str(row[k], k) for i, k in enumerate(("opa", "opb", "opc", "opd"))}
+    meta = {k: row[k] for k in ("subject_name", "topic_name", "choice_type") if row.get(k)}
+    return _rec(row["id"], "medmcqa", split, _str(row["question"], "question"), opts,
+                LETTERS[cop] if 0 <= cop < 4 else f"?{row['cop']}", meta)
+
+
+def conv_pubmedqa(row, where, split, index=None):
+    dec = _str(row["final_decision"], "final_decision")
+    letter = {v: k for k, v in PUBMEDQA_OPTIONS.items()}.get(dec, f"?{dec}")
+    q = pubmedqa_question(_str(row["QUESTION"], "QUESTION"), [_str(c, "context") for c in row["CONTEXTS"]],
+                          row.get("LABELS"))
+    return _rec(row["_key"], "pubmedqa", split, q, dict(PUBMEDQA_OPTIONS), letter,
+                {"pmid": row["_key"], "year": row.get("YEAR")})
+
+
+def conv_cmexam(row, where, split, index=None):
+    if "problem_text" in row:
+        return _rec(row["problem_id"], "cmexam", split, _str(row["problem_text"], "problem_text"),
+                    _opts(row["choices"], "choices"), _letters(row["answer"]))
+    meta = {k: row[k] for k in ("Explanation", "Disease Group", "Clinical Department", "Competency", "Difficulty")
+            if row.get(k)}
+    return _rec(f"{split}-{where}", "cmexam", split, _str(row["Question"], "Question"),
+                _opts(_split_cmexam_options(_str(row["Options"], "Options"))), _letters(row["Answer"].strip()), meta)
+
+
+def _jsonl_rows(path, skip_bad, stats):
+    # our own line loop (eval's iter_jsonl stops at the first bad line; --skip-bad must go on)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except ValueError as e:
+                if not skip_bad:
+                    raise RecordError(f"{path}:{lineno}: invalid JSON: {e}") from None
+                stats["bad_lines:convert"] += 1
+                continue
+            yield lineno, row
+
+
+def convert_source(spec, data_dir, skip_bad=False, stats=None):
+    """Records from one FORMAT[:SPLIT]=PATH spec (PATH relative to data_dir unless absolute)."""
+    stats = Counter() if stats is None else stats
+    fmt_split, _, path = spec.partition("=")
+    fmt, _, split = fmt_split.partition(":")
+    if not path or fmt not in CONVERTERS and fmt != "records":
+        raise SystemExit(f"bad source {spec!r}: use FORMAT[:SPLIT]=PATH, FORMAT one of {sorted(CONVERTERS)} or records")
+    path = path if os.path.isabs(path) else os.path.join(data_dir, path)
+    if not os.path.exists(path):
+        raise RecordError(f"{path}: file not found (source {spec})")
+    if fmt == "records":
+        bad = {}
+        recs = list(read_jsonl(path, validate=False, skip_bad=skip_bad, stats=bad))
+        stats["bad_lines:convert"] += bad.get("bad_lines", 0)
+        return recs
+    split = split or "train"
+    rows = _jsonl_rows(path, skip_bad, stats) if path.endswith(".jsonl") else iter_rows(path)
+    out = []
+    for index, (where, row) in enumerate(rows):
+        try:
+            if not isinstance(row, dict):
+                raise ValueError(f"a {type(row).__name__}, not an object")
+            rec = CONVERTERS[fmt](row, where, split, index)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            if not skip_bad:
+                raise RecordError(f"{path}:{where}: {msg}") from None
+            stats["bad_lines:convert"] += 1
+            continue
+        out.append(rec)
+    return out
+
+
+CONVERTERS = {"medqa": conv_medqa, "medmcqa": conv_medmcqa, "pubmedqa": conv_pubmedqa, "cmexam": conv_cmexam,
+              "huatuo": conv_huatuo}
+
+
+# --- steps: each reads the previous JSONL and writes its own ------------------------------------
+
+class Run:
+    def __init__(self, a):
+        self.a, self.dir = a, a.out
+        self.stats = Counter()
+        os.makedirs(os.path.join(self.dir, "dropped"), exist_ok=True)
+
+    def path(self, i, step):
+        return os.path.join(self.dir, f"{i:02d}_{step}.jsonl")
+
+    def read(self, path):
+        bad = {}
+        recs = list(read_jsonl(path, validate=False, skip_bad=self.a.skip_bad, stats=bad))
+        if bad:
+            self.stats[f"bad_lines:{os.path.basename(path)}"] += bad["bad_lines"]
+        return recs
+
+    def step(self, i, name, fn, inp):
+        """Run fn(records, stats, dropped) -> records unless its output exists; returns the output path."""
+        out = self.path(i, name)
+        st_path = out + ".stats.json"
+        if os.path.exists(out) and os.path.exists(st_path) and not self.a.force:
+            self.stats.update(json.load(open(st_path)))
+            print(f"[{name}] done before: {out}")
+            return out
+        t0 = time.time()
+        st, dropped = Counter(), []
+        recs = fn(self.read(inp) if inp else None, st, dropped)
+        for r in recs:
+            st[f"count:{name}:{r['source']}"] += 1
+        write_jsonl(out, recs)
+        if dropped or name in ("filter", "dedup", "decontam", "verify"):
+            write_jsonl(os.path.join(self.dir, "dropped", f"{name}.jsonl"), dropped)
+        st[f"seconds:{name}"] = round(time.time() - t0, 2)
+        with open(st_path, "w") as f:
+            json.dump(st, f, indent=1, sort_keys=True)
+        self.stats.update(st)
+        print(f"[{name}] {len(recs)} records -> {out} ({st[f'seconds:{name}']}s)")
+        return out
+
+
+def benchmarks(a, stats):
+    """name -> records for every eval benchmark we can find (one per distinct file)."""
+    specs = a.bench or [n for n in BENCHMARKS]
+    out, files = {}, set()
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        file = path or os.path.join(a.data_dir, BENCHMARKS[name][1])
+        if not os.path.exists(file):
+            print(f"[decontam] {name}: {file} not found, NOT decontaminated against it", file=sys.stderr)
+            stats[f"bench:missing:{name}"] += 1
+            continue
+        if file in files:
+            continue  # pubmedqa_test500 is a subset of pubmedqa's file
+        files.add(file)
+        bst = {}
+        out[name] = load_benchmark(name, path or None, data_dir=a.data_dir, skip_bad=True, stats=bst)
+        stats[f"bench:items:{name}"] = len(out[name])
+        if bst.get("bad_lines"):
+            stats[f"bench:unreadable_items:{name}"] = bst["bad_lines"]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--out", required=True, help="work directory (steps resume from what is in it)")
+    ap.add_argument("--data-dir", default=DATA_DIR, help="shared data dir for relative source paths and benchmarks")
+    ap.add_argument("--source", action="append", default=[], metavar="FORMAT[:SPLIT]=PATH",
+                    help=f"input (repeatable); default: {' '.join(DEFAULT_SOURCES)}")
+    ap.add_argument("--bench", action="append", default=[], metavar="NAME[=PATH]",
+                    help="eval benchmark to decontaminate against (repeatable); default: every benchmark in "
+                         "eval.loaders.BENCHMARKS whose file exists")
+    ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
+    ap.add_argument("--force", action="store_true", help="rerun steps whose output exists")
+    ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines instead of stopping")
+    g = ap.add_argument_group("filter / dedup / decontamination")
+    g.add_argument("--min-options", type=int, default=3)
+    g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
+    g.add_argument("--min-coverage", type=float, default=0.8, help="contamination: token share under shared 13-grams")
+    g.add_argument("--max-df", type=int, default=10, help="13-grams in more items than this are boilerplate")
+    g = ap.add_argument_group("LLM steps (run only with --endpoint)")
+    g.add_argument("--endpoint", help="OpenAI-compatible base URL of the verifier / judge")
+    g.add_argument("--model-name", help="served model name")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    g.add_argument("--timeout", type=float, default=600.0)
+    g.add_argument("--retries", type=int, default=6)
+    g.add_argument("--backoff", type=float, default=1.0)
+    g.add_argument("--concurrency", type=int, default=16)
+    g.add_argument("--verify-n", type=int, default=5, help="verifier answers per item")
+    g.add_argument("--keep-flagged", action="store_true", help="keep items the verifier never got right")
+    g = ap.add_argument_group("mixing")
+    g.add_argument("--weights", default="", help="per-source fractions, e.g. medqa=1,medmcqa=0.5")
+    g.add_argument("--synthetic-ratio", type=float, help="target share of synthetic items (0..1)")
+    g.add_argument("--rl-frac", type=float, default=0.5)
+    g.add_argument("--val-frac", type=float, default=0.02)
+    g.add_argument("--val-max", type=int, default=500)
+    g.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    steps = [s.strip() for s in a.steps.split(",") if s.strip()]
+    if set(steps) - set(STEPS):
+        ap.error(f"unknown steps {sorted(set(steps) - set(STEPS))}")
+    try:
+        run_pipeline(a, steps)
+    except RecordError as e:
+        sys.exit(f"error: {e}")
+
+
+def run_pipeline(a, steps):
+    from data.llm import LLMError
+    run = Run(a)
+    order = []
+    prev = None
+
+    def do(i, name, fn):
+        nonlocal prev
+        if name in steps:
+            prev = run.step(i, name, fn, prev)
+            order.append(name)
+        elif os.path.exists(run.path(i, name)):
+            prev = run.path(i, name)  # a step left out now but done before still feeds the next one
+            if os.path.exists(prev + ".stats.json"):
+                run.stats.update(json.load(open(prev + ".stats.json")))
+            order.append(name)
+
+    def convert(_, st, dropped):
+        recs = []
+        for spec in a.source or DEFAULT_SOURCES:
+            got = convert_source(spec, a.data_dir, a.skip_bad, st)
+            recs += got
+        keys = Counter((r["source"], r["id"]) for r in recs)
+        dup = [k for k, v in keys.items() if v > 1]
+        if dup:
+            raise RecordError(f"ids repeat within a source, e.g. {dup[:3]}: give each source once")
+        return recs
+
+    def filt(recs, st, dropped):
+        out = filter_records(recs, st, dropped, a.min_options)
+        for r in out:
+            validate_record(r)  # everything after the filter is schema-valid
+        return out
+
+    def dd(recs, st, dropped):
+        return dedup(recs, a.near_dup, stats=st, dropped=dropped)
+
+    def decon(recs, st, dropped):
+        index = BenchIndex(benchmarks(a, st))
+        return decontaminate(recs, index, a.min_coverage, a.max_df, st, dropped)
+
+    do(1, "convert", convert)
+    do(2, "filter", filt)
+    do(3, "anonymize", lambda recs, st, dropped: anon_mod.anonymize(recs, st))
+    do(4, "dedup", dd)
+    do(5, "decontam", decon)
+    llm_steps = [s for s in ("verify", "difficulty") if s in steps]
+    if llm_steps and not a.endpoint:
+        print(f"[{','.join(llm_steps)}] skipped: no --endpoint (items keep difficulty=null, no pass rate)")
+    elif llm_steps:
+        from data.difficulty import apply_difficulty, run_difficulty
+        from data.verify import apply_verify, client_from_args, run_verify
+        if not a.model_name:
+            sys.exit("error: --endpoint needs --model-name")
+        client = client_from_args(a)
+        res_v, res_d = os.path.join(a.out, "verify.jsonl"), os.path.join(a.out, "difficulty.jsonl")
+
+        def verify(recs, st, dropped):
+            run_verify(client, recs, res_v, n=a.verify_n)
+            return apply_verify(recs, res_v, a.keep_flagged, dropped, st)
+
+        def label(recs, st, dropped):
+            run_difficulty(client, recs, res_d)
+            return apply_difficulty(recs, res_d, st)
+        try:
+            do(6, "verify", verify)
+            do(7, "difficulty", label)
+        except LLMError as e:
+            sys.exit(f"error: {e}\nfinished items are saved; rerun the same command to resume")
+
+    if "mix" in steps:
+        t0 = time.time()
+        recs = run.read(prev)
+        pools = mix(recs, parse_weights(a.weights), a.synthetic_ratio, a.rl_frac, a.val_frac, a.val_max, a.seed,
+                    run.stats)
+        for name, rs in pools.items():
+            for r in rs:
+                validate_record(r)
+            write_jsonl(os.path.join(a.out, f"{name}.jsonl"), rs)
+        run.stats["seconds:mix"] = round(time.time() - t0, 2)
+        order.append("mix")
+        print(f"[mix] " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
+    with open(os.path.join(a.out, "report.md"), "w", encoding="utf-8") as f:
+        f.write(report(run.stats, [s for s in order if s != "mix"]))
+        secs = {k.split(":", 1)[1]: v for k, v in run.stats.items() if k.startswith("seconds:")}
+        f.write("\n## Seconds per step\n\n" + " | ".join(f"{k} {v}" for k, v in secs.items()) + "\n")
+    print(f"report: {os.path.join(a.out, 'report.md')}")
+
+
+if __name__ == "__main__":
+    main()
