@@ -1,0 +1,230 @@
+"""Paged KV-cache kernels for sample.py: write new K/V into the cache, and decode attention over it.
+
+Cache layout, per layer: k_cache and v_cache, each [num_blocks, block_size, n_kv_heads, head_dim], contiguous,
+any float dtype. A token's slot is block_id * block_size + offset; a sequence's block table lists its blocks in order.
+
+Each op has a Triton kernel and a plain-torch reference beside it. The public functions (`store_kv`,
+`paged_decode_attention`) pick Triton when the tensors are on CUDA, or when TRITON_INTERPRET=1 was set before this
+module (and so triton) was imported, and the torch reference otherwise. Triton is optional: without it, everything
+runs on the torch path. On CUDA, flash-attn's paged decode is used instead when it is installed and the block size
+is one it supports (see `_flash_decode`).
+"""
+import os
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+    HAVE_TRITON = True
+except ImportError:  # the CPU install has no triton
+    HAVE_TRITON = False
+
+try:
+    from flash_attn import flash_attn_with_kvcache
+    HAVE_FLASH_ATTN = True
+except ImportError:
+    HAVE_FLASH_ATTN = False
+
+# triton.jit reads TRITON_INTERPRET when the kernels below are decorated, so the choice is made once, at import.
+INTERPRET = HAVE_TRITON and os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def backend(t):
+    """Which implementation the public ops use for tensors like `t`: "triton" or "torch"."""
+    return "triton" if HAVE_TRITON and (t.is_cuda or INTERPRET) else "torch"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# store_kv: k, v [N, n_kv, head_dim] -> cache slots; slot -1 means "skip this token" (e.g. padding).
+
+def store_kv(k, v, k_cache, v_cache, slot_mapping):
+    if backend(k) == "triton":
+        store_kv_triton(k, v, k_cache, v_cache, slot_mapping)
+    else:
+        store_kv_torch(k, v, k_cache, v_cache, slot_mapping)
+
+
+def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
+    n_kv, d = k_cache.shape[2:]
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep].long()
+    k_cache.view(-1, n_kv, d).index_copy_(0, slots, k[keep].to(k_cache.dtype))
+    v_cache.view(-1, n_kv, d).index_copy_(0, slots, v[keep].to(v_cache.dtype))
+
+
+if HAVE_TRITON:
+    @triton.jit
+    def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_k, stride_v,
+                         ROW: tl.constexpr, ROW_PAD: tl.constexpr):
+        # One program per token: copy its n_kv * head_dim values (one contiguous row) into its slot.
+        i = tl.program_id(0)
+        slot = tl.load(slot_ptr + i).to(tl.int64)  # int64: slot * ROW overflows int32 on a large cache
+        if slot < 0:
+            return
+        cols = tl.arange(0, ROW_PAD)
+        mask = cols < ROW
+        k = tl.load(k_ptr + i * stride_k + cols, mask=mask)
+        v = tl.load(v_ptr + i * stride_v + cols, mask=mask)
+        tl.store(k_cache_ptr + slot * ROW + cols, k, mask=mask)  # tl.store casts to the cache's dtype
+        tl.store(v_cache_ptr + slot * ROW + cols, v, mask=mask)
+
+
+def _rows(x):
+    """x [N, n_kv, d] with each token's n_kv * d values contiguous (true for views of a projection's output)."""
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+        x = x.contiguous()
+    return x
+
+
+def store_kv_triton(k, v, k_cache, v_cache, slot_mapping):
+    assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.shape == v_cache.shape
+    n, n_kv, d = k.shape
+    assert k_cache.shape[2:] == (n_kv, d) and v.shape == k.shape and slot_mapping.shape == (n,)
+    if n == 0:
+        return
+    k, v = _rows(k), _rows(v)
+    row = n_kv * d
+    _store_kv_kernel[(n,)](k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0),
+                           ROW=row, ROW_PAD=triton.next_power_of_2(row))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# paged_decode_attention: one query token per sequence against its cached tokens, grouped-query attention.
+# q [B, H, d] with H = n_kv * G (query head h reads kv head h // G); block_tables [B, max_blocks] int32;
+# context_lens [B] int32 = cached tokens to attend (including the current one). Returns [B, H, d] in q's dtype.
+# A sequence with context_len 0 (a padding row) gets zeros.
+
+def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
+    if q.is_cuda and _flash_ok(q, k_cache):
+        return _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale)
+    if backend(q) == "triton":
+        return paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+_scratch = {}  # reused gather buffers: a fresh multi-MB tensor per layer per step costs more in page faults (CPU)
+
+
+def _gather_blocks(cache, ids, name):
+    """cache[ids] for flat block ids, written into a grow-only scratch buffer (valid until the next call)."""
+    shape = (ids.numel(),) + tuple(cache.shape[1:])
+    key = (name, cache.dtype, cache.device, shape[1:])
+    buf = _scratch.get(key)
+    if buf is None or buf.shape[0] < shape[0]:
+        buf = _scratch[key] = torch.empty(shape, dtype=cache.dtype, device=cache.device)
+    out = buf[:shape[0]]
+    torch.index_select(cache, 0, ids, out=out)
+    return out
+
+
+def paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale):
+    b, h, d = q.shape
+    block_size, n_kv = k_cache.shape[1:3]
+    g = h // n_kv
+    if b == 0:
+        return q.new_empty(b, h, d)
+    lens = context_lens.long()
+    n_blocks = max(1, -(-int(lens.max()) // block_size))
+    t = n_blocks * block_size
+    # Table entries past a sequence's last used block may be garbage (-1, stale ids): never index with them.
+    used = torch.arange(n_blocks, device=q.device)[None, :] * block_size < lens[:, None]
+    ids = torch.where(used, block_tables[:, :n_blocks].long(), 0).flatten()
+    valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]  # [B, T]
+    # Slots past a sequence's length hold stale or never-written memory (NaN, inf): zero them, since a masked
+    # score times a NaN value is still NaN.
+    k = _gather_blocks(k_cache, ids, "k").view(b, t, n_kv, d).masked_fill_(~valid[:, :, None, None], 0)
+    v = _gather_blocks(v_cache, ids, "v").view(b, t, n_kv, d).masked_fill_(~valid[:, :, None, None], 0)
+    k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, n_kv, T, d]
+    # The G query heads of a kv head are G "query positions" of one attention over that head's keys.
+    qg = q.view(b, n_kv, g, d).float()
+    out = F.scaled_dot_product_attention(qg, k.float(), v.float(), attn_mask=valid[:, None, None, :], scale=scale)
+    out = torch.where(lens[:, None, None, None] > 0, out, 0.0)  # an all-masked row is NaN from the softmax
+    return out.reshape(b, h, d).to(q.dtype)
+
+
+if HAVE_TRITON:
+    @triton.jit
+    def _paged_decode_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, scale,
+                             stride_qb, stride_qh, stride_ob, stride_oh, stride_cb, stride_ct, stride_ch, stride_bt,
+                             G: tl.constexpr, G_PAD: tl.constexpr, BLOCK: tl.constexpr, D: tl.constexpr,
+                             USE_DOT: tl.constexpr):
+        # One program per (sequence, kv head): its G query heads share each K/V block load. Online softmax over
+        # the sequence's blocks (flash-decoding without the split), all arithmetic in fp32.
+        seq = tl.program_id(0)
+        kvh = tl.program_id(1)
+        g = tl.arange(0, G_PAD)
+        dd = tl.arange(0, D)
+        tt = tl.arange(0, BLOCK)
+        g_ok = g < G  # G_PAD rounds G up to a power of two (and to 16 for tl.dot); extra rows are zeros
+        heads = kvh * G + g
+        q = tl.load(q_ptr + seq * stride_qb + heads[:, None] * stride_qh + dd[None, :], mask=g_ok[:, None], other=0.0)
+        ctx = tl.load(context_lens_ptr + seq)
+
+        m = tl.full([G_PAD], float("-inf"), tl.float32)  # running max of the scores, per query head
+        l = tl.zeros([G_PAD], tl.float32)  # running sum of exp(score - m)
+        acc = tl.zeros([G_PAD, D], tl.float32)  # running sum of exp(score - m) * v
+        for i in range(0, tl.cdiv(ctx, BLOCK)):
+            blk = tl.load(block_tables_ptr + seq * stride_bt + i).to(tl.int64)
+            t_ok = i * BLOCK + tt < ctx  # the last block may be partly filled
+            offs = blk * stride_cb + kvh * stride_ch + tt[:, None] * stride_ct + dd[None, :]
+            k = tl.load(k_cache_ptr + offs, mask=t_ok[:, None], other=0.0)  # [BLOCK, D]
+            v = tl.load(v_cache_ptr + offs, mask=t_ok[:, None], other=0.0)
+            if USE_DOT:  # tensor cores on GPU; "ieee" keeps an fp32 cache exact (no tf32)
+                s = tl.dot(q.to(k.dtype), tl.trans(k), input_precision="ieee")
+            else:  # broadcast-and-sum: any G_PAD, exact fp32 (the interpreter and small blocks)
+                s = tl.sum(q.to(tl.float32)[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)
+            s = tl.where(t_ok[None, :], s * scale, float("-inf"))  # [G_PAD, BLOCK]
+            m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: every visited block holds >= 1 valid token
+            alpha = tl.exp(m - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
+            if USE_DOT:
+                pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                pv = tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+            acc = acc * alpha[:, None] + pv
+            m = m_new
+        out = acc / tl.where(l > 0, l, 1.0)[:, None]  # context_len 0 -> zeros
+        tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + dd[None, :], out, mask=g_ok[:, None])
+
+
+def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, use_dot=None):
+    """use_dot: tl.dot for QK^T and PV (default: on CUDA, when the tile sizes allow it); else broadcast-and-sum."""
+    b, h, d = q.shape
+    _, block_size, n_kv, d_c = k_cache.shape
+    assert d_c == d and h % n_kv == 0, f"q {tuple(q.shape)} does not fit cache {tuple(k_cache.shape)}"
+    assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.shape == v_cache.shape
+    assert block_size & (block_size - 1) == 0 and d & (d - 1) == 0, "block_size and head_dim must be powers of 2"
+    assert q.stride(2) == 1 and block_tables.stride(1) == 1
+    g = h // n_kv
+    if use_dot is None:
+        use_dot = q.is_cuda and block_size >= 16 and d >= 16
+    g_pad = max(triton.next_power_of_2(g), 16 if use_dot else 1)  # tl.dot needs M >= 16
+    out = torch.empty_like(q)
+    if b == 0:
+        return out
+    _paged_decode_kernel[(b, n_kv)](
+        out, q, k_cache, v_cache, block_tables, context_lens, float(scale),
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# flash-attn's paged KV-cache decode. UNTESTED ON GPU: written against flash-attn 2's documented
+# flash_attn_with_kvcache(q [B, 1, H, d], k_cache/v_cache [num_blocks, page_size, n_kv, d] (our layout),
+# cache_seqlens [B] int32, block_table [B, max_blocks] int32), which requires page_size % 256 == 0.
+# Check it against paged_decode_attention_torch on a GPU before relying on it.
+
+def _flash_ok(q, k_cache):
+    return (HAVE_FLASH_ATTN and k_cache.shape[1] % 256 == 0 and q.dtype in (torch.float16, torch.bfloat16)
+            and q.dtype == k_cache.dtype)
+
+
+def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
+    out = flash_attn_with_kvcache(q.unsqueeze(1), k_cache, v_cache, cache_seqlens=context_lens.int(),
+                                  block_table=block_tables.int(), softmax_scale=scale, causal=False)
+    return out.squeeze(1)
