@@ -8,10 +8,12 @@ source first.
 decontaminate(records, BenchIndex(benchmarks)): drops training items that share 13-grams of
 question text with an eval item (the GPT-3 / Llama convention). Two guards keep unrelated items
 that share exam boilerplate ("Which of the following is the most appropriate next step in
-management?"): 13-grams that occur in more than `max_df` benchmark items are ignored, and an item
-counts as contaminated only if the shared 13-grams cover at least `min_overlap` of the shorter
-of the two texts. Items shorter than 13 tokens use question + options, then the whole text as one
-gram. Chinese has no spaces, so each CJK character is one token.
+management?"): 13-grams found in more than `max_df` items (benchmarks and training pool together,
+as GPT-3 ignored 13-grams frequent in its training data) are ignored, and an item counts as
+contaminated only if the tokens under shared 13-grams cover at least `min_coverage` of one of the
+two texts (0.7: a copy with an edit every ~25 words still covers ~0.9; unrelated MedQA items that
+share a vitals line and a closing question stay under 0.5). A question shorter than 13 tokens is one
+gram of question + sorted options. Chinese has no spaces, so each CJK character is one token.
 
     python -m data.dedup in.jsonl out.jsonl --bench medqa=test.jsonl ...   (see --help)
 """
@@ -283,7 +285,7 @@ def contamination(records, index, max_df=10):
     return out
 
 
-def decontaminate(records, index, min_coverage=0.8, max_df=10, stats=None, dropped=None):
+def decontaminate(records, index, min_coverage=0.7, max_df=10, stats=None, dropped=None):
     """Drop records whose 13-gram coverage against some benchmark item is >= min_coverage; count per
     source and benchmark as "decontam:<source>:<benchmark>"; dropped records get meta.contaminated_by."""
     stats = Counter() if stats is None else stats
@@ -309,7 +311,7 @@ def main():
     ap.add_argument("--bench", action="append", default=[], metavar="NAME=RECORDS.jsonl",
                     help="benchmark records to decontaminate against (repeatable)")
     ap.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
-    ap.add_argument("--min-coverage", type=float, default=0.8,
+    ap.add_argument("--min-coverage", type=float, default=0.7,
                     help="contamination: fraction of tokens covered by 13-grams shared with one eval item")
     ap.add_argument("--max-df", type=int, default=10, help="ignore 13-grams found in more than this many items")
     ap.add_argument("--dropped", help="write dropped records here")

@@ -261,7 +261,7 @@ def main(argv=None):
     g = ap.add_argument_group("filter / dedup / decontamination")
     g.add_argument("--min-options", type=int, default=3)
     g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
-    g.add_argument("--min-coverage", type=float, default=0.8, help="contamination: token share under shared 13-grams")
+    g.add_argument("--min-coverage", type=float, default=0.7, help="contamination: token share under shared 13-grams")
     g.add_argument("--max-df", type=int, default=10, help="13-grams in more items than this are boilerplate")
     g = ap.add_argument_group("LLM steps (run only with --endpoint)")
     g.add_argument("--endpoint", help="OpenAI-compatible base URL of the verifier / judge")
