@@ -9,6 +9,7 @@ and writes a compact graph: nodes.json (id, name, type per node) + edges.npz (sr
 frequency, provenance bitmask, attribute) + meta.json + stats.md. Graph.load reads it in about a second.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -32,13 +33,15 @@ FINDINGS = ("phenotype", "lab_finding", "imaging_finding")
 # canonical id of a merged entity: the first prefix in this order among its members
 ID_PRIORITY = ["DOID", "ORPHA", "OMIM", "DECIPHER", "HP", "DB", "NCBIGene", "UBERON", "UMLS", "MESH", "WD", "name"]
 DEFAULT_SOURCES = "hpo,do,drugcentral,hsdn,wikidata"
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def norm(name):
     """Matching key for a label: case, accents, apostrophes and punctuation do not matter."""
     s = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     s = s.replace("'", "").replace("\u2019", "")
-    return re.sub(r"[^a-z0-9]+", " ", s).strip()
+    return _NON_ALNUM.sub(" ", s).strip()
 
 
 def display(name):

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.records import append_jsonl, done_ids, make_record, read_jsonl
-from kg.build import FINDINGS, Graph, norm
+from kg.build import FINDINGS, RELS, Graph, norm
 from kg.readers import SourceError
 from kg import verbalize
 
@@ -149,8 +149,9 @@ class Checker:
 # ---------------------------------------------------------------- templates
 
 class Sampler:
-    def __init__(self, g, alpha=1.0, rare_boost=2.0, min_findings=3, max_findings=6):
+    def __init__(self, g, alpha=1.0, rare_boost=2.0, min_findings=3, max_findings=6, only=None):
         self.g, self.ck = g, Checker(g)
+        self.only = None if only is None else set(only)  # restrict focus entities (e.g. the diseases of one file)
         self.alpha, self.rare_boost = alpha, rare_boost
         self.min_findings, self.max_findings = min_findings, max_findings
         self.modes = [g.index[m] for m in MODES if m in g.index]
@@ -195,9 +196,12 @@ class Sampler:
             elif template == "drug_for_disease_target":
                 nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "targets")) and len(g.out(x, "indicated_for"))]
             elif template == "side_effect":
-                nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3]
+                nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3
+                         and len(g.out(x, "indicated_for")) + len(g.out(x, "in_class"))]
             else:
                 raise ValueError(f"unknown template {template!r}")
+            if self.only is not None:
+                nodes = [x for x in nodes if x in self.only]
             nodes = np.array(nodes, dtype=np.int64)
             self._pools[template] = (nodes, self.weights(nodes))
         return self._pools[template]
@@ -387,6 +391,18 @@ class Sampler:
                  "side_effect": t_side_effect}
 
     # ---- distractors
+    def role_pool(self, q):
+        """Entities that play the asked role somewhere in the graph (e.g. anything that is some drug's side
+        effect), the fallback when the plausible candidates run out."""
+        r, side = next((r, "dst" if o == q.ask else "src") for s, r, o in q.facts if q.ask in (s, o))
+        key = (r, side, q.var_types[q.ask])
+        if key not in self._pools:
+            g = self.g
+            sel = g.rel == RELS.index(r)
+            nodes = np.unique(g.dst[sel] if side == "dst" else g.src[sel])
+            self._pools[key] = [int(x) for x in nodes if g.type_name(x) in q.var_types[q.ask]]
+        return self._pools[key]
+
     def distractors(self, q, k, rng):
         """k same-type entities from the candidates (plus a random fallback) that the checker rejects."""
         g, ck = self.g, self.ck
@@ -395,8 +411,8 @@ class Sampler:
         cands = list(q.candidates)
         head = cands[:3 * k]
         rng.shuffle(head)  # some variety among the most plausible ones
-        pool = g.of_type(*types)
-        fallback = [int(x) for x in rng.sample(pool.tolist(), min(len(pool), 50))]
+        pool = self.role_pool(q)
+        fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
         chosen, names = [], {norm(g.names[q.answer])}
         for x in head + cands[3 * k:] + fallback:
             if len(chosen) == k:
@@ -478,7 +494,7 @@ def to_record(g, q, options, i, seed, split="train"):
         evidence.append({"subject": g.ids[s], "subject_name": g.names[s], "relation": r, "object": g.ids[o],
                          "object_name": g.names[o], "sources": g.provenance(e) if e is not None else [],
                          "frequency": None if e is None or np.isnan(g.freq[e]) else round(float(g.freq[e]), 3)})
-    key = hashlib.sha1(repr((q.template, [tuple(map(str, f)) for f in q.facts], q.answer)).encode()).hexdigest()[:12]
+    key = hashlib.sha1(repr((q.template, sorted(tuple(map(str, f)) for f in q.facts), q.answer)).encode()).hexdigest()[:12]
     meta = {"template": q.template, "hops": q.hops, "masked": q.ask,
             "facts": [[_ref(g, s), r, _ref(g, o)] for s, r, o in q.facts],
             "var_types": {k: list(v) for k, v in q.var_types.items()},
