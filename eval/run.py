@@ -29,7 +29,7 @@ RESULT_KEYS = ("model", "model_name", "n", "temperature", "top_p", "max_tokens",
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmarks", required=True, help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
     src = p.add_mutually_exclusive_group(required=True)
