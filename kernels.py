@@ -67,7 +67,7 @@ if HAVE_TRITON:
         mask = cols < ROW
         k = tl.load(k_ptr + i * stride_k + cols, mask=mask)
         v = tl.load(v_ptr + i * stride_v + cols, mask=mask)
-        tl.store(k_cache_ptr + slot * ROW + cols, k, mask=mask)  # tl.store casts to the cache's dtype
+        tl.store(k_cache_ptr + slot * ROW + cols, k, mask=mask)
         tl.store(v_cache_ptr + slot * ROW + cols, v, mask=mask)
 
 
@@ -84,7 +84,8 @@ def store_kv_triton(k, v, k_cache, v_cache, slot_mapping):
     assert k_cache.shape[2:] == (n_kv, d) and v.shape == k.shape and slot_mapping.shape == (n,)
     if n == 0:
         return
-    k, v = _rows(k), _rows(v)
+    # Cast on the host: torch rounds to nearest even, as store_kv_torch does (the interpreter's store truncates).
+    k, v = _rows(k.to(k_cache.dtype)), _rows(v.to(v_cache.dtype))
     row = n_kv * d
     _store_kv_kernel[(n,)](k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0),
                            ROW=row, ROW_PAD=triton.next_power_of_2(row))
@@ -149,7 +150,7 @@ if HAVE_TRITON:
     def _paged_decode_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, scale,
                              stride_qb, stride_qh, stride_ob, stride_oh, stride_cb, stride_ct, stride_ch, stride_bt,
                              G: tl.constexpr, G_PAD: tl.constexpr, BLOCK: tl.constexpr, D: tl.constexpr,
-                             USE_DOT: tl.constexpr):
+                             USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
         # One program per (sequence, kv head): its G query heads share each K/V block load. Online softmax over
         # the sequence's blocks (flash-decoding without the split), all arithmetic in fp32.
         seq = tl.program_id(0)
@@ -171,8 +172,8 @@ if HAVE_TRITON:
             offs = blk * stride_cb + kvh * stride_ch + tt[:, None] * stride_ct + dd[None, :]
             k = tl.load(k_cache_ptr + offs, mask=t_ok[:, None], other=0.0)  # [BLOCK, D]
             v = tl.load(v_cache_ptr + offs, mask=t_ok[:, None], other=0.0)
-            if USE_DOT:  # tensor cores on GPU; "ieee" keeps an fp32 cache exact (no tf32)
-                s = tl.dot(q.to(k.dtype), tl.trans(k), input_precision="ieee")
+            if USE_DOT:  # tensor cores on GPU
+                s = tl.dot(q.to(k.dtype), tl.trans(k), input_precision=PRECISION)
             else:  # broadcast-and-sum: any G_PAD, exact fp32 (the interpreter and small blocks)
                 s = tl.sum(q.to(tl.float32)[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)
             s = tl.where(t_ok[None, :], s * scale, float("-inf"))  # [G_PAD, BLOCK]
@@ -181,7 +182,7 @@ if HAVE_TRITON:
             p = tl.exp(s - m_new[:, None])
             l = l * alpha + tl.sum(p, axis=1)
             if USE_DOT:
-                pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+                pv = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             else:
                 pv = tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
             acc = acc * alpha[:, None] + pv
@@ -209,7 +210,8 @@ def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_len
         out, q, k_cache, v_cache, block_tables, context_lens, float(scale),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot)
+        G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot,
+        PRECISION="ieee" if k_cache.dtype == torch.float32 else "tf32")  # ieee: an fp32 cache stays exact (no tf32)
     return out
 
 
