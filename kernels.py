@@ -149,12 +149,16 @@ if HAVE_TRITON:
     @triton.jit
     def _paged_decode_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, scale,
                              stride_qb, stride_qh, stride_ob, stride_oh, stride_cb, stride_ct, stride_ch, stride_bt,
+                             m_ptr, l_ptr, acc_ptr, blocks_per_split,
                              G: tl.constexpr, G_PAD: tl.constexpr, BLOCK: tl.constexpr, D: tl.constexpr,
-                             USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-        # One program per (sequence, kv head): its G query heads share each K/V block load. Online softmax over
-        # the sequence's blocks (flash-decoding without the split), all arithmetic in fp32.
+                             USE_DOT: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr):
+        # One program per (sequence, kv head, split): its G query heads share each K/V block load. Online softmax
+        # over the split's blocks, all arithmetic in fp32. Without SPLIT there is one split holding every block
+        # and the program writes the normalized output; with SPLIT (flash-decoding, for few long sequences) it
+        # writes its running max, sum and unnormalized accumulator, and _combine_splits merges them.
         seq = tl.program_id(0)
         kvh = tl.program_id(1)
+        split = tl.program_id(2)
         g = tl.arange(0, G_PAD)
         dd = tl.arange(0, D)
         tt = tl.arange(0, BLOCK)
@@ -166,7 +170,8 @@ if HAVE_TRITON:
         m = tl.full([G_PAD], float("-inf"), tl.float32)  # running max of the scores, per query head
         l = tl.zeros([G_PAD], tl.float32)  # running sum of exp(score - m)
         acc = tl.zeros([G_PAD, D], tl.float32)  # running sum of exp(score - m) * v
-        for i in range(0, tl.cdiv(ctx, BLOCK)):
+        first = split * blocks_per_split
+        for i in range(first, tl.minimum(first + blocks_per_split, tl.cdiv(ctx, BLOCK))):
             blk = tl.load(block_tables_ptr + seq * stride_bt + i).to(tl.int64)
             t_ok = i * BLOCK + tt < ctx  # the last block may be partly filled
             offs = blk * stride_cb + kvh * stride_ch + tt[:, None] * stride_ct + dd[None, :]
@@ -187,12 +192,40 @@ if HAVE_TRITON:
                 pv = tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
             acc = acc * alpha[:, None] + pv
             m = m_new
-        out = acc / tl.where(l > 0, l, 1.0)[:, None]  # context_len 0 -> zeros
-        tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + dd[None, :], out, mask=g_ok[:, None])
+        if SPLIT:  # partials are [B, H, splits] (+ [D] for acc), contiguous fp32
+            part = (seq * tl.num_programs(1) * G + heads) * tl.num_programs(2) + split
+            tl.store(m_ptr + part, m, mask=g_ok)
+            tl.store(l_ptr + part, l, mask=g_ok)
+            tl.store(acc_ptr + part[:, None] * D + dd[None, :], acc, mask=g_ok[:, None])
+        else:
+            out = acc / tl.where(l > 0, l, 1.0)[:, None]  # context_len 0 -> zeros
+            tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + dd[None, :], out, mask=g_ok[:, None])
 
 
-def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, use_dot=None):
-    """use_dot: tl.dot for QK^T and PV (default: on CUDA, when the tile sizes allow it); else broadcast-and-sum."""
+def _default_splits(q, n_kv, max_blocks):
+    """Split the blocks only when (sequence, kv head) programs alone leave most of the GPU idle. Decided from
+    shapes, never from context_lens' values, so it needs no device sync (CUDA-graph safe). UNTESTED ON GPU."""
+    if not q.is_cuda:
+        return 1
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    programs = q.shape[0] * n_kv
+    if programs >= sms:
+        return 1
+    return max(1, min(-(-2 * sms // programs), max_blocks // 8, 32))  # keep >= 8 blocks per split
+
+
+def _combine_splits(m, l, acc):
+    """Merge per-split softmax partials: m, l [B, H, S], acc [B, H, S, D] -> [B, H, D]."""
+    m_max = m.amax(dim=-1, keepdim=True)
+    w = torch.exp(m - torch.where(torch.isfinite(m_max), m_max, 0.0))  # an empty split has m = -inf: weight 0
+    den = (w * l).sum(dim=-1)
+    return (w.unsqueeze(-1) * acc).sum(dim=2) / torch.where(den > 0, den, 1.0).unsqueeze(-1)
+
+
+def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, use_dot=None,
+                                  num_splits=None):
+    """use_dot: tl.dot for QK^T and PV (default: on CUDA, when the tile sizes allow it); else broadcast-and-sum.
+    num_splits: split each sequence's blocks over this many programs (default: _default_splits)."""
     b, h, d = q.shape
     _, block_size, n_kv, d_c = k_cache.shape
     assert d_c == d and h % n_kv == 0, f"q {tuple(q.shape)} does not fit cache {tuple(k_cache.shape)}"
@@ -206,12 +239,23 @@ def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_len
     out = torch.empty_like(q)
     if b == 0:
         return out
-    _paged_decode_kernel[(b, n_kv)](
+    max_blocks = block_tables.shape[1]
+    splits = num_splits or _default_splits(q, n_kv, max_blocks)
+    per_split = -(-max_blocks // splits)
+    if splits > 1:
+        m = q.new_empty(b, h, splits, dtype=torch.float32)
+        l, acc = torch.empty_like(m), q.new_empty(b, h, splits, d, dtype=torch.float32)
+    else:
+        m = l = acc = out  # unused
+    _paged_decode_kernel[(b, n_kv, splits)](
         out, q, k_cache, v_cache, block_tables, context_lens, float(scale),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot,
+        m, l, acc, per_split,
+        G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot, SPLIT=splits > 1,
         PRECISION="ieee" if k_cache.dtype == torch.float32 else "tf32")  # ieee: an fp32 cache stays exact (no tf32)
+    if splits > 1:
+        out = _combine_splits(m, l, acc).to(q.dtype)
     return out
 
 

@@ -156,13 +156,17 @@ def test_imports_and_runs_without_triton(monkeypatch):
 # --------------------------------------------------------------------------- Triton under the interpreter
 
 # name -> case arguments, decode options and tolerance against the torch reference. use_dot None: the public
-# dispatcher (which picks broadcast-and-sum off CUDA); True/False: paged_decode_attention_triton directly.
+# dispatcher (which picks broadcast-and-sum, one split, off CUDA); True/False: paged_decode_attention_triton
+# directly, with `splits` flash-decoding splits (some of them empty: short sequences, a zero-length one).
 TRITON_CASES = {
     "g1_bs16_ragged_empty": dict(lens=[1, 16, 37, 0], n_kv=2, g=1, d=32, block_size=16),
     "g2_bs32_fork": dict(lens=[70, 75, 32, 1], n_kv=2, g=2, d=32, block_size=32, share=2, slot_dtype="int32"),
     "g4_bs16": dict(lens=[48, 5, 17], n_kv=1, g=4, d=64, block_size=16),
     "g2_bs16_dot": dict(lens=[33, 16, 1], n_kv=2, g=2, d=32, block_size=16, use_dot=True),
     "g4_bs32_fork_dot": dict(lens=[64, 70, 9], n_kv=1, g=4, d=32, block_size=32, share=2, use_dot=True),
+    "g2_bs16_split3": dict(lens=[100, 7, 33, 0], n_kv=2, g=2, d=32, block_size=16, use_dot=False, splits=3),
+    "g4_bs32_fork_dot_split4": dict(lens=[64, 70, 9], n_kv=1, g=4, d=32, block_size=32, share=2, use_dot=True,
+                                    splits=4),
     "g2_bs16_fp16_dot": dict(lens=[40, 3], n_kv=2, g=2, d=32, block_size=16, dtype="float16", use_dot=True, tol=2e-3),
     "g2_bs16_bf16": dict(lens=[40, 3], n_kv=2, g=2, d=32, block_size=16, dtype="bfloat16", tol=1e-2),
 }
@@ -193,7 +197,7 @@ def _run_triton_cases(cases):
 def _run_triton_case(spec, ref_store, ref_decode):
     """One case: the Triton store and decode against the torch references (and decode against dense)."""
     spec = dict(spec)
-    use_dot, tol = spec.pop("use_dot", None), spec.pop("tol", 1e-5)
+    use_dot, splits, tol = spec.pop("use_dot", None), spec.pop("splits", None), spec.pop("tol", 1e-5)
     spec["dtype"] = getattr(torch, spec.get("dtype", "float32"))
     spec["slot_dtype"] = getattr(torch, spec.get("slot_dtype", "int64"))
     c = paged_case(**spec, store=kernels.store_kv)  # cache written by the Triton store kernel
@@ -202,7 +206,7 @@ def _run_triton_case(spec, ref_store, ref_decode):
     if use_dot is None:
         out = kernels.paged_decode_attention(*args)
     else:
-        out = kernels.paged_decode_attention_triton(*args, use_dot=use_dot)
+        out = kernels.paged_decode_attention_triton(*args, use_dot=use_dot, num_splits=splits)
     ref = ref_decode(r.q, r.k_cache, r.v_cache, r.tables, r.lens, r.scale)
     return dict(
         backend=kernels.backend(c.q),
