@@ -537,7 +537,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graph", required=True, help="folder written by python -m kg.build")
     ap.add_argument("--out", help="output JSONL (appended to; ids already there are skipped, so a rerun resumes)")
-    ap.add_argument("--n", type=int, default=1000, help="number of questions")
+    ap.add_argument("--n", type=int, default=1000, help="number of questions (an index that yields none is skipped)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--options", type=int, default=5, help="options per question (answer + distractors)")
     ap.add_argument("--mix", default=DEFAULT_MIX, help=f"template=weight list (default {DEFAULT_MIX})")
@@ -565,8 +565,11 @@ def main(argv=None):
     hops = {int(h) for h in args.hops.split(",")} if args.hops else None
     done = done_ids(args.out)
     seen = {r["meta"]["content_key"] for r in read_jsonl(args.out)} if done else set()
-    failed, batch = 0, []
-    for i in tqdm(range(args.n), desc="questions"):
+    failed, batch, have = 0, [], len(done)
+    bar = tqdm(total=args.n, initial=min(have, args.n), desc="questions")
+    for i in range(2 * args.n):  # index i gives question i or nothing; go on until n questions exist
+        if have >= args.n:
+            break
         rid = f"kg-{args.seed}-{i:06d}"
         if rid in done:
             continue
@@ -583,16 +586,21 @@ def main(argv=None):
             failed += 1
             continue
         seen.add(rec["meta"]["content_key"])
+        have += 1
+        bar.update()
         batch.append(rec)
         if len(batch) >= 100:  # a kill loses at most this batch; a rerun regenerates it identically
             append_jsonl(args.out, batch)
             batch = []
     append_jsonl(args.out, batch)
+    bar.close()
     recs = list(read_jsonl(args.out))
     stats = args.stats or os.path.splitext(args.out)[0] + ".stats.md"
     with open(stats, "w") as f:
         f.write(stats_markdown(g, s, recs, mix))
     print(f"{len(recs)} questions in {args.out} ({failed} indices gave no question); stats -> {stats}")
+    if have < args.n:
+        print(f"warning: only {have} of {args.n} questions could be drawn with this mix", file=sys.stderr)
 
 
 def stats_markdown(g, s, recs, mix):
