@@ -106,7 +106,7 @@ HPO_FREQ = {"HP:0040280": 1.0, "HP:0040281": 0.9, "HP:0040282": 0.55, "HP:004028
             "HP:0040284": 0.025, "HP:0040285": 0.0}
 IMAGING = re.compile(r"\b(MRI|CT|computed tomography|radiograph\w*|ultraso\w+|sonograph\w*|echocardiogra\w*|"
                      r"imaging|x-ray|angiogra\w*|scintigra\w*|PET|roentgenogra\w*|fundoscop\w*)\b", re.I)
-LAB = re.compile(r"(concentration|\blevels?\b|\bactivity\b|\bcount\b|\btiters?\b|\bserum\b|\bplasma\b|"
+LAB = re.compile(r"(concentration|\bcirculating\b|\blevels?\b|\bactivity\b|\bcount\b|\btiters?\b|\bserum\b|\bplasma\b|"
                  r"\burine\b|\burinary\b|aciduria|emia\b|penia\b|cytosis\b|\bEEG\b|electroencephalogra|"
                  r"\bECG\b|electrocardiogra|nerve conduction|electromyogra|\bEMG\b|biopsy)", re.I)
 

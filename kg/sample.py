@@ -48,6 +48,12 @@ class Question:
     context: dict = field(default_factory=dict)     # extra wording hints for verbalize (e.g. drug action)
 
 
+def option_key(name):
+    """Two options read as the same when their labels differ only in case, punctuation or a plural
+    ("Cytochrome P450 2D6 Inhibitor" / "... Inhibitors")."""
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in norm(name).split())
+
+
 class Checker:
     """Evaluates a question's facts on the graph: which entities could fill the asked slot."""
 
@@ -136,7 +142,7 @@ class Checker:
         ok = self.answers(q.facts, q.var_types, q.ask)
         if q.answer not in ok:
             return "answer not consistent with the stated facts"
-        if len(set(options)) != len(options) or len({norm(self.g.names[o]) for o in options}) != len(options):
+        if len(set(options)) != len(options) or len({option_key(self.g.names[o]) for o in options}) != len(options):
             return "duplicate options"
         for o in options:
             if o != q.answer and o in ok:
@@ -413,16 +419,16 @@ class Sampler:
         rng.shuffle(head)  # some variety among the most plausible ones
         pool = self.role_pool(q)
         fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
-        chosen, names = [], {norm(g.names[q.answer])}
+        chosen, names = [], {option_key(g.names[q.answer])}
         for x in head + cands[3 * k:] + fallback:
             if len(chosen) == k:
                 break
-            if x in ok or x == q.answer or g.type_name(x) not in types or norm(g.names[x]) in names:
+            if x in ok or x == q.answer or g.type_name(x) not in types or option_key(g.names[x]) in names:
                 continue
             if ck.related(x, q.answer) or not g.degree[x]:
                 continue
             chosen.append(x)
-            names.add(norm(g.names[x]))
+            names.add(option_key(g.names[x]))
         return chosen if len(chosen) == k else None
 
 
