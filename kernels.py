@@ -133,11 +133,14 @@ def paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens
     used = torch.arange(n_blocks, device=q.device)[None, :] * block_size < lens[:, None]
     ids = torch.where(used, block_tables[:, :n_blocks].long(), 0).flatten()
     valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]  # [B, T]
-    # Slots past a sequence's length hold stale or never-written memory (NaN, inf): zero them, since a masked
-    # score times a NaN value is still NaN.
-    k = _gather_blocks(k_cache, ids, "k").view(b, t, n_kv, d).masked_fill_(~valid[:, :, None, None], 0)
-    v = _gather_blocks(v_cache, ids, "v").view(b, t, n_kv, d).masked_fill_(~valid[:, :, None, None], 0)
-    k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, n_kv, T, d]
+    k = _gather_blocks(k_cache, ids, "k")
+    v = _gather_blocks(v_cache, ids, "v")
+    # Slots past a sequence's length hold stale or never-written memory (NaN, inf): zero those rows, since a
+    # masked score times a NaN value is still NaN.
+    stale = (~valid).flatten().nonzero().squeeze(1)  # index_fill_ touches only these (a bool mask reads all)
+    k.view(b * t, -1).index_fill_(0, stale, 0)
+    v.view(b * t, -1).index_fill_(0, stale, 0)
+    k, v = k.view(b, t, n_kv, d).transpose(1, 2), v.view(b, t, n_kv, d).transpose(1, 2)  # [B, n_kv, T, d]
     # The G query heads of a kv head are G "query positions" of one attention over that head's keys.
     qg = q.view(b, n_kv, g, d).float()
     out = F.scaled_dot_product_attention(qg, k.float(), v.float(), attn_mask=valid[:, None, None, :], scale=scale)
