@@ -1,0 +1,131 @@
+"""Sampler throughput against transformers' generate: same weights, dtype and workload, same run.
+
+    .venv/bin/python bench/sample.py                       # CPU: both workloads on the ~40M model
+    .venv/bin/python bench/sample.py --workload grpo --config ../shared/configs/qwen2.5-7b-instruct.json \
+        --prompts 256 --device cuda --dtype bfloat16       # GPU: a 7B-shaped random model
+
+Workloads (temperature 1, no early stop):
+  grpo   8 prompts x 384 tokens, n = 8 samples each, 128 new tokens (transformers: num_return_sequences=8)
+  plain  16 prompts x 64 tokens, 128 new tokens
+Also prints the decode step time beside the time of that step's matrix products alone (the roofline).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import model as M  # noqa: E402
+from sample import Sampler, SamplingParams  # noqa: E402
+
+WORKLOADS = {"grpo": dict(prompts=8, prompt_len=384, n=8, new=128), "plain": dict(prompts=16, prompt_len=64, n=1, new=128)}
+
+
+def bench_config():
+    """Qwen3-shaped, about 40M parameters: hidden 512, 8 layers, 8 heads, 4 KV heads, head_dim 64, vocab 32k."""
+    return M.ModelConfig(model_type="qwen3", vocab_size=32000, hidden_size=512, intermediate_size=1536,
+                         num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+                         qk_norm=True, tie_word_embeddings=True, max_position_embeddings=4096)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_ours(net, prompts, w, device):
+    sampler = Sampler(net, block_size=None)
+    params = SamplingParams(n=w["n"], max_new_tokens=w["new"], temperature=1.0, seed=0)
+    sampler.generate([p[:8] for p in prompts[:2]], SamplingParams(max_new_tokens=4))  # warm-up
+    sampler.stats = {k: 0 for k in sampler.stats}
+    sync(device)
+    t0 = time.perf_counter()
+    outs = sampler.generate(prompts, params)
+    sync(device)
+    dt = time.perf_counter() - t0
+    n_tokens = sum(len(c.token_ids) for g in outs for c in g)
+    assert n_tokens == len(prompts) * w["n"] * w["new"], "early stop in a no-stop workload"
+    return n_tokens / dt, sampler.stats
+
+
+def run_transformers(path, prompts, w, device, dtype):
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    ids = torch.tensor(prompts, device=device)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=w["n"], max_new_tokens=w["new"],
+              min_new_tokens=w["new"], pad_token_id=0, attention_mask=torch.ones_like(ids))
+    with torch.no_grad():
+        hf.generate(ids[:2, :8], **{**kw, "max_new_tokens": 4, "min_new_tokens": 4, "num_return_sequences": 1,
+                                    "attention_mask": torch.ones_like(ids[:2, :8])})  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        out = hf.generate(ids, **kw)
+        sync(device)
+    dt = time.perf_counter() - t0
+    return (out.shape[1] - ids.shape[1]) * out.shape[0] / dt
+
+
+@torch.no_grad()
+def matmul_roofline(net, batch, device, iters=10):
+    """Seconds for one decode step's matrix products alone (every linear layer and the head, batch rows)."""
+    weights = [mod.weight for mod in net.modules() if isinstance(mod, torch.nn.Linear)]
+    xs = [torch.randn(batch, w.shape[1], device=device, dtype=w.dtype) for w in weights]
+    for _ in range(2):
+        for x, w in zip(xs, weights):
+            x @ w.t()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        for x, w in zip(xs, weights):
+            x @ w.t()
+    sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=["grpo", "plain", "both"], default="both")
+    p.add_argument("--config", help="config.json for the model shape (default: the ~40M Qwen3-shaped model)")
+    p.add_argument("--layers", type=int, help="override the number of layers (e.g. a few layers of a 7B on CPU)")
+    p.add_argument("--prompts", type=int, help="override the number of prompts")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--skip-transformers", action="store_true")
+    args = p.parse_args()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    cfg = M.ModelConfig.from_file(args.config) if args.config else bench_config()
+    if args.layers:
+        cfg.num_hidden_layers = args.layers
+    cfg.raw.pop("eos_token_id", None)
+    torch.manual_seed(0)
+    net = M.Transformer.from_config(cfg, dtype=dtype, device=device).eval()
+    for prm in net.parameters():
+        torch.nn.init.normal_(prm, std=0.02) if prm.dim() > 1 else torch.nn.init.ones_(prm)
+    print(f"model: {cfg.model_type} {net.num_parameters() / 1e6:.1f}M params, {args.device} {args.dtype}, "
+          f"{torch.get_num_threads()} threads")
+    tmp = tempfile.mkdtemp()
+    if not args.skip_transformers:
+        net.save_pretrained(os.path.join(tmp, "m"))
+    for name in (["grpo", "plain"] if args.workload == "both" else [args.workload]):
+        w = dict(WORKLOADS[name])
+        if args.prompts:
+            w["prompts"] = args.prompts
+        g = torch.Generator().manual_seed(1)
+        prompts = torch.randint(0, cfg.vocab_size, (w["prompts"], w["prompt_len"]), generator=g).tolist()
+        ours, stats = run_ours(net, prompts, w, device)
+        step = stats["decode_s"] / max(stats["decode_steps"], 1)
+        roof = matmul_roofline(net, w["prompts"] * w["n"], device)
+        line = (f"{name}: {w['prompts']} prompts x {w['prompt_len']} tokens, n={w['n']}, {w['new']} new | ours "
+                f"{ours:.0f} tok/s (prefill {stats['prefill_s']:.2f}s, decode step {step * 1e3:.1f} ms; "
+                f"matmuls alone {roof * 1e3:.1f} ms = {step / roof:.2f}x roofline)")
+        if not args.skip_transformers:
+            theirs = run_transformers(os.path.join(tmp, "m"), prompts, w, device, dtype)
+            line += f" | transformers {theirs:.0f} tok/s | {ours / theirs:.2f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

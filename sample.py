@@ -1,0 +1,402 @@
+"""KV-cached batched sampler: paged KV cache, prefix sharing, continuous batching.
+
+One entry point for eval, CoT distillation and GRPO rollouts:
+
+    sampler = Sampler(model, vocab_size=len(tok))
+    outs = sampler.generate(prompt_ids, SamplingParams(n=8, max_new_tokens=512, temperature=1.0,
+                                                       stop_token_ids=(tok.eos_id,)))
+    outs[i][j].token_ids, outs[i][j].logprobs, outs[i][j].finish_reason   # "eos" | "stop" | "length"
+
+How it works. The KV cache is a pool of fixed-size blocks ([2, layers, blocks, block_size, kv_heads,
+head_dim]); each sequence owns a block table. A prompt is prefilled once; its full blocks are then shared
+by its n samples (reference counts) and only the partly filled last block is copied to each sample.
+A prompt is admitted when the pool can hold it and all n samples at full length (so a running sequence
+never waits for memory); finished samples free their blocks and waiting prompts are admitted between
+decode steps. Prefill attends densely; decode attends through the block tables (kernels.py: Triton on
+GPU or under TRITON_INTERPRET=1, torch otherwise).
+
+Sampling is sync-light and reproducible: one uniform per (seed, prompt, sample, step) from a counter-based
+hash, inverse-CDF over the tempered softmax. So a sample's tokens do not depend on what else is in the
+batch or on the memory budget. Logprobs are those of the full tempered distribution
+(log_softmax(logits / T)), before any top-k / top-p truncation: the quantity the GRPO trainer recomputes.
+Temperature 0 is greedy, with logprobs of the untempered distribution.
+"""
+import argparse
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+import kernels
+from model import Tokenizer, Transformer, dense_attention
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1                    # samples per prompt (GRPO's group size)
+    max_new_tokens: int = 256
+    temperature: float = 1.0      # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0                # 0 = off
+    stop_token_ids: tuple = ()    # finish_reason "eos"; the stop token is kept in token_ids
+    stop_strings: tuple = ()      # finish_reason "stop"; needs the sampler's tokenizer
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    token_ids: list
+    logprobs: list
+    finish_reason: str            # "eos" | "stop" | "length"
+
+
+@dataclass
+class _Seq:
+    prompt: int                   # index of the prompt in the generate() call
+    sample: int                   # 0..n-1
+    prompt_len: int
+    blocks: list                  # block table: shared prompt blocks, then private blocks
+    tokens: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+
+
+class BlockPool:
+    """Free list + reference counts over KV-cache blocks."""
+
+    def __init__(self, num_blocks):
+        self.refs = [0] * num_blocks
+        self.free = list(range(num_blocks - 1, -1, -1))
+
+    def alloc(self, n):
+        assert n <= len(self.free), "admission control should have prevented this"
+        out = [self.free.pop() for _ in range(n)]
+        for b in out:
+            self.refs[b] = 1
+        return out
+
+    def share(self, blocks):
+        for b in blocks:
+            self.refs[b] += 1
+
+    def release(self, blocks):
+        for b in blocks:
+            self.refs[b] -= 1
+            if self.refs[b] == 0:
+                self.free.append(b)
+
+
+class Sampler:
+    """Generation over a model.py Transformer. kv_tokens caps the KV cache (tokens); by default it is
+    kv_fraction of the free device memory (after weights), allocated as needed by each generate call."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer = None, vocab_size=None, block_size=None,
+                 kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        cfg = model.config
+        self.vocab_size = vocab_size or (len(tokenizer) if tokenizer else cfg.vocab_size)
+        self.vocab_size = min(self.vocab_size, cfg.vocab_size)  # rows past the tokenizer are never sampled
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
+        self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
+        self.scale = cfg.head_dim ** -0.5
+        token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * p.element_size()
+        if kv_tokens is None:
+            kv_tokens = int(kv_fraction * _free_memory(self.device) / token_bytes)
+        self.max_blocks = max(1, kv_tokens // self.block_size)
+        self.cache = None  # [2, layers, blocks, block_size, kv_heads, head_dim], grown on demand
+        self.pool = None
+        self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0}
+
+    # ------------------------------------------------------------------------------- public API
+
+    @torch.no_grad()
+    def generate(self, prompts, params: SamplingParams = SamplingParams(), progress=False):
+        """prompts: list of token-id lists. Returns, per prompt, a list of n Completions."""
+        if params.stop_strings and self.tokenizer is None:
+            raise ValueError("stop_strings need a tokenizer: Sampler(model, tokenizer=...)")
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        need = [self._blocks_needed(len(p), params) for p in prompts]
+        if max(need) > self.max_blocks:
+            i = need.index(max(need))
+            raise ValueError(f"prompt {i} ({len(prompts[i])} tokens, n={params.n}, max_new_tokens="
+                             f"{params.max_new_tokens}) needs {max(need) * self.block_size} KV tokens; "
+                             f"the budget is {self.max_blocks * self.block_size} (raise kv_tokens)")
+        self._ensure_cache(min(sum(need), self.max_blocks))
+        self._params = params
+        out = [[None] * params.n for _ in prompts]
+        waiting, running = deque(range(len(prompts))), []
+        bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
+        while waiting or running:
+            admit = []
+            free = len(self.pool.free)
+            while waiting and need[waiting[0]] <= free and len(running) + (len(admit) + 1) * params.n \
+                    <= max(self.max_batch, params.n):
+                free -= need[waiting[0]]
+                admit.append(waiting.popleft())
+            t0 = time.perf_counter()
+            if admit:
+                running += self._prefill([prompts[i] for i in admit], admit)
+                self._count("prefill", t0, sum(len(prompts[i]) for i in admit))
+            elif running:
+                self._decode(running)
+                self._count("decode", t0, len(running))
+            else:
+                raise RuntimeError("no sequence running and none admissible")  # cannot happen: see need check
+            still = []
+            for s in running:
+                reason = self._finish_reason(s)
+                if reason:
+                    out[s.prompt][s.sample] = Completion(s.tokens, s.logprobs, reason)
+                    self.pool.release(s.blocks)
+                    bar.update(1)
+                else:
+                    still.append(s)
+            running = still
+        bar.close()
+        assert len(self.pool.free) == len(self.pool.refs), "KV blocks leaked"
+        return out
+
+    @torch.no_grad()
+    def load_weights(self, source):
+        """Refresh the sampler's weights in place from a training model or a (full) state dict: the
+        same tensors are overwritten, nothing is reallocated, the KV cache is kept."""
+        sd = source.state_dict() if isinstance(source, torch.nn.Module) else source
+        params = dict(self.model.named_parameters())  # tied weights appear once
+        missing = set(params) - set(sd)
+        if missing:
+            raise KeyError(f"load_weights: source lacks {sorted(missing)[:3]}")
+        for name, p in params.items():
+            t = sd[name]
+            t = t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP2 DTensor
+            p.copy_(t)
+
+    # --------------------------------------------------------------------------------- internals
+
+    def _count(self, phase, t0, tokens):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stats[f"{phase}_s"] += time.perf_counter() - t0
+        self.stats[f"{phase}_tokens"] += tokens
+        if phase == "decode":
+            self.stats["decode_steps"] += 1
+
+    def _blocks_needed(self, prompt_len, params):
+        """Shared full prompt blocks + per sample the rest of prompt + generation (the last prompt
+        block is copied per sample)."""
+        bs = self.block_size
+        shared = prompt_len // bs
+        total = -(-(prompt_len + params.max_new_tokens) // bs)
+        return shared + params.n * (total - shared) + (1 if prompt_len % bs else 0)  # + prefill's last block
+
+    def _ensure_cache(self, num_blocks):
+        if self.cache is not None and self.cache.shape[2] >= num_blocks:
+            self.pool = BlockPool(self.cache.shape[2])
+            return
+        cfg = self.model.config
+        self.cache = None
+        self.cache = torch.empty(2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads,
+                                 cfg.head_dim, dtype=self.dtype, device=self.device)
+        self.pool = BlockPool(num_blocks)
+
+    def _prefill(self, prompts, indices):
+        """Prefill prompts (padded rows, chunked by max_prefill_tokens), fork each into n samples and
+        sample their first tokens. Returns the new running sequences."""
+        seqs, order = [], sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together
+        chunk = []
+        for i in order + [None]:
+            if i is not None and (len(chunk) + 1) * len(prompts[i]) <= max(self.max_prefill_tokens, len(prompts[i])):
+                chunk.append(i)
+                continue
+            if chunk:
+                seqs += self._prefill_rows([prompts[j] for j in chunk], [indices[j] for j in chunk])
+            chunk = [i]
+        return seqs
+
+    def _prefill_rows(self, prompts, indices):
+        bs, n, L = self.block_size, self._params.n, max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), L, dtype=torch.long)
+        slots = torch.full((len(prompts), L), -1, dtype=torch.long)
+        tables = []
+        for r, p in enumerate(prompts):
+            blocks = self.pool.alloc(-(-len(p) // bs))
+            tables.append(blocks)
+            ids[r, :len(p)] = torch.tensor(p)
+            pos = torch.arange(len(p))
+            slots[r, :len(p)] = torch.tensor(blocks)[pos // bs] * bs + pos % bs
+        lens = torch.tensor([len(p) for p in prompts])
+        ragged = bool((lens != L).any())
+        segment_ids = (torch.arange(L)[None] < lens[:, None]).long().to(self.device) if ragged else None
+        dense = dense_attention(segment_ids)
+        slots = slots.flatten().to(self.device)
+        cache = self.cache
+
+        def attend(q, k, v, layer):
+            kernels.store_kv(k.flatten(0, 1), v.flatten(0, 1), cache[0, layer], cache[1, layer], slots)
+            return dense(q, k, v, layer)
+
+        hidden = self.model(ids.to(self.device), attend=attend, return_hidden=True)
+        last = hidden[torch.arange(len(prompts)), (lens - 1).to(self.device)]
+        logits = self.model.lm_head(last)                                    # [rows, vocab]
+        seqs = []
+        for r, p in enumerate(prompts):  # fork: share full blocks, copy the partial last block per sample
+            full, partial = tables[r][:len(p) // bs], tables[r][len(p) // bs:]
+            self.pool.share(full * (n - 1))
+            private = -(-(len(p) + self._params.max_new_tokens) // bs) - len(full)
+            for j in range(n):
+                mine = self.pool.alloc(private)
+                if partial:
+                    cache[:, :, mine[0]] = cache[:, :, partial[0]]
+                seqs.append(_Seq(indices[r], j, len(p), full + mine))
+            self.pool.release(partial)
+        rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
+        self._sample_into(seqs, logits[rows])
+        return seqs
+
+    def _decode(self, seqs):
+        bs, dev = self.block_size, self.device
+        tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
+        pos = torch.tensor([s.prompt_len + len(s.tokens) - 1 for s in seqs], device=dev)
+        width = max(len(s.blocks) for s in seqs)
+        tables = torch.tensor([s.blocks + [0] * (width - len(s.blocks)) for s in seqs], dtype=torch.int32,
+                              device=dev)
+        slots = tables.gather(1, (pos // bs)[:, None].long())[:, 0].long() * bs + pos % bs
+        context_lens = (pos + 1).to(torch.int32)
+        cache, scale = self.cache, self.scale
+
+        def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
+            kernels.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
+            o = kernels.paged_decode_attention(q[:, 0], cache[0, layer], cache[1, layer], tables, context_lens, scale)
+            return o[:, None]
+
+        hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
+        self._sample_into(seqs, self.model.lm_head(hidden[:, 0]))
+
+    def _sample_into(self, seqs, logits):
+        p = self._params
+        u = _uniform(p.seed, [s.prompt for s in seqs], [s.sample for s in seqs], [len(s.tokens) for s in seqs],
+                     logits.device)
+        tok, lp = sample_tokens(logits[:, :self.vocab_size], p.temperature, p.top_k, p.top_p, u)
+        for s, t, l in zip(seqs, tok.tolist(), lp.tolist()):
+            s.tokens.append(t)
+            s.logprobs.append(l)
+
+    def _finish_reason(self, s):
+        p = self._params
+        if s.tokens[-1] in p.stop_token_ids:
+            return "eos"
+        if p.stop_strings:
+            longest = max(len(x) for x in p.stop_strings)
+            tail = self.tokenizer.decode(s.tokens[-(longest + 8):])  # a token is at least one char
+            if any(x in tail for x in p.stop_strings):
+                return "stop"
+        if len(s.tokens) >= p.max_new_tokens:
+            return "length"
+        return None
+
+
+def sample_tokens(logits, temperature, top_k, top_p, u):
+    """Draw one token per row by inverse CDF with uniforms u [B] in (0, 1).
+    Returns (tokens [B], logprobs [B]) with logprobs under the full tempered distribution."""
+    logits = logits.float()
+    if temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, logits.gather(1, tok[:, None])[:, 0] - logits.logsumexp(-1)
+    z = logits / temperature
+    m = z.max(-1, keepdim=True).values
+    e = torch.exp(z - m)
+    log_norm = m[:, 0] + e.sum(-1).log()
+    if top_k or top_p < 1.0:
+        e = e * nucleus_mask(e, top_k, top_p)
+    cdf = e.cumsum(-1)
+    tok = torch.searchsorted(cdf, u[:, None].to(cdf.dtype) * cdf[:, -1:]).clamp(max=e.shape[-1] - 1)[:, 0]
+    return tok, z.gather(1, tok[:, None])[:, 0] - log_norm
+
+
+def nucleus_mask(probs, top_k, top_p):
+    """1 for the tokens kept by top-k, then top-p (the smallest set of most likely tokens whose mass
+    reaches top_p, the token that crosses it included), 0 elsewhere. probs may be unnormalized."""
+    sorted_p, idx = probs.sort(-1, descending=True)
+    keep = torch.ones_like(sorted_p, dtype=torch.bool)
+    if top_k:
+        keep[:, top_k:] = False
+    if top_p < 1.0:
+        kept = sorted_p * keep
+        mass_before = (kept.cumsum(-1) - kept) / kept.sum(-1, keepdim=True)
+        keep &= mass_before < top_p
+    return torch.zeros_like(probs).scatter(1, idx, keep.to(probs.dtype))
+
+
+def _uniform(seed, prompt, sample, step, device):
+    """Counter-based uniforms in (0, 1): a hash of (seed, prompt, sample, step), so each sample's draws
+    are independent of batch composition, scheduling and the memory budget."""
+    x = torch.tensor([[seed, a, b, c] for a, b, c in zip(prompt, sample, step)], dtype=torch.int64)
+    h = torch.zeros(len(x), dtype=torch.int64)
+    for j, mult in enumerate((0x2545F491, 0x1B873593, 0x5851F42D, 0x14057B7F)):  # odd, < 2^31: no overflow
+        h = _mix32(h ^ (((x[:, j] & 0xFFFFFFFF) * mult) & 0xFFFFFFFF))
+    hi, lo = _mix32(h ^ 0x68E31DA4) >> 8, _mix32(h ^ 0x1B56C4E9) >> 8  # two 24-bit halves -> 48 bits
+    u = ((hi * (1 << 24) + lo).double() + 0.5) / float(1 << 48)
+    return u.to(device)
+
+
+def _mix32(h):
+    """murmur3's 32-bit finalizer on int64 holding 32-bit values (multipliers < 2^31: no overflow)."""
+    h = h & 0xFFFFFFFF
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def _free_memory(device):
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4 * 2**30
+
+
+def main():
+    p = argparse.ArgumentParser(description="Sample completions of a chat prompt with the KV-cached sampler.")
+    p.add_argument("--model", required=True, help="Hugging Face checkpoint dir")
+    p.add_argument("--prompt", required=True, help="user message (rendered with the model's chat template)")
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-thinking", action="store_true", help="Qwen3: disable thinking")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on CUDA, float32 on CPU")
+    args = p.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    from model import CheckpointError
+    try:
+        model = Transformer.from_pretrained(args.model, dtype=dtype, device=device)
+        tok = Tokenizer.from_pretrained(args.model)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}")
+    msgs = ([{"role": "system", "content": args.system}] if args.system else []) + \
+        [{"role": "user", "content": args.prompt}]
+    ids = tok.apply_chat_template(msgs, enable_thinking=not args.no_thinking)
+    stop = tuple({tok.eos_id, *([model.config.eos_token_id] if isinstance(model.config.eos_token_id, int)
+                                 else model.config.eos_token_id or [])})
+    params = SamplingParams(n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_p=args.top_p, top_k=args.top_k, stop_token_ids=stop, seed=args.seed)
+    outs = Sampler(model, tok).generate([ids], params, progress=True)[0]
+    for j, c in enumerate(outs):
+        print(f"--- sample {j} ({c.finish_reason}, {len(c.token_ids)} tokens, "
+              f"mean logprob {sum(c.logprobs) / len(c.logprobs):.3f})")
+        print(tok.decode(c.token_ids, skip_special_tokens=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""sample.py against model.py's plain full forward (no cache), on tiny models and the real SmolLM2."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import model as M
+from sample import BlockPool, Sampler, SamplingParams, nucleus_mask, sample_tokens
+
+CACHE = Path(os.environ.get("FLEMING_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+VOCAB = 300
+
+
+def tiny(family, seed=0, layers=2):
+    cfg = M.ModelConfig(model_type=family, vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=16 if family == "qwen2" else 24, qkv_bias=family == "qwen2",
+                        qk_norm=family == "qwen3", tie_word_embeddings=family == "qwen3",
+                        max_position_embeddings=512, rope_theta=10000.0)
+    torch.manual_seed(seed)
+    m = M.Transformer.from_config(cfg)
+    for p in m.parameters():  # peaked logits, so greedy ties are impossible in practice
+        torch.nn.init.normal_(p, std=0.3 if p.dim() > 1 else 0.1)
+    return m.eval()
+
+
+def prompts_of(lengths, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+LENGTHS = [3, 11, 4, 8, 17]  # with block_size 4: exact multiples, partial blocks, a single-block prompt
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_greedy_equals_full_forward_argmax(family):
+    m = tiny(family)
+    prompts = prompts_of(LENGTHS)
+    outs = Sampler(m, block_size=4).generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    for p, (c,) in zip(prompts, outs):
+        assert p + c.token_ids == M.greedy(m, p, 12)
+        assert c.finish_reason == "length"
+
+
+def full_forward_logprobs(m, prompt, completion, temperature):
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = m(ids)[0, len(prompt) - 1:-1].float()
+    lp = torch.log_softmax(logits / (temperature or 1.0), -1)
+    return lp.gather(1, torch.tensor(completion)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("kv_tokens, max_batch", [(None, 512), (64, 512), (None, 6)])
+def test_logprobs_equal_full_forward_with_forks_and_admissions(kv_tokens, max_batch):
+    """n > 1 shares prompt blocks; a small budget or max_batch forces admissions mid-run."""
+    m = tiny("qwen3")
+    prompts = prompts_of(LENGTHS)
+    sampler = Sampler(m, block_size=4, kv_tokens=kv_tokens, max_batch=max_batch)
+    outs = sampler.generate(prompts, SamplingParams(n=3, max_new_tokens=9, temperature=0.8, seed=3))
+    for p, group in zip(prompts, outs):
+        assert len(group) == 3 and len({tuple(c.token_ids) for c in group}) > 1  # samples differ
+        for c in group:
+            ref = full_forward_logprobs(m, p, c.token_ids, 0.8)
+            assert (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
+    assert len(sampler.pool.free) == sampler.cache.shape[2]  # every block back in the pool
+
+
+def test_output_independent_of_budget_and_batching():
+    m = tiny("qwen2")
+    prompts = prompts_of(LENGTHS)
+    params = SamplingParams(n=2, max_new_tokens=8, temperature=1.0, seed=7)
+    roomy = Sampler(m, block_size=4).generate(prompts, params)
+    tight = Sampler(m, block_size=4, kv_tokens=48, max_batch=3).generate(prompts, params)
+    other_blocks = Sampler(m, block_size=8).generate(prompts, params)
+    ids = lambda outs: [[c.token_ids for c in g] for g in outs]
+    assert ids(roomy) == ids(tight) == ids(other_blocks)
+
+
+def test_same_seed_same_output_other_seed_differs():
+    m = tiny("qwen3")
+    prompts = prompts_of([5, 9])
+    run = lambda seed: [[c.token_ids for c in g] for g in Sampler(m).generate(
+        prompts, SamplingParams(n=4, max_new_tokens=10, temperature=1.0, seed=seed))]
+    assert run(11) == run(11)
+    assert run(11) != run(12)
+
+
+def test_top_k_1_equals_greedy():
+    m = tiny("qwen2")
+    prompts = prompts_of([6, 13])
+    greedy = Sampler(m).generate(prompts, SamplingParams(max_new_tokens=10, temperature=0))
+    topk1 = Sampler(m).generate(prompts, SamplingParams(n=3, max_new_tokens=10, temperature=1.3, top_k=1))
+    for (g,), group in zip(greedy, topk1):
+        assert all(c.token_ids == g.token_ids for c in group)
+
+
+def test_nucleus_on_hand_made_distribution():
+    probs = torch.tensor([[0.05, 0.5, 0.1, 0.2, 0.15]])
+    keep = lambda **kw: set(nucleus_mask(probs, kw.get("top_k", 0), kw.get("top_p", 1.0))[0].nonzero()[:, 0].tolist())
+    assert keep(top_p=0.45) == {1}
+    assert keep(top_p=0.69) == {1, 3}           # 0.5 + 0.2 reaches 0.69
+    assert keep(top_p=0.71) == {1, 3, 4}        # the token that crosses p is included
+    assert keep(top_p=0.999) == {0, 1, 2, 3, 4}
+    assert keep(top_k=2) == {1, 3}
+    assert keep(top_k=3, top_p=0.6) == {1, 3}
+    assert keep(top_k=3, top_p=0.99) == {1, 3, 4}
+    unnormalized = set(nucleus_mask(probs * 7.0, 0, 0.69)[0].nonzero()[:, 0].tolist())
+    assert unnormalized == {1, 3}
+
+
+def test_sampling_frequencies_follow_the_nucleus():
+    """Inverse-CDF draws with top_p=0.7 hit only the nucleus, in proportion 0.5 : 0.2."""
+    logits = torch.tensor([[0.05, 0.5, 0.1, 0.2, 0.15]]).log().expand(20000, 5)
+    u = (torch.arange(20000, dtype=torch.float64) + 0.5) / 20000  # stratified uniforms
+    tok, lp = sample_tokens(logits, 1.0, 0, 0.7, u)
+    counts = torch.bincount(tok, minlength=5).tolist()
+    assert counts[0] == counts[2] == counts[4] == 0
+    assert abs(counts[1] / 20000 - 0.5 / 0.7) < 1e-3
+    assert torch.allclose(lp, torch.tensor([0.05, 0.5, 0.1, 0.2, 0.15]).log()[tok])  # full distribution
+
+
+def test_out_of_vocabulary_rows_never_sampled():
+    m = tiny("qwen2")
+    with torch.no_grad():
+        m.lm_head.weight[250:] = m.lm_head.weight[:50] * 50  # padded rows with huge logits
+    prompts = prompts_of([4, 7])
+    for temperature in (0, 1.0):
+        outs = Sampler(m, vocab_size=250).generate(prompts, SamplingParams(n=4, max_new_tokens=20,
+                                                                           temperature=temperature))
+        assert max(t for g in outs for c in g for t in c.token_ids) < 250
+
+
+def test_stop_tokens_and_strings_free_blocks():
+    m = tiny("qwen3")
+    prompts = prompts_of(LENGTHS)
+    free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=2, max_new_tokens=10, seed=5))
+    stop_id = free_run[1][0].token_ids[3]  # a token this sample will produce at step 3
+    sampler = Sampler(m, block_size=4)
+    outs = sampler.generate(prompts, SamplingParams(n=2, max_new_tokens=10, seed=5, stop_token_ids=(stop_id,)))
+    c = outs[1][0]
+    assert c.finish_reason == "eos" and c.token_ids[-1] == stop_id and len(c.token_ids) <= 4
+    assert c.token_ids == free_run[1][0].token_ids[:len(c.token_ids)]
+    assert len(sampler.pool.free) == sampler.cache.shape[2]
+
+
+def test_stop_strings_with_a_real_tokenizer(shared):
+    tok = M.Tokenizer.from_pretrained(shared / "data" / "qwen_tokenizer")
+    cfg = M.ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=32, intermediate_size=32,
+                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                        qk_norm=True, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    m = M.Transformer.from_config(cfg).eval()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}])
+    base = Sampler(m, tok).generate([prompt], SamplingParams(max_new_tokens=12, seed=1))[0][0]
+    text = tok.decode(base.token_ids)
+    stop = text[len(tok.decode(base.token_ids[:5])):][:3]  # characters produced around the 6th token
+    assert stop
+    c = Sampler(m, tok).generate([prompt], SamplingParams(max_new_tokens=12, seed=1, stop_strings=(stop,)))[0][0]
+    assert c.finish_reason == "stop" and stop in tok.decode(c.token_ids)
+    assert stop not in tok.decode(c.token_ids[:-1]) and c.token_ids == base.token_ids[:len(c.token_ids)]
+
+
+def test_block_pool_refcounts():
+    pool = BlockPool(4)
+    a = pool.alloc(2)
+    pool.share(a)
+    pool.release(a)
+    assert len(pool.free) == 2
+    pool.release(a)
+    assert len(pool.free) == 4
+
+
+def test_budget_too_small_for_one_prompt_is_clear():
+    with pytest.raises(ValueError, match="needs .* KV tokens; the budget is 32"):
+        Sampler(tiny("qwen2"), block_size=4, kv_tokens=32).generate(prompts_of([20]),
+                                                                    SamplingParams(max_new_tokens=20))
+
+
+def test_load_weights_in_place_matches_trainer():
+    sampler_model, trainer = tiny("qwen3", seed=0), tiny("qwen3", seed=1)
+    sampler = Sampler(sampler_model)
+    ptrs = [p.data_ptr() for p in sampler_model.parameters()]
+    prompts = prompts_of([5, 9])
+    sampler.generate(prompts, SamplingParams(max_new_tokens=4))
+    cache = sampler.cache
+    sampler.load_weights(trainer)
+    assert ptrs == [p.data_ptr() for p in sampler_model.parameters()] and sampler.cache is cache
+    ids = torch.tensor([prompts[1]])
+    assert torch.equal(sampler_model(ids), trainer(ids))
+    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))
+    assert [g[0].token_ids for g in outs] == [M.greedy(trainer, p, 6)[len(p):] for p in prompts]
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_equals_full_forward():
+    pytest.importorskip("gguf")
+    from convert_gguf import ensure_smollm2
+    path = ensure_smollm2(str(CACHE / "smollm2-135m-instruct"))
+    m = M.Transformer.from_pretrained(path).eval()
+    tok = M.Tokenizer.from_pretrained(path)
+    questions = ["What is the first-line treatment for anaphylaxis?",
+                 "Which vitamin deficiency causes scurvy? Answer briefly."]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}]) for q in questions]
+    outs = Sampler(m, tok).generate(prompts, SamplingParams(max_new_tokens=20, temperature=0,
+                                                            stop_token_ids=(tok.eos_id,)))
+    for p, (c,) in zip(prompts, outs):
+        assert p + c.token_ids == M.greedy(m, p, 20, stop_ids={tok.eos_id})
