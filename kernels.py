@@ -277,3 +277,56 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
     out = flash_attn_with_kvcache(q.unsqueeze(1), k_cache, v_cache, cache_seqlens=context_lens.int(),
                                   block_table=block_tables.int(), softmax_scale=scale, causal=False)
     return out.squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cascade_decode_attention: decode attention that reads a shared prefix once per group (CPU path of sample.py).
+# After a fork, the n samples of a prompt point at the same prompt blocks. Per-sequence paged attention reads
+# (and on CPU, copies) those blocks n times and does n matrix-vector products; here the prefix K/V of a group
+# are gathered once and all its queries go through one matrix product. Each sequence's private blocks (the
+# partial prompt block, then its own tokens) are attended separately, and the two parts are merged by their
+# softmax statistics. The result equals paged_decode_attention over shared + private tables.
+
+def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_tables, shared_lens, group_rows, row_slot,
+                                   private_tables, private_lens):
+    """q [B, H, d]. Groups: shared_tables [S, nbs] with shared_lens [S] tokens; group_rows [S, R] the batch rows of
+    each group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten().
+    Per row: private_tables [B, nbp] with private_lens [B] >= 1 tokens. Returns [B, H, d] in q's dtype."""
+    b, h, d = q.shape
+    n_kv = k_cache.shape[2]
+    g = h // n_kv
+    s, r = group_rows.shape
+    qs = q[group_rows.flatten()].view(s, r, n_kv, g, d).transpose(1, 2).reshape(s, n_kv, r * g, d)
+    o1, m1, l1 = _attend_partial(qs, k_cache, v_cache, shared_tables, shared_lens, scale, "shared")
+    o1 = o1.view(s, n_kv, r, g, d).transpose(1, 2).reshape(s * r, h, d)[row_slot]
+    m1 = m1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
+    l1 = l1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
+    o2, m2, l2 = _attend_partial(q.view(b, n_kv, g, d), k_cache, v_cache, private_tables, private_lens, scale,
+                                 "private")
+    o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
+    m = torch.maximum(m1, m2)
+    a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
+    out = (o1 * a1[..., None] + o2 * a2[..., None]) / (l1 * a1 + l2 * a2)[..., None]
+    return out.to(q.dtype)
+
+
+def _attend_partial(q, k_cache, v_cache, tables, lens, scale, name):
+    """Softmax parts of q [N, n_kv, M, d] over the first lens[n] tokens of the blocks in tables [N, nb]:
+    (sum_j p_j v_j [N, n_kv, M, d], max score m [N, n_kv, M], sum_j p_j [N, n_kv, M]) with p_j = exp(s_j - m).
+    A row with no tokens gives zeros and m = -1e30, so it weighs nothing when merged."""
+    n, nb = tables.shape
+    block_size, n_kv, d = k_cache.shape[1:]
+    if nb == 0:
+        zero = q.new_zeros(q.shape[:-1], dtype=torch.float32)
+        return torch.zeros_like(q, dtype=torch.float32), zero - 1e30, zero
+    ids = tables.flatten().long()
+    t = nb * block_size
+    k = _gather_blocks(k_cache, ids, "k_" + name).view(n, t, n_kv, d)
+    v = _gather_blocks(v_cache, ids, "v_" + name).view(n, t, n_kv, d)
+    scores = q.float() @ k.float().permute(0, 2, 3, 1) * scale  # [N, n_kv, M, T]
+    valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]
+    scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
+    m = scores.amax(-1).clamp(min=-1e30)
+    p = torch.exp(scores - m[..., None])
+    # stale slots hold finite values (the sampler zero-fills its cache), and p = 0 there
+    return p @ v.float().transpose(1, 2), m, p.sum(-1)

@@ -253,9 +253,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):  # normalise in fp32, scale in the input dtype (as transformers does)
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 class Attention(nn.Module):

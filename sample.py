@@ -93,7 +93,7 @@ class Sampler:
     kv_fraction of the free device memory (after weights), allocated as needed by each generate call."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer = None, vocab_size=None, block_size=None,
-                 kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192):
+                 kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192, prefix_attention=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         cfg = model.config
@@ -103,6 +103,8 @@ class Sampler:
         self.device, self.dtype = p.device, p.dtype
         self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
         self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
+        # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged kernels.
+        self.prefix_attention = self.device.type == "cpu" if prefix_attention is None else prefix_attention
         self.scale = cfg.head_dim ** -0.5
         token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * p.element_size()
         if kv_tokens is None:
@@ -199,8 +201,9 @@ class Sampler:
             self.pool = BlockPool(self.cache.shape[2])
             return
         cfg = self.model.config
-        self.cache = None
-        self.cache = torch.empty(2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads,
+        self.cache = None  # free the old one first
+        # zeros, not empty: attention multiplies masked (p = 0) stale slots by their values, and 0 * NaN = NaN
+        self.cache = torch.zeros(2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads,
                                  cfg.head_dim, dtype=self.dtype, device=self.device)
         self.pool = BlockPool(num_blocks)
 
@@ -261,21 +264,52 @@ class Sampler:
     def _decode(self, seqs):
         bs, dev = self.block_size, self.device
         tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
-        pos = torch.tensor([s.prompt_len + len(s.tokens) - 1 for s in seqs], device=dev)
-        width = max(len(s.blocks) for s in seqs)
-        tables = torch.tensor([s.blocks + [0] * (width - len(s.blocks)) for s in seqs], dtype=torch.int32,
-                              device=dev)
-        slots = tables.gather(1, (pos // bs)[:, None].long())[:, 0].long() * bs + pos % bs
-        context_lens = (pos + 1).to(torch.int32)
-        cache, scale = self.cache, self.scale
+        pos_list = [s.prompt_len + len(s.tokens) - 1 for s in seqs]
+        pos = torch.tensor(pos_list, device=dev)
+        slots = torch.tensor([s.blocks[p // bs] * bs + p % bs for s, p in zip(seqs, pos_list)], device=dev)
+        shared = self.prefix_attention and self._params.n > 1
+        attention = self._prefix_attention(seqs, pos_list) if shared else self._paged_attention(seqs)
+        cache = self.cache
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
             kernels.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
-            o = kernels.paged_decode_attention(q[:, 0], cache[0, layer], cache[1, layer], tables, context_lens, scale)
-            return o[:, None]
+            return attention(q[:, 0], cache[0, layer], cache[1, layer])[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
         self._sample_into(seqs, self.model.lm_head(hidden[:, 0]))
+
+    def _paged_attention(self, seqs):
+        """Per-sequence paged decode (Triton / flash-attn on GPU)."""
+        width = max(len(s.blocks) for s in seqs)
+        tables = _table([s.blocks for s in seqs], width, self.device)
+        lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
+        return lambda q, kc, vc: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
+
+    def _prefix_attention(self, seqs, pos_list):
+        """Decode that reads each prompt's shared blocks once for all its samples (kernels.cascade_...).
+        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
+        bs, dev = self.block_size, self.device
+        groups = []  # [first row, rows, shared blocks]
+        for i, s in enumerate(seqs):
+            if groups and seqs[groups[-1][0]].prompt == s.prompt:
+                groups[-1][1] += 1
+            else:
+                groups.append([i, 1, s.blocks[:s.prompt_len // bs]])
+        width = max(g[1] for g in groups)
+        group_rows = torch.tensor([[first + min(j, n - 1) for j in range(width)] for first, n, _ in groups],
+                                  device=dev)
+        row_slot = torch.tensor([gi * width + j for gi, (_, n, _) in enumerate(groups) for j in range(n)],
+                                device=dev)
+        shared = [g[2] for g in groups]
+        shared_tables = _table(shared, max(len(b) for b in shared), dev)
+        shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
+        private_lens = [p + 1 - (s.prompt_len // bs) * bs for s, p in zip(seqs, pos_list)]
+        n_private = -(-max(private_lens) // bs)
+        private = [s.blocks[s.prompt_len // bs:][:n_private] for s in seqs]
+        private_tables = _table(private, n_private, dev)
+        private_lens = torch.tensor(private_lens, device=dev)
+        return lambda q, kc, vc: kernels.cascade_decode_attention_torch(
+            q, kc, vc, self.scale, shared_tables, shared_lens, group_rows, row_slot, private_tables, private_lens)
 
     def _sample_into(self, seqs, logits):
         p = self._params
@@ -300,22 +334,29 @@ class Sampler:
         return None
 
 
+def _table(rows, width, device):
+    """Block-id lists -> int32 [len(rows), width], padded with block 0 (never read past a row's length)."""
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int32, device=device)
+
+
 def sample_tokens(logits, temperature, top_k, top_p, u):
     """Draw one token per row by inverse CDF with uniforms u [B] in (0, 1).
     Returns (tokens [B], logprobs [B]) with logprobs under the full tempered distribution."""
-    logits = logits.float()
     if temperature == 0:
         tok = logits.argmax(-1)
-        return tok, logits.gather(1, tok[:, None])[:, 0] - logits.logsumexp(-1)
-    z = logits / temperature
-    m = z.max(-1, keepdim=True).values
-    e = torch.exp(z - m)
-    log_norm = m[:, 0] + e.sum(-1).log()
+        return tok, logits.gather(1, tok[:, None])[:, 0].float() - logits.float().logsumexp(-1)
+    # Few passes, few [B, vocab] temporaries: on CPU each fresh one costs page faults, not just arithmetic.
+    z = logits.float() / temperature
+    z -= z.amax(-1, keepdim=True)          # z = tempered logits - max
+    cdf = z.exp()
+    norm = None
     if top_k or top_p < 1.0:
-        e = e * nucleus_mask(e, top_k, top_p)
-    cdf = e.cumsum(-1)
-    tok = torch.searchsorted(cdf, u[:, None].to(cdf.dtype) * cdf[:, -1:]).clamp(max=e.shape[-1] - 1)[:, 0]
-    return tok, z.gather(1, tok[:, None])[:, 0] - log_norm
+        norm = cdf.sum(-1)                 # the full distribution's normalizer, before truncation
+        cdf *= nucleus_mask(cdf, top_k, top_p)
+    cdf = cdf.cumsum_(-1)
+    tok = torch.searchsorted(cdf, u[:, None].to(cdf.dtype) * cdf[:, -1:]).clamp_(max=cdf.shape[-1] - 1)[:, 0]
+    norm = cdf[:, -1] if norm is None else norm
+    return tok, z.gather(1, tok[:, None])[:, 0] - norm.log()
 
 
 def nucleus_mask(probs, top_k, top_p):

@@ -4,7 +4,7 @@
     outs = client.complete([messages, ...], n=5, temperature=0.7, max_tokens=1024)  # [[str] * n, ...]
 
 Two backends behind the same `complete`: an OpenAI-compatible /v1/chat/completions endpoint over
-plain HTTP (how vLLM / SGLang serve the teacher), and the local sampler (sample.py, not wired yet).
+plain HTTP (how vLLM / SGLang serve the teacher), and the local sampler (sample.py).
 `run_step` drives an LLM step over records with an append-only JSONL keyed by id, so a crash, a kill
 or a rate limit loses at most the requests in flight and a rerun skips what is done.
 """
@@ -148,16 +148,53 @@ class HTTPClient:
 
 
 # ----------------------------------------------------------------------------- local sampler
-# LOCAL SAMPLER BACKEND: to be written by the lead once sample.py exists. It must offer the same
-# `complete(messages_batch, n, temperature, max_tokens, ...) -> list[list[str]]` and `imap`
-# (render the chat template with model.py's tokenizer, batch through sample.py, decode), so
-# run_step and eval.run work with it unchanged.
 
 
-def local_client(model_dir, **kw):
-    raise NotImplementedError(
-        f"the local-sampler backend is not wired yet (sample.py does not exist), so --model {model_dir} "
-        "cannot run; serve the model with an OpenAI-compatible server and pass --endpoint URL --model-name NAME")
+class LocalClient:
+    """The local sampler behind the same interface: chat template from model.py's tokenizer, generation
+    through sample.py, completions decoded to text. Conversations go through in chunks of `batch_size`
+    (the sampler shares prompt blocks across the n samples and batches the rest); each chunk's results
+    are yielded as soon as it is done. Under torchrun each rank uses cuda:LOCAL_RANK."""
+
+    def __init__(self, model_dir, batch_size=256, device=None, dtype=None):
+        import torch
+
+        from model import Tokenizer, Transformer
+        from sample import Sampler
+
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+        self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        model = Transformer.from_pretrained(model_dir, dtype=dtype, device=device)
+        self.sampler = Sampler(model, self.tokenizer)
+        eos = model.config.eos_token_id
+        self.stop_ids = tuple({self.tokenizer.eos_id, *([eos] if isinstance(eos, int) else eos or [])})
+        self.batch_size = batch_size
+
+    def imap(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, top_p=None, stop=None, seed=None,
+             extra=None):
+        from sample import SamplingParams
+
+        stop = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        for start in range(0, len(messages_batch), self.batch_size):
+            chunk = messages_batch[start:start + self.batch_size]
+            prompts = [self.tokenizer.apply_chat_template(m) for m in chunk]
+            params = SamplingParams(n=n, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0,
+                                    stop_token_ids=self.stop_ids, stop_strings=stop,
+                                    seed=(seed or 0) * 1_000_003 + start)  # chunks draw different streams
+            for i, group in enumerate(self.sampler.generate(prompts, params)):
+                yield start + i, [self._text(c, stop) for c in group]
+
+    def complete(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, **kw):
+        return HTTPClient.complete(self, messages_batch, n=n, temperature=temperature, max_tokens=max_tokens, **kw)
+
+    def _text(self, completion, stop):
+        text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        if completion.finish_reason == "stop":  # as OpenAI servers do: the stop string is not returned
+            cut = [text.find(x) for x in stop if x in text]
+            text = text[:min(cut)] if cut else text
+        return text
 
 
 def make_client(endpoint=None, model=None, model_dir=None, **kw):
@@ -165,23 +202,13 @@ def make_client(endpoint=None, model=None, model_dir=None, **kw):
     if (endpoint is None) == (model_dir is None):
         raise ValueError("give exactly one of endpoint (with model) or model_dir")
     if model_dir is not None:
-        return local_client(model_dir, **kw)
+        return LocalClient(model_dir, **kw)
     if not model:
         raise ValueError("an endpoint needs the served model's name (model=..., --model-name)")
     return HTTPClient(endpoint, model, **kw)
 
 
 # ----------------------------------------------------------------------------- resumable steps
-
-
-def _end_torn_line(path):
-    """A kill during a write can leave a last line without its newline; end it, so the next append
-    starts a line of its own instead of gluing a good row onto the torn one (done_ids skips it)."""
-    if os.path.exists(path) and os.path.getsize(path):
-        with open(path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
 
 
 def run_step(client, records, out_path, make_messages, make_row, n=1, temperature=0.0, max_tokens=1024,
@@ -194,7 +221,6 @@ def run_step(client, records, out_path, make_messages, make_row, n=1, temperatur
     from tqdm import tqdm
 
     done = done_ids(out_path)
-    _end_torn_line(out_path)
     todo = [r for r in records if r["id"] not in done]
     if not todo:
         return 0

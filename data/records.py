@@ -95,6 +95,11 @@ def done_ids(path, key="id"):
 def append_jsonl(path, rows):
     """Append rows and flush them to disk, so a kill loses at most the row being written."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a+b") as f:  # a kill mid-write leaves a torn last line: end it, so the next row stays whole
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

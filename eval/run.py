@@ -2,7 +2,7 @@
 
     python -m eval.run --benchmarks medqa,medmcqa --endpoint http://localhost:8000/v1 \\
         --model-name Qwen2.5-7B-Instruct --out runs/qwen7b [--limit 100] [--n 1] [--temperature 0]
-    torchrun --nproc-per-node 8 -m eval.run --model ckpt/ ...   (local sampler: once sample.py exists)
+    torchrun --nproc-per-node 8 -m eval.run --benchmarks medqa --model ckpt/ --out runs/ckpt   (local sampler)
 
 RUN_DIR holds config.json (the settings; a resume must use the same ones), one part file per
 benchmark and rank ({bench}.part{rank}.jsonl, rows: id, benchmark, prompt, output, extracted, gold,
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--benchmarks", required=True, help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--endpoint", help="OpenAI-compatible server URL, e.g. http://localhost:8000/v1")
-    src.add_argument("--model", help="local Hugging Face checkpoint dir (needs sample.py; not wired yet)")
+    src.add_argument("--model", help="local Hugging Face checkpoint dir (generated with sample.py)")
     p.add_argument("--model-name", help="the served model's name (with --endpoint)")
     p.add_argument("--out", required=True, help="run directory (created; resumed if it exists)")
     p.add_argument("--limit", type=int, help="first N items of each benchmark")
@@ -205,10 +205,10 @@ def main(argv=None):
             print(f"eval.run: {bench}: skipped {stats['bad_lines']} malformed item(s)", file=sys.stderr)
         data[bench] = recs[: a.limit] if a.limit else recs
     client_kw = dict(timeout=a.timeout, max_retries=a.max_retries, backoff=a.backoff,
-                     api_key_env=a.api_key_env, concurrency=a.concurrency)
+                     api_key_env=a.api_key_env, concurrency=a.concurrency) if a.endpoint else {}
     try:
         client = make_client(endpoint=a.endpoint, model=a.model_name, model_dir=a.model, **client_kw)
-    except NotImplementedError as e:
+    except ValueError as e:  # model.CheckpointError: a bad checkpoint dir, named in the message
         raise SystemExit(f"eval.run: {e}")
     open_run(a, {b: len(r) for b, r in data.items()})
     gen = dict(n=a.n, temperature=a.temperature, max_tokens=a.max_tokens)

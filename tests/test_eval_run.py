@@ -181,7 +181,7 @@ def test_n_samples_majority_vote_and_pass_at_k(shared, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="sample.py"):
+    with pytest.raises(SystemExit, match=f"eval.run: {tmp_path}: no tokenizer"):  # not a checkpoint dir
         run.main(["--benchmarks", "medqa", "--model", str(tmp_path), "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
     with pytest.raises(SystemExit, match=r"cmexam\.jsonl:5332: .*--skip-bad"):
@@ -201,3 +201,21 @@ def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
         with pytest.raises(SystemExit, match=r"(?s)HTTP 401.*rerun the same command to resume"):
             run.main(["--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m",
                       "--out", str(tmp_path / "r2"), "--limit", "3", "--data-dir", str(DATA), "--backoff", "0.001"])
+
+
+def test_local_model_run_resumes_and_reports(shared, tmp_path, capsys):
+    """--model DIR: the local sampler end to end over two real benchmarks; a rerun redoes nothing."""
+    from test_llm import tiny_local_model
+    ckpt = tiny_local_model(tmp_path / "m", shared)
+    out = tmp_path / "run"
+    argv = ["--benchmarks", "medqa,pubmedqa", "--model", str(ckpt), "--out", str(out), "--limit", "3",
+            "--max-tokens", "5", "--data-dir", str(DATA)]
+    run.main(argv)
+    rows = {b: read_rows(out, b) for b in ("medqa", "pubmedqa")}
+    assert [len(r) for r in rows.values()] == [3, 3] and all(isinstance(r["output"], str) for r in rows["medqa"])
+    before = {b: (out / f"{b}.part0.jsonl").read_text() for b in rows}
+    run.main(argv)
+    assert {b: (out / f"{b}.part0.jsonl").read_text() for b in rows} == before
+    cells = report_cells(out, capsys)
+    acc = 100 * sum(r["correct"] for r in rows["medqa"]) / 3
+    assert cells["MedQA"] == f"{acc:.2f}"

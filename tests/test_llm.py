@@ -179,13 +179,40 @@ def test_api_key_from_the_named_env_var_and_never_printed(monkeypatch, capsys):
     assert srv.auth == [None]  # local servers need no key
 
 
-def test_endpoint_forms_and_local_backend_not_wired():
+def test_endpoint_forms_and_bad_local_dir():
     for ep in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/chat/completions"):
         assert HTTPClient(ep, "m").url == "http://h:1/v1/chat/completions"
-    with pytest.raises(NotImplementedError, match="sample.py"):
+    with pytest.raises(ValueError, match="/some/model"):
         make_client(model_dir="/some/model")
     with pytest.raises(ValueError):
         make_client(endpoint="http://h:1")
+
+
+def tiny_local_model(path, shared_dir):
+    """A random tiny Qwen3 checkpoint with the real Qwen tokenizer files beside it."""
+    import torch
+
+    import model as M
+    cfg = M.ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=32, intermediate_size=32,
+                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                        qk_norm=True, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    M.Transformer.from_config(cfg).save_pretrained(path, tokenizer_dir=shared_dir / "data" / "qwen_tokenizer")
+    return path
+
+
+def test_local_backend_equals_the_sampler(shared, tmp_path):
+    from sample import SamplingParams
+    client = make_client(model_dir=str(tiny_local_model(tmp_path / "m", shared)), batch_size=2)
+    convs = [[{"role": "user", "content": q}] for q in ("What causes scurvy?", "Dose of aspirin?", "Hi")]
+    outs = client.complete(convs, n=2, temperature=1.0, max_tokens=6, seed=3)
+    assert [len(o) for o in outs] == [2, 2, 2] and all(isinstance(t, str) for o in outs for t in o)
+    assert client.complete(convs, n=2, temperature=1.0, max_tokens=6, seed=3) == outs  # reproducible
+    tok, sampler = client.tokenizer, client.sampler
+    direct = sampler.generate([tok.apply_chat_template(c) for c in convs[:2]],
+                              SamplingParams(max_new_tokens=6, temperature=0, stop_token_ids=client.stop_ids))
+    greedy = client.complete(convs[:2], max_tokens=6)
+    assert greedy == [[tok.decode(g[0].token_ids, skip_special_tokens=True)] for g in direct]
 
 
 def test_run_step_resumes_without_redoing_or_losing_ids(shared, tmp_path):

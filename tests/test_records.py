@@ -49,3 +49,5 @@ def test_append_and_done_ids_ignore_torn_line(tmp_path):
     with open(p, "a") as f:
         f.write('{"id": "c"')  # killed mid-write
     assert done_ids(p) == {"a", "b"}
+    append_jsonl(p, [{"id": "c"}])  # the resumed run's row is not glued onto the torn line
+    assert done_ids(p) == {"a", "b", "c"}

@@ -34,10 +34,11 @@ LENGTHS = [3, 11, 4, 8, 17]  # with block_size 4: exact multiples, partial block
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
-def test_greedy_equals_full_forward_argmax(family):
+@pytest.mark.parametrize("prefix_attention", [True, False])  # CPU path (shared prefix once), GPU-style paged path
+def test_greedy_equals_full_forward_argmax(family, prefix_attention):
     m = tiny(family)
     prompts = prompts_of(LENGTHS)
-    outs = Sampler(m, block_size=4).generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    outs = Sampler(m, block_size=4, prefix_attention=prefix_attention).generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
     for p, (c,) in zip(prompts, outs):
         assert p + c.token_ids == M.greedy(m, p, 12)
         assert c.finish_reason == "length"
@@ -52,11 +53,12 @@ def full_forward_logprobs(m, prompt, completion, temperature):
 
 
 @pytest.mark.parametrize("kv_tokens, max_batch", [(None, 512), (64, 512), (None, 6)])
-def test_logprobs_equal_full_forward_with_forks_and_admissions(kv_tokens, max_batch):
+@pytest.mark.parametrize("prefix_attention", [True, False])
+def test_logprobs_equal_full_forward_with_forks_and_admissions(kv_tokens, max_batch, prefix_attention):
     """n > 1 shares prompt blocks; a small budget or max_batch forces admissions mid-run."""
     m = tiny("qwen3")
     prompts = prompts_of(LENGTHS)
-    sampler = Sampler(m, block_size=4, kv_tokens=kv_tokens, max_batch=max_batch)
+    sampler = Sampler(m, block_size=4, kv_tokens=kv_tokens, max_batch=max_batch, prefix_attention=prefix_attention)
     outs = sampler.generate(prompts, SamplingParams(n=3, max_new_tokens=9, temperature=0.8, seed=3))
     for p, group in zip(prompts, outs):
         assert len(group) == 3 and len({tuple(c.token_ids) for c in group}) > 1  # samples differ
