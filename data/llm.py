@@ -183,7 +183,7 @@ class LocalClient:
             params = SamplingParams(n=n, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0,
                                     stop_token_ids=self.stop_ids, stop_strings=stop,
                                     seed=(seed or 0) * 1_000_003 + start)  # chunks draw different streams
-            for i, group in enumerate(self.sampler.generate(prompts, params)):
+            for i, group in enumerate(self.sampler.generate(prompts, params, progress=True)):
                 yield start + i, [self._text(c, stop) for c in group]
 
     def complete(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, **kw):

@@ -263,8 +263,9 @@ def main(argv=None):
     g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
     g.add_argument("--min-coverage", type=float, default=0.7, help="contamination: token share under shared 13-grams")
     g.add_argument("--max-df", type=int, default=10, help="13-grams in more items than this are boilerplate")
-    g = ap.add_argument_group("LLM steps (run only with --endpoint)")
+    g = ap.add_argument_group("LLM steps (run only with --endpoint or --model)")
     g.add_argument("--endpoint", help="OpenAI-compatible base URL of the verifier / judge")
+    g.add_argument("--model", help="local checkpoint dir for the verifier / judge (sample.py), instead of --endpoint")
     g.add_argument("--model-name", help="served model name")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY")
     g.add_argument("--timeout", type=float, default=600.0)
@@ -337,13 +338,11 @@ def run_pipeline(a, steps):
     do(4, "dedup", dd)
     do(5, "decontam", decon)
     llm_steps = [s for s in ("verify", "difficulty") if s in steps]
-    if llm_steps and not a.endpoint:
-        print(f"[{','.join(llm_steps)}] skipped: no --endpoint (items keep difficulty=null, no pass rate)")
+    if llm_steps and not (a.endpoint or a.model):
+        print(f"[{','.join(llm_steps)}] skipped: no --endpoint or --model (items keep difficulty=null, no pass rate)")
     elif llm_steps:
         from data.difficulty import apply_difficulty, run_difficulty
         from data.verify import apply_verify, client_from_args, run_verify
-        if not a.model_name:
-            sys.exit("error: --endpoint needs --model-name")
         client = client_from_args(a)
         res_v, res_d = os.path.join(a.out, "verify.jsonl"), os.path.join(a.out, "difficulty.jsonl")
 

@@ -78,8 +78,10 @@ def apply_verify(records, results, keep_flagged=False, review=None, stats=None):
 
 
 def add_llm_args(ap):
-    ap.add_argument("--endpoint", required=True, help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
-    ap.add_argument("--model-name", required=True, help="the served model's name")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    src.add_argument("--model", help="local checkpoint dir, generated with sample.py instead of an endpoint")
+    ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     ap.add_argument("--retries", type=int, default=6, help="retries on 5xx, 429, timeouts")
@@ -88,6 +90,10 @@ def add_llm_args(ap):
 
 
 def client_from_args(a):
+    if getattr(a, "model", None):
+        return make_client(model_dir=a.model)
+    if not a.model_name:
+        sys.exit("error: --endpoint needs --model-name")
     return make_client(endpoint=a.endpoint, model=a.model_name, api_key_env=a.api_key_env, timeout=a.timeout,
                        max_retries=a.retries, backoff=a.backoff, concurrency=a.concurrency)
 

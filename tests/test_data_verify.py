@@ -199,3 +199,15 @@ def test_verify_killed_subprocess_resumes(items, tmp_path):
         assert sum(1 for _ in open(tmp_path / "rev.jsonl")) == 10
     finally:
         srv.close()
+
+
+def test_verify_with_the_local_sampler(items, shared, tmp_path):
+    """The same step on a local checkpoint (make_client(model_dir=...)): n answers per item, resumable."""
+    from data.llm import make_client
+    from test_llm import tiny_local_model
+    client = make_client(model_dir=str(tiny_local_model(tmp_path / "m", shared)))
+    recs, results = items[:3], tmp_path / "verify.jsonl"
+    assert run_verify(client, recs, results, n=5, max_tokens=4) == 3
+    rows = load_results(results)
+    assert len(rows) == 3 and all(r["n"] == 5 and 0 <= r["pass_rate"] <= 1 for r in rows.values())
+    assert run_verify(client, recs, results, n=5, max_tokens=4) == 0  # nothing redone
