@@ -50,8 +50,13 @@ def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
     n_kv, d = k_cache.shape[2:]
     keep = slot_mapping >= 0
     slots = slot_mapping[keep].long()
-    k_cache.view(-1, n_kv, d).index_copy_(0, slots, k[keep].to(k_cache.dtype))
-    v_cache.view(-1, n_kv, d).index_copy_(0, slots, v[keep].to(v_cache.dtype))
+    if k_cache.is_contiguous():
+        k_cache.view(-1, n_kv, d).index_copy_(0, slots, k[keep].to(k_cache.dtype))
+        v_cache.view(-1, n_kv, d).index_copy_(0, slots, v[keep].to(v_cache.dtype))
+    else:  # a view of another layout (sample.py's head-major CPU cache)
+        block_size = k_cache.shape[1]
+        k_cache[slots // block_size, slots % block_size] = k[keep].to(k_cache.dtype)
+        v_cache[slots // block_size, slots % block_size] = v[keep].to(v_cache.dtype)
 
 
 if HAVE_TRITON:
@@ -321,12 +326,21 @@ def _attend_partial(q, k_cache, v_cache, tables, lens, scale, name):
         return torch.zeros_like(q, dtype=torch.float32), zero - 1e30, zero
     ids = tables.flatten().long()
     t = nb * block_size
-    k = _gather_blocks(k_cache, ids, "k_" + name).view(n, t, n_kv, d)
-    v = _gather_blocks(v_cache, ids, "v_" + name).view(n, t, n_kv, d)
-    scores = q.float() @ k.float().permute(0, 2, 3, 1) * scale  # [N, n_kv, M, T]
+    if k_cache.permute(2, 0, 1, 3).is_contiguous():  # head-major storage: the gather lands in GEMM layout
+        num_blocks = k_cache.shape[0]
+        rows = (torch.arange(n_kv, device=ids.device)[:, None] * num_blocks + ids[None]).flatten()
+        # one gather along dim 0 of [n_kv * blocks, block_size * d] (far faster than along dim 1 on CPU)
+        k = _gather_blocks(k_cache.permute(2, 0, 1, 3).reshape(-1, block_size * d), rows, "k_" + name)
+        v = _gather_blocks(v_cache.permute(2, 0, 1, 3).reshape(-1, block_size * d), rows, "v_" + name)
+        k, v = k.view(n_kv, n, t, d), v.view(n_kv, n, t, d)
+    else:  # token-major cache: gather, then a transposed copy
+        k = _gather_blocks(k_cache, ids, "k_" + name).view(n, t, n_kv, d).permute(2, 0, 1, 3).contiguous()
+        v = _gather_blocks(v_cache, ids, "v_" + name).view(n, t, n_kv, d).permute(2, 0, 1, 3).contiguous()
+    # batch order (kv head, sequence) throughout, so every product is one batched GEMM without copies
+    scores = q.transpose(0, 1).float() @ k.float().transpose(-1, -2) * scale  # [n_kv, N, M, T]
     valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]
-    scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
+    scores.masked_fill_(~valid[None, :, None, :], float("-inf"))
     m = scores.amax(-1).clamp(min=-1e30)
     p = torch.exp(scores - m[..., None])
     # stale slots hold finite values (the sampler zero-fills its cache), and p = 0 there
-    return p @ v.float().transpose(1, 2), m, p.sum(-1)
+    return (p @ v.float()).transpose(0, 1), m.transpose(0, 1), p.sum(-1).transpose(0, 1)

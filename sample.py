@@ -203,8 +203,15 @@ class Sampler:
         cfg = self.model.config
         self.cache = None  # free the old one first
         # zeros, not empty: attention multiplies masked (p = 0) stale slots by their values, and 0 * NaN = NaN
-        self.cache = torch.zeros(2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads,
-                                 cfg.head_dim, dtype=self.dtype, device=self.device)
+        shape = (2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        if self.prefix_attention:
+            # Stored head-major ([.., kv_heads, blocks, block_size, head_dim]) and seen through a permuted view:
+            # a gather of blocks then lands as [kv_heads, seqs, tokens, head_dim], ready for batched GEMMs.
+            storage = torch.zeros(shape[:2] + (shape[4], shape[2], shape[3], shape[5]), dtype=self.dtype,
+                                  device=self.device)
+            self.cache = storage.permute(0, 1, 3, 4, 2, 5)
+        else:
+            self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.pool = BlockPool(num_blocks)
 
     def _prefill(self, prompts, indices):
@@ -267,8 +274,7 @@ class Sampler:
         pos_list = [s.prompt_len + len(s.tokens) - 1 for s in seqs]
         pos = torch.tensor(pos_list, device=dev)
         slots = torch.tensor([s.blocks[p // bs] * bs + p % bs for s, p in zip(seqs, pos_list)], device=dev)
-        shared = self.prefix_attention and self._params.n > 1
-        attention = self._prefix_attention(seqs, pos_list) if shared else self._paged_attention(seqs)
+        attention = self._prefix_attention(seqs, pos_list) if self.prefix_attention else self._paged_attention(seqs)
         cache = self.cache
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
@@ -285,6 +291,10 @@ class Sampler:
         lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
         return lambda q, kc, vc: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
 
+    def _shared_blocks(self, s):
+        """How many leading blocks of s are shared with its prompt's other samples (the full prompt blocks)."""
+        return s.prompt_len // self.block_size if self._params.n > 1 else 0
+
     def _prefix_attention(self, seqs, pos_list):
         """Decode that reads each prompt's shared blocks once for all its samples (kernels.cascade_...).
         Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
@@ -294,7 +304,7 @@ class Sampler:
             if groups and seqs[groups[-1][0]].prompt == s.prompt:
                 groups[-1][1] += 1
             else:
-                groups.append([i, 1, s.blocks[:s.prompt_len // bs]])
+                groups.append([i, 1, s.blocks[:self._shared_blocks(s)]])
         width = max(g[1] for g in groups)
         group_rows = torch.tensor([[first + min(j, n - 1) for j in range(width)] for first, n, _ in groups],
                                   device=dev)
@@ -303,9 +313,9 @@ class Sampler:
         shared = [g[2] for g in groups]
         shared_tables = _table(shared, max(len(b) for b in shared), dev)
         shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
-        private_lens = [p + 1 - (s.prompt_len // bs) * bs for s, p in zip(seqs, pos_list)]
+        private_lens = [p + 1 - self._shared_blocks(s) * bs for s, p in zip(seqs, pos_list)]
         n_private = -(-max(private_lens) // bs)
-        private = [s.blocks[s.prompt_len // bs:][:n_private] for s in seqs]
+        private = [s.blocks[self._shared_blocks(s):][:n_private] for s in seqs]
         private_tables = _table(private, n_private, dev)
         private_lens = torch.tensor(private_lens, device=dev)
         return lambda q, kc, vc: kernels.cascade_decode_attention_torch(
