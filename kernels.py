@@ -292,22 +292,23 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 # partial prompt block, then its own tokens) are attended separately, and the two parts are merged by their
 # softmax statistics. The result equals paged_decode_attention over shared + private tables.
 
-def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_tables, shared_lens, group_rows, row_slot,
+def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_kv, shared_lens, group_rows, row_slot,
                                    private_tables, private_lens):
-    """q [B, H, d]. Groups: shared_tables [S, nbs] with shared_lens [S] tokens; group_rows [S, R] the batch rows of
-    each group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten().
+    """q [B, H, d]. Groups: shared_kv = gather_head_major(shared tables [S, nbs]) with shared_lens [S] tokens
+    (the caller keeps it across steps while the groups do not change); group_rows [S, R] the batch rows of each
+    group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten().
     Per row: private_tables [B, nbp] with private_lens [B] >= 1 tokens. Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
     n_kv = k_cache.shape[2]
     g = h // n_kv
     s, r = group_rows.shape
     qs = q[group_rows.flatten()].view(s, r, n_kv, g, d).transpose(1, 2).reshape(s, n_kv, r * g, d)
-    o1, m1, l1 = _attend_partial(qs, k_cache, v_cache, shared_tables, shared_lens, scale, "shared")
+    o1, m1, l1 = _attend(qs, *shared_kv, shared_lens, scale)
     o1 = o1.view(s, n_kv, r, g, d).transpose(1, 2).reshape(s * r, h, d)[row_slot]
     m1 = m1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
     l1 = l1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
-    o2, m2, l2 = _attend_partial(q.view(b, n_kv, g, d), k_cache, v_cache, private_tables, private_lens, scale,
-                                 "private")
+    private_kv = gather_head_major(k_cache, v_cache, private_tables, scratch="private")
+    o2, m2, l2 = _attend(q.view(b, n_kv, g, d), *private_kv, private_lens, scale)
     o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
     m = torch.maximum(m1, m2)
     a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
@@ -315,27 +316,35 @@ def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_tables, sh
     return out.to(q.dtype)
 
 
-def _attend_partial(q, k_cache, v_cache, tables, lens, scale, name):
-    """Softmax parts of q [N, n_kv, M, d] over the first lens[n] tokens of the blocks in tables [N, nb]:
+def gather_head_major(k_cache, v_cache, tables, scratch=None):
+    """K and V of the blocks in tables [N, nb], each as [n_kv, N, nb * block_size, d] (GEMM layout).
+    scratch: name of a reusable buffer (valid until the next gather with that name); None for fresh tensors."""
+    n, nb = tables.shape
+    num_blocks, block_size, n_kv, d = k_cache.shape
+    ids = tables.flatten().long()
+    out = []
+    for cache, name in ((k_cache, "k"), (v_cache, "v")):
+        head_major = cache.permute(2, 0, 1, 3)  # [n_kv, blocks, block_size, d]
+        if head_major.is_contiguous():  # sample.py's CPU cache: one gather, already in GEMM layout
+            # along dim 0 of [n_kv * blocks, block_size * d]: far faster than along dim 1 on CPU
+            rows = (torch.arange(n_kv, device=ids.device)[:, None] * num_blocks + ids[None]).flatten()
+            src = head_major.reshape(-1, block_size * d)
+            x = _gather_blocks(src, rows, f"{name}_{scratch}") if scratch else src.index_select(0, rows)
+            out.append(x.view(n_kv, n, nb * block_size, d))
+        else:  # token-major cache: gather, then a transposed copy
+            x = cache.index_select(0, ids).view(n, nb * block_size, n_kv, d)
+            out.append(x.permute(2, 0, 1, 3).contiguous())
+    return tuple(out)
+
+
+def _attend(q, k, v, lens, scale):
+    """Softmax parts of q [N, n_kv, M, d] over the first lens[n] tokens of k, v [n_kv, N, T, d]:
     (sum_j p_j v_j [N, n_kv, M, d], max score m [N, n_kv, M], sum_j p_j [N, n_kv, M]) with p_j = exp(s_j - m).
     A row with no tokens gives zeros and m = -1e30, so it weighs nothing when merged."""
-    n, nb = tables.shape
-    block_size, n_kv, d = k_cache.shape[1:]
-    if nb == 0:
+    t = k.shape[2]
+    if t == 0:
         zero = q.new_zeros(q.shape[:-1], dtype=torch.float32)
         return torch.zeros_like(q, dtype=torch.float32), zero - 1e30, zero
-    ids = tables.flatten().long()
-    t = nb * block_size
-    if k_cache.permute(2, 0, 1, 3).is_contiguous():  # head-major storage: the gather lands in GEMM layout
-        num_blocks = k_cache.shape[0]
-        rows = (torch.arange(n_kv, device=ids.device)[:, None] * num_blocks + ids[None]).flatten()
-        # one gather along dim 0 of [n_kv * blocks, block_size * d] (far faster than along dim 1 on CPU)
-        k = _gather_blocks(k_cache.permute(2, 0, 1, 3).reshape(-1, block_size * d), rows, "k_" + name)
-        v = _gather_blocks(v_cache.permute(2, 0, 1, 3).reshape(-1, block_size * d), rows, "v_" + name)
-        k, v = k.view(n_kv, n, t, d), v.view(n_kv, n, t, d)
-    else:  # token-major cache: gather, then a transposed copy
-        k = _gather_blocks(k_cache, ids, "k_" + name).view(n, t, n_kv, d).permute(2, 0, 1, 3).contiguous()
-        v = _gather_blocks(v_cache, ids, "v_" + name).view(n, t, n_kv, d).permute(2, 0, 1, 3).contiguous()
     # batch order (kv head, sequence) throughout, so every product is one batched GEMM without copies
     scores = q.transpose(0, 1).float() @ k.float().transpose(-1, -2) * scale  # [n_kv, N, M, T]
     valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]

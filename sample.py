@@ -131,6 +131,7 @@ class Sampler:
                              f"the budget is {self.max_blocks * self.block_size} (raise kv_tokens)")
         self._ensure_cache(min(sum(need), self.max_blocks))
         self._params = params
+        self._shared_key, self._shared_kv = None, {}  # block ids get reused: never trust a previous call's gather
         out = [[None] * params.n for _ in prompts]
         waiting, running = deque(range(len(prompts))), []
         bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
@@ -279,7 +280,7 @@ class Sampler:
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
             kernels.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
-            return attention(q[:, 0], cache[0, layer], cache[1, layer])[:, None]
+            return attention(q[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
         self._sample_into(seqs, self.model.lm_head(hidden[:, 0]))
@@ -289,7 +290,7 @@ class Sampler:
         width = max(len(s.blocks) for s in seqs)
         tables = _table([s.blocks for s in seqs], width, self.device)
         lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
-        return lambda q, kc, vc: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
+        return lambda q, kc, vc, layer: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
 
     def _shared_blocks(self, s):
         """How many leading blocks of s are shared with its prompt's other samples (the full prompt blocks)."""
@@ -297,7 +298,8 @@ class Sampler:
 
     def _prefix_attention(self, seqs, pos_list):
         """Decode that reads each prompt's shared blocks once for all its samples (kernels.cascade_...).
-        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
+        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so).
+        The shared K/V, gathered per layer, are kept while the set of groups stays the same."""
         bs, dev = self.block_size, self.device
         groups = []  # [first row, rows, shared blocks]
         for i, s in enumerate(seqs):
@@ -311,15 +313,23 @@ class Sampler:
         row_slot = torch.tensor([gi * width + j for gi, (_, n, _) in enumerate(groups) for j in range(n)],
                                 device=dev)
         shared = [g[2] for g in groups]
-        shared_tables = _table(shared, max(len(b) for b in shared), dev)
+        key = tuple((seqs[first].prompt, tuple(b)) for (first, _, b) in groups)  # ids get reused by later prompts
+        if key != self._shared_key:  # new groups: gather their prompt K/V again, layer by layer, on first use
+            self._shared_key, self._shared_kv = key, {}
+            self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
         shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
         private_lens = [p + 1 - self._shared_blocks(s) * bs for s, p in zip(seqs, pos_list)]
         n_private = -(-max(private_lens) // bs)
         private = [s.blocks[self._shared_blocks(s):][:n_private] for s in seqs]
         private_tables = _table(private, n_private, dev)
         private_lens = torch.tensor(private_lens, device=dev)
-        return lambda q, kc, vc: kernels.cascade_decode_attention_torch(
-            q, kc, vc, self.scale, shared_tables, shared_lens, group_rows, row_slot, private_tables, private_lens)
+
+        def attention(q, kc, vc, layer):
+            if layer not in self._shared_kv:
+                self._shared_kv[layer] = kernels.gather_head_major(kc, vc, self._shared_tables)
+            return kernels.cascade_decode_attention_torch(q, kc, vc, self.scale, self._shared_kv[layer], shared_lens,
+                                                          group_rows, row_slot, private_tables, private_lens)
+        return attention
 
     def _sample_into(self, seqs, logits):
         p = self._params

@@ -257,3 +257,36 @@ def test_triton_decode_matches_torch_and_dense(triton_results, name):
 if __name__ == "__main__":  # the interpreter subprocess: argv[1] is the JSON case table
     assert os.environ.get("TRITON_INTERPRET") == "1" and kernels.INTERPRET, "run with TRITON_INTERPRET=1"
     print(json.dumps(_run_triton_cases(json.loads(sys.argv[1]))))
+
+
+@pytest.mark.parametrize("head_major", [True, False])
+def test_cascade_equals_paged_attention(head_major):
+    """Shared prompt blocks read once per group + private blocks per row == per-row paged attention."""
+    torch.manual_seed(0)
+    n_kv, g, d, bs, groups, per = 2, 3, 16, 4, [3, 1, 2], [(8, 5), (12, 1), (4, 9)]  # (shared, private) tokens
+    nb = 64
+    if head_major:  # sample.py's CPU layout: [kv, blocks, bs, d] storage seen as [blocks, bs, kv, d]
+        kc, vc = (torch.randn(n_kv, nb, bs, d).permute(1, 2, 0, 3) for _ in range(2))
+    else:
+        kc, vc = torch.randn(nb, bs, n_kv, d), torch.randn(nb, bs, n_kv, d)
+    free = iter(torch.randperm(nb).tolist())
+    shared = [[next(free) for _ in range(s // bs)] for s, _ in per]
+    rows, private, full, lens, group_rows = [], [], [], [], []
+    for gi, (n, (s_len, p_len)) in enumerate(zip(groups, per)):
+        group_rows.append([len(rows) + min(j, n - 1) for j in range(max(groups))])
+        for _ in range(n):
+            mine = [next(free) for _ in range(-(-p_len // bs))]
+            rows.append(gi)
+            private.append(mine)
+            full.append(shared[gi] + mine)
+            lens.append(s_len + p_len)
+    table = lambda rs: torch.tensor([r + [0] * (max(map(len, rs)) - len(r)) for r in rs], dtype=torch.int32)
+    q = torch.randn(len(rows), n_kv * g, d)
+    row_slot = torch.tensor([gi * max(groups) + j for gi, n in enumerate(groups) for j in range(n)])
+    shared_kv = kernels.gather_head_major(kc, vc, table(shared))
+    out = kernels.cascade_decode_attention_torch(
+        q, kc, vc, 0.25, shared_kv, torch.tensor([s for s, _ in per]), torch.tensor(group_rows), row_slot,
+        table(private), torch.tensor([p_len for gi in rows for p_len in [per[gi][1]]]))
+    kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
+    ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
+    assert (out - ref).abs().max().item() < 1e-5
