@@ -292,14 +292,14 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 # partial prompt block, then its own tokens) are attended separately, and the two parts are merged by their
 # softmax statistics. The result equals paged_decode_attention over shared + private tables.
 
-def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_kv, shared_lens, group_rows, row_slot,
-                                   private_tables, private_lens):
-    """q [B, H, d]. Groups: shared_kv = gather_head_major(shared tables [S, nbs]) with shared_lens [S] tokens
-    (the caller keeps it across steps while the groups do not change); group_rows [S, R] the batch rows of each
-    group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten().
-    Per row: private_tables [B, nbp] with private_lens [B] >= 1 tokens. Returns [B, H, d] in q's dtype."""
+def cascade_decode_attention_torch(q, scale, shared_kv, shared_lens, group_rows, row_slot, private_kv, private_lens):
+    """q [B, H, d]. Groups: shared_kv = gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d], with
+    shared_lens [S] tokens; group_rows [S, R] the batch rows of each group (padded with any valid row); row_slot [B]
+    the position of row b in group_rows.flatten(). Per row: private_kv, K and V [n_kv, B, Tp, d] (from
+    gather_head_major, or kept and appended by the caller), with private_lens [B] >= 1 tokens.
+    Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
-    n_kv = k_cache.shape[2]
+    n_kv = private_kv[0].shape[0]
     g = h // n_kv
     s, r = group_rows.shape
     qs = q[group_rows.flatten()].view(s, r, n_kv, g, d).transpose(1, 2).reshape(s, n_kv, r * g, d)
@@ -307,7 +307,6 @@ def cascade_decode_attention_torch(q, k_cache, v_cache, scale, shared_kv, shared
     o1 = o1.view(s, n_kv, r, g, d).transpose(1, 2).reshape(s * r, h, d)[row_slot]
     m1 = m1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
     l1 = l1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
-    private_kv = gather_head_major(k_cache, v_cache, private_tables, scratch="private")
     o2, m2, l2 = _attend(q.view(b, n_kv, g, d), *private_kv, private_lens, scale)
     o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
     m = torch.maximum(m1, m2)

@@ -131,7 +131,8 @@ class Sampler:
                              f"the budget is {self.max_blocks * self.block_size} (raise kv_tokens)")
         self._ensure_cache(min(sum(need), self.max_blocks))
         self._params = params
-        self._shared_key, self._shared_kv = None, {}  # block ids get reused: never trust a previous call's gather
+        # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
+        self._shared_key, self._shared_kv, self._private_key, self._private_kv = None, {}, None, {}
         out = [[None] * params.n for _ in prompts]
         waiting, running = deque(range(len(prompts))), []
         bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
@@ -280,7 +281,7 @@ class Sampler:
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
             kernels.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
-            return attention(q[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
+            return attention(q[:, 0], k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
         self._sample_into(seqs, self.model.lm_head(hidden[:, 0]))
@@ -290,7 +291,7 @@ class Sampler:
         width = max(len(s.blocks) for s in seqs)
         tables = _table([s.blocks for s in seqs], width, self.device)
         lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
-        return lambda q, kc, vc, layer: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
+        return lambda q, k, v, kc, vc, layer: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
 
     def _shared_blocks(self, s):
         """How many leading blocks of s are shared with its prompt's other samples (the full prompt blocks)."""
@@ -319,16 +320,36 @@ class Sampler:
             self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
         shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
         private_lens = [p + 1 - self._shared_blocks(s) * bs for s, p in zip(seqs, pos_list)]
-        n_private = -(-max(private_lens) // bs)
-        private = [s.blocks[self._shared_blocks(s):][:n_private] for s in seqs]
-        private_tables = _table(private, n_private, dev)
-        private_lens = torch.tensor(private_lens, device=dev)
+        longest = max(private_lens)
+        rows_key = tuple((s.prompt, s.sample) for s in seqs)  # unique within a generate call (id() is reused)
+        if rows_key != self._private_key or longest > self._private_cap:
+            # new rows (or full): gather their private K/V again, layer by layer, on first use; in between,
+            # each step appends its token to these contiguous copies instead of gathering blocks again
+            self._private_key, self._private_kv = rows_key, {}
+            self._private_cap = -(-(longest + 128) // bs) * bs
+            n_private = -(-longest // bs)
+            self._private_tables = _table([s.blocks[self._shared_blocks(s):][:n_private] for s in seqs], n_private,
+                                          dev)
+        rows = torch.arange(len(seqs), device=dev)
+        last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
 
-        def attention(q, kc, vc, layer):
+        def attention(q, k, v, kc, vc, layer):
             if layer not in self._shared_kv:
                 self._shared_kv[layer] = kernels.gather_head_major(kc, vc, self._shared_tables)
-            return kernels.cascade_decode_attention_torch(q, kc, vc, self.scale, self._shared_kv[layer], shared_lens,
-                                                          group_rows, row_slot, private_tables, private_lens)
+            if layer not in self._private_kv:  # this step's token is already in the cache: gathered with the rest
+                got = kernels.gather_head_major(kc, vc, self._private_tables)
+                mirror = [x.new_zeros(x.shape[:2] + (self._private_cap, x.shape[3])) for x in got]
+                for m, x in zip(mirror, got):
+                    m[:, :, :x.shape[2]] = x
+                self._private_kv[layer] = mirror
+            else:
+                pk, pv = self._private_kv[layer]
+                pk[:, rows, last] = k.transpose(0, 1).to(pk.dtype)
+                pv[:, rows, last] = v.transpose(0, 1).to(pv.dtype)
+            pk, pv = self._private_kv[layer]
+            return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_lens,
+                                                          group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
+                                                          last + 1)
         return attention
 
     def _sample_into(self, seqs, logits):

@@ -284,9 +284,10 @@ def test_cascade_equals_paged_attention(head_major):
     q = torch.randn(len(rows), n_kv * g, d)
     row_slot = torch.tensor([gi * max(groups) + j for gi, n in enumerate(groups) for j in range(n)])
     shared_kv = kernels.gather_head_major(kc, vc, table(shared))
+    private_kv = kernels.gather_head_major(kc, vc, table(private))
     out = kernels.cascade_decode_attention_torch(
-        q, kc, vc, 0.25, shared_kv, torch.tensor([s for s, _ in per]), torch.tensor(group_rows), row_slot,
-        table(private), torch.tensor([p_len for gi in rows for p_len in [per[gi][1]]]))
+        q, 0.25, shared_kv, torch.tensor([s for s, _ in per]), torch.tensor(group_rows), row_slot,
+        private_kv, torch.tensor([per[gi][1] for gi in rows]))
     kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
     ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
     assert (out - ref).abs().max().item() < 1e-5

@@ -208,3 +208,16 @@ def test_smollm2_greedy_equals_full_forward():
                                                             stop_token_ids=(tok.eos_id,)))
     for p, (c,) in zip(prompts, outs):
         assert p + c.token_ids == M.greedy(m, p, 20, stop_ids={tok.eos_id})
+
+
+def test_long_generation_regrows_the_decode_copies():
+    """Past ~128 new tokens the CPU path's contiguous private K/V copies are rebuilt larger: still exact."""
+    m = tiny("qwen2", layers=1)
+    prompts = prompts_of([5, 9])
+    sampler = Sampler(m, block_size=4)
+    outs = sampler.generate(prompts, SamplingParams(n=2, max_new_tokens=150, temperature=1.0, seed=2))
+    assert sampler._private_cap > 150
+    for p, group in zip(prompts, outs):
+        for c in group:
+            ref = full_forward_logprobs(m, p, c.token_ids, 1.0)
+            assert len(c.token_ids) == 150 and (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
