@@ -12,8 +12,10 @@ head_dim]); each sequence owns a block table. A prompt is prefilled once; its fu
 by its n samples (reference counts) and only the partly filled last block is copied to each sample.
 A prompt is admitted when the pool can hold it and all n samples at full length (so a running sequence
 never waits for memory); finished samples free their blocks and waiting prompts are admitted between
-decode steps. Prefill attends densely; decode attends through the block tables (kernels.py: Triton on
-GPU or under TRITON_INTERPRET=1, torch otherwise).
+decode steps. Prefill attends densely. Decode on GPU attends through the block tables (kernels.py: Triton
+or flash-attn); on CPU it reads each prompt's shared K/V once for all its samples and keeps each running
+row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch), since a CPU gather of
+every block at every step would cost as much as the matmuls.
 
 Sampling is sync-light and reproducible: one uniform per (seed, prompt, sample, step) from a counter-based
 hash, inverse-CDF over the tempered softmax. So a sample's tokens do not depend on what else is in the
