@@ -301,14 +301,16 @@ def cascade_decode_attention_torch(q, scale, shared_kv, shared_lens, group_rows,
     b, h, d = q.shape
     n_kv = private_kv[0].shape[0]
     g = h // n_kv
+    o2, m2, l2 = _attend(q.view(b, n_kv, g, d), *private_kv, private_lens, scale)
+    o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
+    if shared_kv[0].shape[2] == 0:  # nothing shared (n = 1): plain attention over the private part
+        return (o2 / l2[..., None]).to(q.dtype)
     s, r = group_rows.shape
     qs = q[group_rows.flatten()].view(s, r, n_kv, g, d).transpose(1, 2).reshape(s, n_kv, r * g, d)
     o1, m1, l1 = _attend(qs, *shared_kv, shared_lens, scale)
     o1 = o1.view(s, n_kv, r, g, d).transpose(1, 2).reshape(s * r, h, d)[row_slot]
     m1 = m1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
     l1 = l1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
-    o2, m2, l2 = _attend(q.view(b, n_kv, g, d), *private_kv, private_lens, scale)
-    o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
     m = torch.maximum(m1, m2)
     a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
     out = (o1 * a1[..., None] + o2 * a2[..., None]) / (l1 * a1 + l2 * a2)[..., None]
