@@ -221,3 +221,19 @@ def test_long_generation_regrows_the_decode_copies():
         for c in group:
             ref = full_forward_logprobs(m, p, c.token_ids, 1.0)
             assert len(c.token_ids) == 150 and (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
+
+
+def test_logprobs_exact_when_rows_finish_at_different_steps():
+    """Early stops change the running rows mid-run (the CPU path then rebuilds its per-row K/V copies)."""
+    m = tiny("qwen3")
+    prompts = prompts_of(LENGTHS)
+    free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=9))
+    stops = tuple({g[j].token_ids[k] for g, j, k in zip(free_run, (0, 1, 2, 0, 1), (2, 5, 8, 3, 6))})
+    outs = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=9,
+                                                                     stop_token_ids=stops))
+    lengths = {len(c.token_ids) for g in outs for c in g}
+    assert len(lengths) > 2  # rows really finished at different steps
+    for p, group in zip(prompts, outs):
+        for c in group:
+            ref = full_forward_logprobs(m, p, c.token_ids, 1.0)
+            assert (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
