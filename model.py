@@ -9,7 +9,6 @@ dtype and device, save_pretrained, and the tokenizer + ChatML chat format.
     ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}])
     logits = model(torch.tensor([ids]))                      # [B, T, vocab]
 """
-import argparse
 import json
 import math
 import os
@@ -639,7 +638,7 @@ def _read_json(path, default):
         raise CheckpointError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
-# ------------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------ reference
 
 @torch.no_grad()
 def greedy(model, ids, max_new_tokens, stop_ids=()):
@@ -651,27 +650,3 @@ def greedy(model, ids, max_new_tokens, stop_ids=()):
         if nxt in stop_ids:
             break
     return ids
-
-
-def main():
-    p = argparse.ArgumentParser(description="Load a checkpoint and continue a chat prompt greedily "
-                                            "(reference path: full forward, no KV cache).")
-    p.add_argument("--model", required=True, help="Hugging Face checkpoint dir (config.json + safetensors)")
-    p.add_argument("--prompt", default="A 45-year-old man has crushing chest pain radiating to the left arm. "
-                                       "What is the most likely diagnosis?")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    args = p.parse_args()
-    try:
-        model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
-        tok = Tokenizer.from_pretrained(args.model)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
-    prompt = tok.apply_chat_template([{"role": "user", "content": args.prompt}])
-    print(f"{model.config.model_type}: {model.num_parameters() / 1e6:.1f}M parameters")
-    out = greedy(model, prompt, args.max_new_tokens, stop_ids={tok.eos_id})
-    print(tok.decode(out[len(prompt):], skip_special_tokens=True))
-
-
-if __name__ == "__main__":
-    main()
