@@ -204,7 +204,7 @@ def test_verify_killed_subprocess_resumes(items, tmp_path):
 def test_verify_with_the_local_sampler(items, shared, tmp_path):
     """The same step on a local checkpoint (make_client(model_dir=...)): n answers per item, resumable."""
     from data.llm import make_client
-    from test_llm import tiny_local_model
+    from test_data_llm import tiny_local_model
     client = make_client(model_dir=str(tiny_local_model(tmp_path / "m", shared)))
     recs, results = items[:3], tmp_path / "verify.jsonl"
     assert run_verify(client, recs, results, n=5, max_tokens=4) == 3
