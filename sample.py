@@ -300,9 +300,11 @@ class Sampler:
         return s.prompt_len // self.block_size if self._params.n > 1 else 0
 
     def _prefix_attention(self, seqs, pos_list):
-        """Decode that reads each prompt's shared blocks once for all its samples (kernels.cascade_...).
-        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so).
-        The shared K/V, gathered per layer, are kept while the set of groups stays the same."""
+        """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
+        all its samples, and each row's own K/V is attended from a contiguous copy.
+        Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
+        stays the same, the private copies while the set of rows does (each step appends its token to them).
+        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
         bs, dev = self.block_size, self.device
         groups = []  # [first row, rows, shared blocks]
         for i, s in enumerate(seqs):
