@@ -34,7 +34,7 @@ from data import anonymize as anon_mod
 from data.dedup import BenchIndex, decontaminate, dedup
 from data.filter import filter_records
 from data.mix import mix, parse_weights, report
-from data.records import RecordError, read_jsonl, validate_record, write_jsonl
+from data.records import RecordError, iter_jsonl, read_jsonl, validate_record, write_jsonl
 from eval.loaders import (BENCHMARKS, DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows,
                           load_benchmark, pubmedqa_question)
 
@@ -124,24 +124,6 @@ def conv_cmexam(row, where, split, index=None):
                 _opts(_split_cmexam_options(_str(row["Options"], "Options"))), _letters(row["Answer"].strip()), meta)
 
 
-def _jsonl_rows(path, skip_bad, stats):
-    # our own line loop (eval's iter_jsonl stops at the first bad line; --skip-bad must go on)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
-            except ValueError as e:
-                if not skip_bad:
-                    raise RecordError(f"{path}:{lineno}: invalid JSON: {e}") from None
-                stats["bad_lines:convert"] += 1
-                continue
-            yield lineno, row
-
-
 def convert_source(spec, data_dir, skip_bad=False, stats=None):
     """Records from one FORMAT[:SPLIT]=PATH spec (PATH relative to data_dir unless absolute)."""
     stats = Counter() if stats is None else stats
@@ -158,7 +140,8 @@ def convert_source(spec, data_dir, skip_bad=False, stats=None):
         stats["bad_lines:convert"] += bad.get("bad_lines", 0)
         return recs
     split = split or "train"
-    rows = _jsonl_rows(path, skip_bad, stats) if path.endswith(".jsonl") else iter_rows(path)
+    bad = {}  # invalid JSON lines skipped by iter_jsonl (with skip_bad)
+    rows = iter_jsonl(path, skip_bad, bad) if path.endswith(".jsonl") else iter_rows(path)
     out = []
     for index, (where, row) in enumerate(rows):
         try:
@@ -172,6 +155,7 @@ def convert_source(spec, data_dir, skip_bad=False, stats=None):
             stats["bad_lines:convert"] += 1
             continue
         out.append(rec)
+    stats["bad_lines:convert"] += bad.get("bad_lines", 0)
     return out
 
 

@@ -58,24 +58,41 @@ def validate_record(rec):
     return rec
 
 
-def read_jsonl(path, validate=True, skip_bad=False, stats=None):
-    """Yield records from a JSONL file. A bad line raises RecordError naming file:line, or with
-    skip_bad=True is skipped and counted in stats["bad_lines"]."""
+def iter_jsonl(path, skip_bad=False, stats=None):
+    """(line number, parsed value) for each non-empty line of a JSONL file. Invalid JSON raises RecordError
+    naming file:line, or with skip_bad=True is skipped and counted in stats["bad_lines"]."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                if validate:
-                    validate_record(rec)
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                value = json.loads(line)
+            except ValueError as e:
+                if not skip_bad:
+                    raise RecordError(f"{path}:{lineno}: invalid JSON: {e}") from None
+                _count_bad(stats)
+                continue
+            yield lineno, value
+
+
+def read_jsonl(path, validate=True, skip_bad=False, stats=None):
+    """Yield records from a JSONL file. A bad line raises RecordError naming file:line, or with
+    skip_bad=True is skipped and counted in stats["bad_lines"]."""
+    for lineno, rec in iter_jsonl(path, skip_bad, stats):
+        if validate:
+            try:
+                validate_record(rec)
+            except ValueError as e:
                 if not skip_bad:
                     raise RecordError(f"{path}:{lineno}: {e}") from None
-                if stats is not None:
-                    stats["bad_lines"] = stats.get("bad_lines", 0) + 1
+                _count_bad(stats)
                 continue
-            yield rec
+        yield rec
+
+
+def _count_bad(stats):
+    if stats is not None:
+        stats["bad_lines"] = stats.get("bad_lines", 0) + 1
 
 
 def done_ids(path, key="id"):

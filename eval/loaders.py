@@ -15,7 +15,7 @@ import os
 import re
 from functools import partial
 
-from data.records import RecordError, make_record
+from data.records import RecordError, iter_jsonl, make_record
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # the shared data dir: $FLEMING_DATA, else $FLEMING_SHARED/data, else ../shared/data beside the checkout
@@ -29,17 +29,6 @@ DATA_DIR = os.environ.get("FLEMING_DATA") or os.path.join(os.environ.get("FLEMIN
 
 def _bad(path, where, msg):
     return RecordError(f"{path}:{where}: {msg}")
-
-
-def iter_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except ValueError as e:
-                raise _bad(path, lineno, f"invalid JSON: {e}") from None
 
 
 def iter_json(path):
