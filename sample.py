@@ -299,12 +299,9 @@ class Sampler:
         """How many leading blocks of s are shared with its prompt's other samples (the full prompt blocks)."""
         return s.prompt_len // self.block_size if self._params.n > 1 else 0
 
-    def _prefix_attention(self, seqs, pos_list):
-        """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
-        all its samples, and each row's own K/V is attended from a contiguous copy.
-        Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
-        stays the same, the private copies while the set of rows does (each step appends its token to them).
-        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
+    def _set_rows(self, seqs):
+        """Group tensors for a new set of running rows (cascade_decode_attention_torch's layout); the shared
+        prompt K/V are gathered again only when the set of groups changed too."""
         bs, dev = self.block_size, self.device
         groups = []  # [first row, rows, shared blocks]
         for i, s in enumerate(seqs):
@@ -322,10 +319,20 @@ class Sampler:
         if key != self._shared_key:  # new groups: gather their prompt K/V again, layer by layer, on first use
             self._shared_key, self._shared_kv = key, {}
             self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
-        shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
+        self._groups = group_rows, row_slot, torch.tensor([len(b) * bs for b in shared], device=dev)
+
+    def _prefix_attention(self, seqs, pos_list):
+        """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
+        all its samples, and each row's own K/V is attended from a contiguous copy.
+        Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
+        stays the same, the private copies while the set of rows does (each step appends its token to them).
+        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
+        bs, dev = self.block_size, self.device
         private_lens = [p + 1 - self._shared_blocks(s) * bs for s, p in zip(seqs, pos_list)]
         longest = max(private_lens)
         rows_key = tuple((s.prompt, s.sample) for s in seqs)  # unique within a generate call (id() is reused)
+        if rows_key != self._private_key:
+            self._set_rows(seqs)
         if rows_key != self._private_key or longest > self._private_cap:
             # new rows (or full): gather their private K/V again, layer by layer, on first use; in between,
             # each step appends its token to these contiguous copies instead of gathering blocks again
@@ -334,6 +341,7 @@ class Sampler:
             n_private = -(-longest // bs)
             self._private_tables = _table([s.blocks[self._shared_blocks(s):][:n_private] for s in seqs], n_private,
                                           dev)
+        group_rows, row_slot, shared_lens = self._groups
         rows = torch.arange(len(seqs), device=dev)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
 
