@@ -32,8 +32,19 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class Client:
+    """What both backends share: `imap` yields (index, completions) as they finish; `complete` collects them."""
+
+    def complete(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, **kw):
+        """For each conversation, a list of n completions (in input order)."""
+        out = [None] * len(messages_batch)
+        for i, comps in self.imap(messages_batch, n=n, temperature=temperature, max_tokens=max_tokens, **kw):
+            out[i] = comps
+        return out
+
+
 @dataclass
-class HTTPClient:
+class HTTPClient(Client):
     """OpenAI-compatible chat completions. `endpoint` is the server's base URL ("http://h:8000" or
     ".../v1") or the full ".../chat/completions" URL. The API key is read from the environment
     variable named by `api_key_env` at request time; it is never stored on the object or logged."""
@@ -139,18 +150,12 @@ class HTTPClient:
         if error is not None:
             raise error
 
-    def complete(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, **kw):
-        """For each conversation, a list of n completions (in input order)."""
-        out = [None] * len(messages_batch)
-        for i, comps in self.imap(messages_batch, n=n, temperature=temperature, max_tokens=max_tokens, **kw):
-            out[i] = comps
-        return out
 
 
 # ----------------------------------------------------------------------------- local sampler
 
 
-class LocalClient:
+class LocalClient(Client):
     """The local sampler behind the same interface: chat template from model.py's tokenizer, generation
     through sample.py, completions decoded to text. Conversations go through in chunks of `batch_size`
     (the sampler shares prompt blocks across the n samples and batches the rest); each chunk's results
@@ -185,9 +190,6 @@ class LocalClient:
                                     seed=(seed or 0) * 1_000_003 + start)  # chunks draw different streams
             for i, group in enumerate(self.sampler.generate(prompts, params, progress=True)):
                 yield start + i, [self._text(c, stop) for c in group]
-
-    def complete(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, **kw):
-        return HTTPClient.complete(self, messages_batch, n=n, temperature=temperature, max_tokens=max_tokens, **kw)
 
     def _text(self, completion, stop):
         text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
