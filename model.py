@@ -92,13 +92,9 @@ class ModelConfig:
     def from_file(cls, path):
         if os.path.isdir(path):
             path = os.path.join(path, "config.json")
-        if not os.path.exists(path):
+        d = _read_json(path, None)
+        if d is None:
             raise CheckpointError(f"{path}: not found")
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         return cls.from_dict(d, path)
 
     def to_dict(self):
