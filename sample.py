@@ -27,7 +27,9 @@ import argparse
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from tqdm import tqdm
@@ -114,6 +116,7 @@ class Sampler:
         self.max_blocks = max(1, kv_tokens // self.block_size)
         self.cache = None  # [2, layers, blocks, block_size, kv_heads, head_dim], grown on demand
         self.pool = None
+        self._packed = {}  # CPU: nn.Linear -> ((weight ptr, version), oneDNN-packed weight); see _cpu_linears
         self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0}
 
     # ------------------------------------------------------------------------------- public API
@@ -138,32 +141,33 @@ class Sampler:
         out = [[None] * params.n for _ in prompts]
         waiting, running = deque(range(len(prompts))), []
         bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
-        while waiting or running:
-            admit = []
-            free = len(self.pool.free)
-            while waiting and need[waiting[0]] <= free and len(running) + (len(admit) + 1) * params.n \
-                    <= max(self.max_batch, params.n):
-                free -= need[waiting[0]]
-                admit.append(waiting.popleft())
-            t0 = time.perf_counter()
-            if admit:
-                running += self._prefill([prompts[i] for i in admit], admit)
-                self._count("prefill", t0, sum(len(prompts[i]) for i in admit))
-            elif running:
-                self._decode(running)
-                self._count("decode", t0, len(running))
-            else:
-                raise RuntimeError("no sequence running and none admissible")  # cannot happen: see need check
-            still = []
-            for s in running:
-                reason = self._finish_reason(s)
-                if reason:
-                    out[s.prompt][s.sample] = Completion(s.tokens, s.logprobs, reason)
-                    self.pool.release(s.blocks)
-                    bar.update(1)
+        with self._cpu_linears():
+            while waiting or running:
+                admit = []
+                free = len(self.pool.free)
+                while waiting and need[waiting[0]] <= free and len(running) + (len(admit) + 1) * params.n \
+                        <= max(self.max_batch, params.n):
+                    free -= need[waiting[0]]
+                    admit.append(waiting.popleft())
+                t0 = time.perf_counter()
+                if admit:
+                    running += self._prefill([prompts[i] for i in admit], admit)
+                    self._count("prefill", t0, sum(len(prompts[i]) for i in admit))
+                elif running:
+                    self._decode(running)
+                    self._count("decode", t0, len(running))
                 else:
-                    still.append(s)
-            running = still
+                    raise RuntimeError("no sequence running and none admissible")  # cannot happen: see need check
+                still = []
+                for s in running:
+                    reason = self._finish_reason(s)
+                    if reason:
+                        out[s.prompt][s.sample] = Completion(s.tokens, s.logprobs, reason)
+                        self.pool.release(s.blocks)
+                        bar.update(1)
+                    else:
+                        still.append(s)
+                running = still
         bar.close()
         assert len(self.pool.free) == len(self.pool.refs), "KV blocks leaked"
         return out
@@ -183,6 +187,29 @@ class Sampler:
             p.copy_(t)
 
     # --------------------------------------------------------------------------------- internals
+
+    @contextmanager
+    def _cpu_linears(self):
+        """CPU: run the model's linear layers through oneDNN on weights packed once into its blocked layout.
+        torch's CPU F.linear goes to MKL's sgemm, which for the few rows of a decode step runs at 2-2.5x the
+        time on the AMD CPUs we measured (bench/sample.py prints both). Same fp32 arithmetic, another summation
+        order. A weight is packed again when it changed (load_weights bumps its version); the model is
+        left untouched outside generate()."""
+        if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.bfloat16) \
+                or not torch.backends.mkldnn.is_available():
+            yield
+            return
+        linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        for m in linears:
+            key = (m.weight.data_ptr(), m.weight._version)
+            if self._packed.get(m, (None,))[0] != key:
+                self._packed[m] = key, pack_linear_weight(m.weight)
+            m.forward = partial(packed_linear, weight=self._packed[m][1], bias=m.bias)
+        try:
+            yield
+        finally:
+            for m in linears:
+                del m.forward
 
     def _count(self, phase, t0, tokens):
         if self.device.type == "cuda":
@@ -385,6 +412,16 @@ class Sampler:
         if len(s.tokens) >= p.max_new_tokens:
             return "length"
         return None
+
+
+def pack_linear_weight(weight):
+    """A [out, in] weight reordered into oneDNN's blocked layout for packed_linear (CPU)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16)  # 16: the row count it is tuned for
+
+
+def packed_linear(x, weight, bias=None):
+    """F.linear(x, W, bias) with W packed by pack_linear_weight."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def _table(rows, width, device):

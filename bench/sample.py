@@ -7,7 +7,8 @@
 Workloads (temperature 1, no early stop):
   grpo   8 prompts x 384 tokens, n = 8 samples each, 128 new tokens (transformers: num_return_sequences=8)
   plain  16 prompts x 64 tokens, 128 new tokens
-Also prints the decode step time beside the time of that step's matrix products alone (the roofline).
+Also prints the decode step time beside the time of that step's matrix products alone (the roofline), run
+as the sampler runs them (on CPU: oneDNN on packed weights; F.linear's MKL time is printed beside it).
 """
 import argparse
 import os
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
-from sample import Sampler, SamplingParams  # noqa: E402
+from sample import Sampler, SamplingParams, pack_linear_weight, packed_linear  # noqa: E402
 
 WORKLOADS = {"grpo": dict(prompts=8, prompt_len=384, n=8, new=128), "plain": dict(prompts=16, prompt_len=64, n=1, new=128)}
 
@@ -69,18 +70,22 @@ def run_transformers(path, prompts, w, device, dtype):
 
 
 @torch.no_grad()
-def matmul_roofline(net, batch, device, iters=10):
-    """Seconds for one decode step's matrix products alone (every linear layer and the head, batch rows)."""
+def matmul_roofline(net, batch, device, packed, iters=10):
+    """Seconds for one decode step's matrix products alone (every linear layer and the head, batch rows):
+    with the oneDNN-packed weights the sampler uses on CPU (packed=True), or with plain F.linear."""
     weights = [mod.weight for mod in net.modules() if isinstance(mod, torch.nn.Linear)]
     xs = [torch.randn(batch, w.shape[1], device=device, dtype=w.dtype) for w in weights]
+    if packed:
+        weights = [pack_linear_weight(w) for w in weights]
+    linear = packed_linear if packed else torch.nn.functional.linear
     for _ in range(2):
         for x, w in zip(xs, weights):
-            x @ w.t()
+            linear(x, w)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         for x, w in zip(xs, weights):
-            x @ w.t()
+            linear(x, w)
     sync(device)
     return (time.perf_counter() - t0) / iters
 
@@ -124,10 +129,14 @@ def main():
                 theirs.append(run_transformers(os.path.join(tmp, "m"), prompts, w, device, dtype))
         ours, stats = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
         step = stats["decode_s"] / max(stats["decode_steps"], 1)
-        roof = matmul_roofline(net, w["prompts"] * w["n"], device)
+        cpu = device.type == "cpu"
+        roof = matmul_roofline(net, w["prompts"] * w["n"], device, packed=cpu)
         line = (f"{name}: {w['prompts']} prompts x {w['prompt_len']} tokens, n={w['n']}, {w['new']} new | ours "
                 f"{ours:.0f} tok/s (prefill {stats['prefill_s']:.2f}s, decode step {step * 1e3:.1f} ms; "
-                f"matmuls alone {roof * 1e3:.1f} ms = {step / roof:.2f}x roofline)")
+                f"matmuls alone {roof * 1e3:.1f} ms = {step / roof:.2f}x roofline")
+        if cpu:  # transformers runs its matmuls through F.linear (MKL)
+            line += f"; with F.linear {matmul_roofline(net, w['prompts'] * w['n'], device, packed=False) * 1e3:.1f} ms"
+        line += ")"
         if theirs:
             theirs = sorted(theirs)[len(theirs) // 2]
             line += f" | transformers {theirs:.0f} tok/s | {ours / theirs:.2f}x"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import model as M
-from sample import BlockPool, Sampler, SamplingParams, nucleus_mask, sample_tokens
+from sample import BlockPool, Sampler, SamplingParams, nucleus_mask, pack_linear_weight, packed_linear, sample_tokens
 
 CACHE = Path(os.environ.get("FLEMING_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
 VOCAB = 300
@@ -192,6 +192,27 @@ def test_load_weights_in_place_matches_trainer():
     assert torch.equal(sampler_model(ids), trainer(ids))
     outs = sampler.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))
     assert [g[0].token_ids for g in outs] == [M.greedy(trainer, p, 6)[len(p):] for p in prompts]
+
+
+def test_cpu_linears_packed_during_generate_only(monkeypatch):
+    """On CPU generate() runs every linear layer (biases included) on oneDNN-packed weights, and leaves the
+    model's own forward untouched afterwards, also when generation fails midway."""
+    m = tiny("qwen2")
+    linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+    sampler = Sampler(m)
+    sampler.generate(prompts_of([5]), SamplingParams(max_new_tokens=2))
+    assert set(sampler._packed) == set(linears)
+    x = torch.randn(3, 7, 64)
+    for mod in linears[:4]:  # q/k/v (with bias) and o
+        assert "forward" not in vars(mod)
+        torch.testing.assert_close(packed_linear(x, pack_linear_weight(mod.weight), mod.bias), mod(x),
+                                   atol=1e-5, rtol=1e-5)
+    def fail(*args):
+        raise RuntimeError("midway")
+    monkeypatch.setattr(sampler, "_decode", fail)
+    with pytest.raises(RuntimeError, match="midway"):
+        sampler.generate(prompts_of([5]), SamplingParams(max_new_tokens=3))
+    assert all("forward" not in vars(mod) for mod in linears)
 
 
 @pytest.mark.slow
