@@ -293,28 +293,25 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 # softmax statistics. The result equals paged_decode_attention over shared + private tables.
 
 def cascade_decode_attention_torch(q, scale, shared_kv, shared_lens, group_rows, row_slot, private_kv, private_lens):
-    """q [B, H, d]. Groups: shared_kv = gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d], with
-    shared_lens [S] tokens; group_rows [S, R] the batch rows of each group (padded with any valid row); row_slot [B]
-    the position of row b in group_rows.flatten(). Per row: private_kv, K and V [n_kv, B, Tp, d] (from
-    gather_head_major, or kept and appended by the caller), with private_lens [B] >= 1 tokens.
-    Returns [B, H, d] in q's dtype."""
+    """CPU decode attention in two parts merged by log-sum-exp. q [B, H, d]. Groups: shared_kv =
+    gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d], with shared_lens [S] tokens; group_rows
+    [S, R] the batch rows of each group (padded with any valid row); row_slot [B] the position of row b in
+    group_rows.flatten(). Per row: private_kv, K and V [n_kv, B, Tp, d] (from gather_head_major, or kept and
+    appended by the caller), with private_lens [B] >= 1 tokens. Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
     n_kv = private_kv[0].shape[0]
     g = h // n_kv
-    o2, m2, l2 = _attend(q.view(b, n_kv, g, d), *private_kv, private_lens, scale)
-    o2, m2, l2 = o2.reshape(b, h, d), m2.reshape(b, h), l2.reshape(b, h)
+    q = q.view(b, n_kv, g, d).transpose(0, 1)                       # [n_kv, B, g, d]
+    o2, lse2 = _attend(q, *private_kv, private_lens, scale)
     if shared_kv[0].shape[2] == 0:  # nothing shared (n = 1): plain attention over the private part
-        return (o2 / l2[..., None]).to(q.dtype)
+        return o2.transpose(0, 1).reshape(b, h, d)
     s, r = group_rows.shape
-    qs = q[group_rows.flatten()].view(s, r, n_kv, g, d).transpose(1, 2).reshape(s, n_kv, r * g, d)
-    o1, m1, l1 = _attend(qs, *shared_kv, shared_lens, scale)
-    o1 = o1.view(s, n_kv, r, g, d).transpose(1, 2).reshape(s * r, h, d)[row_slot]
-    m1 = m1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
-    l1 = l1.view(s, n_kv, r, g).transpose(1, 2).reshape(s * r, h)[row_slot]
-    m = torch.maximum(m1, m2)
-    a1, a2 = torch.exp(m1 - m), torch.exp(m2 - m)
-    out = (o1 * a1[..., None] + o2 * a2[..., None]) / (l1 * a1 + l2 * a2)[..., None]
-    return out.to(q.dtype)
+    qs = q[:, group_rows.flatten()].reshape(n_kv, s, r * g, d)      # a group's query rows side by side: one GEMM
+    o1, lse1 = _attend(qs, *shared_kv, shared_lens, scale)
+    o1, lse1 = o1.view(n_kv, s * r, g, d)[:, row_slot], lse1.view(n_kv, s * r, g)[:, row_slot]
+    lse = torch.logaddexp(lse1, lse2)
+    out = o1.float() * (lse1 - lse).exp()[..., None] + o2.float() * (lse2 - lse).exp()[..., None]
+    return out.transpose(0, 1).reshape(b, h, d).to(q.dtype)
 
 
 def gather_head_major(k_cache, v_cache, tables, scratch=None):
@@ -339,18 +336,12 @@ def gather_head_major(k_cache, v_cache, tables, scratch=None):
 
 
 def _attend(q, k, v, lens, scale):
-    """Softmax parts of q [N, n_kv, M, d] over the first lens[n] tokens of k, v [n_kv, N, T, d]:
-    (sum_j p_j v_j [N, n_kv, M, d], max score m [N, n_kv, M], sum_j p_j [N, n_kv, M]) with p_j = exp(s_j - m).
-    A row with no tokens gives zeros and m = -1e30, so it weighs nothing when merged."""
+    """Attention of q [n_kv, N, M, d] over the first lens[n] tokens of k, v [n_kv, N, T, d], with torch's CPU
+    flash-attention kernel: (out [n_kv, N, M, d], log-sum-exp of the scaled scores [n_kv, N, M] in fp32).
+    A row with no tokens gets lse = -inf, so it weighs nothing when merged."""
     t = k.shape[2]
-    if t == 0:
-        zero = q.new_zeros(q.shape[:-1], dtype=torch.float32)
-        return torch.zeros_like(q, dtype=torch.float32), zero - 1e30, zero
-    # batch order (kv head, sequence) throughout, so every product is one batched GEMM without copies
-    scores = q.transpose(0, 1).float() @ k.float().transpose(-1, -2) * scale  # [n_kv, N, M, T]
-    valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]
-    scores.masked_fill_(~valid[None, :, None, :], float("-inf"))
-    m = scores.amax(-1).clamp(min=-1e30)
-    p = torch.exp(scores - m[..., None])
-    # stale slots hold finite values (the sampler zero-fills its cache), and p = 0 there
-    return (p @ v.float()).transpose(0, 1), m.transpose(0, 1), p.sum(-1).transpose(0, 1)
+    mask = torch.zeros(len(lens), t, dtype=q.dtype, device=q.device)
+    mask.masked_fill_(torch.arange(t, device=q.device)[None, :] >= lens[:, None], float("-inf"))
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask[None, :, None],
+                                                                          scale=scale)[:2]
+    return out, lse.masked_fill((lens == 0)[None, :, None], float("-inf"))

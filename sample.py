@@ -109,6 +109,9 @@ class Sampler:
         self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
         # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged kernels.
         self.prefix_attention = self.device.type == "cpu" if prefix_attention is None else prefix_attention
+        if self.prefix_attention and self.device.type != "cpu":
+            raise ValueError("prefix_attention is the CPU decode path (torch's CPU flash kernel); leave it off on "
+                             f"{self.device.type}")
         self.scale = cfg.head_dim ** -0.5
         token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * p.element_size()
         if kv_tokens is None:

@@ -263,7 +263,8 @@ if __name__ == "__main__":  # the interpreter subprocess: argv[1] is the JSON ca
 def test_cascade_equals_paged_attention(head_major):
     """Shared prompt blocks read once per group + private blocks per row == per-row paged attention."""
     torch.manual_seed(0)
-    n_kv, g, d, bs, groups, per = 2, 3, 16, 4, [3, 1, 2], [(8, 5), (12, 1), (4, 9)]  # (shared, private) tokens
+    # (shared, private) tokens per group; the last group shares nothing (a prompt shorter than a block)
+    n_kv, g, d, bs, groups, per = 2, 3, 16, 4, [3, 1, 2, 2], [(8, 5), (12, 1), (4, 9), (0, 3)]
     nb = 64
     if head_major:  # sample.py's CPU layout: [kv, blocks, bs, d] storage seen as [blocks, bs, kv, d]
         kc, vc = (torch.randn(n_kv, nb, bs, d).permute(1, 2, 0, 3) for _ in range(2))
