@@ -47,16 +47,14 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping):
 
 
 def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
-    n_kv, d = k_cache.shape[2:]
+    """Any cache layout, including a permuted view (sample.py's head-major CPU cache)."""
     keep = slot_mapping >= 0
-    slots = slot_mapping[keep].long()
-    if k_cache.is_contiguous():
-        k_cache.view(-1, n_kv, d).index_copy_(0, slots, k[keep].to(k_cache.dtype))
-        v_cache.view(-1, n_kv, d).index_copy_(0, slots, v[keep].to(v_cache.dtype))
-    else:  # a view of another layout (sample.py's head-major CPU cache)
-        block_size = k_cache.shape[1]
-        k_cache[slots // block_size, slots % block_size] = k[keep].to(k_cache.dtype)
-        v_cache[slots // block_size, slots % block_size] = v[keep].to(v_cache.dtype)
+    if not keep.all():  # padding (prefill)
+        k, v, slot_mapping = k[keep], v[keep], slot_mapping[keep]
+    slots = slot_mapping.long()
+    blocks, offsets = slots // k_cache.shape[1], slots % k_cache.shape[1]
+    k_cache[blocks, offsets] = k.to(k_cache.dtype)
+    v_cache[blocks, offsets] = v.to(v_cache.dtype)
 
 
 if HAVE_TRITON:
@@ -292,26 +290,34 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 # partial prompt block, then its own tokens) are attended separately, and the two parts are merged by their
 # softmax statistics. The result equals paged_decode_attention over shared + private tables.
 
-def cascade_decode_attention_torch(q, scale, shared_kv, shared_lens, group_rows, row_slot, private_kv, private_lens):
+def cascade_decode_attention_torch(q, scale, shared_kv, shared_mask, group_rows, row_slot, private_kv, private_mask):
     """CPU decode attention in two parts merged by log-sum-exp. q [B, H, d]. Groups: shared_kv =
-    gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d], with shared_lens [S] tokens; group_rows
-    [S, R] the batch rows of each group (padded with any valid row); row_slot [B] the position of row b in
-    group_rows.flatten(). Per row: private_kv, K and V [n_kv, B, Tp, d] (from gather_head_major, or kept and
-    appended by the caller), with private_lens [B] >= 1 tokens. Returns [B, H, d] in q's dtype."""
+    gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d]; group_rows [S, R] the batch rows of each
+    group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten(). Per row:
+    private_kv, K and V [n_kv, B, Tp, d] (from gather_head_major, or kept and appended by the caller).
+    shared_mask [S, Ts] and private_mask [B, Tp]: length_mask of each one's token counts (a row may have no shared
+    tokens, never no private ones). Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
     n_kv = private_kv[0].shape[0]
     g = h // n_kv
     q = q.view(b, n_kv, g, d).transpose(0, 1)                       # [n_kv, B, g, d]
-    o2, lse2 = _attend(q, *private_kv, private_lens, scale)
+    o2, lse2 = _attend(q, *private_kv, private_mask, scale)
     if shared_kv[0].shape[2] == 0:  # nothing shared (n = 1): plain attention over the private part
         return o2.transpose(0, 1).reshape(b, h, d)
     s, r = group_rows.shape
     qs = q[:, group_rows.flatten()].reshape(n_kv, s, r * g, d)      # a group's query rows side by side: one GEMM
-    o1, lse1 = _attend(qs, *shared_kv, shared_lens, scale)
-    o1, lse1 = o1.view(n_kv, s * r, g, d)[:, row_slot], lse1.view(n_kv, s * r, g)[:, row_slot]
+    o1, lse1 = _attend(qs, *shared_kv, shared_mask, scale)
+    o1, lse1 = o1.reshape(n_kv, s * r, g, d)[:, row_slot], lse1.reshape(n_kv, s * r, g)[:, row_slot]
     lse = torch.logaddexp(lse1, lse2)
     out = o1.float() * (lse1 - lse).exp()[..., None] + o2.float() * (lse2 - lse).exp()[..., None]
     return out.transpose(0, 1).reshape(b, h, d).to(q.dtype)
+
+
+def length_mask(lens, t, dtype):
+    """Additive attention mask [N, t]: 0 on the first lens[n] tokens, -1e30 after. Finite, so a row with no
+    tokens gets a log-sum-exp near -1e30 (weight 0 when merged) instead of NaN."""
+    mask = torch.zeros(len(lens), t, dtype=dtype, device=lens.device)
+    return mask.masked_fill_(torch.arange(t, device=lens.device)[None, :] >= lens[:, None], -1e30)
 
 
 def gather_head_major(k_cache, v_cache, tables, scratch=None):
@@ -335,13 +341,8 @@ def gather_head_major(k_cache, v_cache, tables, scratch=None):
     return tuple(out)
 
 
-def _attend(q, k, v, lens, scale):
-    """Attention of q [n_kv, N, M, d] over the first lens[n] tokens of k, v [n_kv, N, T, d], with torch's CPU
-    flash-attention kernel: (out [n_kv, N, M, d], log-sum-exp of the scaled scores [n_kv, N, M] in fp32).
-    A row with no tokens gets lse = -inf, so it weighs nothing when merged."""
-    t = k.shape[2]
-    mask = torch.zeros(len(lens), t, dtype=q.dtype, device=q.device)
-    mask.masked_fill_(torch.arange(t, device=q.device)[None, :] >= lens[:, None], float("-inf"))
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask[None, :, None],
-                                                                          scale=scale)[:2]
-    return out, lse.masked_fill((lens == 0)[None, :, None], float("-inf"))
+def _attend(q, k, v, mask, scale):
+    """Attention of q [n_kv, N, M, d] over k, v [n_kv, N, T, d] with an additive mask [N, T] (length_mask), by
+    torch's CPU flash-attention kernel: (out [n_kv, N, M, d], log-sum-exp of the scores [n_kv, N, M] in fp32)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask[None, :, None],
+                                                                      scale=scale)[:2]

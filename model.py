@@ -248,6 +248,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):  # normalise in fp32, scale in the input dtype (as transformers does)
+        if x.dtype == torch.float32:  # the same arithmetic in one call
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
