@@ -184,6 +184,7 @@ class Sampler:
         missing = set(params) - set(sd)
         if missing:
             raise KeyError(f"load_weights: source lacks {sorted(missing)[:3]}")
+        self._packed = {}  # repack on the next generate, even if a weight's version counter was bypassed
         for name, p in params.items():
             t = sd[name]
             t = t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP2 DTensor
@@ -196,8 +197,9 @@ class Sampler:
         """CPU: run the model's linear layers through oneDNN on weights packed once into its blocked layout.
         torch's CPU F.linear goes to MKL's sgemm, which for the few rows of a decode step runs at 2-2.5x the
         time on the AMD CPUs we measured (bench/sample.py prints both). Same fp32 arithmetic, another summation
-        order. A weight is packed again when it changed (load_weights bumps its version); the model is
-        left untouched outside generate()."""
+        order. A weight is packed again after load_weights or any in-place change that bumps its version (an
+        optimizer step, copy_); writes through `.data` bypass the version, so sync weights with load_weights.
+        The model is left untouched outside generate()."""
         if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.bfloat16) \
                 or not torch.backends.mkldnn.is_available():
             yield
@@ -349,7 +351,9 @@ class Sampler:
         if key != self._shared_key:  # new groups: gather their prompt K/V again, layer by layer, on first use
             self._shared_key, self._shared_kv = key, {}
             self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
-        self._groups = group_rows, row_slot, torch.tensor([len(b) * bs for b in shared], device=dev)
+        shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
+        self._groups = group_rows, row_slot, kernels.length_mask(shared_lens, self._shared_tables.shape[1] * bs,
+                                                                 self.dtype)
 
     def _prefix_attention(self, seqs, pos_list):
         """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
@@ -371,9 +375,10 @@ class Sampler:
             n_private = -(-longest // bs)
             self._private_tables = _table([s.blocks[self._shared_blocks(s):][:n_private] for s in seqs], n_private,
                                           dev)
-        group_rows, row_slot, shared_lens = self._groups
+        group_rows, row_slot, shared_mask = self._groups
         rows = torch.arange(len(seqs), device=dev)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
+        private_mask = kernels.length_mask(last + 1, longest, self.dtype)
 
         def attention(q, k, v, kc, vc, layer):
             if layer not in self._shared_kv:
@@ -389,9 +394,9 @@ class Sampler:
                 pk[:, rows, last] = k.transpose(0, 1).to(pk.dtype)
                 pv[:, rows, last] = v.transpose(0, 1).to(pv.dtype)
             pk, pv = self._private_kv[layer]
-            return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_lens,
+            return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
                                                           group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
-                                                          last + 1)
+                                                          private_mask)
         return attention
 
     def _sample_into(self, seqs, logits):

@@ -286,9 +286,10 @@ def test_cascade_equals_paged_attention(head_major):
     row_slot = torch.tensor([gi * max(groups) + j for gi, n in enumerate(groups) for j in range(n)])
     shared_kv = kernels.gather_head_major(kc, vc, table(shared))
     private_kv = kernels.gather_head_major(kc, vc, table(private))
-    out = kernels.cascade_decode_attention_torch(
-        q, 0.25, shared_kv, torch.tensor([s for s, _ in per]), torch.tensor(group_rows), row_slot,
-        private_kv, torch.tensor([per[gi][1] for gi in rows]))
+    shared_mask = kernels.length_mask(torch.tensor([s for s, _ in per]), shared_kv[0].shape[2], q.dtype)
+    private_mask = kernels.length_mask(torch.tensor([per[gi][1] for gi in rows]), private_kv[0].shape[2], q.dtype)
+    out = kernels.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
+                                                 private_kv, private_mask)
     kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
     ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
     assert (out - ref).abs().max().item() < 1e-5

@@ -215,6 +215,21 @@ def test_cpu_linears_packed_during_generate_only(monkeypatch):
     assert all("forward" not in vars(mod) for mod in linears)
 
 
+def test_shared_model_updated_by_optimizer_is_repacked():
+    """Sampler and trainer on one CPU model: after an optimizer step the packed weights follow."""
+    m = tiny("qwen3")
+    sampler, prompts = Sampler(m), prompts_of([6, 9])
+    before = sampler.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    m.train()
+    m(torch.tensor([prompts[0]])).logsumexp(-1).sum().backward()
+    opt.step()
+    m.eval()
+    after = sampler.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0))
+    assert [g[0].token_ids for g in after] == [M.greedy(m, p, 6)[len(p):] for p in prompts]
+    assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_equals_full_forward():
     pytest.importorskip("gguf")
