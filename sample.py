@@ -201,7 +201,7 @@ class Sampler:
         optimizer step, copy_); writes through `.data` bypass the version, so sync weights with load_weights.
         The model is left untouched outside generate()."""
         if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.bfloat16) \
-                or not torch.backends.mkldnn.is_available():
+                or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
             yield
             return
         linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
