@@ -10,9 +10,10 @@ One entry point for eval, CoT distillation and GRPO rollouts:
 How it works. The KV cache is a pool of fixed-size blocks ([2, layers, blocks, block_size, kv_heads,
 head_dim]); each sequence owns a block table. A prompt is prefilled once; its full blocks are then shared
 by its n samples (reference counts) and only the partly filled last block is copied to each sample.
-A prompt is admitted when the pool can hold it and all n samples at full length (so a running sequence
-never waits for memory); finished samples free their blocks and waiting prompts are admitted between
-decode steps. Prefill attends densely. Decode on GPU attends through the block tables (kernels.py: Triton
+Samples take blocks as they grow. A prompt is admitted when the pool holds it, a block per sample and one
+spare block per running sequence; when growth finds the pool empty, the newest sequences are preempted (blocks
+freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples free
+their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely. Decode on GPU attends through the block tables (kernels.py: Triton
 or flash-attn); on CPU it reads each prompt's shared K/V once for all its samples and keeps each running
 row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch), since a CPU gather of
 every block at every step would cost as much as the matmuls.
@@ -57,12 +58,13 @@ class Completion:
     finish_reason: str            # "eos" | "stop" | "length"
 
 
-@dataclass
+@dataclass(eq=False)
 class _Seq:
     prompt: int                   # index of the prompt in the generate() call
     sample: int                   # 0..n-1
     prompt_len: int
     blocks: list                  # block table: shared prompt blocks, then private blocks
+    shared: int = 0               # how many leading blocks are shared with the prompt's other samples
     tokens: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
 
@@ -120,7 +122,8 @@ class Sampler:
         self.cache = None  # [2, layers, blocks, block_size, kv_heads, head_dim], grown on demand
         self.pool = None
         self._packed = {}  # CPU: nn.Linear -> ((weight ptr, version), oneDNN-packed weight); see _cpu_linears
-        self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0}
+        self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0,
+                      "preempted": 0}
 
     # ------------------------------------------------------------------------------- public API
 
@@ -131,32 +134,35 @@ class Sampler:
             raise ValueError("stop_strings need a tokenizer: Sampler(model, tokenizer=...)")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        need = [self._blocks_needed(len(p), params) for p in prompts]
+        bs, n = self.block_size, params.n
+        # Blocks are taken as sequences grow (_grow). The budget must let a prompt in when nothing else runs, and
+        # let a sequence finish alone: then the oldest sequence always advances and nothing can livelock.
+        need = [max(-(-len(p) // bs) + 2 * n, -(-(len(p) + params.max_new_tokens) // bs) + 1) for p in prompts]
         if max(need) > self.max_blocks:
             i = need.index(max(need))
-            raise ValueError(f"prompt {i} ({len(prompts[i])} tokens, n={params.n}, max_new_tokens="
-                             f"{params.max_new_tokens}) needs {max(need) * self.block_size} KV tokens; "
-                             f"the budget is {self.max_blocks * self.block_size} (raise kv_tokens)")
-        self._ensure_cache(min(sum(need), self.max_blocks))
+            raise ValueError(f"prompt {i} ({len(prompts[i])} tokens, n={n}, max_new_tokens="
+                             f"{params.max_new_tokens}) needs {max(need) * bs} KV tokens; "
+                             f"the budget is {self.max_blocks * bs} (raise kv_tokens)")
+        full = [max(k, self._blocks_needed(len(p), params)) for k, p in zip(need, prompts)]  # all at full length
+        self._ensure_cache(min(sum(full), self.max_blocks))
         self._params = params
         # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
         self._shared_key, self._shared_kv, self._private_key, self._private_kv = None, {}, None, {}
-        out = [[None] * params.n for _ in prompts]
-        waiting, running = deque(range(len(prompts))), []
-        bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
+        out = [[None] * n for _ in prompts]
+        waiting, running = deque(range(len(prompts))), []  # prompt indices; preempted _Seqs wait at the front
+        bar = tqdm(total=len(prompts) * n, desc="sampling", disable=not progress)
         with self._cpu_linears():
             while waiting or running:
-                admit = []
-                free = len(self.pool.free)
-                while waiting and need[waiting[0]] <= free and len(running) + (len(admit) + 1) * params.n \
-                        <= max(self.max_batch, params.n):
-                    free -= need[waiting[0]]
-                    admit.append(waiting.popleft())
+                admit = self._admit(waiting, running, prompts)
                 t0 = time.perf_counter()
                 if admit:
-                    running += self._prefill([prompts[i] for i in admit], admit)
-                    self._count("prefill", t0, sum(len(prompts[i]) for i in admit))
+                    preempted = [x for x in admit if isinstance(x, _Seq)]
+                    new = [x for x in admit if not isinstance(x, _Seq)]
+                    running += self._refill(preempted, prompts) + self._prefill([prompts[i] for i in new], new)
+                    self._count("prefill", t0, sum(len(prompts[i]) for i in new) +
+                                sum(s.prompt_len + len(s.tokens) - 1 for s in preempted))
                 elif running:
+                    waiting.extendleft(self._grow(running))  # newest first, so the oldest ends up in front
                     self._decode(running)
                     self._count("decode", t0, len(running))
                 else:
@@ -170,7 +176,7 @@ class Sampler:
                         bar.update(1)
                     else:
                         still.append(s)
-                running = still
+                running[:] = still
         bar.close()
         assert len(self.pool.free) == len(self.pool.refs), "KV blocks leaked"
         return out
@@ -216,6 +222,53 @@ class Sampler:
             for m in linears:
                 del m.forward
 
+    def _admit(self, waiting, running, prompts):
+        """Take waiting prompts and preempted sequences, in order, while the pool keeps one free block per running
+        sequence (its next growth, so the newly admitted are not preempted at once) and max_batch allows."""
+        bs, n = self.block_size, self._params.n
+        free, rows, admit = len(self.pool.free), len(running), []
+        while waiting:
+            x = waiting[0]
+            if isinstance(x, _Seq):  # preempted: refilled into blocks for its prompt and tokens
+                blocks, k = -(-(x.prompt_len + len(x.tokens)) // bs), 1
+            else:                    # a new prompt: its blocks, and one private block per sample
+                blocks, k = -(-len(prompts[x]) // bs) + n, n
+            if blocks + rows + k > free or rows + k > max(self.max_batch, n):
+                break
+            free, rows = free - blocks, rows + k
+            admit.append(waiting.popleft())
+        return admit
+
+    def _grow(self, running):
+        """Give every running sequence the block its next token is written to. When the pool runs dry the newest
+        sequences are preempted: their blocks go back to the pool and they are returned (newest first), to be
+        refilled later. Their tokens are kept; the counter-based draws make the rest of the sample the same."""
+        bs = self.block_size
+        grow = [s for s in running if (s.prompt_len + len(s.tokens) - 1) // bs == len(s.blocks)]
+        preempted = []
+        while len(self.pool.free) < len(grow):
+            assert len(running) > 1, "the budget check lets the oldest sequence finish alone"
+            victim = running.pop()
+            self.pool.release(victim.blocks)
+            victim.blocks, victim.shared = [], 0
+            preempted.append(victim)
+            if victim in grow:
+                grow.remove(victim)
+        for s in grow:
+            s.blocks += self.pool.alloc(1)
+        self.stats["preempted"] += len(preempted)
+        return preempted
+
+    def _refill(self, seqs, prompts):
+        """Recompute the K/V of preempted sequences into fresh blocks: the prompt and all tokens but the last,
+        which the next decode step writes (as it would have). Returns seqs."""
+        rows = [prompts[s.prompt] + s.tokens[:-1] for s in seqs]
+        for s, row in zip(seqs, rows):
+            s.blocks = self.pool.alloc(-(-(len(row) + 1) // self.block_size))
+        for chunk in self._chunks(rows):
+            self._fill([rows[i] for i in chunk], [seqs[i].blocks for i in chunk])
+        return seqs
+
     def _count(self, phase, t0, tokens):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -250,32 +303,36 @@ class Sampler:
             self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.pool = BlockPool(num_blocks)
 
-    def _prefill(self, prompts, indices):
-        """Prefill prompts (padded rows, chunked by max_prefill_tokens), fork each into n samples and
-        sample their first tokens. Returns the new running sequences."""
-        seqs, order = [], sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together
+    def _chunks(self, rows):
+        """Index lists of token rows to run in one forward: similar lengths together, at most max_prefill_tokens
+        padded tokens (or a single row)."""
         chunk = []
-        for i in order + [None]:
-            if i is not None and (len(chunk) + 1) * len(prompts[i]) <= max(self.max_prefill_tokens, len(prompts[i])):
-                chunk.append(i)
-                continue
-            if chunk:
-                seqs += self._prefill_rows([prompts[j] for j in chunk], [indices[j] for j in chunk])
-            chunk = [i]
+        for i in sorted(range(len(rows)), key=lambda i: len(rows[i])):
+            if chunk and (len(chunk) + 1) * len(rows[i]) > self.max_prefill_tokens:
+                yield chunk
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            yield chunk
+
+    def _prefill(self, prompts, indices):
+        """Prefill prompts, fork each into n samples and sample their first tokens. Returns the new sequences."""
+        seqs = []
+        for chunk in self._chunks(prompts):
+            seqs += self._prefill_rows([prompts[j] for j in chunk], [indices[j] for j in chunk])
         return seqs
 
-    def _prefill_rows(self, prompts, indices):
-        bs, n, L = self.block_size, self._params.n, max(len(p) for p in prompts)
-        ids = torch.zeros(len(prompts), L, dtype=torch.long)
-        slots = torch.full((len(prompts), L), -1, dtype=torch.long)
-        tables = []
-        for r, p in enumerate(prompts):
-            blocks = self.pool.alloc(-(-len(p) // bs))
-            tables.append(blocks)
-            ids[r, :len(p)] = torch.tensor(p)
-            pos = torch.arange(len(p))
-            slots[r, :len(p)] = torch.tensor(blocks)[pos // bs] * bs + pos % bs
-        lens = torch.tensor([len(p) for p in prompts])
+    def _fill(self, rows, tables):
+        """One forward over token rows (right-padded), writing each row's K/V into the blocks of its table.
+        Returns the final hidden state at each row's last token [rows, hidden]."""
+        bs, L = self.block_size, max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), L, dtype=torch.long)
+        slots = torch.full((len(rows), L), -1, dtype=torch.long)
+        for r, (row, blocks) in enumerate(zip(rows, tables)):
+            ids[r, :len(row)] = torch.tensor(row)
+            pos = torch.arange(len(row))
+            slots[r, :len(row)] = torch.tensor(blocks)[pos // bs] * bs + pos % bs
+        lens = torch.tensor([len(r) for r in rows])
         ragged = bool((lens != L).any())
         segment_ids = (torch.arange(L)[None] < lens[:, None]).long().to(self.device) if ragged else None
         dense = dense_attention(segment_ids)
@@ -287,18 +344,21 @@ class Sampler:
             return dense(q, k, v, layer)
 
         hidden = self.model(ids.to(self.device), attend=attend, return_hidden=True)
-        last = hidden[torch.arange(len(prompts)), (lens - 1).to(self.device)]
-        logits = self.model.lm_head(last)                                    # [rows, vocab]
-        seqs = []
+        return hidden[torch.arange(len(rows)), (lens - 1).to(self.device)]
+
+    def _prefill_rows(self, prompts, indices):
+        bs, n = self.block_size, self._params.n
+        tables = [self.pool.alloc(-(-len(p) // bs)) for p in prompts]
+        logits = self.model.lm_head(self._fill(prompts, tables))            # [rows, vocab]
+        cache, seqs = self.cache, []
         for r, p in enumerate(prompts):  # fork: share full blocks, copy the partial last block per sample
             full, partial = tables[r][:len(p) // bs], tables[r][len(p) // bs:]
             self.pool.share(full * (n - 1))
-            private = -(-(len(p) + self._params.max_new_tokens) // bs) - len(full)
             for j in range(n):
-                mine = self.pool.alloc(private)
+                mine = self.pool.alloc(len(partial))  # later blocks are taken as the sample grows (_grow)
                 if partial:
                     cache[:, :, mine[0]] = cache[:, :, partial[0]]
-                seqs.append(_Seq(indices[r], j, len(p), full + mine))
+                seqs.append(_Seq(indices[r], j, len(p), full + mine, shared=len(full) if n > 1 else 0))
             self.pool.release(partial)
         rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
         self._sample_into(seqs, logits[rows])
@@ -327,20 +387,16 @@ class Sampler:
         lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
         return lambda q, k, v, kc, vc, layer: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
 
-    def _shared_blocks(self, s):
-        """How many leading blocks of s are shared with its prompt's other samples (the full prompt blocks)."""
-        return s.prompt_len // self.block_size if self._params.n > 1 else 0
-
     def _set_rows(self, seqs):
         """Group tensors for a new set of running rows (cascade_decode_attention_torch's layout); the shared
         prompt K/V are gathered again only when the set of groups changed too."""
         bs, dev = self.block_size, self.device
         groups = []  # [first row, rows, shared blocks]
         for i, s in enumerate(seqs):
-            if groups and seqs[groups[-1][0]].prompt == s.prompt:
+            if groups and seqs[groups[-1][0]].prompt == s.prompt and groups[-1][2] == s.blocks[:s.shared]:
                 groups[-1][1] += 1
             else:
-                groups.append([i, 1, s.blocks[:self._shared_blocks(s)]])
+                groups.append([i, 1, s.blocks[:s.shared]])
         width = max(g[1] for g in groups)
         group_rows = torch.tensor([[first + min(j, n - 1) for j in range(width)] for first, n, _ in groups],
                                   device=dev)
@@ -360,9 +416,10 @@ class Sampler:
         all its samples, and each row's own K/V is attended from a contiguous copy.
         Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
         stays the same, the private copies while the set of rows does (each step appends its token to them).
-        Relies on `seqs` keeping the samples of a prompt next to each other (admission appends them so)."""
+        Groups are runs of consecutive rows with the same prompt and shared blocks (admission appends a prompt's
+        samples together; refilled samples share nothing)."""
         bs, dev = self.block_size, self.device
-        private_lens = [p + 1 - self._shared_blocks(s) * bs for s, p in zip(seqs, pos_list)]
+        private_lens = [p + 1 - s.shared * bs for s, p in zip(seqs, pos_list)]
         longest = max(private_lens)
         rows_key = tuple((s.prompt, s.sample) for s in seqs)  # unique within a generate call (id() is reused)
         if rows_key != self._private_key:
@@ -373,8 +430,7 @@ class Sampler:
             self._private_key, self._private_kv = rows_key, {}
             self._private_cap = -(-(longest + 128) // bs) * bs
             n_private = -(-longest // bs)
-            self._private_tables = _table([s.blocks[self._shared_blocks(s):][:n_private] for s in seqs], n_private,
-                                          dev)
+            self._private_tables = _table([s.blocks[s.shared:][:n_private] for s in seqs], n_private, dev)
         group_rows, row_slot, shared_mask = self._groups
         rows = torch.arange(len(seqs), device=dev)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part

@@ -79,6 +79,25 @@ def test_output_independent_of_budget_and_batching():
     assert ids(roomy) == ids(tight) == ids(other_blocks)
 
 
+@pytest.mark.parametrize("prefix_attention", [True, False])
+def test_preemption_under_a_tight_budget_changes_nothing(prefix_attention):
+    """Samples grow into the pool until it runs dry; the newest are then preempted and refilled later. Their
+    tokens and logprobs equal a run with room to spare, and every block comes back."""
+    m = tiny("qwen3")
+    prompts = prompts_of(LENGTHS)
+    params = SamplingParams(n=3, max_new_tokens=16, temperature=1.0, seed=2)
+    roomy = Sampler(m, block_size=4, prefix_attention=prefix_attention)
+    tight = Sampler(m, block_size=4, kv_tokens=48, prefix_attention=prefix_attention)
+    a, b = roomy.generate(prompts, params), tight.generate(prompts, params)
+    assert roomy.stats["preempted"] == 0 and tight.stats["preempted"] > 0
+    for p, ga, gb in zip(prompts, a, b):
+        for ca, cb in zip(ga, gb):
+            assert ca.token_ids == cb.token_ids
+            ref = full_forward_logprobs(m, p, cb.token_ids, 1.0)
+            assert (torch.tensor(cb.logprobs) - ref).abs().max().item() < 1e-4
+    assert len(tight.pool.free) == tight.cache.shape[2] == 12
+
+
 def test_same_seed_same_output_other_seed_differs():
     m = tiny("qwen3")
     prompts = prompts_of([5, 9])
