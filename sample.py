@@ -14,7 +14,7 @@ Samples take blocks as they grow. A prompt is admitted when the pool holds it, a
 spare block per running sequence; when growth finds the pool empty, the newest sequences are preempted (blocks
 freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples free
 their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely. Decode on GPU attends through the block tables (kernels.py: Triton
-or flash-attn); on CPU it reads each prompt's shared K/V once for all its samples and keeps each running
+or flash-attn) and is replayed from CUDA graphs, one per batch bucket (DecodeGraphs); on CPU it reads each prompt's shared K/V once for all its samples and keeps each running
 row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch), since a CPU gather of
 every block at every step would cost as much as the matmuls.
 
@@ -99,7 +99,8 @@ class Sampler:
     kv_fraction of the free device memory (after weights), allocated as needed by each generate call."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer = None, vocab_size=None, block_size=None,
-                 kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192, prefix_attention=None):
+                 kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192, prefix_attention=None,
+                 cuda_graphs=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         cfg = model.config
@@ -115,6 +116,13 @@ class Sampler:
             raise ValueError("prefix_attention is the CPU decode path (torch's CPU flash kernel); leave it off on "
                              f"{self.device.type}")
         self.scale = cfg.head_dim ** -0.5
+        # GPU: replay the decode step from CUDA graphs. Dynamic NTK rope reads the largest position on the host,
+        # which a graph cannot. On CPU, cuda_graphs=True runs the same padded static-buffer path uncaptured.
+        dynamic_rope = bool(cfg.rope_scaling) and cfg.rope_scaling["rope_type"] == "dynamic"
+        self.cuda_graphs = self.device.type == "cuda" and not dynamic_rope if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and (self.prefix_attention or (dynamic_rope and self.device.type == "cuda")):
+            raise ValueError("cuda_graphs need the paged decode path and a rope without dynamic scaling")
+        self._graphs = None
         token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * p.element_size()
         if kv_tokens is None:
             kv_tokens = int(kv_fraction * _free_memory(self.device) / token_bytes)
@@ -146,6 +154,11 @@ class Sampler:
         full = [max(k, self._blocks_needed(len(p), params)) for k, p in zip(need, prompts)]  # all at full length
         self._ensure_cache(min(sum(full), self.max_blocks))
         self._params = params
+        if self.cuda_graphs:  # one set of graphs per cache and table width (a power of two, so calls share them)
+            width = 1 << (max(-(-(len(p) + params.max_new_tokens) // bs) for p in prompts) - 1).bit_length()
+            if self._graphs is None or self._graphs.key != (self.cache.data_ptr(), width):
+                self._graphs = DecodeGraphs(self._paged_forward, self.max_batch, width, self.device,
+                                            capture=self.device.type == "cuda", key=(self.cache.data_ptr(), width))
         # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
         self._shared_key, self._shared_kv, self._private_key, self._private_kv = None, {}, None, {}
         out = [[None] * n for _ in prompts]
@@ -366,11 +379,21 @@ class Sampler:
 
     def _decode(self, seqs):
         bs, dev = self.block_size, self.device
-        tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
         pos_list = [s.prompt_len + len(s.tokens) - 1 for s in seqs]
+        tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
         pos = torch.tensor(pos_list, device=dev)
         slots = torch.tensor([s.blocks[p // bs] * bs + p % bs for s, p in zip(seqs, pos_list)], device=dev)
-        attention = self._prefix_attention(seqs, pos_list) if self.prefix_attention else self._paged_attention(seqs)
+        if self.prefix_attention:
+            logits = self._forward(tokens, pos, slots, self._prefix_attention(seqs, pos_list))
+        else:
+            tables = _table([s.blocks for s in seqs], max(len(s.blocks) for s in seqs), dev)
+            lens = torch.tensor([p + 1 for p in pos_list], dtype=torch.int32, device=dev)
+            logits = (self._graphs or self._paged_forward)(tokens, pos, slots, tables, lens)
+        self._sample_into(seqs, logits)
+
+    def _forward(self, tokens, pos, slots, attention):
+        """One decode step: tokens [B] at positions pos, their K/V written to slots, attention(q, k, v, k_cache,
+        v_cache, layer) -> [B, H, d]. Returns logits [B, vocab]."""
         cache = self.cache
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
@@ -378,14 +401,13 @@ class Sampler:
             return attention(q[:, 0], k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
-        self._sample_into(seqs, self.model.lm_head(hidden[:, 0]))
+        return self.model.lm_head(hidden[:, 0])
 
-    def _paged_attention(self, seqs):
-        """Per-sequence paged decode (Triton / flash-attn on GPU)."""
-        width = max(len(s.blocks) for s in seqs)
-        tables = _table([s.blocks for s in seqs], width, self.device)
-        lens = torch.tensor([s.prompt_len + len(s.tokens) for s in seqs], dtype=torch.int32, device=self.device)
-        return lambda q, k, v, kc, vc, layer: kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
+    def _paged_forward(self, tokens, pos, slots, tables, lens):
+        """The decode step through block tables [B, width] with lens [B] tokens each (GPU; what DecodeGraphs
+        captures): Triton or flash-attn paged attention."""
+        return self._forward(tokens, pos, slots, lambda q, k, v, kc, vc, layer:
+                             kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale))
 
     def _set_rows(self, seqs):
         """Group tensors for a new set of running rows (cascade_decode_attention_torch's layout); the shared
@@ -476,6 +498,52 @@ class Sampler:
         if len(s.tokens) >= p.max_new_tokens:
             return "length"
         return None
+
+
+class DecodeGraphs:
+    """CUDA graphs of Sampler._paged_forward, one per batch bucket, captured on first use. Inputs are copied into
+    static buffers padded to the bucket: padding rows write no K/V (slot -1) and attend to nothing (length 0);
+    table columns past a row's length are never read. The graphs share one memory pool, which is safe because
+    each replay's logits are consumed before the next replay. capture=False runs the same padded path eagerly
+    (the CPU tests check it that way). Not yet run on a GPU: verify against capture=False there first."""
+
+    def __init__(self, forward, max_batch, width, device, capture, key=None):
+        self.forward, self.capture, self.key = forward, capture, key
+        self.buckets = [b for b in (1, 2, 4, 8) if b < max_batch] + list(range(16, max_batch + 16, 16))
+        n = self.buckets[-1]
+        self.tokens = torch.zeros(n, dtype=torch.long, device=device)
+        self.pos = torch.zeros(n, dtype=torch.long, device=device)
+        self.slots = torch.full((n,), -1, dtype=torch.long, device=device)
+        self.tables = torch.zeros(n, width, dtype=torch.int32, device=device)
+        self.lens = torch.zeros(n, dtype=torch.int32, device=device)
+        self.graphs, self.pool = {}, None
+
+    def __call__(self, tokens, pos, slots, tables, lens):
+        b = len(tokens)
+        n = next(x for x in self.buckets if x >= b)
+        self.tokens[:b], self.pos[:b], self.slots[:b], self.lens[:b] = tokens, pos, slots, lens
+        self.tables[:b, :tables.shape[1]] = tables
+        self.slots[b:n], self.lens[b:n] = -1, 0  # rows of an earlier, larger batch must not write again
+        args = self.tokens[:n], self.pos[:n], self.slots[:n], self.tables[:n], self.lens[:n]
+        if not self.capture:
+            return self.forward(*args)[:b]
+        if n not in self.graphs:
+            self.graphs[n] = self._capture(args)
+        graph, logits = self.graphs[n]
+        graph.replay()
+        return logits[:b]
+
+    def _capture(self, args):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture: Triton compiles here (same K/V writes)
+            self.forward(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self.forward(*args)
+        self.pool = graph.pool()
+        return graph, logits
 
 
 def pack_linear_weight(weight):

@@ -292,3 +292,30 @@ def test_logprobs_exact_when_rows_finish_at_different_steps():
         for c in group:
             ref = full_forward_logprobs(m, p, c.token_ids, 1.0)
             assert (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("tight_budget", [False, True])
+def test_decode_graph_buffers_padded_path_is_exact(tight_budget):
+    """The CUDA-graph path's static buffers, run uncaptured on CPU: batches shrink (early stops) and grow
+    (admissions, refills after preemption) across buckets; stale padding rows must not write K/V again."""
+    m = tiny("qwen2")
+    prompts = prompts_of(LENGTHS)
+    if tight_budget:  # growth preempts, refills come back
+        params, kw = SamplingParams(n=3, max_new_tokens=16, seed=4), dict(kv_tokens=48)
+    else:             # early stops shrink the batch, admissions (max_batch) grow it
+        free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=4))
+        stops = tuple({g[j].token_ids[k] for g, j, k in zip(free_run, (0, 1, 2, 0, 1), (2, 5, 8, 3, 6))})
+        params, kw = SamplingParams(n=3, max_new_tokens=12, seed=4, stop_token_ids=stops), dict(max_batch=7)
+    sampler = Sampler(m, block_size=4, prefix_attention=False, cuda_graphs=True, **kw)
+    outs = sampler.generate(prompts, params)
+    eager = Sampler(m, block_size=4, prefix_attention=False).generate(prompts, params)
+    assert [[c.token_ids for c in g] for g in outs] == [[c.token_ids for c in g] for g in eager]
+    for p, group in zip(prompts, outs):
+        for c in group:
+            ref = full_forward_logprobs(m, p, c.token_ids, 1.0)
+            assert (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
+    if tight_budget:
+        assert sampler.stats["preempted"] > 0
+    else:
+        assert len({len(c.token_ids) for g in outs for c in g}) > 2
+    assert len(sampler.pool.free) == sampler.cache.shape[2]
