@@ -293,3 +293,25 @@ def test_cascade_equals_paged_attention(head_major):
     kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
     ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
     assert (out - ref).abs().max().item() < 1e-5
+
+
+# --------------------------------------------------------------------------- GPU only (skipped in CI; run on a device)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["triton", "flash"])
+def test_gpu_decode_matches_dense(name):
+    """Qwen2.5-7B's head layout (28 query heads on 4 KV heads, head_dim 128) on the GPU kernels."""
+    if name == "flash" and not kernels.HAVE_FLASH_ATTN:
+        pytest.skip("flash-attn is not installed")
+    bs, dtype = (256, torch.bfloat16) if name == "flash" else (16, torch.float32)
+    c = paged_case([1, bs, 2 * bs, 3 * bs + 5, 37], n_kv=4, g=7, d=128, block_size=bs, dtype=dtype)
+    c.tables[c.tables < 0] = 0  # the sampler pads tables with block 0 and zero-fills its cache
+    c.tables[c.tables >= c.k_cache.shape[0]] = 0
+    kc, vc = (x.nan_to_num(0.0).cuda() for x in (c.k_cache, c.v_cache))
+    args = c.q.cuda(), kc, vc, c.tables.cuda(), c.lens.cuda(), c.scale
+    out = kernels._flash_decode(*args) if name == "flash" else kernels.paged_decode_attention_triton(*args)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert (out.double().cpu() - dense_attention(c)).abs().max().item() < tol
