@@ -8,7 +8,8 @@ Workloads (temperature 1, no early stop):
   grpo   8 prompts x 384 tokens, n = 8 samples each, 128 new tokens (transformers: num_return_sequences=8)
   plain  16 prompts x 64 tokens, 128 new tokens
 Also prints the decode step time beside the time of that step's matrix products alone (the roofline), run
-as the sampler runs them (on CPU: oneDNN on packed weights; F.linear's MKL time is printed beside it).
+as the sampler runs them (on CPU: oneDNN on packed weights; F.linear's MKL time is printed beside it), and
+beside the memory bound: weights plus the step's K/V read at the bandwidth of a large copy (HBM on a GPU).
 """
 import argparse
 import os
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
 from sample import Sampler, SamplingParams, pack_linear_weight, packed_linear  # noqa: E402
 
+MAX_BATCH = 512  # rows decoded together (the sampler's default)
 WORKLOADS = {"grpo": dict(prompts=8, prompt_len=384, n=8, new=128), "plain": dict(prompts=16, prompt_len=64, n=1, new=128)}
 
 
@@ -38,7 +40,7 @@ def sync(device):
 
 
 def run_ours(net, prompts, w, device):
-    sampler = Sampler(net, block_size=None)
+    sampler = Sampler(net, max_batch=MAX_BATCH)
     params = SamplingParams(n=w["n"], max_new_tokens=w["new"], temperature=1.0, seed=0)
     sampler.generate([p[:8] for p in prompts[:2]], SamplingParams(max_new_tokens=4))  # warm-up
     sampler.stats = {k: 0 for k in sampler.stats}
@@ -90,6 +92,29 @@ def matmul_roofline(net, batch, device, packed, iters=10):
     return (time.perf_counter() - t0) / iters
 
 
+@torch.no_grad()
+def memory_bound(net, w, device):
+    """Seconds a decode step needs just to read what it must from memory at the bandwidth of a large copy:
+    the weights once, and the average step's K/V (per row on GPU's paged kernel; on CPU the cascade reads a
+    prompt's shared K/V once for its n samples). Returns (seconds, weight GB, K/V GB, GB/s)."""
+    x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        y.copy_(x)
+    sync(device)
+    bandwidth = 2 * x.numel() * 5 / (time.perf_counter() - t0)
+    cfg, elem = net.config, next(net.parameters()).element_size()
+    weights = sum(p.numel() for p in net.parameters()) * elem
+    rows, mean_new = min(w["prompts"] * w["n"], MAX_BATCH), w["new"] / 2
+    tokens = (rows // w["n"] * w["prompt_len"] + rows * mean_new if device.type == "cpu"
+              else rows * (w["prompt_len"] + mean_new))
+    kv = tokens * 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
+    return (weights + kv) / bandwidth, weights / 1e9, kv / 1e9, bandwidth / 1e9
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=["grpo", "plain", "both"], default="both")
@@ -130,13 +155,16 @@ def main():
         ours, stats = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
         step = stats["decode_s"] / max(stats["decode_steps"], 1)
         cpu = device.type == "cpu"
-        roof = matmul_roofline(net, w["prompts"] * w["n"], device, packed=cpu)
+        rows = min(w["prompts"] * w["n"], MAX_BATCH)
+        roof = matmul_roofline(net, rows, device, packed=cpu)
         line = (f"{name}: {w['prompts']} prompts x {w['prompt_len']} tokens, n={w['n']}, {w['new']} new | ours "
                 f"{ours:.0f} tok/s (prefill {stats['prefill_s']:.2f}s, decode step {step * 1e3:.1f} ms; "
                 f"matmuls alone {roof * 1e3:.1f} ms = {step / roof:.2f}x roofline")
         if cpu:  # transformers runs its matmuls through F.linear (MKL)
-            line += f"; with F.linear {matmul_roofline(net, w['prompts'] * w['n'], device, packed=False) * 1e3:.1f} ms"
-        line += ")"
+            line += f"; with F.linear {matmul_roofline(net, rows, device, packed=False) * 1e3:.1f} ms"
+        bound, wgb, kvgb, gbs = memory_bound(net, w, device)
+        line += (f"; memory bound {bound * 1e3:.1f} ms = {wgb:.2f} GB weights + {kvgb:.2f} GB K/V at {gbs:.0f} GB/s, "
+                 f"step = {step / bound:.2f}x it)")
         if theirs:
             theirs = sorted(theirs)[len(theirs) // 2]
             line += f" | transformers {theirs:.0f} tok/s | {ours / theirs:.2f}x"
