@@ -154,11 +154,12 @@ class Sampler:
         full = [max(k, self._blocks_needed(len(p), params)) for k, p in zip(need, prompts)]  # all at full length
         self._ensure_cache(min(sum(full), self.max_blocks))
         self._params = params
-        if self.cuda_graphs:  # one set of graphs per cache and table width (a power of two, so calls share them)
+        if self.cuda_graphs:  # graphs per cache, rows and table width (a power of two, so calls share them)
             width = 1 << (max(-(-(len(p) + params.max_new_tokens) // bs) for p in prompts) - 1).bit_length()
-            if self._graphs is None or self._graphs.key != (self.cache.data_ptr(), width):
-                self._graphs = DecodeGraphs(self._paged_forward, self.max_batch, width, self.device,
-                                            capture=self.device.type == "cuda", key=(self.cache.data_ptr(), width))
+            key = (self.cache.data_ptr(), max(self.max_batch, n), width)
+            if self._graphs is None or self._graphs.key != key:
+                self._graphs = DecodeGraphs(self._paged_forward, key[1], width, self.device,
+                                            capture=self.device.type == "cuda", key=key)
         # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
         self._shared_key, self._shared_kv, self._private_key, self._private_kv = None, {}, None, {}
         out = [[None] * n for _ in prompts]
