@@ -292,8 +292,8 @@ class Sampler:
             self.stats["decode_steps"] += 1
 
     def _blocks_needed(self, prompt_len, params):
-        """Shared full prompt blocks + per sample the rest of prompt + generation (the last prompt
-        block is copied per sample)."""
+        """Blocks a prompt's n samples hold at full length (sizes the cache): shared full prompt blocks + per
+        sample the rest of prompt + generation (the last prompt block is copied per sample)."""
         bs = self.block_size
         shared = prompt_len // bs
         total = -(-(prompt_len + params.max_new_tokens) // bs)
