@@ -290,18 +290,25 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 # partial prompt block, then its own tokens) are attended separately, and the two parts are merged by their
 # softmax statistics. The result equals paged_decode_attention over shared + private tables.
 
-def cascade_decode_attention_torch(q, scale, shared_kv, shared_mask, group_rows, row_slot, private_kv, private_mask):
+def cascade_decode_attention_torch(q, scale, shared_kv, shared_mask, group_rows, row_slot, private_kv, private_mask,
+                                   private_rows=None):
     """CPU decode attention in two parts merged by log-sum-exp. q [B, H, d]. Groups: shared_kv =
     gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d]; group_rows [S, R] the batch rows of each
     group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten(). Per row:
     private_kv, K and V [n_kv, B, Tp, d] (from gather_head_major, or kept and appended by the caller).
     shared_mask [S, Ts] and private_mask [B, Tp]: length_mask of each one's token counts (a row may have no shared
-    tokens, never no private ones). Returns [B, H, d] in q's dtype."""
+    tokens, never no private ones). private_rows [B] (optional): row b's K/V are row private_rows[b] of private_kv
+    and private_mask, which may hold rows nobody reads. Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
     n_kv = private_kv[0].shape[0]
     g = h // n_kv
     q = q.view(b, n_kv, g, d).transpose(0, 1)                       # [n_kv, B, g, d]
-    o2, lse2 = _attend(q, *private_kv, private_mask, scale)
+    if private_rows is None:
+        o2, lse2 = _attend(q, *private_kv, private_mask, scale)
+    else:  # queries scattered to their K/V rows; the rows nobody reads get zeros
+        qp = q.new_zeros(n_kv, private_kv[0].shape[1], g, d).index_copy_(1, private_rows, q)
+        o2, lse2 = _attend(qp, *private_kv, private_mask, scale)
+        o2, lse2 = o2[:, private_rows], lse2[:, private_rows]
     if shared_kv[0].shape[2] == 0:  # nothing shared (n = 1): plain attention over the private part
         return o2.transpose(0, 1).reshape(b, h, d)
     s, r = group_rows.shape

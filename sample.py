@@ -161,7 +161,7 @@ class Sampler:
                 self._graphs = DecodeGraphs(self._paged_forward, key[1], width, self.device,
                                             capture=self.device.type == "cuda", key=key)
         # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
-        self._shared_key, self._shared_kv, self._private_key, self._private_kv = None, {}, None, {}
+        self._shared_key, self._shared_kv, self._rows_key, self._private_index, self._private_kv = None, {}, None, {}, {}
         out = [[None] * n for _ in prompts]
         waiting, running = deque(range(len(prompts))), []  # prompt indices; preempted _Seqs wait at the front
         bar = tqdm(total=len(prompts) * n, desc="sampling", disable=not progress)
@@ -438,26 +438,35 @@ class Sampler:
         """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
         all its samples, and each row's own K/V is attended from a contiguous copy.
         Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
-        stays the same, the private copies while the set of rows does (each step appends its token to them).
+        stays the same; the private copies, each step appending its token, until a new row arrives, they fill
+        up, or half their rows have finished (finished rows are attended and ignored until then, so a batch of
+        rows finishing one by one costs a logarithmic number of gathers, not one each).
         Groups are runs of consecutive rows with the same prompt and shared blocks (admission appends a prompt's
         samples together; refilled samples share nothing)."""
         bs, dev = self.block_size, self.device
         private_lens = [p + 1 - s.shared * bs for s, p in zip(seqs, pos_list)]
         longest = max(private_lens)
-        rows_key = tuple((s.prompt, s.sample) for s in seqs)  # unique within a generate call (id() is reused)
-        if rows_key != self._private_key:
+        keys = [(s.prompt, s.sample) for s in seqs]  # unique within a generate call (id() is reused)
+        if tuple(keys) != self._rows_key:
+            self._rows_key = tuple(keys)
             self._set_rows(seqs)
-        if rows_key != self._private_key or longest > self._private_cap:
-            # new rows (or full): gather their private K/V again, layer by layer, on first use; in between,
-            # each step appends its token to these contiguous copies instead of gathering blocks again
-            self._private_key, self._private_kv = rows_key, {}
+        index = self._private_index  # (prompt, sample) -> row of the private copies
+        if any(k not in index for k in keys) or 2 * len(keys) < len(index) or longest > self._private_cap:
+            # gather the running rows' private K/V again, layer by layer, on first use
+            self._private_index = index = {k: i for i, k in enumerate(keys)}
+            self._private_kv = {}
             self._private_cap = -(-(longest + 128) // bs) * bs
             n_private = -(-longest // bs)
             self._private_tables = _table([s.blocks[s.shared:][:n_private] for s in seqs], n_private, dev)
-        group_rows, row_slot, shared_mask = self._groups
-        rows = torch.arange(len(seqs), device=dev)
+        rows = [index[k] for k in keys]
+        lens = [1] * len(index)  # finished rows: any length, their outputs are dropped
+        for r, n in zip(rows, private_lens):
+            lens[r] = n
+        private_mask = kernels.length_mask(torch.tensor(lens, device=dev), longest, self.dtype)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
-        private_mask = kernels.length_mask(last + 1, longest, self.dtype)
+        rows = None if rows == list(range(len(index))) else torch.tensor(rows, device=dev)
+        at = torch.arange(len(seqs), device=dev) if rows is None else rows
+        group_rows, row_slot, shared_mask = self._groups
 
         def attention(q, k, v, kc, vc, layer):
             if layer not in self._shared_kv:
@@ -470,12 +479,12 @@ class Sampler:
                 self._private_kv[layer] = mirror
             else:
                 pk, pv = self._private_kv[layer]
-                pk[:, rows, last] = k.transpose(0, 1).to(pk.dtype)
-                pv[:, rows, last] = v.transpose(0, 1).to(pv.dtype)
+                pk[:, at, last] = k.transpose(0, 1).to(pk.dtype)
+                pv[:, at, last] = v.transpose(0, 1).to(pv.dtype)
             pk, pv = self._private_kv[layer]
             return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
                                                           group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
-                                                          private_mask)
+                                                          private_mask, rows)
         return attention
 
     def _sample_into(self, seqs, logits):

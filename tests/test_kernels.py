@@ -293,6 +293,16 @@ def test_cascade_equals_paged_attention(head_major):
     kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
     ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
     assert (out - ref).abs().max().item() < 1e-5
+    # private K/V kept in other rows, among rows nobody reads (sample.py's finished rows): private_rows maps them
+    b, extra = len(rows), 3
+    perm = torch.randperm(b + extra)
+    spread = [torch.randn(n_kv, b + extra, x.shape[2], d) for x in private_kv]
+    for x, y in zip(spread, private_kv):
+        x[:, perm[:b]] = y
+    spread_mask = torch.zeros(b + extra, private_mask.shape[1]).index_copy_(0, perm[:b], private_mask)
+    out2 = kernels.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
+                                                  tuple(spread), spread_mask, perm[:b])
+    assert (out2 - ref).abs().max().item() < 1e-5
 
 
 # --------------------------------------------------------------------------- GPU only (skipped in CI; run on a device)
