@@ -473,9 +473,10 @@ class Sampler:
                 self._shared_kv[layer] = kernels.gather_head_major(kc, vc, self._shared_tables)
             if layer not in self._private_kv:  # this step's token is already in the cache: gathered with the rest
                 got = kernels.gather_head_major(kc, vc, self._private_tables)
-                mirror = [x.new_zeros(x.shape[:2] + (self._private_cap, x.shape[3])) for x in got]
+                mirror = [x.new_empty(x.shape[:2] + (self._private_cap, x.shape[3])) for x in got]
                 for m, x in zip(mirror, got):
                     m[:, :, :x.shape[2]] = x
+                    m[:, :, x.shape[2]:] = 0  # masked, but p = 0 times a NaN left in memory would still be NaN
                 self._private_kv[layer] = mirror
             else:
                 pk, pv = self._private_kv[layer]
