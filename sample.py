@@ -11,12 +11,13 @@ How it works. The KV cache is a pool of fixed-size blocks ([2, layers, blocks, b
 head_dim]); each sequence owns a block table. A prompt is prefilled once; its full blocks are then shared
 by its n samples (reference counts) and only the partly filled last block is copied to each sample.
 Samples take blocks as they grow. A prompt is admitted when the pool holds it, a block per sample and one
-spare block per running sequence; when growth finds the pool empty, the newest sequences are preempted (blocks
-freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples free
-their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely. Decode on GPU attends through the block tables (kernels.py: Triton
-or flash-attn) and is replayed from CUDA graphs, one per batch bucket (DecodeGraphs); on CPU it reads each prompt's shared K/V once for all its samples and keeps each running
-row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch), since a CPU gather of
-every block at every step would cost as much as the matmuls.
+spare block per running sequence; when growth finds the pool empty, the newest sequences are preempted
+(blocks freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples
+free their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely.
+Decode on GPU attends through the block tables (kernels.py: Triton or flash-attn) and is replayed from CUDA
+graphs, one per batch bucket (DecodeGraphs); on CPU it reads each prompt's shared K/V once for all its
+samples and keeps each running row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch),
+since a CPU gather of every block at every step would cost as much as the matmuls.
 
 Sampling is sync-light and reproducible: one uniform per (seed, prompt, sample, step) from a counter-based
 hash, inverse-CDF over the tempered softmax. So a sample's tokens do not depend on what else is in the
@@ -464,8 +465,8 @@ class Sampler:
             lens[r] = n
         private_mask = kernels.length_mask(torch.tensor(lens, device=dev), longest, self.dtype)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
-        rows = None if rows == list(range(len(index))) else torch.tensor(rows, device=dev)
-        at = torch.arange(len(seqs), device=dev) if rows is None else rows
+        at = torch.tensor(rows, device=dev)  # each running row's row in the private copies
+        private_rows = None if rows == list(range(len(index))) else at  # None: the copies hold exactly these rows
         group_rows, row_slot, shared_mask = self._groups
 
         def attention(q, k, v, kc, vc, layer):
@@ -485,7 +486,7 @@ class Sampler:
             pk, pv = self._private_kv[layer]
             return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
                                                           group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
-                                                          private_mask, rows)
+                                                          private_mask, private_rows)
         return attention
 
     def _sample_into(self, seqs, logits):

@@ -278,14 +278,19 @@ def test_long_generation_regrows_the_decode_copies():
             assert len(c.token_ids) == 150 and (torch.tensor(c.logprobs) - ref).abs().max().item() < 1e-4
 
 
+def early_stop_params(m, prompts, seed):
+    """n = 3, 12 new tokens, and stop ids that samples hit at steps 2 to 8 (taken from a run without them)."""
+    free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=seed))
+    stops = tuple({g[j].token_ids[k] for g, j, k in zip(free_run, (0, 1, 2, 0, 1), (2, 5, 8, 3, 6))})
+    return SamplingParams(n=3, max_new_tokens=12, seed=seed, stop_token_ids=stops)
+
+
 def test_logprobs_exact_when_rows_finish_at_different_steps():
-    """Early stops change the running rows mid-run (the CPU path then rebuilds its per-row K/V copies)."""
+    """Early stops change the running rows mid-run (the CPU path keeps finished rows in its per-row K/V
+    copies until half are gone, then rebuilds them)."""
     m = tiny("qwen3")
     prompts = prompts_of(LENGTHS)
-    free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=9))
-    stops = tuple({g[j].token_ids[k] for g, j, k in zip(free_run, (0, 1, 2, 0, 1), (2, 5, 8, 3, 6))})
-    outs = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=9,
-                                                                     stop_token_ids=stops))
+    outs = Sampler(m, block_size=4).generate(prompts, early_stop_params(m, prompts, seed=9))
     lengths = {len(c.token_ids) for g in outs for c in g}
     assert len(lengths) > 2  # rows really finished at different steps
     for p, group in zip(prompts, outs):
@@ -303,9 +308,7 @@ def test_decode_graph_buffers_padded_path_is_exact(tight_budget):
     if tight_budget:  # growth preempts, refills come back
         params, kw = SamplingParams(n=3, max_new_tokens=16, seed=4), dict(kv_tokens=48)
     else:             # early stops shrink the batch, admissions (max_batch) grow it
-        free_run = Sampler(m, block_size=4).generate(prompts, SamplingParams(n=3, max_new_tokens=12, seed=4))
-        stops = tuple({g[j].token_ids[k] for g, j, k in zip(free_run, (0, 1, 2, 0, 1), (2, 5, 8, 3, 6))})
-        params, kw = SamplingParams(n=3, max_new_tokens=12, seed=4, stop_token_ids=stops), dict(max_batch=7)
+        params, kw = early_stop_params(m, prompts, seed=4), dict(max_batch=7)
     sampler = Sampler(m, block_size=4, prefix_attention=False, cuda_graphs=True, **kw)
     outs = sampler.generate(prompts, params)
     eager = Sampler(m, block_size=4, prefix_attention=False).generate(prompts, params)
@@ -323,7 +326,7 @@ def test_decode_graph_buffers_padded_path_is_exact(tight_budget):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_graph_decode_equals_eager_on_gpu():
-    """Captured and replayed decode (Triton paged attention) against eager, fp32, with early stops."""
+    """Captured and replayed decode (Triton paged attention) against eager, fp32."""
     m = tiny("qwen2").cuda()
     prompts = prompts_of(LENGTHS)
     params = SamplingParams(n=3, max_new_tokens=12, seed=4)
