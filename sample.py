@@ -14,9 +14,9 @@ Samples take blocks as they grow. A prompt is admitted when the pool holds it, a
 spare block per running sequence; when growth finds the pool empty, the newest sequences are preempted
 (blocks freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples
 free their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely.
-Decode on GPU attends through the block tables (kernels.py: Triton or flash-attn) and is replayed from CUDA
+Decode on GPU attends through the block tables (paged_attn.py: Triton or flash-attn) and is replayed from CUDA
 graphs, one per batch bucket (DecodeGraphs); on CPU it reads each prompt's shared K/V once for all its
-samples and keeps each running row's own K/V contiguous between steps (kernels.cascade_decode_attention_torch),
+samples and keeps each running row's own K/V contiguous between steps (paged_attn.cascade_decode_attention_torch),
 since a CPU gather of every block at every step would cost as much as the matmuls.
 
 Sampling is sync-light and reproducible: one uniform per (seed, prompt, sample, step) from a counter-based
@@ -36,7 +36,7 @@ from functools import partial
 import torch
 from tqdm import tqdm
 
-import kernels
+import paged_attn
 from model import Tokenizer, Transformer, dense_attention
 
 
@@ -111,7 +111,7 @@ class Sampler:
         self.device, self.dtype = p.device, p.dtype
         self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
         self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
-        # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged kernels.
+        # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged paged_attn.
         self.prefix_attention = self.device.type == "cpu" if prefix_attention is None else prefix_attention
         if self.prefix_attention and self.device.type != "cpu":
             raise ValueError("prefix_attention is the CPU decode path (torch's CPU flash kernel); leave it off on "
@@ -355,7 +355,7 @@ class Sampler:
         cache = self.cache
 
         def attend(q, k, v, layer):
-            kernels.store_kv(k.flatten(0, 1), v.flatten(0, 1), cache[0, layer], cache[1, layer], slots)
+            paged_attn.store_kv(k.flatten(0, 1), v.flatten(0, 1), cache[0, layer], cache[1, layer], slots)
             return dense(q, k, v, layer)
 
         hidden = self.model(ids.to(self.device), attend=attend, return_hidden=True)
@@ -399,7 +399,7 @@ class Sampler:
         cache = self.cache
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
-            kernels.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
+            paged_attn.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
             return attention(q[:, 0], k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
@@ -409,7 +409,7 @@ class Sampler:
         """The decode step through block tables [B, width] with lens [B] tokens each (GPU; what DecodeGraphs
         captures): Triton or flash-attn paged attention."""
         return self._forward(tokens, pos, slots, lambda q, k, v, kc, vc, layer:
-                             kernels.paged_decode_attention(q, kc, vc, tables, lens, self.scale))
+                             paged_attn.paged_decode_attention(q, kc, vc, tables, lens, self.scale))
 
     def _set_rows(self, seqs):
         """Group tensors for a new set of running rows (cascade_decode_attention_torch's layout); the shared
@@ -432,11 +432,11 @@ class Sampler:
             self._shared_key, self._shared_kv = key, {}
             self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
         shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
-        self._groups = group_rows, row_slot, kernels.length_mask(shared_lens, self._shared_tables.shape[1] * bs,
+        self._groups = group_rows, row_slot, paged_attn.length_mask(shared_lens, self._shared_tables.shape[1] * bs,
                                                                  self.dtype)
 
     def _prefix_attention(self, seqs, pos_list):
-        """CPU decode (kernels.cascade_decode_attention_torch): each prompt's shared blocks are read once for
+        """CPU decode (paged_attn.cascade_decode_attention_torch): each prompt's shared blocks are read once for
         all its samples, and each row's own K/V is attended from a contiguous copy.
         Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
         stays the same; the private copies, each step appending its token, until a new row arrives, they fill
@@ -463,7 +463,7 @@ class Sampler:
         lens = [1] * len(index)  # finished rows: any length, their outputs are dropped
         for r, n in zip(rows, private_lens):
             lens[r] = n
-        private_mask = kernels.length_mask(torch.tensor(lens, device=dev), longest, self.dtype)
+        private_mask = paged_attn.length_mask(torch.tensor(lens, device=dev), longest, self.dtype)
         last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
         at = torch.tensor(rows, device=dev)  # each running row's row in the private copies
         private_rows = None if rows == list(range(len(index))) else at  # None: the copies hold exactly these rows
@@ -471,9 +471,9 @@ class Sampler:
 
         def attention(q, k, v, kc, vc, layer):
             if layer not in self._shared_kv:
-                self._shared_kv[layer] = kernels.gather_head_major(kc, vc, self._shared_tables)
+                self._shared_kv[layer] = paged_attn.gather_head_major(kc, vc, self._shared_tables)
             if layer not in self._private_kv:  # this step's token is already in the cache: gathered with the rest
-                got = kernels.gather_head_major(kc, vc, self._private_tables)
+                got = paged_attn.gather_head_major(kc, vc, self._private_tables)
                 mirror = [x.new_empty(x.shape[:2] + (self._private_cap, x.shape[3])) for x in got]
                 for m, x in zip(mirror, got):
                     m[:, :, :x.shape[2]] = x
@@ -484,7 +484,7 @@ class Sampler:
                 pk[:, at, last] = k.transpose(0, 1).to(pk.dtype)
                 pv[:, at, last] = v.transpose(0, 1).to(pv.dtype)
             pk, pv = self._private_kv[layer]
-            return kernels.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
+            return paged_attn.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
                                                           group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
                                                           private_mask, private_rows)
         return attention

@@ -1,8 +1,8 @@
-"""kernels.py: the torch references against dense attention over the unpaged K/V, and the Triton kernels against
+"""paged_attn.py: the torch references against dense attention over the unpaged K/V, and the Triton kernels against
 the torch references under TRITON_INTERPRET=1.
 
 The interpreter comparisons run in one subprocess (this file run as a script): triton reads TRITON_INTERPRET when
-kernels.py is imported, and setting it in the pytest process would send every later CPU test (the sampler's) through
+paged_attn.py is imported, and setting it in the pytest process would send every later CPU test (the sampler's) through
 the slow interpreter. Every case builds a paged cache whose unwritten slots hold NaN and whose block-table tails hold
 garbage ids (-1, 0, 10**6), so any read past a sequence's tokens shows up as NaN or a crash.
 """
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import kernels
+import paged_attn
 
 ROOT = Path(__file__).resolve().parents[1]
 GARBAGE = (-1, 0, 10**6)  # what block-table entries past a sequence's blocks hold, by row
@@ -31,7 +31,7 @@ def paged_case(lens, n_kv, g, d, block_size, share=0, seed=0, dtype=torch.float3
     Sequence 1 forks sequence 0 when share > 0: its first `share` blocks are sequence 0's (same ids, same tokens),
     and its slots there are -1 since the prefix is already stored. Two padding tokens with slot -1 are appended.
     """
-    store = store or kernels.store_kv_torch
+    store = store or paged_attn.store_kv_torch
     gen = torch.Generator().manual_seed(seed)
     b = len(lens)
     ks = [torch.randn(n, n_kv, d, generator=gen) for n in lens]
@@ -82,7 +82,7 @@ def dense_attention(c):
 
 
 def decode_torch(c):
-    return kernels.paged_decode_attention_torch(c.q, c.k_cache, c.v_cache, c.tables, c.lens, c.scale)
+    return paged_attn.paged_decode_attention_torch(c.q, c.k_cache, c.v_cache, c.tables, c.lens, c.scale)
 
 
 def bs_lens(bs):  # ragged: 1 token, exact multiples of the block size, one past a boundary, odd
@@ -136,15 +136,15 @@ def test_paged_torch_empty_context_gives_zeros():  # a padding row in a fixed-si
 
 
 def test_cpu_without_interpreter_uses_torch():
-    if kernels.INTERPRET:
+    if paged_attn.INTERPRET:
         pytest.skip("TRITON_INTERPRET=1 is set for the whole test run")
-    assert kernels.backend(torch.zeros(1)) == "torch"
+    assert paged_attn.backend(torch.zeros(1)) == "torch"
 
 
 def test_imports_and_runs_without_triton(monkeypatch):
     for name in [m for m in sys.modules if m == "triton" or m.startswith("triton.")] + ["triton"]:
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes `import triton` fail
-    spec = importlib.util.spec_from_file_location("kernels_without_triton", ROOT / "kernels.py")
+    spec = importlib.util.spec_from_file_location("paged_attn_without_triton", ROOT / "paged_attn.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert not mod.HAVE_TRITON and mod.backend(torch.zeros(1)) == "torch"
@@ -181,17 +181,17 @@ def real_layout_cases(shared):
 
 
 def _run_triton_cases(cases):
-    """Runs in the subprocess, with TRITON_INTERPRET=1 set before kernels (and triton) were imported."""
-    ref_store, ref_decode = kernels.store_kv_torch, kernels.paged_decode_attention_torch
+    """Runs in the subprocess, with TRITON_INTERPRET=1 set before paged_attn (and triton) were imported."""
+    ref_store, ref_decode = paged_attn.store_kv_torch, paged_attn.paged_decode_attention_torch
 
     def fallback(*a, **k):
         raise AssertionError("the torch fallback ran instead of the Triton kernel")
 
-    kernels.store_kv_torch = kernels.paged_decode_attention_torch = fallback  # the dispatchers must not reach them
+    paged_attn.store_kv_torch = paged_attn.paged_decode_attention_torch = fallback  # the dispatchers must not reach them
     try:
         return {name: _run_triton_case(spec, ref_store, ref_decode) for name, spec in cases.items()}
     finally:
-        kernels.store_kv_torch, kernels.paged_decode_attention_torch = ref_store, ref_decode
+        paged_attn.store_kv_torch, paged_attn.paged_decode_attention_torch = ref_store, ref_decode
 
 
 def _run_triton_case(spec, ref_store, ref_decode):
@@ -200,17 +200,17 @@ def _run_triton_case(spec, ref_store, ref_decode):
     use_dot, splits, tol = spec.pop("use_dot", None), spec.pop("splits", None), spec.pop("tol", 1e-5)
     spec["dtype"] = getattr(torch, spec.get("dtype", "float32"))
     spec["slot_dtype"] = getattr(torch, spec.get("slot_dtype", "int64"))
-    c = paged_case(**spec, store=kernels.store_kv)  # cache written by the Triton store kernel
+    c = paged_case(**spec, store=paged_attn.store_kv)  # cache written by the Triton store kernel
     r = paged_case(**spec, store=ref_store)  # same case written by the torch reference
     args = (c.q, c.k_cache, c.v_cache, c.tables, c.lens, c.scale)
     if use_dot is None:
-        out = kernels.paged_decode_attention(*args)
+        out = paged_attn.paged_decode_attention(*args)
     else:
-        out = kernels.paged_decode_attention_triton(*args, use_dot=use_dot, num_splits=splits)
+        out = paged_attn.paged_decode_attention_triton(*args, use_dot=use_dot, num_splits=splits)
     ref = ref_decode(r.q, r.k_cache, r.v_cache, r.tables, r.lens, r.scale)
     return dict(
-        backend=kernels.backend(c.q),
-        interpreted=type(kernels._paged_decode_kernel).__name__ == "InterpretedFunction",
+        backend=paged_attn.backend(c.q),
+        interpreted=type(paged_attn._paged_decode_kernel).__name__ == "InterpretedFunction",
         store_equal=torch.equal(c.k_cache.nan_to_num(7.0), r.k_cache.nan_to_num(7.0))
         and torch.equal(c.v_cache.nan_to_num(7.0), r.v_cache.nan_to_num(7.0)),
         dtype_ok=out.dtype == c.q.dtype and out.shape == c.q.shape,
@@ -255,7 +255,7 @@ def test_triton_decode_matches_torch_and_dense(triton_results, name):
 
 
 if __name__ == "__main__":  # the interpreter subprocess: argv[1] is the JSON case table
-    assert os.environ.get("TRITON_INTERPRET") == "1" and kernels.INTERPRET, "run with TRITON_INTERPRET=1"
+    assert os.environ.get("TRITON_INTERPRET") == "1" and paged_attn.INTERPRET, "run with TRITON_INTERPRET=1"
     print(json.dumps(_run_triton_cases(json.loads(sys.argv[1]))))
 
 
@@ -284,14 +284,14 @@ def test_cascade_equals_paged_attention(head_major):
     table = lambda rs: torch.tensor([r + [0] * (max(map(len, rs)) - len(r)) for r in rs], dtype=torch.int32)
     q = torch.randn(len(rows), n_kv * g, d)
     row_slot = torch.tensor([gi * max(groups) + j for gi, n in enumerate(groups) for j in range(n)])
-    shared_kv = kernels.gather_head_major(kc, vc, table(shared))
-    private_kv = kernels.gather_head_major(kc, vc, table(private))
-    shared_mask = kernels.length_mask(torch.tensor([s for s, _ in per]), shared_kv[0].shape[2], q.dtype)
-    private_mask = kernels.length_mask(torch.tensor([per[gi][1] for gi in rows]), private_kv[0].shape[2], q.dtype)
-    out = kernels.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
+    shared_kv = paged_attn.gather_head_major(kc, vc, table(shared))
+    private_kv = paged_attn.gather_head_major(kc, vc, table(private))
+    shared_mask = paged_attn.length_mask(torch.tensor([s for s, _ in per]), shared_kv[0].shape[2], q.dtype)
+    private_mask = paged_attn.length_mask(torch.tensor([per[gi][1] for gi in rows]), private_kv[0].shape[2], q.dtype)
+    out = paged_attn.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
                                                  private_kv, private_mask)
     kt, vt = (x.contiguous() for x in (kc, vc))  # the reference wants the token-major layout
-    ref = kernels.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
+    ref = paged_attn.paged_decode_attention_torch(q, kt, vt, table(full), torch.tensor(lens, dtype=torch.int32), 0.25)
     assert (out - ref).abs().max().item() < 1e-5
     # private K/V kept in other rows, among rows nobody reads (sample.py's finished rows): private_rows maps them
     b, extra = len(rows), 3
@@ -300,7 +300,7 @@ def test_cascade_equals_paged_attention(head_major):
     for x, y in zip(spread, private_kv):
         x[:, perm[:b]] = y
     spread_mask = torch.zeros(b + extra, private_mask.shape[1]).index_copy_(0, perm[:b], private_mask)
-    out2 = kernels.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
+    out2 = paged_attn.cascade_decode_attention_torch(q, 0.25, shared_kv, shared_mask, torch.tensor(group_rows), row_slot,
                                                   tuple(spread), spread_mask, perm[:b])
     assert (out2 - ref).abs().max().item() < 1e-5
 
@@ -313,8 +313,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a G
 @needs_cuda
 @pytest.mark.parametrize("name", ["triton", "flash"])
 def test_gpu_decode_matches_dense(name):
-    """Qwen2.5-7B's head layout (28 query heads on 4 KV heads, head_dim 128) on the GPU kernels."""
-    if name == "flash" and not kernels.HAVE_FLASH_ATTN:
+    """Qwen2.5-7B's head layout (28 query heads on 4 KV heads, head_dim 128) on the GPU paged_attn."""
+    if name == "flash" and not paged_attn.HAVE_FLASH_ATTN:
         pytest.skip("flash-attn is not installed")
     bs, dtype = (256, torch.bfloat16) if name == "flash" else (16, torch.float32)
     c = paged_case([1, bs, 2 * bs, 3 * bs + 5, 37], n_kv=4, g=7, d=128, block_size=bs, dtype=dtype)
@@ -322,6 +322,6 @@ def test_gpu_decode_matches_dense(name):
     c.tables[c.tables >= c.k_cache.shape[0]] = 0
     kc, vc = (x.nan_to_num(0.0).cuda() for x in (c.k_cache, c.v_cache))
     args = c.q.cuda(), kc, vc, c.tables.cuda(), c.lens.cuda(), c.scale
-    out = kernels._flash_decode(*args) if name == "flash" else kernels.paged_decode_attention_triton(*args)
+    out = paged_attn._flash_decode(*args) if name == "flash" else paged_attn.paged_decode_attention_triton(*args)
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
     assert (out.double().cpu() - dense_attention(c)).abs().max().item() < tol
