@@ -21,7 +21,7 @@ import argparse
 import re
 from collections import Counter
 
-from data.records import read_jsonl, write_jsonl
+from eval.records import read_jsonl, write_jsonl
 
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from data.records import read_jsonl, write_jsonl
+from eval.records import read_jsonl, write_jsonl
 
 _TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MASK64 = (1 << 64) - 1

@@ -14,8 +14,8 @@ import re
 import sys
 from collections import Counter
 
-from data.llm import LLMError, run_step
-from data.records import RecordError, read_jsonl, write_jsonl
+from eval.llm import LLMError, run_step
+from eval.records import RecordError, read_jsonl, write_jsonl
 from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
 from eval.answer import format_question
 

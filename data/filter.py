@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from data.records import read_jsonl, validate_record, write_jsonl
+from eval.records import read_jsonl, validate_record, write_jsonl
 
 REASONS = (
     "empty_question", "bad_option_letters", "empty_option", "too_few_options", "duplicate_options",

@@ -16,7 +16,7 @@ import os
 import random
 from collections import Counter, defaultdict
 
-from data.records import read_jsonl, write_jsonl
+from eval.records import read_jsonl, write_jsonl
 
 
 def is_synthetic(rec):

@@ -34,7 +34,7 @@ from data import anonymize as anon_mod
 from data.dedup import BenchIndex, decontaminate, dedup
 from data.filter import filter_records
 from data.mix import mix, parse_weights, report
-from data.records import RecordError, iter_jsonl, read_jsonl, validate_record, write_jsonl
+from eval.records import RecordError, iter_jsonl, read_jsonl, validate_record, write_jsonl
 from eval.loaders import (BENCHMARKS, DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows,
                           load_benchmark, pubmedqa_question)
 
@@ -276,7 +276,7 @@ def main(argv=None):
 
 
 def run_pipeline(a, steps):
-    from data.llm import LLMError
+    from eval.llm import LLMError
     run = Run(a)
     order = []
     prev = None

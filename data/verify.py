@@ -17,8 +17,8 @@ import argparse
 import sys
 from collections import Counter
 
-from data.llm import LLMError, make_client, run_step
-from data.records import RecordError, read_jsonl, write_jsonl
+from eval.llm import LLMError, make_client, run_step
+from eval.records import RecordError, read_jsonl, write_jsonl
 from eval.answer import build_prompt, extract_answer
 
 

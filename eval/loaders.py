@@ -1,4 +1,4 @@
-"""Benchmark loaders: each benchmark's own published file format -> records (data.records schema).
+"""Benchmark loaders: each benchmark's own published file format -> records (eval.records schema).
 
 Every loader returns a list of records with stable ids, unique per source. A malformed item raises
 RecordError naming the file and line (or, with skip_bad=True, is skipped and counted in
@@ -15,7 +15,7 @@ import os
 import re
 from functools import partial
 
-from data.records import RecordError, iter_jsonl, make_record
+from eval.records import RecordError, iter_jsonl, make_record
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # the shared data dir: $FLEMING_DATA, else $FLEMING_SHARED/data, else ../shared/data beside the checkout

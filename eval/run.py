@@ -19,8 +19,8 @@ import os
 import sys
 from collections import Counter
 
-from data.llm import LLMError, make_client, run_step
-from data.records import RecordError
+from eval.llm import LLMError, make_client, run_step
+from eval.records import RecordError
 from eval.answer import build_prompt, score
 from eval.loaders import BENCHMARKS, load_benchmark
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from data.records import append_jsonl, done_ids, make_record, read_jsonl
+from eval.records import append_jsonl, done_ids, make_record, read_jsonl
 from kg.build import FINDINGS, RELS, Graph, norm
 from kg.readers import SourceError
 from kg import verbalize

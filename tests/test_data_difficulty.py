@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from data.difficulty import apply_difficulty, difficulty_messages, parse_difficulty, run_difficulty
-from data.llm import HTTPClient
-from data.records import write_jsonl
+from eval.llm import HTTPClient
+from eval.records import write_jsonl
 from data.verify import load_results, uid
 from eval.loaders import load_medmcqa
 from test_data_verify import ROOT, ChatServer, wait_lines

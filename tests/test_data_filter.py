@@ -83,7 +83,7 @@ def test_mojibake_detector_spares_real_text(medqa, cmexam):
 
 
 def test_dropped_records_carry_reason_and_kept_are_valid(medqa):
-    from data.records import validate_record
+    from eval.records import validate_record
     dropped = []
     kept = filter_records(medqa[:300], Counter(), dropped)
     assert all(d["meta"]["drop_reason"] for d in dropped)

@@ -6,7 +6,7 @@ import pytest
 
 from data.mix import mix, parse_weights, report
 from data.prepare import convert_source
-from data.records import validate_record
+from eval.records import validate_record
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data.prepare import convert_source, main
-from data.records import read_jsonl, validate_record
+from eval.records import read_jsonl, validate_record
 from eval.loaders import load_benchmark
 from test_data_verify import ROOT, ChatServer
 

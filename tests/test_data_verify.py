@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from data.llm import HTTPClient, LLMError
-from data.records import write_jsonl
+from eval.llm import HTTPClient, LLMError
+from eval.records import write_jsonl
 from data.verify import apply_verify, load_results, run_verify, uid
 from eval.loaders import load_medqa
 
@@ -203,8 +203,8 @@ def test_verify_killed_subprocess_resumes(items, tmp_path):
 
 def test_verify_with_the_local_sampler(items, shared, tmp_path):
     """The same step on a local checkpoint (make_client(model_dir=...)): n answers per item, resumable."""
-    from data.llm import make_client
-    from test_data_llm import tiny_local_model
+    from eval.llm import make_client
+    from test_eval_llm import tiny_local_model
     client = make_client(model_dir=str(tiny_local_model(tmp_path / "m", shared)))
     recs, results = items[:3], tmp_path / "verify.jsonl"
     assert run_verify(client, recs, results, n=5, max_tokens=4) == 3

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import SHARED
-from data.records import RecordError, validate_record
+from eval.records import RecordError, validate_record
 from eval.loaders import BENCHMARKS, LETTERS, load_benchmark, load_cmexam, load_mcq, load_medmcqa, load_medqa, \
     load_mmlu_pro, load_pubmedqa
 

@@ -16,7 +16,7 @@ from conftest import SHARED
 from eval import report, run
 from eval.answer import build_prompt
 from eval.loaders import load_benchmark
-from test_data_llm import ChatServer
+from test_eval_llm import ChatServer
 
 DATA = SHARED / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
 
 def test_local_model_run_resumes_and_reports(shared, tmp_path, capsys):
     """--model DIR: the local sampler end to end over two real benchmarks; a rerun redoes nothing."""
-    from test_data_llm import tiny_local_model
+    from test_eval_llm import tiny_local_model
     ckpt = tiny_local_model(tmp_path / "m", shared)
     out = tmp_path / "run"
     argv = ["--benchmarks", "medqa,pubmedqa", "--model", str(ckpt), "--out", str(out), "--limit", "3",

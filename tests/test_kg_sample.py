@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.records import read_jsonl, validate_record
+from eval.records import read_jsonl, validate_record
 from kg.build import RELS, build
 from kg.sample import (CLOSURE, Checker, Sampler, generate_one, main, parse_mix, record_to_question, to_record,
                        DEFAULT_MIX)

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import SHARED
-from data.llm import HTTPClient, LLMError, make_client, run_step
-from data.records import read_jsonl
+from eval.llm import HTTPClient, LLMError, make_client, run_step
+from eval.records import read_jsonl
 from eval.answer import build_prompt, extract_answer
 from eval.loaders import load_benchmark
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from data.records import RecordError, append_jsonl, done_ids, make_record, read_jsonl, validate_record
+from eval.records import RecordError, append_jsonl, done_ids, make_record, read_jsonl, validate_record
 
 
 def good():

@@ -19,7 +19,7 @@ import urllib.request
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from data.records import append_jsonl, done_ids
+from eval.records import append_jsonl, done_ids
 
 
 class LLMError(RuntimeError):
