@@ -195,3 +195,32 @@ def score(rec, output):
     if got is None:
         return None, False
     return got, set(got) == set(rec["answer"])
+
+
+# ----------------------------------------------------------------------------- format (the reward's other half)
+
+_EOS = r"(?:\s|<\|[a-z_]+\|>|</s>)*"  # trailing whitespace or special tokens left in by the decoder
+_SHAPE = re.compile(r"\s*(?:<think>)?(.*?)</think>\s*<answer>(.*?)</answer>" + _EOS + r"\Z", re.S | re.I)
+
+
+def format_error(output, options, multi=False):
+    """Why `output` is not a well-formed response, or None when it is. Well formed:
+    [<think>] reasoning </think> <answer>X</answer>, reasoning non-empty, one think block, one answer
+    tag after it, X one valid choice of the item, nothing but whitespace after </answer>."""
+    if not isinstance(output, str):
+        return "not text"
+    for t in ("<think>", "</think>", "<answer>", "</answer>"):
+        if len(re.findall(re.escape(t), output, re.I)) > 1:
+            return f"several {t}"
+    m = _SHAPE.fullmatch(output)
+    if not m:
+        return "not [<think>]...</think><answer>X</answer>"
+    if not m.group(1).strip():
+        return "empty reasoning"
+    if parse_choice(m.group(2), options, multi) is None:
+        return "answer tag holds no valid choice"
+    return None
+
+
+def format_ok(output, options, multi=False):
+    return format_error(output, options, multi) is None
