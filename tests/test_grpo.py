@@ -1,0 +1,185 @@
+"""grpo.py: reward, advantage, loss aggregations and masks against hand-computed values; chunked fp32 logprobs
+against the model's plain forward; the loop on a toy task; FSDP and kill/resume against one process."""
+import math
+from types import SimpleNamespace as NS
+
+import pytest
+import torch
+
+import grpo
+import model as M
+
+# ------------------------------------------------------------------------------ reward and advantage
+
+REC = {"id": "1", "source": "t", "split": "train", "question": "Which vitamin prevents scurvy?",
+       "options": {"A": "Vitamin A", "B": "Vitamin C", "C": "Vitamin D"}, "answer": "B", "difficulty": None,
+       "meta": {}}
+GOOD = "<think>Scurvy is vitamin C deficiency.</think>\n<answer>B</answer>"
+
+
+def test_reward_is_correctness_plus_format():
+    assert grpo.reward(REC, GOOD, "eos") == (2.0, True, True)
+    assert grpo.reward(REC, GOOD.replace("B<", "A<"), "eos") == (1.0, False, True)  # well formed, wrong
+    r, correct, fmt = grpo.reward(REC, "The answer is (B).", "eos")  # right, but no tags: format fails
+    assert (r, correct, fmt) == (1.0, True, False)
+    assert grpo.reward(REC, GOOD, "eos", w_correct=1.0, w_format=0.0) == (1.0, True, True)
+    assert grpo.reward(REC, GOOD, "eos", w_correct=0.5, w_format=0.25) == (0.75, True, True)
+    # several options inside the tag is no answer, whatever else
+    r, correct, _ = grpo.reward(REC, "<think>x</think>\n<answer>A or B</answer>", "eos")
+    assert not correct and r <= 1.0
+
+
+def test_truncated_completion_gets_zero_reward():
+    assert grpo.reward(REC, GOOD, "length") == (0.0, False, False)
+
+
+def test_advantage_is_reward_minus_group_mean():
+    r = torch.tensor([[1.0, 0.0, 0.0], [2.0, 2.0, 2.0], [2.0, 1.0, 0.0]])
+    a = grpo.advantages(r)
+    torch.testing.assert_close(a, torch.tensor([[2 / 3, -1 / 3, -1 / 3], [0.0, 0, 0], [1.0, 0, -1]]))
+    std = math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2)  # Bessel-corrected
+    a = grpo.advantages(r, std_norm=True)
+    torch.testing.assert_close(a[0], torch.tensor([2 / 3, -1 / 3, -1 / 3]) / (std + 1e-6))
+    assert a[1].abs().max() == 0  # all-equal group: 0 / eps, not NaN
+    torch.testing.assert_close(a[2], torch.tensor([1.0, 0, -1]) / (1 + 1e-6))
+    assert grpo.advantages(torch.tensor([[1.0], [0.0]])).abs().max() == 0  # one sample: no baseline
+
+
+def test_zero_signal_groups_counted():
+    r = torch.tensor([[1.0, 0.0, 0.0], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0], [1.0, 1.0, 2.0]])
+    assert grpo.zero_signal(r).tolist() == [False, True, True, False]
+
+
+# ------------------------------------------------------------------------------------------- loss
+
+def hand_batch():
+    """Two groups of k = 3. Group 0: rewards 1, 0, 0 -> A = 2/3, -1/3, -1/3; lengths 2, 3, 1.
+    Group 1: all equal -> A = 0 (zero signal); lengths 1, 2, 3. Padding holds junk logprobs (-7)."""
+    logp = torch.full((6, 3), -7.0)
+    rows = [[-1.0, -2.0], [-1.0, -1.0, -1.0], [-0.5], [-3.0], [-1.0, -4.0], [-2.0, -2.0, -2.0]]
+    mask = torch.zeros(6, 3)
+    for i, r in enumerate(rows):
+        logp[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    adv = grpo.advantages(torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])).flatten()
+    return logp.requires_grad_(), mask, adv
+
+
+# sum_i A_i sum_t logp = (2/3)(-3) + (-1/3)(-3) + (-1/3)(-0.5) = -5/6; N = 6 completions, 12 tokens, max_len 4
+# seq_mean: sum_i A_i mean_t logp = (2/3)(-1.5) + (-1/3)(-1) + (-1/3)(-0.5) = -1/2
+EXPECTED = {"sum": (5 / 6) / 6, "seq_mean": (1 / 2) / 6, "token_mean": (5 / 6) / 12, "constant": (5 / 6) / (6 * 4)}
+
+
+@pytest.mark.parametrize("agg", grpo.AGGREGATIONS)
+def test_loss_aggregations_hand_computed(agg):
+    logp, mask, adv = hand_batch()
+    loss = grpo.grpo_loss(logp, mask, adv, n_seqs=6, n_tokens=12, agg=agg, max_len=4)
+    assert loss.item() == pytest.approx(EXPECTED[agg], abs=1e-7)
+    loss.backward()
+    # d loss / d logp_it = -A_i * mask_it / normalizer (per row for seq_mean)
+    lengths = mask.sum(1, keepdim=True)
+    norm = {"sum": 6, "seq_mean": 6 * lengths, "token_mean": 12, "constant": 24}[agg]
+    torch.testing.assert_close(logp.grad, -adv[:, None] * mask / norm)
+    assert logp.grad[mask == 0].abs().max() == 0  # padding carries nothing
+    assert logp.grad[3:].abs().max() == 0  # the zero-signal group carries no gradient
+
+
+def test_loss_split_over_micro_batches_sums_to_whole():
+    """Global counts: any split of the step's completions gives the same total loss (and gradient)."""
+    for agg in grpo.AGGREGATIONS:
+        logp, mask, adv = hand_batch()
+        whole = grpo.grpo_loss(logp, mask, adv, 6, 12, agg, 4)
+        parts = sum(grpo.grpo_loss(logp[s], mask[s], adv[s], 6, 12, agg, 4) for s in (slice(0, 2), slice(2, 6)))
+        assert parts.item() == pytest.approx(whole.item(), abs=1e-7)
+
+
+def test_ppo_clip_and_ratio():
+    logp, mask, adv = hand_batch()
+    # old = current: ratio 1, the loss is -A per token and the gradient equals eq. 1's
+    loss = grpo.grpo_loss(logp, mask, adv, 6, 12, "sum", old_logp=logp.detach(), clip_eps=0.2)
+    assert loss.item() == pytest.approx(-(2 / 3 * 2 - 1 / 3 * 3 - 1 / 3 * 1) / 6, abs=1e-7)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, -adv[:, None] * mask / 6)
+    # ratio 1.5 > 1 + eps: positive advantage is clipped (no gradient), negative is not (gradient -A * ratio)
+    lp = torch.zeros(2, 1, requires_grad=True)
+    old = torch.full((2, 1), -math.log(1.5))
+    loss = grpo.grpo_loss(lp, torch.ones(2, 1), torch.tensor([1.0, -1.0]), n_seqs=1, old_logp=old, clip_eps=0.2)
+    assert loss.item() == pytest.approx(-1.2 + 1.5, abs=1e-6)
+    loss.backward()
+    torch.testing.assert_close(lp.grad, torch.tensor([[0.0], [1.5]]))
+
+
+def test_kl_k3_clamped():
+    lp = torch.zeros(2, 1, requires_grad=True)
+    ref = torch.tensor([[math.log(2.0)], [30.0]])  # second: exp(20) - 20 - 1 clamps to 10
+    loss = grpo.grpo_loss(lp, torch.ones(2, 1), torch.zeros(2), n_seqs=2, ref_logp=ref, kl_beta=0.1)
+    assert loss.item() == pytest.approx(0.1 * ((2 - math.log(2) - 1) + 10) / 2, abs=1e-6)
+    loss.backward()
+    # d/dlogp of exp(d) - d - 1 with d = ref - logp is 1 - exp(d) = -1 for the first; 0 where clamped
+    torch.testing.assert_close(lp.grad, torch.tensor([[0.1 * -1.0 / 2], [0.0]]))
+
+
+def test_unknown_aggregation_is_an_error():
+    logp, mask, adv = hand_batch()
+    with pytest.raises(ValueError, match="agg='mean'"):
+        grpo.grpo_loss(logp, mask, adv, 6, 12, "mean")
+
+
+# ------------------------------------------------------------------------------------------- masks
+
+EOS = 0  # pad id == eos id on purpose (Qwen): the mask must still cover the EOS token
+
+
+def test_completion_mask_from_lengths_eos_carries_loss():
+    prompts = [[5, 6, 7], [5, 6]]
+    comps = [NS(token_ids=[8, 9, EOS], logprobs=[-0.1, -0.2, -0.3], finish_reason="eos"),
+             NS(token_ids=[4], logprobs=[-0.4], finish_reason="eos")]
+    ids, targets, mask, old = grpo.completion_batch(prompts, comps, pad_id=EOS)
+    assert ids.tolist() == [[5, 6, 7, 8, 9, 0], [5, 6, 4, 0, 0, 0]]
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
+    assert targets[mask.bool()].tolist() == [8, 9, EOS, 4]  # the EOS token is a target with loss
+    assert old[mask.bool()].tolist() == pytest.approx([-0.1, -0.2, -0.3, -0.4])
+
+
+@pytest.mark.parametrize("truncated", ["zero", "mask"])
+def test_truncated_completion_flag(truncated):
+    prompts = [[5, 6], [5, 6]]
+    comps = [NS(token_ids=[3, 4], logprobs=[-1.0, -1.0], finish_reason="length"),
+             NS(token_ids=[3, EOS], logprobs=[-1.0, -1.0], finish_reason="eos")]
+    _, _, mask, _ = grpo.completion_batch(prompts, comps, truncated=truncated, pad_id=EOS)
+    assert mask[1].tolist() == [0, 1, 1, 0]
+    assert mask[0].tolist() == ([0, 1, 1, 0] if truncated == "zero" else [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="truncated="):
+        grpo.completion_batch(prompts, comps, truncated="drop")
+
+
+# --------------------------------------------------------------------------------- token logprobs
+
+def tiny(vocab=50, seed=0, layers=2, tie=True):
+    cfg = M.ModelConfig(model_type="qwen3", vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                        qk_norm=True, tie_word_embeddings=tie, max_position_embeddings=256, rope_theta=10000.0)
+    torch.manual_seed(seed)
+    return M.Transformer.from_config(cfg)
+
+
+def test_token_logprobs_chunked_equal_full_forward():
+    m = tiny()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50, (3, 9), generator=g)
+    targets = torch.cat([ids[:, 1:], torch.zeros(3, 1, dtype=torch.long)], 1)
+    mask = torch.zeros(3, 9)
+    mask[0, 2:8], mask[1, 4:6], mask[2, 0:3] = 1, 1, 1
+    lp, ent = grpo.token_logprobs(m, ids, targets, mask, temperature=0.7, chunk=4)
+    (lp * torch.arange(27.0).view(3, 9)).sum().backward()  # any weighting: compare gradients too
+    grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    full = torch.log_softmax(m(ids).float() / 0.7, -1)
+    ref = full.gather(-1, targets[..., None])[..., 0] * mask
+    ref_ent = -(full.exp() * full).sum(-1) * mask
+    (ref * torch.arange(27.0).view(3, 9)).sum().backward()
+    torch.testing.assert_close(lp, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=1e-5)
+    assert lp[mask == 0].abs().max() == 0
+    for a, p in zip(grads, m.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
