@@ -1,0 +1,365 @@
+"""What sft.py and grpo.py share: config and overrides, process groups, FSDP2 wrapping, the LR schedule,
+metrics (JSONL + plot), DCP checkpoints with resume, and gathering full weights for export or weight sync.
+
+    cfg = parse_config(Config)                  # dataclass defaults < config file(s) < --key=value
+    dist_env = setup_dist()                     # torchrun (nccl on GPU, gloo on CPU) or one process
+    fsdp_wrap(model, model.model.layers, dist_env.device, bf16=True)
+    for step ...: set_lr(opt, lr_at(step, ...)); ...; log.log({"step": step, "loss": ...})
+    save_checkpoint(out_dir, step, model, opt, {"examples_seen": ...}, dist_env)
+    teardown_dist()
+
+Checkpoints live in <out_dir>/ckpt/step_XXXXXXXX: the model and optimizer through
+torch.distributed.checkpoint (sharded, one file per rank), plus trainer_rank<r>.pt per rank (step, RNG
+states, data position; loaded with weights_only=True). Every rank must see the same filesystem.
+"""
+import ast
+import dataclasses
+import inspect
+import math
+import os
+import shutil
+import sys
+import types
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+class ConfigError(ValueError):
+    """A bad config file or override; the message names the file or the argument."""
+
+
+def parse_config(cls, argv=None, prog=None):
+    """nanoGPT-style configuration: the dataclass `cls` holds the defaults (its source, comments included,
+    is the --help text), then each `path.py` argument is read as `key = value` lines, then each
+    `--key=value` overrides (Python literals; a str field takes the text as is). Later wins."""
+    argv = sys.argv[1:] if argv is None else argv
+    prog = prog or os.path.basename(sys.argv[0])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: {prog} [config.py ...] [--key=value ...]\n\nDefaults (override in a config file or "
+              f"with --key=value):\n\n{inspect.getsource(cls)}")
+        sys.exit(0)
+    values = {}
+    for arg in argv:
+        if not arg.startswith("--"):
+            values.update(_read_config_file(arg, fields))
+            continue
+        key, eq, text = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"{arg}: unknown option {key!r} (see --help)")
+        if not eq:
+            if _accepts(fields[key].type, bool):
+                text = "True"  # a bare --flag
+            else:
+                raise ConfigError(f"{arg}: expected --{key}=value")
+        values[key] = _coerce(fields[key], text, arg)
+    return cls(**values)
+
+
+def _read_config_file(path, fields):
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: config file not found")
+    with open(path) as f:
+        src = f.read()
+    ns = {}
+    try:
+        exec(compile(src, path, "exec"), {}, ns)  # a config file is the user's own code, as in nanoGPT
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
+    out = {}
+    for key, value in ns.items():
+        if key.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown option {key!r} (see --help)")
+        out[key] = _check_type(fields[key], value, f"{path}: {key}")
+    return out
+
+
+def _accepts(tp, t):
+    args = getattr(tp, "__args__", None) if isinstance(tp, types.UnionType) else None
+    return t in args if args else tp is t
+
+
+def _coerce(field, text, where):
+    if _accepts(field.type, str) and not (text == "None" and _accepts(field.type, type(None))):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"{where}: {text!r} is not a valid {_type_name(field.type)}") from None
+    return _check_type(field, value, where)
+
+
+def _check_type(field, value, where):
+    tp = field.type
+    if isinstance(value, int) and not isinstance(value, bool) and _accepts(tp, float) and not _accepts(tp, int):
+        value = float(value)
+    allowed = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
+    if not any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _type_name(tp):
+    return tp.__name__ if isinstance(tp, type) else str(tp)
+
+
+# ---------------------------------------------------------------------------------------- process group
+
+@dataclass
+class DistEnv:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+
+def setup_dist():
+    """Join the process group: under torchrun from its environment (nccl when CUDA is there, else gloo);
+    without torchrun a world of one on an in-memory store, so the same FSDP code runs either way."""
+    cuda = torch.cuda.is_available()
+    backend = "nccl" if cuda else "gloo"
+    if "RANK" in os.environ:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    else:
+        local_rank = 0
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def teardown_dist():
+    """Leave the process group. The barrier first: without it gloo processes may abort at exit."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(value, device="cpu"):
+    """Sum a number (or a tensor) over ranks; returns a float (or the summed tensor)."""
+    t = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64, device=device)
+    t = t.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t if torch.is_tensor(value) else t.item()
+
+
+# ------------------------------------------------------------------------------------------------- FSDP
+
+def fsdp_wrap(root, blocks, device, bf16=False):
+    """FSDP2: fully_shard each block, then the root (embeddings, final norm and a tied head stay together
+    in the root unit, so tied weights are one parameter). bf16=True: bf16 compute with fp32 master weights
+    and an fp32 gradient reduce (the GPU recipe); the optimizer state stays fp32 either way."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    kw = {"mesh": mesh}
+    if bf16:
+        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in blocks:
+        fully_shard(block, **kw)
+    fully_shard(root, **kw)
+    return root
+
+
+def full_state_dict(module, cpu=True):
+    """The module's state dict with every FSDP shard gathered into a full tensor (a collective: every rank
+    must call it). Used for the HF export and the GRPO sampler's weight sync. Tied weights stay one tensor."""
+    from torch.distributed.tensor import DTensor
+
+    params = dict(module.named_parameters(remove_duplicate=False))  # state_dict() detaches: tied ids differ
+    out, seen = {}, {}
+    for key, value in module.state_dict().items():
+        value = params.get(key, value)
+        if id(value) not in seen:
+            full = value.full_tensor() if isinstance(value, DTensor) else value
+            seen[id(value)] = full.detach().cpu() if cpu else full.detach()
+        out[key] = seen[id(value)]
+    return out
+
+
+def clip_grad_norm(params, max_norm):
+    """Clip the global gradient norm (over all shards); returns the norm before clipping as a float."""
+    params = [p for p in params if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+# ---------------------------------------------------------------------------------------------- LR
+
+def lr_at(step, lr, warmup_steps, max_steps, min_lr=0.0):
+    """Learning rate for optimizer step `step` (0-based): linear warmup from lr/warmup_steps to lr over
+    warmup_steps, then cosine decay to min_lr at max_steps."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+class Metrics:
+    """Append-only JSONL metrics (one row per step; rank 0 writes) and a PNG of the curves.
+    On resume, rows past the checkpoint's step are dropped, so the file reads like one clean run."""
+
+    def __init__(self, path, main=True):
+        self.path, self.main = path, main
+
+    def log(self, row):
+        if self.main:
+            from eval.records import append_jsonl
+            append_jsonl(self.path, [row])
+
+    def rows(self):
+        from eval.records import iter_jsonl
+        if not os.path.exists(self.path):
+            return []
+        return [row for _, row in iter_jsonl(self.path, skip_bad=True)]  # a kill may tear the last line
+
+    def truncate(self, step):
+        """Keep only the rows with row["step"] <= step (atomic rewrite)."""
+        if self.main and os.path.exists(self.path):
+            from eval.records import write_jsonl
+            write_jsonl(self.path, [r for r in self.rows() if r.get("step", -1) <= step])
+
+    def plot(self, png_path, keys=None):
+        """One panel per metric against step. Skipped with one line when matplotlib is not installed."""
+        if not self.main:
+            return
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print(f"matplotlib not installed: no plot written ({png_path})")
+            return
+        rows = self.rows()
+        keys = keys or sorted({k for r in rows for k, v in r.items()
+                               if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if not keys:
+            return
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True, squeeze=False)
+        for ax, key in zip(axes[:, 0], keys):
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("step")
+        fig.tight_layout()
+        tmp = png_path + ".tmp.png"
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, png_path)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_dir(out_dir):
+    return os.path.join(out_dir, "ckpt")
+
+
+def latest_checkpoint(out_dir):
+    """Path of the newest complete checkpoint under <out_dir>/ckpt, or None. Only renamed (finished)
+    directories count; a save killed halfway leaves a .tmp-* dir that is ignored."""
+    root = checkpoint_dir(out_dir)
+    if not os.path.isdir(root):
+        return None
+    steps = sorted(n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit())
+    return os.path.join(root, steps[-1]) if steps else None
+
+
+def _model_optim_state(model, optimizer):
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    msd, osd = get_state_dict(model, optimizer)
+    return {"model": msd, "optim": osd}
+
+
+def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
+    """Save model + optimizer (torch.distributed.checkpoint) and, per rank, {step, RNG states, **extra}
+    into <out_dir>/ckpt/step_<step>, atomically: all ranks write into a temp dir that rank 0 renames when
+    every rank is done, so a kill during the save leaves the previous checkpoint whole. Keeps the newest
+    `keep`. A collective: every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+
+    root = checkpoint_dir(out_dir)
+    final = os.path.join(root, f"step_{step:08d}")
+    tmp = os.path.join(root, f".tmp-step_{step:08d}")
+    if dist_env.main:
+        os.makedirs(root, exist_ok=True)
+        for name in os.listdir(root):  # leftovers of saves killed halfway
+            if name.startswith(".tmp-"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        os.makedirs(tmp)
+    dist.barrier()
+    dcp.save(_model_optim_state(model, optimizer), checkpoint_id=tmp)
+    trainer = {"step": step, "world": dist_env.world, "rng_cpu": torch.get_rng_state(), **extra}
+    if torch.cuda.is_available():
+        trainer["rng_cuda"] = torch.cuda.get_rng_state()
+    torch.save(trainer, os.path.join(tmp, f"trainer_rank{dist_env.rank}.pt"))
+    dist.barrier()
+    if dist_env.main:
+        _fsync_dir(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        old = sorted(n for n in os.listdir(root) if n.startswith("step_"))[:-keep] if keep > 0 else []
+        for name in old:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(path, model, optimizer, dist_env):
+    """Load a checkpoint written by save_checkpoint into the (already FSDP-wrapped) model and optimizer,
+    restore this rank's RNG states, and return the trainer dict ({"step", **extra})."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = _model_optim_state(model, optimizer)
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    mine = os.path.join(path, f"trainer_rank{dist_env.rank}.pt")
+    if not os.path.exists(mine):  # resumed on more ranks than saved: the new ranks start from rank 0's RNG
+        mine = os.path.join(path, "trainer_rank0.pt")
+    trainer = torch.load(mine, weights_only=True)
+    torch.set_rng_state(trainer.pop("rng_cpu"))
+    cuda_rng = trainer.pop("rng_cuda", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
+    return trainer
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
