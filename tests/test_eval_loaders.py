@@ -67,7 +67,8 @@ def test_cmexam_keeps_multi_answer_items_and_names_the_broken_row(shared):
         load_benchmark("cmexam", data_dir=str(DATA))
     stats = {}
     recs = load_benchmark("cmexam", data_dir=str(DATA), skip_bad=True, stats=stats)
-    assert len(recs) == 6810 and stats == {"bad_lines": 1}
+    assert len(recs) == 6810 and stats["bad_lines"] == 1
+    assert stats["first_bad"].endswith("cmexam.jsonl:5332: answer ['b', 'c', 'e'] is not among the 4 options")
     multi = [r for r in recs if r["meta"].get("multi_answer")]
     assert len(multi) == 203  # MANIFEST: 204 multi-answer rows, less the broken one
     raw = {json.loads(l)["problem_id"]: json.loads(l) for l in lines(path)}
@@ -169,10 +170,13 @@ def test_generic_loader_reads_every_layout(shared, tmp_path):
                    id_field="qid")
     assert [(r["id"], r["options"], r["answer"]) for r in got] == want  # empty 5th column dropped
     assert got[0]["question"].endswith("Lab results:\n  Na 140 mEq/L")  # multi-line CSV field kept whole
-    # without an id field the id is the row's line; stable and unique
+    # without an id field the id is the row's position: the same in every format although a CSV row
+    # spans 3 physical lines and a column-oriented JSON has no lines at all
     ids = [r["id"] for r in load_mcq(str(cv), source="x", options="op1,op2,op3,op4,op5", answer="cop",
                                      answer_format="index1")]
-    assert len(set(ids)) == 50 and ids[:2] == ["test-2", "test-5"]  # 3 physical lines per row
+    assert ids == [f"x-{i:05d}" for i in range(50)]
+    for path, fmt in [(jl, "letter"), (js, "index0"), (cols, "text")]:
+        assert [r["id"] for r in load_mcq(str(path), source="x", answer="label", answer_format=fmt)] == ids
 
 
 def test_generic_loader_errors_name_the_line(shared, tmp_path):
