@@ -1,0 +1,494 @@
+"""CoT distillation: teacher trajectories for curated records, written as chat-format SFT records.
+
+    python -m data.distill --records pool.jsonl --out runs/distill --endpoint URL --model-name gpt-oss-120b
+    python -m data.distill --records kg_questions.jsonl --out runs/kg_sft --template     # no teacher (demo)
+    python -m data.distill --huatuogpt demo_data.json --out runs/huatuo_sft             # existing trajectories
+
+The teacher sees the question, its options and the gold answer, and writes a concise chain of thought
+that reaches the answer without saying it was given (TEACHER below; the prompt is stored with each
+trajectory). k candidates per item (pass@k). A candidate passes when it is in the student's format
+(eval.answer.format_ok), the shared extractor reads the gold answer from it, and no filter rejects it:
+leakage ("the correct answer is given as ..."), length bounds, repetition, language mismatch. Among the
+passing ones the rule picks the one with the fewest hedges ("maybe", "perhaps", ...), then the shortest.
+Items with no passing candidate go through the paper's refinement loop, up to R rounds: each round
+shows the teacher its failed attempt and why it failed, and names one strategy (backtracking, path
+exploration, self-correction, in turn). For KG questions the sampled path (meta.path) is given to the
+teacher as the reasoning skeleton; --template writes a trajectory from the path with no teacher.
+
+Output in --out: round<r>.jsonl (append-only teacher replies keyed by "<source>/<id>": a kill loses
+only requests in flight, a rerun redoes no finished id), sft.jsonl, failed.jsonl, stats.json, stats.md.
+Verdicts are recomputed from the stored replies on every run, so filter flags may change between runs;
+the flags that change what the teacher is asked (k, rounds, temperature, ...) may not (config.json).
+
+An SFT record: {"id", "source", "messages": [{"role": "system"}?, {"role": "user", "content": <the user
+message of eval.answer.build_prompt>}, {"role": "assistant", "content":
+"<think>\\n...\\n</think>\\n<answer>X</answer>"}], "meta": {"teacher", "prompt", "round", "strategy",
+"candidates", "passed"}}.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+from collections import Counter
+
+from data.dedup import BenchIndex, decontaminate, tokens
+from data.filter import check as format_filter
+from data.prepare import convert_source
+from data.verify import _keyed, client_from_args, load_results, uid
+from eval.answer import build_prompt, extract_answer, format_error, format_ok, format_question
+from eval.llm import LLMError, run_step
+from eval.loaders import DATA_DIR, load_benchmark
+from eval.records import RecordError, read_jsonl, write_jsonl
+from kg.verbalize import join, lower_first
+
+TEACHER = """You are writing a worked solution to a medical exam question, to teach a student how to reason.
+
+{question}
+
+Correct answer: {answer}
+{skeleton}
+Write a concise chain of thought that reaches this answer from the facts in the question, as if you were \
+solving it yourself: pick out the key findings, reason from them to the answer, and say briefly why the \
+other options do not fit. Never say or imply that the answer was given to you. Write in {language}.
+
+Reply in exactly this format:
+<think>
+your reasoning
+</think>
+<answer>{letters}</answer>"""
+
+SKELETON = """
+Reasoning skeleton (facts from a medical knowledge graph; build your reasoning on them, but do not \
+mention the graph or this list):
+{facts}
+"""
+
+STRATEGIES = {  # refinement round r uses the ((r - 1) mod 3)-th
+    "backtracking": "go back to the step where your attempt went wrong, say why it was wrong, and continue "
+                    "correctly from there",
+    "path_exploration": "weigh each option in turn against the key findings, then settle on the one they support",
+    "self_correction": "check every claim of your attempt against the question, correct the faulty ones, and "
+                       "reach the conclusion again",
+}
+
+REFINE = """Your attempt above was rejected: {why}. Write a new solution. This time use {name}: {how}. \
+Reply in the same format: <think>...</think> then <answer>{letters}</answer>."""
+
+# "the correct answer is given as C", "the provided answer", "we are told the answer": the teacher
+# leaning on the gold label instead of reasoning to it. "The correct answer is C" alone is a conclusion.
+LEAK = re.compile("|".join([
+    r"\b(?:correct|right|gold|expected|reference|true|final)\s+(?:answer|option|choice)\s+(?:is|was|has been)\s+"
+    r"(?:already\s+)?(?:given|provided|stated|marked|listed|indicated|supplied|shown)\b",
+    r"\b(?:given|provided|stated|supplied|marked|reference)\s+(?:correct\s+)?answer\b",
+    r"\banswer\s+key\b",
+    r"\b(?:we|i)\s+(?:are|were|am|was|have\s+been|had\s+been)\s+(?:told|given|provided)\s+(?:that\s+)?"
+    r"(?:the\s+)?(?:correct\s+)?(?:answer|option)\b",
+    r"^\W*correct\s+answer\s*:",                      # the prompt's line echoed
+    r"(?:已知|给定|给出|提供)的?(?:正确)?答案|标准答案|答案已(?:给出|知)"]), re.I | re.M)
+HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|might|not sure|unsure|hmm+|i guess|i think|unclear|wait)\b",
+                   re.I)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_THINK = re.compile(r"\s*(?:<think>)?(.*?)</think>", re.S | re.I)  # the chat template may open <think>
+REASONS = ("format", "wrong_answer", "leakage", "too_short", "too_long", "repetition", "language")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def language(text):
+    """"zh" when CJK characters are at least 30% of the letters (Chinese prose keeps English drug names
+    and abbreviations), else "en"."""
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    return "zh" if cjk and cjk >= 0.3 * (cjk + latin) else "en"
+
+
+def repetition(text, n=6):
+    """Share of word n-grams (CJK: character n-grams) already seen earlier in the text. Natural CoT stays
+    under 0.03 (HuatuoGPT-o1's 198 demo trajectories: at most 0.023); a looping generation nears 1."""
+    toks = tokens(text)
+    grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def think_text(output):
+    m = _THINK.match(output or "")
+    return m.group(1).strip() if m else ""
+
+
+def verdict(output, rec, min_words=20, max_words=1024, max_repeat=0.25):
+    """None if `output` is a usable trajectory for `rec`, else the first reason (one of REASONS) it is not."""
+    multi = bool(rec["meta"].get("multi_answer"))
+    if not format_ok(output, rec["options"], multi):
+        return "format"
+    got = extract_answer(output, rec["options"], multi)  # format_ok passed: its answer tag parses
+    if got is None or set(got) != set(rec["answer"]):
+        return "wrong_answer"
+    think = think_text(output)
+    if LEAK.search(think):
+        return "leakage"
+    words = len(tokens(think))
+    if words < min_words:
+        return "too_short"
+    if words > max_words:
+        return "too_long"
+    if repetition(think) > max_repeat:
+        return "repetition"
+    if language(think) != language(rec["question"]):
+        return "language"
+    return None
+
+
+def pick(outputs, verdicts):
+    """Index of the chosen passing candidate: fewest hedges, then fewest words, then first; None if none pass."""
+    ok = [i for i, v in enumerate(verdicts) if v is None]
+    if not ok:
+        return None
+    return min(ok, key=lambda i: (len(HEDGE.findall(think_text(outputs[i]))), len(tokens(think_text(outputs[i]))), i))
+
+
+def assistant(think, rec):
+    return f"<think>\n{think.strip()}\n</think>\n<answer>{rec['answer']}</answer>"
+
+
+def sft_record(rec, think, system, meta):
+    msgs = build_prompt(rec, system) + [{"role": "assistant", "content": assistant(think, rec)}]
+    return {"id": rec["id"], "source": rec["source"], "messages": msgs, "meta": meta}
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+REL_TEXT = {"has_phenotype": "{s} features {o}", "onset": "{s} has {o}", "inheritance": "{s} shows {o}",
+            "associated_gene": "{s} is associated with pathogenic variants in {o}",
+            "indicated_for": "{s} is indicated for {o}", "in_class": "{s} is classified as: {o}",
+            "targets": "{s} acts on {o}", "side_effect": "{s} can cause {o}", "caused_by": "{s} is caused by {o}",
+            "located_in": "{s} affects the {o}", "transmitted_by": "{s} is transmitted by {o}",
+            "subclass_of": "{s} is a kind of {o}"}
+_LOWER = {"has_phenotype", "onset", "side_effect", "located_in", "indicated_for"}  # objects read as common nouns
+
+
+def fact_text(edge):
+    """One KG path edge as an English sentence."""
+    s, r, o = edge["subject_name"], edge["relation"], edge["object_name"]
+    o = lower_first(o) if r in _LOWER else o
+    return REL_TEXT.get(r, "{s} " + r.replace("_", " ") + " {o}").format(s=s[:1].upper() + s[1:], o=o) + "."
+
+
+def teacher_messages(rec):
+    multi = bool(rec["meta"].get("multi_answer"))
+    answer = "; ".join(f"{a}. {rec['options'][a]}" for a in rec["answer"])
+    path = rec["meta"].get("path")
+    skeleton = SKELETON.format(facts="\n".join("- " + fact_text(e) for e in path)) if path else ""
+    lang = "Chinese" if language(rec["question"]) == "zh" else "English"
+    text = TEACHER.format(question=format_question(rec), answer=answer + (" (all of these)" if multi else ""),
+                          skeleton=skeleton, language=lang, letters=rec["answer"])
+    return [{"role": "user", "content": text}]
+
+
+def why_text(reason, output, rec, limits):
+    """The feedback a refinement round gives for a failed attempt."""
+    if reason == "wrong_answer":
+        got = extract_answer(output, rec["options"], bool(rec["meta"].get("multi_answer")))
+        return f"it concluded {got}, but the correct answer is {rec['answer']}"
+    return {"format": f"its format was wrong ({format_error(output, rec['options'], bool(rec['meta'].get('multi_answer')))}); "
+                      "write <think>...</think> then <answer>X</answer>",
+            "leakage": "it leaned on the answer being given instead of reasoning to it",
+            "too_short": f"its reasoning was too short (under {limits['min_words']} words)",
+            "too_long": f"its reasoning was too long (over {limits['max_words']} words)",
+            "repetition": "it repeated itself",
+            "language": f"it was not written in {'Chinese' if language(rec['question']) == 'zh' else 'English'}",
+            }[reason]
+
+
+def strategy_of(r):
+    return None if r == 0 else list(STRATEGIES)[(r - 1) % len(STRATEGIES)]
+
+
+def refine_messages(rec, prev, r, limits):
+    """Round r >= 1: the original prompt, the previous round's first attempt and why it failed, and the
+    round's strategy."""
+    name = strategy_of(r)
+    failed = prev["candidates"][0]
+    why = why_text(verdict(failed, rec, **limits), failed, rec, limits)
+    follow = REFINE.format(why=why, name=name.replace("_", " "), how=STRATEGIES[name], letters=rec["answer"])
+    return teacher_messages(rec) + [{"role": "assistant", "content": failed}, {"role": "user", "content": follow}]
+
+
+# ----------------------------------------------------------------------------- the teacher loop
+
+
+def history(rec, seen, limits):
+    """Verdict lists of the rounds an item went through (seen[r]: uid -> stored row), up to its first
+    round with a passing candidate."""
+    out = []
+    for rows in seen:
+        row = rows.get(uid(rec))
+        if row is None:
+            break
+        out.append([verdict(c, rec, **limits) for c in row["candidates"]])
+        if None in out[-1]:
+            break
+    return out
+
+
+def run_teacher(client, records, out, k=4, rounds=3, temperature=0.7, max_tokens=2048, limits=None, teacher=None,
+                system=None):
+    """Round 0 over all records, then refinement rounds over the items whose every round so far failed.
+    Returns (sft records, failed records, stats)."""
+    limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25, **(limits or {})}
+    seen = []
+    for r in range(rounds + 1):
+        if r == 0:
+            msgs = {uid(x): teacher_messages(x) for x in records}
+        else:
+            msgs = {uid(x): refine_messages(x, seen[-1][uid(x)], r, limits) for x in records
+                    if len(h := history(x, seen, limits)) == r and None not in h[-1]}
+        todo = [x for x in records if uid(x) in msgs]
+        path = os.path.join(out, f"round{r}.jsonl")
+        if todo:
+            run_step(client, _keyed(todo), path, lambda x: msgs[x["id"]],
+                     lambda x, comps, r=r: {"round": r, "strategy": strategy_of(r), "prompt": msgs[x["id"]],
+                                            "candidates": comps},
+                     n=k, temperature=temperature, max_tokens=max_tokens,
+                     desc=f"round {r}" + (f" ({strategy_of(r)})" if r else ""))
+        seen.append(load_results(path) if os.path.exists(path) else {})
+    return collect(records, seen, limits, teacher, system)
+
+
+def collect(records, seen, limits, teacher, system):
+    """SFT records, failed records and per-round stats from the stored teacher replies."""
+    rounds = [{"round": r, "strategy": strategy_of(r), "items": 0, "candidates": 0, "passed_candidates": 0,
+               "items_passed": 0, "reasons": Counter()} for r in range(len(seen))]
+    sft, failed = [], []
+    for rec in records:
+        h = history(rec, seen, limits)
+        for st, vs in zip(rounds, h):
+            st["items"] += 1
+            st["candidates"] += len(vs)
+            st["passed_candidates"] += vs.count(None)
+            st["items_passed"] += None in vs
+            st["reasons"].update(v for v in vs if v)
+        if not h or None not in h[-1]:
+            failed.append({**rec, "meta": {**rec["meta"], "distill_rounds": len(h),
+                                           "distill_reasons": h[-1] if h else None}})
+            continue
+        r = len(h) - 1
+        row = seen[r][uid(rec)]
+        chosen = pick(row["candidates"], h[-1])
+        meta = {"teacher": teacher, "prompt": row["prompt"], "round": r, "strategy": row["strategy"],
+                "candidates": len(h[-1]), "passed": h[-1].count(None)}
+        sft.append(sft_record(rec, think_text(row["candidates"][chosen]), system, meta))
+    for st in rounds:
+        st["reasons"] = dict(st["reasons"])
+    stats = {"items": len(records), "kept": len(sft), "failed": len(failed), "rounds": rounds,
+             "kept_by_round": dict(Counter(s["meta"]["round"] for s in sft))}
+    return sft, failed, stats
+
+
+# ----------------------------------------------------------------------------- no teacher: the KG path
+
+
+def templated(rec):
+    """A trajectory written from a KG question's sampled path (meta.path): the findings, the entity they
+    point to, each further hop, the answer. None for a record without a path."""
+    path = rec["meta"].get("path")
+    if not path:
+        return None
+    ans_text = rec["options"][rec["answer"]]
+    findings = [e for e in path if e["relation"] in ("has_phenotype", "onset")]
+    lines = []
+    if findings:  # a vignette: the findings point to a disease first
+        d = findings[0]["subject_name"]
+        shown = [lower_first(e["object_name"]) for e in findings if e["relation"] == "has_phenotype"]
+        onset = [lower_first(e["object_name"]) for e in findings if e["relation"] == "onset"]
+        lines.append(f"The key findings are {join(shown)}" + (f", with {onset[0]}." if onset else "."))
+        lines.append(f"{d[:1].upper() + d[1:]} features {join(shown)}" + (f" and has {onset[0]}" if onset else "")
+                     + ", so it accounts for the whole picture and is the most likely diagnosis.")
+        rest = [e for e in path if e not in findings]
+    else:
+        rest = list(path)
+    ask = rec["answer"]
+    # hops that do not mention the answer first, then the ones that reach it
+    rest.sort(key=lambda e: ans_text.lower() in (e["subject_name"].lower(), e["object_name"].lower()))
+    lines += [fact_text(e) for e in rest]
+    lines.append(f"Of the options, only {ans_text} fits every stated fact, so the answer is {ask}.")
+    return "<think>\n" + "\n".join(lines) + "\n</think>\n<answer>" + ask + "</answer>"
+
+
+def run_template(records, limits, system=None):
+    stats = Counter()
+    sft, failed = [], []
+    for rec in records:
+        out = templated(rec)
+        if out is None:
+            stats["skip:no_kg_path"] += 1
+            continue
+        why = verdict(out, rec, **limits)
+        if why:
+            stats[f"drop:{why}"] += 1
+            failed.append({**rec, "meta": {**rec["meta"], "distill_reasons": [why]}})
+            continue
+        meta = {"teacher": "template", "prompt": None, "round": 0, "strategy": None, "candidates": 1, "passed": 1}
+        sft.append(sft_record(rec, think_text(out), system, meta))
+    stats.update(items=len(records), kept=len(sft))
+    return sft, failed, dict(stats)
+
+
+# ----------------------------------------------------------------------------- HuatuoGPT-o1 trajectories
+
+
+DEFAULT_BENCH = ("medqa", "medmcqa", "pubmedqa", "mmlu_pro_biology", "mmlu_pro_health")
+
+
+def load_bench(specs, data_dir=None):
+    """name -> records; the defaults plus NAME=FILE extras. A missing file is an error."""
+    out = {}
+    for spec in list(DEFAULT_BENCH) + list(specs or []):
+        name, _, path = spec.partition("=")
+        try:
+            out[name] = load_benchmark(name, path or None, data_dir=data_dir)
+        except (FileNotFoundError, KeyError) as e:
+            raise RecordError(f"benchmark {spec}: {e}") from None
+    return out
+
+
+def convert_huatuogpt(path, bench, limits, system=None):
+    """HuatuoGPT-o1 demo items -> SFT records: think = Complex_CoT, answer = answer_idx. Dropped, by reason:
+    the format filter on the item, a Response whose extracted letter contradicts answer_idx, the trajectory
+    checks of the teacher path (leakage, length, repetition, language), overlap with an eval benchmark."""
+    stats = Counter()
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    if not isinstance(raw, list):
+        raise RecordError(f"{path}: expected a JSON list of items, got a {type(raw).__name__}")
+    recs = convert_source(f"huatuo:train={path}", "")
+    stats["items"] = len(recs)
+    keep, dropped = [], []
+    for i, (rec, row) in enumerate(zip(recs, raw)):
+        for f in ("Complex_CoT", "Response"):
+            if not isinstance(row.get(f), str) or not row[f].strip():
+                raise RecordError(f"{path}: item {i}: missing or empty {f!r}")
+        said = extract_answer(row["Response"], rec["options"])  # free prose mostly: None, no letter named
+        why = format_filter(rec)
+        why = f"item_{why}" if why else "response_contradicts" if said not in (None, rec["answer"]) else \
+            verdict(assistant(row["Complex_CoT"], rec), rec, **limits)
+        if why:
+            stats[f"drop:{why}"] += 1
+            dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": why}})
+            continue
+        keep.append((rec, row["Complex_CoT"]))
+    for name in bench:
+        stats[f"decontam:huatuo:{name}"] += 0  # a zero is a result too
+    clean = decontaminate([r for r, _ in keep], BenchIndex(bench), stats=stats, dropped=dropped)
+    ids = {r["id"] for r in clean}
+    meta = {"teacher": "huatuogpt-o1-demo (GPT-4o)", "prompt": None, "round": 0, "strategy": None,
+            "candidates": 1, "passed": 1}
+    sft = [sft_record(r, t, system, dict(meta)) for r, t in keep if r["id"] in ids]
+    stats["kept"] = len(sft)
+    return sft, dropped, {k: v for k, v in sorted(stats.items())}
+
+
+# ----------------------------------------------------------------------------- reports and CLI
+
+
+def stats_markdown(stats, title):
+    lines = [f"# {title}", "", f"items {stats['items']}, kept {stats['kept']}"
+             + (f", failed {stats['failed']}" if "failed" in stats else ""), ""]
+    if "rounds" in stats:
+        lines += ["| round | strategy | items | candidates | passing candidates | items passed | rejections |",
+                  "|---:|---|---:|---:|---:|---:|---|"]
+        for st in stats["rounds"]:
+            rej = ", ".join(f"{k} {v}" for k, v in sorted(st["reasons"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {st['round']} | {st['strategy'] or '-'} | {st['items']} | {st['candidates']} | "
+                         f"{st['passed_candidates']} | {st['items_passed']} | {rej or '-'} |")
+    else:
+        lines += ["| count | n |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in stats.items()
+                                                    if k not in ("items", "kept")]
+    return "\n".join(lines) + "\n"
+
+
+TEACHER_ARGS = ("k", "rounds", "temperature", "max_tokens", "endpoint", "model_name", "model", "records")
+
+
+def check_config(out, a):
+    """The teacher-side flags of a resumed run must match the ones its stored replies were made with."""
+    path = os.path.join(out, "config.json")
+    cfg = {k: getattr(a, k) for k in TEACHER_ARGS}
+    if os.path.exists(path):
+        old = json.load(open(path))
+        diff = [f"--{k.replace('_', '-')} {old.get(k)} -> {cfg[k]}" for k in cfg if old.get(k) != cfg[k]]
+        if diff:
+            sys.exit(f"error: {out} holds replies made with other settings ({'; '.join(diff)}); use a new --out")
+    else:
+        os.makedirs(out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Teacher CoT trajectories (pass@k + refinement) as SFT chat records.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--records", help="input records JSONL (curated pool or KG questions)")
+    src.add_argument("--huatuogpt", metavar="FILE", help="convert HuatuoGPT-o1 demo_data.json instead")
+    ap.add_argument("--out", required=True, help="output folder (resumes from what is there)")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--endpoint", help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1")
+    how.add_argument("--model", help="local checkpoint dir as the teacher (sample.py)")
+    how.add_argument("--template", action="store_true", help="no teacher: write KG questions' trajectories from their path")
+    ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    ap.add_argument("--retries", type=int, default=6, help="retries on 5xx, 429, timeouts")
+    ap.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    ap.add_argument("--k", type=int, default=4, help="candidates per item and round (pass@k)")
+    ap.add_argument("--rounds", type=int, default=3, help="refinement rounds R for items with no passing candidate")
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--max-tokens", type=int, default=2048, help="teacher reply budget")
+    ap.add_argument("--min-words", type=int, default=20, help="shortest reasoning kept (words; CJK characters)")
+    ap.add_argument("--max-words", type=int, default=1024, help="longest reasoning kept")
+    ap.add_argument("--max-repeat", type=float, default=0.25, help="largest share of repeated word 6-grams")
+    ap.add_argument("--system", default=None, help="system message to put in each SFT record")
+    ap.add_argument("--bench", action="append", default=[], metavar="NAME[=FILE]",
+                    help=f"--huatuogpt: benchmark to decontaminate against, besides {', '.join(DEFAULT_BENCH)}")
+    ap.add_argument("--data-dir", default=DATA_DIR, help="where the benchmark files are")
+    ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
+    a = ap.parse_args(argv)
+    limits = {"min_words": a.min_words, "max_words": a.max_words, "max_repeat": a.max_repeat}
+    os.makedirs(a.out, exist_ok=True)
+    try:
+        if a.huatuogpt:
+            sft, failed, stats = convert_huatuogpt(a.huatuogpt, load_bench(a.bench, a.data_dir), limits, a.system)
+            title = f"HuatuoGPT-o1 trajectories from {a.huatuogpt}"
+        else:
+            bad = Counter()
+            records = list(read_jsonl(a.records, skip_bad=a.skip_bad, stats=bad))
+            if a.template:
+                sft, failed, stats = run_template(records, limits, a.system)
+                title = f"templated KG trajectories for {a.records}"
+            elif a.endpoint or a.model:
+                check_config(a.out, a)
+                teacher = a.model_name or a.model
+                sft, failed, stats = run_teacher(client_from_args(a), records, a.out, a.k, a.rounds, a.temperature,
+                                                 a.max_tokens, limits, teacher, a.system)
+                title = f"teacher {teacher} on {a.records}"
+            else:
+                ap.error("give a teacher: --endpoint URL --model-name NAME, --model DIR, or --template")
+            if bad:
+                stats["bad_lines"] = bad["bad_lines"]
+    except (RecordError, LLMError, OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    write_jsonl(os.path.join(a.out, "sft.jsonl"), sft)
+    write_jsonl(os.path.join(a.out, "failed.jsonl"), failed)
+    with open(os.path.join(a.out, "stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+    with open(os.path.join(a.out, "stats.md"), "w") as f:
+        f.write(stats_markdown(stats, title))
+    print(f"{len(sft)} SFT records in {os.path.join(a.out, 'sft.jsonl')}, {len(failed)} dropped; "
+          f"stats -> {os.path.join(a.out, 'stats.md')}")
+
+
+if __name__ == "__main__":
+    main()

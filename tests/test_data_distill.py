@@ -1,0 +1,268 @@
+"""data/distill.py: teacher distillation against a real loopback chat server (pass@k, refinement rounds,
+every filter counted, kill and resume), templated trajectories for real KG questions, and the HuatuoGPT-o1
+converter on the real file with decontamination."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data.distill import (load_bench, convert_huatuogpt, main, pick, repetition, teacher_messages, templated,
+                          verdict)
+from eval.answer import build_prompt, extract_answer, format_ok
+from eval.records import make_record, read_jsonl, write_jsonl
+from test_eval_llm import ChatServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY = ("The patient has fever, a new murmur and splinter haemorrhages after a dental procedure, which points to "
+        "infective endocarditis; the other options explain only part of this picture.")
+BODY_ZH = "患者发热，新出现心脏杂音，牙科操作后出现甲下线状出血，提示感染性心内膜炎，其他选项只能解释部分表现。"
+ZH_OPTS = ["感染性心内膜炎", "风湿热", "心肌炎", "心包炎"]
+EN_OPTS = ["Infective endocarditis", "Rheumatic fever", "Myocarditis", "Pericarditis"]
+# tag -> gold letter; behaviour of the fake teacher below
+TAGS = {"easy": "A", "leak": "B", "backtrack": "C", "selfcorrect": "D", "never": "A", "format": "B",
+        "short": "C", "long": "D", "repeat": "A", "lang": "B", "zh": "C"}
+
+
+def rec_for(tag, gold):
+    zh = tag in ("lang", "zh")
+    q = (f"[{tag}] 一名45岁男性，发热两周。最可能的诊断是什么？" if zh else
+         f"[{tag}] A 45-year-old man has had fever for two weeks. Which of the following is the most likely diagnosis?")
+    opts = list(ZH_OPTS if zh else EN_OPTS)
+    i = "ABCD".index(gold)
+    opts[0], opts[i] = opts[i], opts[0]  # the gold letter holds the right disease
+    return make_record(f"q-{tag}", "test", "train", q, opts, gold)
+
+
+def reply(think, letter):
+    return f"<think>\n{think}\n</think>\n<answer>{letter}</answer>"
+
+
+class Teacher:
+    """Answers depend on the prompt: the item's tag, the gold letter it was shown, the strategy named."""
+
+    def __init__(self):
+        self.log = []  # (tag, round) per request
+
+    def __call__(self, messages, i):
+        first = messages[0]["content"]
+        tag = re.search(r"\[(\w+)\]", first).group(1)
+        gold = re.search(r"Correct answer: ([A-Z])\.", first).group(1)
+        wrong = "A" if gold != "A" else "B"
+        rnd = (len(messages) - 1) // 2
+        m = re.search(r"This time use ([a-z ]+):", messages[-1]["content"]) if rnd else None
+        strategy = m.group(1) if m else None
+        if i == 0:
+            self.log.append((tag, rnd))
+        body = BODY_ZH if tag == "zh" or (tag == "lang" and rnd) else BODY
+        if tag == "easy":  # 0 hedged, 1 long, 2 short: the rule takes 2
+            return reply([f"Maybe so. {BODY} [c0]", f"{BODY} Blood cultures and an echocardiogram would confirm it. [c1]", f"{BODY} [c2]"][i], gold)
+        if tag == "leak":
+            return [reply(f"The correct answer is given as {gold}, so: {BODY}", gold), reply(BODY, wrong),
+                    reply(f"{BODY} So the correct answer is {gold}.", gold)][i]
+        if tag in ("backtrack", "selfcorrect", "never"):
+            right = {"backtrack": "backtracking", "selfcorrect": "self correction"}.get(tag, "-") == strategy
+            return reply(body, gold if right else wrong)
+        if rnd:
+            return reply(body, gold)
+        return {"format": f"{BODY}\n<answer>{gold}</answer>", "short": reply("Endocarditis.", gold),
+                "long": reply(" ".join(f"finding{j}" for j in range(300)), gold),
+                "repeat": reply("the patient has fever " * 20, gold), "lang": reply(BODY, gold),
+                "zh": reply(body, gold)}[tag]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def test_verdict_names_each_reason():
+    en, zh = rec_for("x", "A"), rec_for("zh", "A")
+    assert verdict(reply(BODY, "A"), en) is None
+    assert verdict(reply(BODY, "B"), en) == "wrong_answer"
+    assert verdict(f"{BODY}\n<answer>A</answer>", en) == "format"                  # no </think>
+    assert verdict(f"{BODY}</think>\n<answer>A</answer>", en) is None              # template-opened <think>
+    assert verdict(reply(BODY, "A or B"), en) == "format"                          # no single choice
+    for leak in ("The correct answer is given as A.", "Since the provided answer is A,", "Checking the answer key,",
+                 "We are told the answer is A.", "Correct answer: A. Infective endocarditis"):
+        assert verdict(reply(f"{leak} {BODY}", "A"), en) == "leakage", leak
+    assert verdict(reply(f"{BODY} Hence the correct answer is A.", "A"), en) is None  # a conclusion, not a leak
+    assert verdict(reply(f"已知正确答案为A。{BODY_ZH}", "A"), zh) == "leakage"
+    assert verdict(reply("Endocarditis.", "A"), en) == "too_short"
+    assert verdict(reply(" ".join(f"w{j}" for j in range(120)), "A"), en, max_words=100) == "too_long"
+    assert verdict(reply("the patient has fever " * 20, "A"), en) == "repetition"
+    assert verdict(reply(BODY, "A"), zh) == "language"
+    assert verdict(reply(BODY_ZH, "A"), en) == "language"
+    assert verdict(reply(BODY_ZH + " Streptococcus viridans, HACEK, Duke criteria.", "A"), zh) is None
+    assert repetition(BODY) == 0 and repetition("a b c d e f " * 10) > 0.8
+
+
+def test_pick_fewest_hedges_then_shortest():
+    outs = [reply(f"Perhaps. {BODY}", "A"), reply(f"{BODY} {BODY}", "A"), reply(BODY, "A"), reply(BODY, "A")]
+    assert pick(outs, [None, None, None, None]) == 2
+    assert pick(outs, [None, None, "wrong_answer", None]) == 3
+    assert pick(outs, [None, "leakage", "format", "format"]) == 0
+    assert pick(outs, ["format"] * 4) is None
+
+
+# ----------------------------------------------------------------------------- teacher, end to end
+
+
+def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
+    recs = [rec_for(t, g) for t, g in TAGS.items()]
+    write_jsonl(tmp_path / "in.jsonl", recs)
+    out = tmp_path / "out"
+    teacher = Teacher()
+    with ChatServer(teacher, delay_s=0.15) as srv:
+        args = ["--records", str(tmp_path / "in.jsonl"), "--out", str(out), "--endpoint", srv.url, "--model-name",
+                "teacher", "--k", "3", "--rounds", "3", "--max-words", "200", "--concurrency", "1",
+                "--backoff", "0.01"]
+        proc = subprocess.Popen([sys.executable, "-m", "data.distill", *args], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        round0, deadline = out / "round0.jsonl", time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            if round0.exists() and round0.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        finished = {r["id"].split("/")[1][2:] for r in read_jsonl(round0, validate=False, skip_bad=True)}
+        assert 3 <= len(finished) < len(TAGS)  # killed in the middle of round 0
+        teacher.log.clear()
+        srv.delay_s = 0
+        main(args)  # resume
+        redone = [t for t, rnd in teacher.log if rnd == 0 and t in finished]
+        assert redone == [], "the resume asked again for items already written"
+        stats = json.loads((out / "stats.json").read_text())
+        teacher.log.clear()
+        main(args)  # a third run has nothing left to ask
+        assert teacher.log == []
+    assert stats["items"] == 11 and stats["kept"] == 10 and stats["failed"] == 1
+    assert stats["kept_by_round"] == {"0": 3, "1": 6, "3": 1}
+    r0, r1, r2, r3 = stats["rounds"]
+    assert (r0["items"], r0["candidates"], r0["passed_candidates"], r0["items_passed"]) == (11, 33, 7, 3)
+    assert r0["reasons"] == {"wrong_answer": 10, "leakage": 1, "format": 3, "too_short": 3, "too_long": 3,
+                             "repetition": 3, "language": 3}
+    assert (r1["strategy"], r1["items"], r1["items_passed"], r1["reasons"]) == ("backtracking", 8, 6, {"wrong_answer": 6})
+    assert (r2["strategy"], r2["items"], r2["items_passed"]) == ("path_exploration", 2, 0)
+    assert (r3["strategy"], r3["items"], r3["items_passed"]) == ("self_correction", 2, 1)
+    for r in range(4):  # every round file holds each of its items once
+        ids = [x["id"] for x in read_jsonl(out / f"round{r}.jsonl", validate=False)]
+        assert len(ids) == len(set(ids)) == [11, 8, 2, 2][r]
+
+    sft = {s["id"]: s for s in read_jsonl(out / "sft.jsonl", validate=False)}
+    by_id = {r["id"]: r for r in recs}
+    assert set(sft) == {f"q-{t}" for t in TAGS if t != "never"}
+    assert [r["id"] for r in read_jsonl(out / "failed.jsonl")] == ["q-never"]
+    for sid, s in sft.items():
+        rec = by_id[sid]
+        assert s["source"] == "test" and set(s["meta"]) == {"teacher", "prompt", "round", "strategy", "candidates", "passed"}
+        user, asst = s["messages"]
+        assert user == build_prompt(rec)[0]  # exactly what eval and GRPO show the model
+        assert re.fullmatch(r"<think>\n.+\n</think>\n<answer>[A-D]</answer>", asst["content"], re.S)
+        assert format_ok(asst["content"], rec["options"]) and extract_answer(asst["content"], rec["options"]) == rec["answer"]
+        assert s["meta"]["teacher"] == "teacher" and s["meta"]["candidates"] == 3
+        assert "Correct answer: " + rec["answer"] in s["meta"]["prompt"][0]["content"]
+    assert sft["q-easy"]["messages"][1]["content"].endswith("[c2]\n</think>\n<answer>A</answer>")
+    assert sft["q-easy"]["meta"]["passed"] == 3 and sft["q-leak"]["meta"]["passed"] == 1
+    assert "given as" not in sft["q-leak"]["messages"][1]["content"]
+    bt = sft["q-backtrack"]["meta"]
+    assert (bt["round"], bt["strategy"], len(bt["prompt"])) == (1, "backtracking", 3)
+    assert bt["prompt"][1]["content"] == reply(BODY, "A")  # the failed attempt, shown back
+    assert "it concluded A, but the correct answer is C" in bt["prompt"][2]["content"]
+    assert "its format was wrong" in sft["q-format"]["meta"]["prompt"][2]["content"]
+    assert "not written in Chinese" in sft["q-lang"]["meta"]["prompt"][2]["content"]
+    assert sft["q-lang"]["messages"][1]["content"].startswith("<think>\n" + BODY_ZH)
+    assert (sft["q-selfcorrect"]["meta"]["round"], sft["q-selfcorrect"]["meta"]["strategy"]) == (3, "self_correction")
+    md = (out / "stats.md").read_text()
+    assert "| 1 | backtracking | 8 | 24 | 18 | 6 | wrong_answer 6 |" in md
+
+
+def test_resume_with_other_teacher_settings_is_refused(tmp_path, capsys):
+    write_jsonl(tmp_path / "in.jsonl", [rec_for("easy", "A")])
+    with ChatServer(Teacher()) as srv:
+        args = ["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--endpoint", srv.url,
+                "--model-name", "t", "--k", "3"]
+        main(args)
+        with pytest.raises(SystemExit, match=r"--k 3 -> 5"):
+            main(args[:-1] + ["5"])
+        main(args + ["--max-words", "10"])  # filter flags may change: verdicts are recomputed
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["kept"] == 0 and stats["rounds"][0]["reasons"] == {"too_long": 3}
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    (tmp_path / "in.jsonl").write_text(json.dumps(rec_for("easy", "A")) + "\n{broken\n")
+    with pytest.raises(SystemExit, match=r"in\.jsonl:2: invalid JSON"):
+        main(["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--template"])
+    with pytest.raises(SystemExit, match=r"nope\.json"):
+        main(["--huatuogpt", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+
+
+# ----------------------------------------------------------------------------- KG: the path as skeleton
+
+
+@pytest.fixture(scope="module")
+def kg_records(shared):
+    from kg.build import build
+    from kg.sample import DEFAULT_MIX, Sampler, generate_one, parse_mix, to_record
+    from test_kg_sample import DISEASES
+    g = build(str(shared / "kg-sources"), ["hpo", "do", "drugcentral"], hpo_diseases=DISEASES)
+    s = Sampler(g)
+    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", ""), Sampler.TEMPLATES)
+    return [to_record(g, *got, i, 0) for i in range(40) if (got := generate_one(s, i, 0, mix, 5))]
+
+
+def test_templated_kg_trajectories_and_teacher_skeleton(kg_records, tmp_path):
+    assert len({r["meta"]["template"] for r in kg_records}) >= 4
+    for rec in kg_records:
+        out = templated(rec)
+        assert verdict(out, rec) is None, (out, verdict(out, rec))
+        assert extract_answer(out, rec["options"]) == rec["answer"]
+        think = out.lower()
+        for e in rec["meta"]["path"]:  # every hop of the sampled path is in the reasoning
+            assert e["subject_name"].lower() in think and e["object_name"].lower() in think
+        assert rec["options"][rec["answer"]].lower() in think
+        prompt = teacher_messages(rec)[0]["content"]
+        assert "Reasoning skeleton" in prompt and prompt.count("\n- ") == len(rec["meta"]["path"])
+    assert "Reasoning skeleton" not in teacher_messages(rec_for("x", "A"))[0]["content"]
+    write_jsonl(tmp_path / "kg.jsonl", kg_records + [rec_for("x", "A")])
+    main(["--records", str(tmp_path / "kg.jsonl"), "--out", str(tmp_path / "o"), "--template"])
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats == {"items": len(kg_records) + 1, "kept": len(kg_records), "skip:no_kg_path": 1}
+    sft = list(read_jsonl(tmp_path / "o" / "sft.jsonl", validate=False))
+    assert [s["id"] for s in sft] == [r["id"] for r in kg_records]
+    assert sft[0]["meta"] == {"teacher": "template", "prompt": None, "round": 0, "strategy": None,
+                              "candidates": 1, "passed": 1}
+
+
+# ----------------------------------------------------------------------------- HuatuoGPT-o1 demo
+
+
+def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
+    path = shared / "data" / "huatuogpt_o1_demo" / "demo_data.json"
+    bench = load_bench([], str(shared / "data"))
+    limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25}
+    sft, dropped, stats = convert_huatuogpt(str(path), bench, limits)
+    assert stats == {"items": 198, "kept": 185, "drop:item_missing_figure": 8, "drop:item_duplicate_options": 2,
+                     "decontam:huatuo:medqa": 0, "decontam:huatuo:medmcqa": 3, "decontam:huatuo:pubmedqa": 0,
+                     "decontam:huatuo:mmlu_pro_biology": 0, "decontam:huatuo:mmlu_pro_health": 0}
+    assert len(dropped) == 13
+    raw = json.loads(path.read_text())
+    first = sft[0]
+    i = int(first["id"].rsplit("-", 1)[1])
+    rec = make_record("x", "huatuo", "train", raw[i]["question"], raw[i]["options"], raw[i]["answer_idx"])
+    assert first["messages"][0] == build_prompt(rec)[0]
+    assert first["messages"][1]["content"] == f"<think>\n{raw[i]['Complex_CoT'].strip()}\n</think>\n<answer>{raw[i]['answer_idx']}</answer>"
+    # the same file with a contradicting Response, a leaking CoT and a looping CoT among the kept items
+    kept = [int(s["id"].rsplit("-", 1)[1]) for s in sft[:3]]
+    gold = raw[kept[0]]["answer_idx"]
+    raw[kept[0]]["Response"] += f"\n\nThe answer is ({'A' if gold != 'A' else 'B'})."
+    raw[kept[1]]["Complex_CoT"] = "The correct answer is given as the gold option. " + raw[kept[1]]["Complex_CoT"]
+    raw[kept[2]]["Complex_CoT"] = "Let me think again. " * 80
+    (tmp_path / "demo.json").write_text(json.dumps(raw))
+    sft2, _, stats2 = convert_huatuogpt(str(tmp_path / "demo.json"), bench, limits)
+    assert len(sft2) == 182
+    assert (stats2["drop:response_contradicts"], stats2["drop:leakage"], stats2["drop:repetition"]) == (1, 1, 1)
