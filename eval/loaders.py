@@ -366,8 +366,10 @@ def load_jmed(path, source="jmed", split="test", skip_bad=False, stats=None):
             return make_record(f"jmed-{index:05d}", source, split, _text(row["question"], "question"), opts,
                                _decode_answer(row["answer"], "letter", opts))
         q = _text(_cell(row["final_question"]), "final_question")
-        facts = [(k, _cell(row.get(k, ""))) for k in ("patient_age", "patient_sex")]
-        q = "".join(f"{k}: {v}\n" for k, v in facts if v) + q  # the age and sex live in their own columns
+        # the age and sex live in their own columns; the authors' scripts put them before the case
+        facts = [(label, _cell(row.get(k, "")))
+                 for k, label in (("patient_age", "患者年龄"), ("patient_sex", "患者性别"))]
+        q = "".join(f"{label}：{v}\n" for label, v in facts if v) + q
         opts = _options(row["final_options"])
         rid = _cell(row.get("diagId", ""))
         return make_record(f"{rid}-{index}" if rid else f"sheet-{index:05d}", source, split, q, opts,

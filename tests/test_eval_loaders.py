@@ -1,13 +1,15 @@
 """Benchmark loaders on the real shared files: published counts, valid records, file:line errors."""
+import ast
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import SHARED
 from eval.records import RecordError, validate_record
-from eval.loaders import BENCHMARKS, LETTERS, load_benchmark, load_cmexam, load_mcq, load_medmcqa, load_medqa, \
-    load_mmlu_pro, load_pubmedqa
+from eval.loaders import BENCHMARKS, LETTERS, answer_skew, load_benchmark, load_cmexam, load_mcq, load_medmcqa, \
+    load_medqa, load_mmlu_pro, load_pubmedqa, shuffle_options
 
 DATA = SHARED / "data"
 
@@ -216,3 +218,146 @@ def test_benchmark_table_and_missing_holdout_files(shared, tmp_path):
     assert r["question"] == item["question"].strip() and r["answer"] == item["answer"] and r["id"] == "Text-0"
     with pytest.raises(KeyError, match="unknown benchmark"):
         load_benchmark("nope")
+
+
+# ----------------------------------------------------------------------------- published layouts (fixtures)
+# tests/fixtures/loaders holds a few items of our own in each published layout of the holdout
+# benchmarks (their files are not in shared/): same columns, encodings and quirks, not their content.
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "loaders"
+
+
+def raw_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def triples(recs):
+    return [(r["id"], r["question"], r["options"], r["answer"]) for r in recs]
+
+
+def test_medbullets_op4_and_op5_in_csv_and_json(tmp_path):
+    op4 = load_benchmark("medbullets_op4", str(FIX / "medbullets_op4.csv"))
+    op5 = load_benchmark("medbullets", str(FIX / "medbullets_op5.csv"))
+    assert [len(r["options"]) for r in op4] == [4, 4, 4] and [len(r["options"]) for r in op5] == [5, 5, 5]
+    for recs, path in ((op4, "medbullets_op4.csv"), (op5, "medbullets_op5.csv")):
+        raw = raw_csv(FIX / path)
+        assert [r["options"][r["answer"]] for r in recs] == [x["answer"] for x in raw]  # the answer text column
+        assert [r["id"].split("-", 1)[1] for r in recs] == [x["link"] for x in raw]
+        for r in recs:
+            validate_record(r)
+    # the JSON variant (pandas' column-oriented to_json) gives the same records, ids included
+    assert triples(load_benchmark("medbullets_op4", str(FIX / "medbullets_op4.json"))) == triples(op4)
+    assert not {r["id"] for r in op4} & {r["id"] for r in op5}  # same links, two variants, no shared id
+    # an earlier published copy ends every row with ",,,,": harmless; a real extra value is not
+    with open(FIX / "medbullets_op4.csv", newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    (tmp_path / "medbullets").mkdir()
+    padded = tmp_path / "medbullets/medbullets_op4.csv"
+    for extra in (["", "", "", ""], ["", "x"]):
+        with open(padded, "w", newline="", encoding="utf-8") as f:
+            pad = [row + (extra if i == 1 else ["", "", "", ""]) for i, row in enumerate(rows)]
+            csv.writer(f).writerows([header] + pad)
+        if "x" not in extra:
+            assert triples(load_benchmark("medbullets_op4", data_dir=str(tmp_path))) == triples(op4)
+    line = 2 + sum(field.count("\n") for field in rows[0]) + 1  # item 2 starts after item 1's multi-line explanation
+    with pytest.raises(RecordError, match=rf"medbullets_op4\.csv:{line}: row has more fields than the header"):
+        load_benchmark("medbullets_op4", data_dir=str(tmp_path))
+
+
+def test_jmed_release_and_spreadsheet_layouts(tmp_path):
+    rel = load_benchmark("jmed", str(FIX / "jmed_release.jsonl"))
+    raw = [json.loads(l) for l in lines(FIX / "jmed_release.jsonl")]
+    assert [len(r["options"]) for r in rel] == [21] * 3
+    assert [r["answer"] for r in rel] == [x["answer"][0] for x in raw]  # ["B"] -> "B"
+    assert [r["id"] for r in rel] == ["jmed-00000", "jmed-00001", "jmed-00002"]
+    sheet = load_benchmark("jmed", str(FIX / "jmed_sheet.csv"))
+    assert triples(load_benchmark("jmed", str(FIX / "jmed_sheet.xlsx"))) == triples(sheet)  # .xlsx == its CSV
+    raw = raw_csv(FIX / "jmed_sheet.csv")
+    assert [r["id"] for r in sheet] == [f"{x['diagId']}-{i}" for i, x in enumerate(raw)]
+    for r, x in zip(sheet, raw):
+        validate_record(r)
+        opts = json.loads(x["final_options"])["options"]  # nested one level: {"options": {"A": ...}}
+        assert r["options"] == opts and [r["answer"]] == ast.literal_eval(x["final_correct_answer"])
+        assert r["question"].endswith(x["final_question"]) and x["patient_age"] in r["question"]
+    assert not {r["id"] for r in rel} & {r["id"] for r in sheet}
+    assert answer_skew(sheet) == ("A", 0.75) and answer_skew(rel) is None
+    fake = tmp_path / "sheet.xlsx"
+    fake.write_text("diagId,final_question\n")
+    with pytest.raises(RecordError, match=r"sheet\.xlsx: not a readable \.xlsx workbook"):
+        load_benchmark("jmed", str(fake))
+
+
+def test_medxpertqa_mmlu_pro_and_careqa_layouts(tmp_path):
+    mx = load_benchmark("medxpertqa", str(FIX / "medxpertqa_text.jsonl"))
+    raw = [json.loads(l) for l in lines(FIX / "medxpertqa_text.jsonl")]
+    assert [r["id"] for r in mx] == ["Text-0", "Text-1"] and all(len(r["options"]) == 10 for r in mx)
+    assert [r["meta"]["question_type"] for r in mx] == ["Reasoning", "Understanding"]
+    assert all("Answer Choices" not in r["question"] and r["question"] in x["question"] for r, x in zip(mx, raw))
+    mp = load_mmlu_pro(str(FIX / "mmlu_pro.jsonl"))
+    assert [len(r["options"]) for r in mp] == [3, 5, 10] and [r["answer"] for r in mp] == ["B", "C", "E"]
+    # CareQA_en.json is JSON Lines despite its name; cop, exam_id and year are floats; an option may be a number
+    cq = load_benchmark("careqa", str(FIX / "careqa_en.json"))
+    raw = [json.loads(l) for l in lines(FIX / "careqa_en.json")]
+    assert [r["id"] for r in cq] == [x["unique_id"] for x in raw]
+    assert [r["answer"] for r in cq] == [LETTERS[int(x["cop"]) - 1] for x in raw]
+    assert cq[1]["options"]["C"] == "7.28" and cq[0]["meta"] == {"category": "Medicine", "year": 2024, "exam_id": 1}
+    as_list = tmp_path / "careqa_list.json"  # the same rows as one JSON list: the same records
+    as_list.write_text(json.dumps(raw, indent=1))
+    assert triples(load_benchmark("careqa", str(as_list))) == triples(cq)
+
+
+@pytest.mark.parametrize("answer,options,want,n", [
+    (["A"], {"A": "x", "B": "y"}, "A", 2),
+    ("['B']", '{"options": {"A": "x", "B": "y"}}', "B", 2),  # JMED's spreadsheet cells
+    ('["a", "c"]', ["x", "y", "z"], "AC", 3),
+    ("(C)", {"options": ["x", "y", "z"]}, "C", 3),
+    ("B", {"A": "x", "B": "y", "C": "", "D": None}, "B", 2),  # trailing empty options dropped
+])
+def test_answer_and_option_cells(tmp_path, answer, options, want, n):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"question": "q?", "options": options, "answer": answer}) + "\n")
+    (r,) = load_mcq(str(path), source="x")
+    assert r["answer"] == want and list(r["options"]) == list(LETTERS[:n])
+
+
+@pytest.mark.parametrize("options,error", [
+    ({"A": "x", "C": "z"}, "option B is empty"),
+    ({"A": "x", "second": "y"}, r"option keys \['A', 'SECOND'\] are not letters"),
+    (["only one"], "1 option"),
+])
+def test_bad_option_cells_name_the_line(tmp_path, options, error):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"question": "q?", "options": ["a", "b"], "answer": "A"}) + "\n" +
+                    json.dumps({"question": "q?", "options": options, "answer": "A"}) + "\n")
+    with pytest.raises(RecordError, match=rf"items\.jsonl:2: {error}"):
+        load_mcq(str(path), source="x")
+
+
+def test_absent_option_column_is_no_option(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("question,op1,op2,op3,cop\nq?,a,b,c,3\n")
+    (r,) = load_mcq(str(path), source="x", options="op1,op2,op3,op4,op5", answer="cop", answer_format="index1")
+    assert r["options"] == {"A": "a", "B": "b", "C": "c"} and r["answer"] == "C"
+
+
+def test_shuffle_options_moves_the_gold_with_its_option(shared):
+    recs = load_benchmark("medqa", data_dir=str(DATA))[:300]
+    a, b = [shuffle_options(r, 7) for r in recs], [shuffle_options(r, 7) for r in recs]
+    assert a == b  # deterministic per (seed, id)
+    assert [r["options"] for r in a] != [r["options"] for r in (shuffle_options(r, 8) for r in recs)]
+    for old, new in zip(recs, a):
+        validate_record(new)
+        assert new["options"][new["answer"]] == old["options"][old["answer"]]
+        assert sorted(new["options"].values()) == sorted(old["options"].values())
+        assert all(new["options"][LETTERS[i]] == old["options"][k] for i, k in enumerate(new["meta"]["option_order"]))
+    assert sum(n["answer"] != o["answer"] for o, n in zip(recs, a)) > 150  # about 3/4 of the golds move
+    multi = [r for r in load_benchmark("cmexam", data_dir=str(DATA), skip_bad=True) if r["meta"].get("multi_answer")]
+    for old in multi[:50]:
+        new = shuffle_options(old, 1)
+        assert {new["options"][l] for l in new["answer"]} == {old["options"][l] for l in old["answer"]}
+        assert new["meta"]["multi_answer"] and list(new["answer"]) == sorted(new["answer"])
+    # PubMedQA's golds are 55% "yes" = A; shuffled, no letter holds half of them
+    pq = load_benchmark("pubmedqa", data_dir=str(DATA))
+    assert answer_skew(pq) == ("A", 0.552)
+    assert answer_skew([shuffle_options(r, 0) for r in pq]) is None
