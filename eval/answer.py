@@ -1,19 +1,56 @@
-"""The one prompt builder and the one answer extractor, shared by SFT, GRPO (reward) and eval.
+"""The one prompt builder, the one answer extractor and the format check, shared by SFT, GRPO
+(reward) and eval.
 
-The model is asked to reason, then put its choice inside <answer></answer>. The extractor is strict
-on purpose (see PITFALLS.md, "Evaluation"): it never guesses. It returns None - an extraction
-failure, scored as wrong - when nothing parses, when several different answers are given, when a
-letter is not among the item's options, or when a letter comes with another option's text.
+The extractor is the GRPO reward: any output it credits with a letter that the output did not
+commit to alone is a hole a policy finds within a few hundred steps (hedging pays when the grader
+reads "the first letter" of a list). It is strict on purpose (see ../shared/PITFALLS.md,
+"Evaluation"): it never guesses, and it returns None - scored as wrong - whenever the output
+commits to no answer or to several.
 
-Order of evidence:
-  1. Qwen3's <think>...</think> is dropped: only what follows the reasoning counts.
-  2. The LAST non-empty <answer> tag decides (a model that corrects itself ends with the fix); an
-     unclosed final tag counts too (a sampler stopped on "</answer>"). If that tag does not parse,
-     the answer is None: text outside it is not consulted.
-  3. Without any tag: patterns such as "The answer is (B)", "Answer: B", \\boxed{B}, "答案：B", or a
-     final line holding just the letter. They must all agree.
-Letters are returned upper case; multi-answer items give a sorted string such as "ACE", scored
-by exact set match.
+Extraction policy (extract_answer):
+ 1. Reasoning is not read. Qwen3 <think>...</think> blocks are dropped, and so is everything up to
+    a lone </think> (the chat template may have opened <think> in the prompt); an unclosed <think>
+    means the output was cut inside its reasoning: nothing after it counts. Decoder leftovers
+    such as <|im_end|> are ignored.
+ 2. Tags decide. If the output has a non-empty <answer> tag, the answer is what the tags hold;
+    prose BEFORE the first tag is reasoning and is not read. An unclosed final tag (cut off, or a
+    sampler stopped before "</answer>") holds everything to the end of the output.
+ 3. A tag holds exactly one choice: a letter (B, (B), B., b, Ｂ, **B**, \\boxed{B}, "Answer: B"),
+    the exact text of one option, or a letter with its own option's text ("B. Asthma", "Asthma (B)";
+    a cut-off prefix of that text counts). Anything else in the tag - "A or D", "A. Asthma or
+    D. Pneumonia", an option list (one per line, or cut off after an unclosed tag), a letter with
+    another option's text, garbled or nested tags - is no answer.
+ 4. Several tags must all hold the same choice (two agreeing tags count once; two that disagree
+    are no answer; empty tags are ignored).
+ 5. Text after the first tag is part of the answer: every answer phrase there (rule 6) must name
+    the same choice as the tags, and the rest of a tag's line must not name another option (7).
+ 6. Without a tag, answer phrases decide: "The answer is (B)", "Answer: B", "The correct option
+    is B", "Option B is correct", \\boxed{B}, "答案：B", "故选B", "The answer is <exact option
+    text>", and a last line holding only a letter. All must name the same choice (a phrase and a
+    final letter line that disagree are no answer). Letters in prose must be upper case or in
+    brackets ("the answer is a drug" is English, not option A).
+ 7. A phrase or tag commits to several options when the rest of its line names another option: a
+    letter in brackets "(D)", a letter or an option's text after or / and / , / / / 或 / 、 ("(A)
+    Asthma or (D) Pneumonia", "A, C or D"), or another option restated as "D. Pneumonia"; or when
+    the next non-empty line restates another option ("The answer is:\\nA. Asthma\\nB. ..."). Then
+    the output has no answer.
+ 8. Multi-answer items (multi=True) take a letter set - "ACE", "A, C, E", "A and C", "答案：ACE" -
+    returned sorted ("ACE") and scored by exact set match; letters only (no option texts), and a
+    second set ("ACE或ABE") is a second answer. Single-answer items never take more than one letter.
+ 9. A letter must be one of the item's options (E is no answer for a four-option item).
+
+Format policy (format_error / format_ok, the other half of the paper's reward): a well-formed
+completion is, for every model we train (our SFT data is written this way):
+    [<think>] reasoning </think> <answer>X</answer>
+ - exactly one </think>; at most one <think>, and only at the very start (a Qwen3 chat template
+   may open <think> in the prompt, so the completion may begin inside the reasoning); the
+   reasoning is not empty;
+ - exactly one <answer> and one </answer>, after </think>, with only whitespace between
+   </think> and <answer>;
+ - X is one valid choice of the item (rule 3; a letter set for multi-answer items);
+ - after </answer> only whitespace or decoder end tokens (<|im_end|>, <|endoftext|>, </s>).
+A truncated completion (cut inside the reasoning or inside the tag) is not well formed. Tags are
+matched case-insensitively, as by the extractor.
 """
 import re
 import unicodedata
@@ -48,24 +85,29 @@ def build_prompt(rec, system=None):
 
 # ----------------------------------------------------------------------------- extraction
 
-_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_OPEN_TAG = re.compile(r"<answer>(?!.*</answer>)(.*)\Z", re.S | re.I)
+_TAG = re.compile(r"<\s*answer\s*>(.*?)(?:<\s*/\s*answer\s*>|\Z)", re.S | re.I)  # unclosed: to the end
+_SPECIAL = re.compile(r"<\|[^<>|\s]*\|>|</s>")  # <|im_end|>, <|endoftext|> left in by a decoder
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # Words that may sit in front of the choice inside a tag: "Answer: B", "Option (C)", "答案：D".
 _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|option|choice)s?"
                      r"(?:\s+is)?|答案(?:是|为)?|选项|选)\s*[:：]?\s*", re.I)
-# Fallback phrases outside tags. Letters must be upper case or in brackets ("the answer is a
-# drug" is English, not option A), and not the start of a list ("A or B", "A, B").
-_LETTER = (r"(?:\(([A-Za-z])\)|\*{0,2}([A-Z])\*{0,2})(?![\w-])"
-           r"(?!\s*(?:or|and|/|,|、)\s*\(?[A-Za-z]\b)")
-_FALLBACK = [
-    re.compile(r"(?i:answer|option|choice)\**(?:\s*(?i:is|would be|should be|will be)\s*[:：]?|\s*[:：])"
-               r"[\s*_]*(?i:option\s*|choice\s*)?" + _LETTER),
-    re.compile(r"(?i:option|choice)\s*" + _LETTER + r"\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))"),
-    re.compile(r"(?:答案|选项)\s*(?:是|为|应为|应该是)?\s*[:：]?\s*([A-Z]+)(?![A-Za-z])"),
-    re.compile(r"故选\s*([A-Z]+)(?![A-Za-z])"),
+# Words and marks that join two options into a list: "A or D", "A, D", "A/D", "A或D", "A、D".
+_CONN = r"(?:\b(?:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
+# A letter in prose: upper case or bracketed; a list of them ("A, C and E") is captured whole and
+# is an answer only for a multi-answer item. A listed letter followed by a lower-case word is
+# English ("B, I think"; "and A patient").
+_ONE = r"(?:[(（]\s*[A-Za-z]\s*[)）]|\*{0,2}[A-Z]\*{0,2}(?![A-Za-z0-9_-]))"
+_MORE = r"(?:[(（]\s*[A-Za-z]\s*[)）]|\*{0,2}[A-Z]\*{0,2}(?![A-Za-z0-9_-])(?!\s+[a-z]))"
+_LIST = rf"({_ONE}(?:(?:\s*{_CONN})+\s*{_MORE})*)"
+_RUN = r"([A-Z]+(?:\s*[、，,和及]\s*[A-Z]+)*)(?![A-Za-z])"  # Chinese forms: "ACE", "A、C、E"
+_PHRASES = [
+    re.compile(r"\b(?i:answers?|option|choice)\**(?:\s*(?i:is|are|would be|should be|will be)\s*[:：]?"
+               r"|\s*[:：])[\s*_]*(?i:option\s*|choice\s*)?" + _LIST),
+    re.compile(r"\b(?i:option|choice)\s*" + _LIST + r"\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))"),
+    re.compile(r"(?:答案|选项)\s*(?:是|为|应为|应该是)?\s*[:：]?\s*" + _RUN),
+    re.compile(r"故选\s*" + _RUN),
 ]
-_TEXT_ANSWER = re.compile(r"(?i:answer)\**\s*(?:is|:)[\s*:]*([^\n.]+)")
+_TEXT_ANSWER = re.compile(r"\b(?i:answer)\**\s*(?:is|:)[\s*:]*([^\n.]+)")
 _FINAL_LINE = re.compile(r"^\W{0,3}\(?([A-Z])\)?[.)]?\W{0,3}$")
 
 
@@ -81,12 +123,13 @@ def strip_think(text):
 
 
 def _norm(s):
-    """NFKC folds full-width letters and brackets (Ａ, （Ｂ）) to ASCII; compare case- and space-free."""
+    """NFKC folds full-width letters and brackets (Ａ, （Ｂ）) to ASCII; whitespace runs become one space."""
     s = unicodedata.normalize("NFKC", s)
     return re.sub(r"\s+", " ", s).strip()
 
 
 def _key(s):
+    """Option text compared case-free, without trailing punctuation, quotes or markdown."""
     return re.sub(r"[\s.。,，;；:：!！*\"'`]+$", "", _norm(s).lower()).strip(" *\"'`")
 
 
@@ -120,9 +163,25 @@ def _single(s, options):
     return False if m and not hit else hit  # False: a letter, but not one of this item's
 
 
+def _is_own_text(text, letter, options):
+    """`text` is the option's own text, or a cut-off start of it, and not another option's text."""
+    k, own = _key(text), _key(options[letter])
+    return bool(k) and _option_match(text, options) in (None, letter) and own.startswith(k)
+
+
+# A letter written with option text: "(B) Asthma", "B. Asthma", "B) / B: / B - Asthma", "B (Asthma)",
+# "Asthma (B)". The text must be the letter's own (rule 3).
+_WITH_TEXT = [re.compile(p, re.S) for p in (
+    r"\((?P<l>[A-Za-z])\)\s*(?P<t>.+)",
+    r"(?P<l>[A-Za-z])\s*(?:[.:)：、]|\s[-–—])\s*(?P<t>.+)",
+    r"(?P<l>[A-Za-z])\s*\((?P<t>.+)\)",
+    r"(?P<t>.+?)\s*\((?P<l>[A-Za-z])\)")]
+
+
 def parse_choice(content, options, multi=False):
-    """The choice written inside an answer tag (or a \\boxed{}), or None. Accepts B, (B), B., b,
-    Ｂ, "B) text" (the text must not be another option's), and the exact text of one option."""
+    """The one choice written inside an answer tag (or a \\boxed{}, or after an answer phrase), or
+    None. Accepts B, (B), B., b, Ｂ, "Answer: B", the exact text of one option, and a letter with its
+    own option's text; for multi-answer items a letter set ("ACE", "A, C, E", "A and C")."""
     s = _unwrap(_norm(content))
     if not s:
         return None
@@ -132,60 +191,110 @@ def parse_choice(content, options, multi=False):
         hit = _single(s, options) if s else False
     if hit is not None:
         return hit or None
-    # a letter then text: "B) Metformin", "(B) Metformin", "B. Metformin", "B: Metformin",
-    # "B - Metformin", "B (Metformin)"
-    m = (re.fullmatch(r"(?:\(([A-Za-z])\)|([A-Za-z])\s*(?:[.:)：、]|\s[-–—]))\s*(.+)", s, flags=re.S)
-         or re.fullmatch(r"()([A-Za-z])\s*\((.+)\)", s, flags=re.S))
-    if m:
-        l = (m.group(1) or m.group(2)).upper()
-        if l not in options:
-            return None
-        other = _option_match(m.group(3), options)
-        return l if other in (None, l) else None  # one letter with another option's text: no answer
     # several letters: "A, C, E", "ACE", "A and C" - an answer only for multi-answer items
-    s = re.sub(r"\s+(?:and|&)\s+", ",", s, flags=re.I)
-    if multi and re.fullmatch(r"\(?[A-Za-z]\)?(?:\s*[,、，;\s]\s*\(?[A-Za-z]\)?)+|[A-Z]{2,}", s):
-        found = sorted(set(re.findall(r"[A-Z]", s.upper())))
+    letters = re.sub(r"\s+(?:and|&)\s+", ",", s, flags=re.I)
+    if multi and re.fullmatch(r"\(?[A-Za-z]\)?(?:\s*[,、，;\s]\s*\(?[A-Za-z]\)?)+|[A-Z]{2,}", letters):
+        found = sorted(set(re.findall(r"[A-Z]", letters.upper())))
         return "".join(found) if all(l in options for l in found) else None
+    for pat in _WITH_TEXT:
+        m = pat.fullmatch(s)
+        if m:
+            l = m["l"].upper()
+            return l if l in options and _is_own_text(m["t"], l, options) else None
     return None
 
 
-def _fallback(text, options, multi):
-    """Answer phrases outside tags; every one found must name the same choice."""
+def _restates(line, options, skip):
+    """The line is an option restated ("B", "(B)", "B. Bronchitis", "- **B)** Bronch"): its letter,
+    if that letter is an option not in `skip`."""
+    s = _norm(line).replace("*", "")
+    m = re.fullmatch(r"[-•>#\s]*[(（]?([A-Z])[)）]?(?:\s*[.:：、)]\s*|\s+)?(.*)", s)
+    if not m or m[1] not in options or m[1] in skip:
+        return None
+    t = _key(m[2])
+    return m[1] if not t or _key(options[m[1]]).startswith(t) else None
+
+
+def _names_other(clause, choice, options):
+    """The rest of a committed choice's line names another option (rule 7)."""
+    s = _norm(clause)
+    others = {l: o for l, o in options.items() if l not in choice}
+    m = re.match(r"[\s*_]*[(（]?([A-Z])(?![A-Za-z0-9_-])(?!\s+[a-z0-9])", s)  # "B C D", "B. Bron (C) Croup"
+    if m and m[1] in others:
+        return True
+    for m in re.finditer(r"[(（\[]\s*([A-Za-z])\s*[)）\]]", s):
+        if m[1].upper() in others:
+            return True
+    run = r"[A-Z]+" if len(choice) > 1 else r"[A-Z]"
+    for m in re.finditer(rf"{_CONN}\s*(?:(?i:options?|choices?)\s+|选项)?({run})(?![A-Za-z0-9_-])(?!\s+[a-z])", s):
+        if set(m[1]) <= set(options) and set(m[1]) != set(choice):
+            return True
+    low = s.lower()
+    for l, o in others.items():
+        k = _norm(o).lower()
+        end = r"(?![a-z0-9])" if k[-1:].isascii() and k[-1:].isalnum() else ""
+        if k and re.search(rf"{_CONN}\s*{re.escape(k)}{end}", low):
+            return True
+        for m in re.finditer(rf"(?<![A-Za-z0-9]){re.escape(l)}\s*[.)）:：]\s*", s):  # "D. Pneumonia"
+            rest = _key(s[m.end():])
+            if rest and (rest.startswith(_key(o)) or _key(o).startswith(rest)):
+                return True
+    return False
+
+
+def _committed(text, end, choice, options):
+    """`choice` (written up to text[end]), or None when the rest of its line or the next line names
+    another option."""
+    if choice is None:
+        return None
+    own = r"\s+".join(map(re.escape, _norm(options[choice]).split())) if len(choice) == 1 else ""
+    m = re.compile(r"[\s.:：)）*\-–—]*" + own, re.I).match(text, end) if own else None
+    end = m.end() if m else end  # its own text may follow the letter, even across lines: "(B) Asthma"
+    nl = text.find("\n", end)
+    nl = len(text) if nl < 0 else nl
+    nxt = next((l for l in text[nl:].splitlines() if l.strip()), "")
+    if _names_other(_TAG.sub(" ", text[end:nl]), choice, options) or _restates(nxt, options, choice):
+        return None
+    return choice
+
+
+def _phrases(text, options, multi):
+    """Every answer phrase in prose (rule 6), each its choice or None (unparseable or hedged)."""
     found = []
     for m in _BOXED.finditer(text):
-        found.append(parse_choice(m.group(1), options, multi))
-    for pat in _FALLBACK:
+        found.append(_committed(text, m.end(), parse_choice(m[1], options, multi), options))
+    for pat in _PHRASES:
         for m in pat.finditer(text):
-            g = next(x for x in m.groups() if x)
-            found.append(parse_choice(g, options, multi))
+            found.append(_committed(text, m.end(1), parse_choice(m[1], options, multi), options))
     for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the exact text of one option
-        hit = _option_match(m.group(1), options)
+        hit = _option_match(m[1], options)
         if hit:
             found.append(hit)
-    if not found:
-        lines = [l for l in text.strip().splitlines() if l.strip()]
-        m = _FINAL_LINE.match(lines[-1].strip()) if lines else None
-        if m:
-            found.append(parse_choice(m.group(1), options, multi))
-    if not found or None in found or len(set(found)) != 1:
-        return None
-    return found[0]
+    lines = [l for l in text.splitlines() if l.strip()]
+    m = _FINAL_LINE.match(lines[-1].strip()) if lines else None
+    if m:  # a last line holding only a letter; an option list ending there is no answer
+        prev = _restates(lines[-2], options, m[1]) if len(lines) > 1 else None
+        found.append(None if prev else parse_choice(m[1], options, multi))
+    return found
+
+
+def _agree(found):
+    return found[0] if found and None not in found and len(set(found)) == 1 else None
 
 
 def extract_answer(output, options, multi=False):
     """The model's choice: a letter ("B"), a sorted letter string for multi-answer items ("ACE"),
-    or None when the output gives no single valid answer."""
+    or None when the output commits to no answer or to several (the policy is the module doc)."""
     if not isinstance(output, str):
         return None
-    text = unicodedata.normalize("NFKC", strip_think(output))
-    tags = [t for t in _TAG.findall(text) if t.strip()]
-    cut = _OPEN_TAG.search(text)  # "<answer>B" with no closing tag: its first line
-    if cut and cut.group(1).strip():
-        tags.append(cut.group(1).strip().splitlines()[0])
-    if tags:
-        return parse_choice(tags[-1], options, multi)
-    return _fallback(_TAG.sub(" ", text), options, multi)
+    text = _SPECIAL.sub(" ", unicodedata.normalize("NFKC", strip_think(output)))
+    tags = list(_TAG.finditer(text))
+    full = [m for m in tags if m[1].strip()]
+    if not full:
+        return _agree(_phrases(_TAG.sub("\n", text), options, multi))
+    found = [_committed(text, m.end(), parse_choice(m[1], options, multi), options) for m in full]
+    found += _phrases(_TAG.sub("\n", text[tags[0].start():]), options, multi)
+    return _agree(found)
 
 
 def score(rec, output):
@@ -199,28 +308,46 @@ def score(rec, output):
 
 # ----------------------------------------------------------------------------- format (the reward's other half)
 
-_EOS = r"(?:\s|<\|[a-z_]+\|>|</s>)*"  # trailing whitespace or special tokens left in by the decoder
-_SHAPE = re.compile(r"\s*(?:<think>)?(.*?)</think>\s*<answer>(.*?)</answer>" + _EOS + r"\Z", re.S | re.I)
+_EOS_TAIL = re.compile(r"(?:\s|<\|[^<>|\s]*\|>|</s>)*\Z")
+_THINK, _END_THINK = re.compile(r"<\s*think\s*>", re.I), re.compile(r"<\s*/\s*think\s*>", re.I)
+_ANSWER, _END_ANSWER = re.compile(r"<\s*answer\s*>", re.I), re.compile(r"<\s*/\s*answer\s*>", re.I)
 
 
 def format_error(output, options, multi=False):
-    """Why `output` is not a well-formed response, or None when it is. Well formed:
-    [<think>] reasoning </think> <answer>X</answer>, reasoning non-empty, one think block, one answer
-    tag after it, X one valid choice of the item, nothing but whitespace after </answer>."""
+    """Why `output` is not a well-formed completion (the module doc's format policy), or None when
+    it is: [<think>] reasoning </think> <answer>X</answer>, X one valid choice of the item."""
     if not isinstance(output, str):
         return "not text"
-    for t in ("<think>", "</think>", "<answer>", "</answer>"):
-        if len(re.findall(re.escape(t), output, re.I)) > 1:
-            return f"several {t}"
-    m = _SHAPE.fullmatch(output)
-    if not m:
-        return "not [<think>]...</think><answer>X</answer>"
-    if not m.group(1).strip():
+    text = output[:_EOS_TAIL.search(output).start()]
+    think, end_think = list(_THINK.finditer(text)), list(_END_THINK.finditer(text))
+    ans, end_ans = list(_ANSWER.finditer(text)), list(_END_ANSWER.finditer(text))
+    if not end_think:
+        return "no </think>"  # no reasoning block, or cut off inside it
+    if len(think) > 1 or len(end_think) > 1:
+        return "several think blocks"
+    if think and (text[:think[0].start()].strip() or think[0].start() > end_think[0].start()):
+        return "text before <think>"
+    if not text[think[0].end() if think else 0:end_think[0].start()].strip():
         return "empty reasoning"
-    if parse_choice(m.group(2), options, multi) is None:
-        return "answer tag holds no valid choice"
+    if not ans:
+        return "no answer tag"
+    if len(ans) > 1 or len(end_ans) > 1:
+        return "several answer tags"
+    if ans[0].start() < end_think[0].end():
+        return "answer tag inside the reasoning"
+    if not end_ans or end_ans[0].start() < ans[0].end():
+        return "unclosed answer tag"  # cut off, or tags out of order
+    if text[end_think[0].end():ans[0].start()].strip():
+        return "text between </think> and <answer>"
+    if text[end_ans[0].end():].strip():
+        return "text after </answer>"
+    if parse_choice(text[ans[0].end():end_ans[0].start()], options, multi) is None:
+        return "no valid choice in the answer tag"
+    if extract_answer(output, options, multi) is None:  # the reward's two halves must not disagree
+        return "no single answer"
     return None
 
 
 def format_ok(output, options, multi=False):
+    """True for a well-formed completion: the format half of the GRPO reward."""
     return format_error(output, options, multi) is None
