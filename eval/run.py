@@ -10,6 +10,10 @@ correct) and summary.json. Rank r of WORLD_SIZE takes items i % WORLD_SIZE == r.
 already in any part file of the benchmark are skipped, so a killed run resumes where it stopped and
 a change of world size redoes nothing. With --n > 1, output / extracted / correct are lists of n,
 and the summary adds majority-vote accuracy (maj@n) and pass@k.
+
+--skip-bad drops malformed items (counted, the first one named) but refuses a benchmark it would
+mostly empty. --shuffle-options SEED permutes each item's options (fixed per item id and seed; the
+gold letter follows its option); a benchmark whose gold answers pile on one letter gets a warning.
 """
 import argparse
 import glob
@@ -22,10 +26,10 @@ from collections import Counter
 from eval.llm import LLMError, make_client, run_step
 from eval.records import RecordError
 from eval.answer import build_prompt, score
-from eval.loaders import BENCHMARKS, load_benchmark
+from eval.loaders import BENCHMARKS, answer_skew, benchmark_path, load_benchmark, shuffle_options
 
 # settings that change the numbers: a resumed run must not mix them (the endpoint may move)
-RESULT_KEYS = ("model", "model_name", "n", "temperature", "top_p", "max_tokens", "system", "seed")
+RESULT_KEYS = ("model", "model_name", "n", "temperature", "top_p", "max_tokens", "system", "seed", "shuffle_options")
 
 
 def parse_args(argv=None):
@@ -47,7 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="shared data dir (default: $FLEMING_DATA or ../shared/data)")
     p.add_argument("--path", action="append", default=[], metavar="NAME=FILE",
                    help="file for a benchmark, e.g. medxpertqa=/data/MedXpertQA/test.jsonl (repeatable)")
-    p.add_argument("--skip-bad", action="store_true", help="skip malformed benchmark items (counted) instead of stopping")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip malformed benchmark items (counted) instead of stopping; a benchmark that would "
+                        "lose more than half its items is still an error")
+    p.add_argument("--shuffle-options", type=int, metavar="SEED",
+                   help="shuffle each item's options, fixed per item id and SEED (the gold letter follows its option)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (endpoint mode)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     p.add_argument("--max-retries", type=int, default=6)
@@ -172,7 +180,7 @@ def open_run(a, counts):
     path = os.path.join(a.out, "config.json")
     cfg = {"model": a.model, "model_name": a.model_name, "endpoint": a.endpoint, "n": a.n,
            "temperature": a.temperature, "top_p": a.top_p, "max_tokens": a.max_tokens, "system": a.system,
-           "seed": a.seed, "items": {}}
+           "seed": a.seed, "shuffle_options": a.shuffle_options, "items": {}}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
@@ -190,19 +198,52 @@ def open_run(a, counts):
 # ----------------------------------------------------------------------------- main
 
 
+def load_items(bench, a):
+    """A benchmark's records, or SystemExit with one clear line. --skip-bad is suggested only when it
+    would work (the file loads with it and keeps most items); with it, a benchmark that loses more
+    than half its items (or all) is refused rather than scored on what is left."""
+    path = benchmark_path(bench, a.path.get(bench), a.data_dir)
+    stats = {}
+    try:
+        recs = load_benchmark(bench, path=path, data_dir=a.data_dir, skip_bad=a.skip_bad, stats=stats)
+    except RecordError as e:
+        hint = ""
+        if not a.skip_bad:
+            probe = {}
+            try:
+                kept = len(load_benchmark(bench, path=path, data_dir=a.data_dir, skip_bad=True, stats=probe))
+                bad = probe.get("bad_lines", 0)
+                if kept and 2 * bad <= kept + bad:
+                    hint = f" (--skip-bad would skip {bad} of {kept + bad} items)"
+            except RecordError:
+                pass  # not a per-item problem: skipping cannot help
+        raise SystemExit(f"eval.run: {bench}: {e}{hint}")
+    bad = stats.get("bad_lines", 0)
+    total = len(recs) + bad
+    if not recs or 2 * bad > total:
+        why = f"{bad} of its {total} items are malformed" if total else "it holds no items"
+        first = f" (first: {stats['first_bad']})" if stats.get("first_bad") else ""
+        raise SystemExit(f"eval.run: {bench}: {path}: {why}{first}; not scoring what is left: "
+                         f"check that the file is {bench}'s published layout")
+    if bad:
+        first = f"; first: {stats['first_bad']}" if stats.get("first_bad") else ""
+        print(f"eval.run: {bench}: skipped {bad} malformed item(s) of {total}{first}", file=sys.stderr)
+    return recs
+
+
 def main(argv=None):
     a = parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     data = {}
     for bench in a.benchmarks:
-        stats = {}
-        try:
-            recs = load_benchmark(bench, path=a.path.get(bench), data_dir=a.data_dir, skip_bad=a.skip_bad,
-                                  stats=stats)
-        except RecordError as e:
-            raise SystemExit(f"eval.run: {bench}: {e}" + ("" if a.skip_bad else " (or pass --skip-bad)"))
-        if stats.get("bad_lines"):
-            print(f"eval.run: {bench}: skipped {stats['bad_lines']} malformed item(s)", file=sys.stderr)
+        recs = load_items(bench, a)
+        if a.shuffle_options is not None:
+            recs = [shuffle_options(r, a.shuffle_options) for r in recs]
+        skew = answer_skew(recs)
+        if skew:
+            hint = "" if a.shuffle_options is not None else "; --shuffle-options SEED spreads the letters"
+            print(f"eval.run: warning: {bench}: {skew[0]} is the gold answer of {100 * skew[1]:.1f}% of the items: "
+                  f"always answering {skew[0]} scores that much{hint}", file=sys.stderr)
         data[bench] = recs[: a.limit] if a.limit else recs
     client_kw = dict(timeout=a.timeout, max_retries=a.max_retries, backoff=a.backoff,
                      api_key_env=a.api_key_env, concurrency=a.concurrency) if a.endpoint else {}

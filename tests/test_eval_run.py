@@ -203,6 +203,7 @@ def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
                       "--out", str(tmp_path / "r2"), "--limit", "3", "--data-dir", str(DATA), "--backoff", "0.001"])
 
 
+@pytest.mark.slow
 def test_local_model_run_resumes_and_reports(shared, tmp_path, capsys):
     """--model DIR: the local sampler end to end over two real benchmarks; a rerun redoes nothing."""
     from test_eval_llm import tiny_local_model
@@ -219,3 +220,90 @@ def test_local_model_run_resumes_and_reports(shared, tmp_path, capsys):
     cells = report_cells(out, capsys)
     acc = 100 * sum(r["correct"] for r in rows["medqa"]) / 3
     assert cells["MedQA"] == f"{acc:.2f}"
+
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "loaders"
+
+
+def test_skip_bad_refuses_a_mostly_malformed_benchmark_and_is_suggested_only_where_it_helps(shared, tmp_path,
+                                                                                           capsys):
+    src = (DATA / "medqa/phrases_no_exclude_test.jsonl").read_text().splitlines()[:5]
+    recs = items("medqa", 5)
+
+    def write(n_bad):  # the first n_bad of 5 real items get an answer_idx that is not an option
+        rows = [json.loads(l) for l in src]
+        for r in rows[:n_bad]:
+            r["answer_idx"] = "Q"
+        path = tmp_path / f"medqa_{n_bad}.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return path
+
+    def argv(path, out, *extra, bench="medqa"):
+        return ["--benchmarks", bench, "--path", f"{bench}={path}", "--endpoint", srv.url, "--model-name", "m",
+                "--out", str(tmp_path / out), "--backoff", "0.001", *extra]
+
+    with ChatServer(respond_for(recs)) as srv:
+        for n_bad in (3, 5):  # most or all items malformed: an error, even with --skip-bad, and nothing is asked
+            path = write(n_bad)
+            with pytest.raises(SystemExit) as e:
+                run.main(argv(path, f"r{n_bad}", "--skip-bad"))
+            assert re.fullmatch(rf"eval\.run: medqa: {re.escape(str(path))}: {n_bad} of its 5 items are malformed "
+                                rf"\(first: {re.escape(str(path))}:1: answer_idx 'Q' is not among the options .*\); "
+                                r"not scoring what is left: .*", e.value.code)
+            with pytest.raises(SystemExit) as e:  # without --skip-bad: the first bad line, no false hope
+                run.main(argv(path, f"r{n_bad}"))
+            assert e.value.code.startswith(f"eval.run: medqa: {path}:1: answer_idx 'Q'")
+            assert "skip-bad" not in e.value.code
+        assert not srv.log and not (tmp_path / "r3").exists()
+        path = write(2)
+        with pytest.raises(SystemExit, match=r"medqa_2\.jsonl:1: .*\(--skip-bad would skip 2 of 5 items\)$"):
+            run.main(argv(path, "r2"))
+        capsys.readouterr()
+        run.main(argv(path, "r2", "--skip-bad"))  # 2 of 5 dropped: scored on the 3 left, and said so
+        assert re.search(rf"medqa: skipped 2 malformed item\(s\) of 5; first: {re.escape(str(path))}:1: ",
+                         capsys.readouterr().err)
+        summary = json.loads((tmp_path / "r2/summary.json").read_text())
+        assert len(srv.log) == 3 and summary["benchmarks"]["medqa"]["n_expected"] == 3
+        # a whole file that does not parse, or is missing: skipping items cannot help, so it is not offered
+        cut = tmp_path / "ori_pqal.json"
+        cut.write_text((DATA / "pubmedqa/ori_pqal.json").read_text()[:5000])
+        for bench, path in (("pubmedqa", cut), ("medqa", tmp_path / "nope.jsonl")):
+            with pytest.raises(SystemExit) as e:
+                run.main(argv(path, "r9", bench=bench))
+            assert str(path) in e.value.code and "skip-bad" not in e.value.code
+
+
+def test_shuffle_options_moves_gold_with_its_option_and_warns_on_skew(tmp_path, capsys):
+    """JMED's spreadsheet: 3 of 4 golds are "A". A model that always says A scores 75% until the options
+    are shuffled; a model that names the gold *text* scores 100% either way."""
+    from eval.loaders import load_jmed, shuffle_options
+    recs = load_jmed(str(FIX / "jmed_sheet.xlsx"))
+    gold_text = {r["question"]: r["options"][r["answer"]] for r in recs}
+    def by_text(messages, i):
+        return next(f"<answer>{t}</answer>" for q, t in gold_text.items() if q in messages[-1]["content"])
+
+    def go(out, respond, *extra):
+        with ChatServer(respond) as srv:
+            run.main(["--benchmarks", "jmed", "--path", f"jmed={FIX / 'jmed_sheet.xlsx'}", "--endpoint", srv.url,
+                      "--model-name", "m", "--out", str(tmp_path / out), *extra])
+        return {r["id"]: r for r in read_rows(tmp_path / out, "jmed")}, len(srv.log)
+
+    capsys.readouterr()
+    rows, _ = go("plain", lambda m, i: "<answer>A</answer>")
+    assert sum(r["correct"] for r in rows.values()) == 3
+    assert "jmed: A is the gold answer of 75.0% of the items" in capsys.readouterr().err
+    shuffled = {r["id"]: shuffle_options(r, 5) for r in recs}
+    rows, _ = go("shuffled", lambda m, i: "<answer>A</answer>", "--shuffle-options", "5")
+    assert {i: r["gold"] for i, r in rows.items()} == {i: r["answer"] for i, r in shuffled.items()}
+    assert sum(r["correct"] for r in rows.values()) == sum(r["answer"] == "A" for r in shuffled.values())
+    assert any(r["gold"] != "A" for r in rows.values())
+    for i, r in rows.items():  # the prompt lists the shuffled options
+        prompt = r["prompt"][-1]["content"]
+        assert all(prompt.index(shuffled[i]["options"][a]) < prompt.index(shuffled[i]["options"][b])
+                   for a, b in zip("ABCDEF", "BCDEF"[:len(shuffled[i]["options"]) - 1]))
+    rows, _ = go("by_text", by_text, "--shuffle-options", "5")
+    assert all(r["correct"] for r in rows.values())
+    _, asked = go("by_text", by_text, "--shuffle-options", "5")  # same seed: a resume, nothing asked again
+    assert asked == 0
+    with pytest.raises(SystemExit, match=r"different settings \(shuffle_options: 5 vs 6\)"):
+        go("by_text", by_text, "--shuffle-options", "6")
