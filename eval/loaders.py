@@ -358,7 +358,7 @@ def load_jmed(path, source="jmed", split="test", skip_bad=False, stats=None):
       it has no id field, so the id is jmed-NNNNN, the row's position;
     - the authors' earlier spreadsheet (.xlsx, or that sheet exported to .csv): diagId, patient_age,
       patient_sex, final_question, final_options (JSON text {"options": {"A": ...}}), final_correct_answer
-      (Python-list text "['A']"); the id is <diagId>-<row position>, as in the authors' own scripts.
+      (Python-list text "['A']"); the id is <diagId>-<row position> (the authors' scripts add a suffix).
     The two layouts are different item sets; their ids cannot collide (jmed- prefix vs a numeric diagId)."""
     def convert(row, where, index):
         if "final_question" not in row:
