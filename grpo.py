@@ -12,13 +12,27 @@ Where things are (search for the name):
 One step: prompts -> Sampler.generate(n=k) -> reward -> advantage -> trainer logprobs -> loss ->
 backward / optimizer step -> gathered weights copied into the sampler (Sampler.load_weights).
 """
-import math
+import dataclasses
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache, partial
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from tqdm import tqdm
 
-from eval.answer import format_ok, score
+from eval.answer import build_prompt, format_ok, score
+from eval.records import RecordError, append_jsonl, read_jsonl
+from model import CheckpointError, Tokenizer, Transformer
+from sample import Sampler, SamplingParams
+from training import (ConfigError, Metrics, all_reduce_sum, clip_grad_norm, fsdp_wrap, full_state_dict,
+                      latest_checkpoint, load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist,
+                      teardown_dist)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 
@@ -165,3 +179,483 @@ def completion_batch(prompts, completions, truncated="zero", pad_id=0):
         old[b, len(p) - 1:len(p) - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
     targets = torch.cat([ids[:, 1:], torch.full((B, 1), pad_id, dtype=torch.long)], 1)
     return ids, targets, mask, old
+
+
+# ------------------------------------------------------------------------------------------- config
+
+@dataclass
+class Config:
+    # stage and files
+    stage: int = 1                    # 1: Easy + Moderate until the reward plateaus; 2: mined hard samples
+    model: str = ""                   # policy to start from; "" = stage 1: runs/sft/final, stage 2: stage 1's final
+    data: str = "work/data/rl.jsonl"  # the RL pool: records JSONL (data.prepare's rl.jsonl)
+    out_dir: str = "runs/grpo"        # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, final/
+    resume: bool = False              # continue from the newest checkpoint in <out_dir>/stage<s>/ckpt
+    # rollouts
+    prompts_per_step: int = 32        # prompts per optimizer step over all ranks (each gets k rollouts)
+    k: int = 0                        # rollouts per prompt; 0 = 8 in stage 1, 16 in stage 2
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0                # < 1: rollouts come from the truncated distribution, the loss uses the full one
+    rollout_chunk: int = 0            # prompts per generate() call (0 = all of a rank's); draws depend on it
+    kv_fraction: float = 0.8          # of the memory left after the trainer and the sampler's weights
+    seed: int = 0
+    # reward (eq. 3) and masks
+    w_correct: float = 1.0
+    w_format: float = 1.0
+    truncated: str = "zero"           # a completion cut at max_new_tokens: "zero" = reward 0, full loss; "mask" = no loss
+    drop_zero_signal: bool = False    # drop groups whose k rewards are all equal and refill the batch
+    # loss (eq. 1, 2) and its variants, all off by default
+    agg: str = "sum"                  # "sum" (eq. 1) | "seq_mean" | "token_mean" | "constant" (see grpo_loss)
+    std_norm: bool = False            # divide advantages by the group's reward std (DeepSeekMath)
+    clip_eps: float = 0.0             # > 0: PPO-style ratio clipping against the rollout policy
+    ppo_epochs: int = 1               # updates per rollout batch (> 1 needs clip_eps > 0)
+    old_logprobs: str = "sampler"     # pi_old for the ratio: "sampler" (its logprobs) or "recompute" (trainer forward)
+    kl_beta: float = 0.0              # k3 KL to the frozen starting policy (the paper: none)
+    # optimization
+    lr: float = 1e-6
+    min_lr: float = 1e-6              # cosine from lr to min_lr after warmup; = lr keeps it constant
+    warmup_steps: int = 10
+    max_steps: int = 1000             # per stage
+    micro_batch: int = 8              # completions per forward/backward
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    logprob_chunk: int = 1024         # completion tokens per chunk of the fp32 head
+    grad_checkpointing: bool = True
+    bf16: bool = True                 # on GPU: bf16 compute, fp32 master weights; CPU runs fp32
+    ckpt_every: int = 50
+    # stage 1: difficulty labels and the plateau
+    plateau_window: int = 20          # steps in each moving mean
+    plateau_delta: float = 0.01       # stop when the moving mean reward gains less than this over a window
+    plateau_zero_frac: float = 0.8    # ... or the moving zero-signal fraction reaches this
+    # stage 2: hard-sample mining
+    remine_every: int = 50            # re-score the pool with the current model every R steps
+    mine_pass_below: float = 0.5      # keep items whose pass rate over k samples is below this
+    difficult_weight: float = 2.0     # sampling weight of Difficult items among the kept ones (others 1)
+    mine_max: int = 0                 # score at most this many items per round (0 = the whole pool)
+
+
+def check_config(cfg):
+    if cfg.stage not in (1, 2):
+        raise ConfigError(f"--stage={cfg.stage}: 1 or 2")
+    if cfg.agg not in AGGREGATIONS:
+        raise ConfigError(f"--agg={cfg.agg}: one of {', '.join(AGGREGATIONS)}")
+    if cfg.truncated not in ("zero", "mask"):
+        raise ConfigError(f"--truncated={cfg.truncated}: 'zero' (reward 0, full loss) or 'mask' (no loss)")
+    if cfg.old_logprobs not in ("sampler", "recompute"):
+        raise ConfigError(f"--old_logprobs={cfg.old_logprobs}: 'sampler' or 'recompute'")
+    if cfg.ppo_epochs > 1 and cfg.clip_eps <= 0:
+        raise ConfigError(f"--ppo_epochs={cfg.ppo_epochs} reuses rollouts: it needs --clip_eps > 0")
+    if cfg.prompts_per_step < 1 or cfg.micro_batch < 1:
+        raise ConfigError("--prompts_per_step and --micro_batch must be >= 1")
+
+
+def resolve(cfg, world):
+    """Fill the stage-dependent defaults; returns (cfg, stage dir)."""
+    if cfg.prompts_per_step % world:
+        raise ConfigError(f"--prompts_per_step={cfg.prompts_per_step} must be a multiple of the {world} ranks")
+    k = cfg.k or (8 if cfg.stage == 1 else 16)
+    model = cfg.model or ("runs/sft/final" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "final"))
+    if not os.path.exists(os.path.join(model, "config.json")):
+        hint = " (stage 2 starts from stage 1's final checkpoint: run stage 1 first, or pass --model)" \
+            if cfg.stage == 2 and not cfg.model else ""
+        raise ConfigError(f"--model: no checkpoint at {model}{hint}")
+    if not os.path.exists(cfg.data):
+        raise ConfigError(f"--data: {cfg.data} not found (records JSONL, e.g. data.prepare's rl.jsonl)")
+    return dataclasses.replace(cfg, k=k, model=model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+
+@dataclass(eq=False)
+class Group:
+    """The k rollouts of one prompt."""
+    rec: dict
+    prompt: list
+    completions: list
+    texts: list
+    rewards: list
+    correct: list
+    formatted: list
+
+
+def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
+    """k completions per record from the current policy (prefix sharing: the k samples of a prompt share its
+    KV blocks), scored by reward_fn. Draws are seeded by (seed, step, global index of the call's first
+    prompt), so a rank's rollouts equal those of one process when rollout_chunk is the same."""
+    prompts = [tok.apply_chat_template(build_prompt(r)) for r in recs]
+    chunk = cfg.rollout_chunk or len(recs) or 1
+    groups = []
+    for s in range(0, len(recs), chunk):
+        params = SamplingParams(n=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, stop_token_ids=stop_ids,
+                                seed=(cfg.seed * 1_000_003 + step * 10_007 + first + s) % 2**31)
+        outs = sampler.generate(prompts[s:s + chunk], params)
+        for rec, prompt, comps in zip(recs[s:s + chunk], prompts[s:s + chunk], outs):
+            texts = [tok.decode(c.token_ids, skip_special_tokens=True) for c in comps]
+            scored = [reward_fn(rec, t, c.finish_reason) for t, c in zip(texts, comps)]
+            groups.append(Group(rec, prompt, comps, texts, *map(list, zip(*scored))))
+    return groups
+
+
+def pass_rates(sampler, tok, recs, cfg, env, tag, seed_step, path=None, reward_fn=None):
+    """{id: share of k samples answered correctly} for recs, by the current policy: the ranks split the
+    records and gather the rates. With `path`, rates are appended there (JSONL keyed by id) batch by batch
+    and ids already there are skipped, so a killed labelling or mining round resumes."""
+    reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
+    done = {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)} if path and os.path.exists(path) else {}
+    todo = [r for r in recs if r["id"] not in done]
+    batch = 16 * env.world
+    bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
+    for b in range(0, len(todo), batch):
+        mine = todo[b + env.rank:b + batch:env.world]
+        groups = rollout(sampler, tok, mine, cfg, seed_step, b + env.rank, _stop_ids(tok, sampler.model), reward_fn) if mine else []
+        rows = [{"id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)} for g in groups]
+        everything = [None] * env.world
+        dist.all_gather_object(everything, rows)
+        rows = [row for part in everything for row in part]
+        if path and env.main:
+            append_jsonl(path, rows)
+        done.update((row["id"], row["pass_rate"]) for row in rows)
+        bar.update(len(rows))
+    bar.close()
+    sampler_free(sampler)
+    return done
+
+
+def _stop_ids(tok, net):
+    eos = net.config.eos_token_id
+    return tuple(sorted({tok.eos_id, *([eos] if isinstance(eos, int) else eos or [])}))
+
+
+def sampler_free(sampler):
+    """Release the sampler's KV cache (the next generate() allocates it again) while the trainer updates."""
+    if hasattr(sampler, "free_cache"):
+        sampler.free_cache()
+
+
+# ------------------------------------------------------------------------------------- stage 1 (labels)
+
+def difficulty_from_pass_rate(p):
+    """The policy's own difficulty label for a record without one: pass rate over k samples."""
+    return "easy" if p >= 0.75 else "moderate" if p >= 0.25 else "difficult"
+
+
+class Plateau:
+    """Stage 1's stop rule, on two moving means over `window` steps: stop when the mean reward gained less
+    than `delta` over the window before, or when the mean zero-signal fraction (groups whose k rewards are
+    all equal: no gradient) reaches `zero_frac`. Its history is part of the checkpoint."""
+
+    def __init__(self, window, delta, zero_frac):
+        self.window, self.delta, self.zero_frac = window, delta, zero_frac
+        self.rewards, self.zero = [], []
+
+    def update(self, reward, zero_frac):
+        """Record one step; returns the reason to stop, or None."""
+        self.rewards.append(reward)
+        self.zero.append(zero_frac)
+        w = self.window
+        if len(self.zero) >= w and sum(self.zero[-w:]) / w >= self.zero_frac:
+            return f"zero-signal fraction {sum(self.zero[-w:]) / w:.2f} >= {self.zero_frac} over {w} steps"
+        if len(self.rewards) >= 2 * w:
+            before, now = sum(self.rewards[-2 * w:-w]) / w, sum(self.rewards[-w:]) / w
+            if now - before < self.delta:
+                return f"reward plateau: moving mean {before:.3f} -> {now:.3f} (< +{self.delta})"
+        return None
+
+    def state_dict(self):
+        return {"rewards": list(self.rewards), "zero": list(self.zero)}
+
+    def load_state_dict(self, state):
+        self.rewards, self.zero = list(state["rewards"]), list(state["zero"])
+
+
+# ------------------------------------------------------------------------------- stage 2 (hard samples)
+
+def mine(recs, rates, pass_below, difficult_weight):
+    """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
+    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight."""
+    return [(i, difficult_weight if r["difficulty"] == "difficult" else 1.0)
+            for i, r in enumerate(recs) if r["id"] in rates and rates[r["id"]] < pass_below]
+
+
+def draw(pool, start, n, seed):
+    """Records start..start+n of an endless stream over `pool` (indices), reshuffled each epoch by (seed, epoch):
+    a function of the position only, so resuming needs just the position."""
+    out = []
+    for i in range(start, start + n):
+        epoch, j = divmod(i, len(pool))
+        out.append(pool[_permutation(len(pool), seed, epoch)[j]])
+    return out
+
+
+@lru_cache(maxsize=4)
+def _permutation(n, seed, epoch):
+    return random.Random(f"{seed}:{epoch}").sample(range(n), n)
+
+
+# ------------------------------------------------------------------------------------------- update
+
+def update(cfg, policy, opt, groups, env, pad_id, ref=None):
+    """One optimizer step on this rank's groups (ppo_epochs steps with clipping): eq. 2 advantages, trainer
+    logprobs, eq. 1 loss normalized by the global counts, backward per micro-batch. Returns local sums for
+    the metrics (first epoch) and the gradient norm."""
+    dev = env.device
+    prompts = [g.prompt for g in groups for _ in g.completions]
+    comps = [c for g in groups for c in g.completions]
+    adv = advantages(torch.tensor([g.rewards for g in groups]), cfg.std_norm).flatten().to(dev)
+    ids, targets, mask, sampler_lp = (t.to(dev) for t in completion_batch(prompts, comps, cfg.truncated, pad_id))
+    n_seqs = max(all_reduce_sum(int((mask.sum(1) > 0).sum()), dev), 1)  # global: same gradient on 1 or N ranks
+    n_tokens = max(all_reduce_sum(mask.sum().item(), dev), 1)
+    lens = [len(p) + len(c.token_ids) for p, c in zip(prompts, comps)]
+    starts = range(0, len(comps), cfg.micro_batch)
+
+    def part(t, s):  # one micro-batch, its padding trimmed
+        return t[s:s + cfg.micro_batch, :max(lens[s:s + cfg.micro_batch])]
+
+    def no_grad_logprobs(net):
+        with torch.no_grad():
+            return [token_logprobs(net, part(ids, s), part(targets, s), part(mask, s), cfg.temperature,
+                                   cfg.logprob_chunk)[0] for s in starts]
+
+    old = None
+    if cfg.clip_eps > 0:
+        old = [part(sampler_lp, s) for s in starts] if cfg.old_logprobs == "sampler" else no_grad_logprobs(policy)
+    ref_lp = no_grad_logprobs(ref) if cfg.kl_beta else None
+    sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": mask.sum().item()}
+    for epoch in range(cfg.ppo_epochs):
+        for j, s in enumerate(starts):
+            m = part(mask, s)
+            lp, ent = token_logprobs(policy, part(ids, s), part(targets, s), m, cfg.temperature, cfg.logprob_chunk)
+            loss = grpo_loss(lp, m, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
+                             old[j] if old else None, cfg.clip_eps, ref_lp[j] if ref_lp else None, cfg.kl_beta)
+            loss.backward()
+            if epoch == 0:
+                sums["loss"] += loss.item()
+                sums["mismatch"] += ((lp.detach() - part(sampler_lp, s)).abs() * m).sum().item()
+                sums["entropy"] += (ent * m).sum().item()
+        grad_norm = clip_grad_norm(policy.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return sums, grad_norm
+
+
+# -------------------------------------------------------------------------------------------- loop
+
+def train(cfg, reward_fn=None):
+    """Run one stage (cfg.stage) to its end: max_steps, or stage 1's plateau. Writes <out_dir>/stage<s>/."""
+    check_config(cfg)
+    env = setup_dist()
+    try:
+        cfg, stage_dir = resolve(cfg, env.world)
+        reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
+        _train(cfg, env, stage_dir, reward_fn)
+    except BaseException:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+    teardown_dist()
+
+
+def _train(cfg, env, stage_dir, reward_fn):
+    torch.manual_seed(cfg.seed)
+    recs = list(read_jsonl(cfg.data))
+    if not recs:
+        raise RecordError(f"{cfg.data}: no records")
+    tok = Tokenizer.from_pretrained(cfg.model)
+    dev, bf16 = env.device, env.device.type == "cuda" and cfg.bf16
+    policy = Transformer.from_pretrained(cfg.model, dtype=torch.float32, device=dev)  # fp32 master weights
+    policy.grad_checkpointing = cfg.grad_checkpointing
+    policy.train()
+    fsdp_wrap(policy, policy.model.layers, dev, bf16=bf16)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    net = Transformer.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, device=dev)
+    sampler = Sampler(net, tok, kv_tokens=kv_budget(cfg, policy, net, dev))  # sized after the trainer
+    ref = Transformer.from_pretrained(cfg.model, dtype=next(net.parameters()).dtype, device=dev).eval() \
+        if cfg.kl_beta else None  # the frozen starting policy
+    metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
+    plateau = Plateau(cfg.plateau_window, cfg.plateau_delta, cfg.plateau_zero_frac)
+    state = {"step": 0, "drawn": 0, "mined": [], "mined_at": -1, "mine_round": 0, "done": ""}
+    last = latest_checkpoint(stage_dir)
+    if cfg.resume and last:
+        trainer = load_checkpoint(last, policy, opt, env)
+        plateau.load_state_dict(trainer.pop("plateau"))
+        state.update(trainer)
+        metrics.truncate(state["step"])
+        sampler.load_weights(policy)
+        log(env, f"resumed {last} at step {state['step']}")
+    elif last:
+        raise ConfigError(f"{stage_dir} holds checkpoints: pass --resume, or another --out_dir")
+    elif env.main and os.path.exists(metrics.path):
+        os.remove(metrics.path)
+
+    if cfg.stage == 1:
+        labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir)
+        pool = [i for i, r in enumerate(recs) if labels[r["id"]] in ("easy", "moderate")]
+        if not pool:
+            raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
+        log(env, f"stage 1: {len(pool)} Easy + Moderate records of {len(recs)}")
+    per_rank = cfg.prompts_per_step // env.world
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
+    while state["step"] < cfg.max_steps and not state["done"]:
+        step = state["step"]
+        if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
+            remine(cfg, env, recs, sampler, tok, stage_dir, state)
+        if cfg.stage == 1:
+            chosen = draw(pool, state["drawn"], cfg.prompts_per_step, cfg.seed)
+            state["drawn"] += cfg.prompts_per_step
+        else:
+            rng = random.Random(f"{cfg.seed}:step:{step}")
+            chosen = rng.choices([i for i, _ in state["mined"]], [w for _, w in state["mined"]], k=cfg.prompts_per_step)
+        first = env.rank * per_rank
+        mine_recs = [recs[i] for i in chosen[first:first + per_rank]]
+
+        t0 = _now(dev)
+        groups = rollout(sampler, tok, mine_recs, cfg, step, first, _stop_ids(tok, net), reward_fn)
+        rolled = list(groups)
+        if cfg.drop_zero_signal:
+            groups, rolled = refill(cfg, env, recs, pool if cfg.stage == 1 else state["mined"], groups, sampler, tok,
+                                    step, net, reward_fn)
+        sampler_free(sampler)
+        t1 = _now(dev)
+        set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        sums, grad_norm = update(cfg, policy, opt, groups, env, 0, ref)  # pad id: any (the mask is from lengths)
+        t2 = _now(dev)
+        sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
+        t3 = _now(dev)
+
+        state["step"] = step = step + 1
+        row = step_metrics(cfg, env, step, rolled, sums, grad_norm, opt, (t1 - t0, t3 - t2, t2 - t1))
+        metrics.log(row)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", zero=f"{row['zero_signal_frac']:.2f}")
+        if cfg.stage == 1:
+            reason = plateau.update(row["reward"], row["zero_signal_frac"])
+            if reason:
+                state["done"] = reason
+                log(env, f"stage 1 ends at step {step}: {reason}")
+        if step % cfg.ckpt_every == 0 or state["done"] or step == cfg.max_steps:
+            save_checkpoint(stage_dir, step, policy, opt, {**state, "plateau": plateau.state_dict()}, env)
+            metrics.plot(os.path.join(stage_dir, "curves.png"))
+    bar.close()
+    export(policy, cfg, stage_dir, env, bf16)
+
+
+def stage1_labels(cfg, env, recs, sampler, tok, stage_dir):
+    """{id: difficulty}: the record's own label, or for records without one the current policy's, from its pass
+    rate over k samples (kept in labels.jsonl)."""
+    todo = [r for r in recs if r["difficulty"] is None]
+    labels = {r["id"]: r["difficulty"] for r in recs}
+    if todo:
+        log(env, f"stage 1: {len(todo)} of {len(recs)} records have no difficulty label: labelling them by the "
+                 f"policy's pass rate over k={cfg.k} samples (easy >= 0.75 > moderate >= 0.25 > difficult)")
+        rates = pass_rates(sampler, tok, todo, cfg, env, "labels", -1, os.path.join(stage_dir, "labels.jsonl"))
+        labels.update((i, difficulty_from_pass_rate(p)) for i, p in rates.items())
+    return labels
+
+
+def remine(cfg, env, recs, sampler, tok, stage_dir, state):
+    """Stage 2: score the pool (or mine_max items of it) with k samples from the current policy and keep the
+    items it keeps failing, Difficult ones weighted up (mine())."""
+    r = state["mine_round"]
+    cand = recs if not cfg.mine_max or cfg.mine_max >= len(recs) else \
+        random.Random(f"{cfg.seed}:mine:{r}").sample(recs, cfg.mine_max)
+    rates = pass_rates(sampler, tok, cand, cfg, env, f"mining round {r}", -2 - r,
+                       os.path.join(stage_dir, f"mine_{r:04d}.jsonl"))
+    mined = mine(recs, rates, cfg.mine_pass_below, cfg.difficult_weight)
+    if not mined:
+        log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
+        mined = [(i, 1.0) for i in range(len(recs))]
+    else:
+        hard = sum(recs[i]["difficulty"] == "difficult" for i, _ in mined)
+        log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items failed more often "
+                 f"than not ({hard} Difficult, weight {cfg.difficult_weight})")
+    state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)
+
+
+def refill(cfg, env, recs, pool, groups, sampler, tok, step, net, reward_fn, rounds=4):
+    """drop_zero_signal: replace groups whose k rewards are all equal by fresh prompts, up to `rounds` times;
+    groups still missing are filled with dropped ones, so every rank keeps the same number of rows."""
+    want = len(groups)
+    keep = [g for g in groups if not zero_signal(torch.tensor([g.rewards]))[0]]
+    rolled = list(groups)
+    idx = [p if isinstance(p, int) else p[0] for p in pool]
+    for r in range(rounds):
+        if len(keep) >= want:
+            break
+        rng = random.Random(f"{cfg.seed}:refill:{step}:{env.rank}:{r}")
+        extra = rollout(sampler, tok, [recs[i] for i in rng.choices(idx, k=want - len(keep))], cfg, step,
+                        10**6 * (r + 1) + env.rank * want, _stop_ids(tok, net), reward_fn)
+        rolled += extra
+        keep += [g for g in extra if not zero_signal(torch.tensor([g.rewards]))[0]]
+    keep += [g for g in rolled if all(g is not x for x in keep)][:max(0, want - len(keep))]
+    return keep[:want], rolled
+
+
+def step_metrics(cfg, env, step, groups, sums, grad_norm, opt, times):
+    """One metrics row: local sums all-reduced over ranks, then divided."""
+    comps = [(g, j) for g in groups for j in range(len(g.completions))]
+    local = [sum(g.rewards[j] for g, j in comps), sum(g.correct[j] for g, j in comps),
+             sum(g.formatted[j] for g, j in comps), len(comps),
+             sum(len(g.completions[j].token_ids) for g, j in comps),
+             sum(g.completions[j].finish_reason == "length" for g, j in comps),
+             int(zero_signal(torch.tensor([g.rewards for g in groups])).sum()), len(groups),
+             sums["loss"], sums["mismatch"], sums["entropy"], sums["tokens"]]
+    t = all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=env.device), env.device).tolist()
+    r, c, f, n, length, trunc, zero, ngroups, loss, mismatch, entropy, tokens = t
+    return {"step": step, "stage": cfg.stage, "k": cfg.k, "reward": r / n, "accuracy": c / n, "format_rate": f / n,
+            "zero_signal_frac": zero / ngroups, "response_len": length / n, "truncated_frac": trunc / n,
+            "entropy": entropy / max(tokens, 1), "logprob_mismatch": mismatch / max(tokens, 1), "loss": loss,
+            "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"], "rollout_s": round(times[0], 4),
+            "sync_s": round(times[1], 4), "update_s": round(times[2], 4)}
+
+
+def export(policy, cfg, stage_dir, env, bf16):
+    """The stage's policy in Hugging Face layout at <stage dir>/final (stage 2 starts from stage 1's)."""
+    sd = full_state_dict(policy)  # a collective
+    if env.main:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        policy.save_pretrained(os.path.join(stage_dir, "final"), state_dict={k: v.to(dtype) for k, v in sd.items()},
+                               tokenizer_dir=cfg.model)
+        Metrics(os.path.join(stage_dir, "metrics.jsonl")).plot(os.path.join(stage_dir, "curves.png"))
+        log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'final')}")
+    dist.barrier()
+
+
+def kv_budget(cfg, policy, net, device):
+    """KV-cache tokens for the sampler, measured after the trainer's allocations: kv_fraction of the free memory
+    less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use)."""
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in policy.parameters())
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    c = net.config
+    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * next(net.parameters()).element_size()
+    tokens = int(cfg.kv_fraction * (free - 8 * local) / per_token)
+    if tokens < cfg.max_new_tokens:
+        raise RuntimeError(f"no memory left for the sampler's KV cache ({free / 2**30:.1f} GiB free before the "
+                           f"optimizer state): use more ranks, a smaller --max_new_tokens or --prompts_per_step")
+    return tokens
+
+
+def _now(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def log(env, msg):
+    if env.main:
+        tqdm.write(msg)
+
+
+def main(argv=None, reward_fn=None):
+    try:
+        train(parse_config(Config, argv, prog="grpo.py"), reward_fn)
+    except (ConfigError, RecordError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

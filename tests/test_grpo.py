@@ -183,3 +183,65 @@ def test_token_logprobs_chunked_equal_full_forward():
     assert lp[mask == 0].abs().max() == 0
     for a, p in zip(grads, m.parameters()):
         torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ the loop (toy task)
+
+WORDS = [f"w{i}" for i in range(24)] + ["g0", "g1", "g2", "g3"]  # reward: the share of g* words said
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
+
+
+def toy_reward(rec, text, finish_reason):
+    words = text.split()
+    r = sum(w.startswith("g") for w in words) / max(len(words), 1)
+    return r, r > 0.5, bool(words)
+
+
+def write_toy(tmp_path, n_records=8, layers=2, seed=0):
+    """A tiny random model with a word-level tokenizer in HF layout, and toy records (all Easy)."""
+    from tokenizers import Tokenizer as HFTok, models, pre_tokenizers
+    tk = HFTok(models.WordLevel({w: i for i, w in enumerate(SPECIALS + WORDS)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.add_special_tokens(SPECIALS)
+    d = tmp_path / "toy"
+    d.mkdir()
+    tk.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}')
+    m = tiny(vocab=len(SPECIALS) + len(WORDS), seed=seed, layers=layers)
+    for p in m.parameters():  # small weights: a near-uniform policy to start from (g* words ~1/8 of tokens)
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.02)
+    m.config.eos_token_id = 2
+    m.save_pretrained(str(d), tokenizer_dir=str(d))
+    recs = [{"id": str(i), "source": "toy", "split": "train", "question": f"w{i} w{i + 1}",
+             "options": {"A": "w1", "B": "w2"}, "answer": "A", "difficulty": "easy", "meta": {}}
+            for i in range(n_records)]
+    (tmp_path / "rl.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in recs))
+    return d, tmp_path / "rl.jsonl"
+
+
+def toy_args(d, data, out, **kw):
+    args = dict(model=d, data=data, out_dir=out, prompts_per_step=4, k=8, max_new_tokens=6, micro_batch=32,
+                lr=1e-2, min_lr=1e-2, warmup_steps=1, max_steps=30, ckpt_every=1000, grad_checkpointing=False,
+                plateau_window=1000, logprob_chunk=64)
+    args.update(kw)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def read_metrics(path):
+    import json
+    return [json.loads(l) for l in open(path)]
+
+
+@pytest.mark.slow
+def test_toy_task_reward_rises(tmp_path):
+    d, data = write_toy(tmp_path)
+    grpo.main(toy_args(d, data, tmp_path / "out", max_steps=16), reward_fn=toy_reward)
+    rows = read_metrics(tmp_path / "out" / "stage1" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 17))
+    first = sum(r["reward"] for r in rows[:3]) / 3
+    last = sum(r["reward"] for r in rows[-3:]) / 3
+    print(f"toy reward {first:.3f} -> {last:.3f}")  # about 0.14 -> 0.95 (a near-uniform start: 4 of 32 tokens)
+    assert last > max(2 * first, 0.6)
+    assert all(r["logprob_mismatch"] < 1e-4 for r in rows)  # fp32 sampler vs trainer, weights synced each step
+    assert (tmp_path / "out" / "stage1" / "final" / "model.safetensors").exists()
