@@ -16,7 +16,7 @@ from eval.run import summarize
 
 NAMES = {"medxpertqa": "MedXpertQA", "medqa": "MedQA", "medmcqa": "MedMCQA", "pubmedqa": "PubMedQA",
          "pubmedqa_test500": "PubMedQA-500", "mmlu_pro_biology": "MMLU-Pro Bio", "mmlu_pro_health": "MMLU-Pro Health",
-         "careqa": "CareQA", "jmed": "JMED", "medbullets": "MedBullets", "cmexam": "CMExam"}
+         "careqa": "CareQA", "jmed": "JMED", "medbullets": "MedBullets", "medbullets_op4": "MedBullets-4", "cmexam": "CMExam"}
 # Fleming-R1 paper, Table 3: macro average over its nine benchmarks.
 REFERENCE = [("Fleming-R1-7B (paper)", {}, 63.37), ("Fleming-R1-32B (paper)", {}, 75.42)]
 
