@@ -80,7 +80,8 @@ Reply in the same format: <think>...</think> then <answer>{letters}</answer>."""
 LEAK = re.compile("|".join([
     r"\b(?:correct|right|gold|expected|reference|true|final)\s+(?:answer|option|choice)\s+(?:is|was|has been)\s+"
     r"(?:already\s+)?(?:given|provided|stated|marked|listed|indicated|supplied|shown)\b",
-    r"\b(?:given|provided|stated|supplied|marked|reference)\s+(?:correct\s+)?answer\b",
+    r"\b(?:given|provided|stated|supplied|marked|reference)\s+(?:correct\s+)?answer\b(?!\s+(?:choices?|options?))",
+    r"\banswer\s+(?:provided|supplied|given)\s+(?:is|was|as|here|above)\b",
     r"\banswer\s+key\b",
     r"\b(?:we|i)\s+(?:are|were|am|was|have\s+been|had\s+been)\s+(?:told|given|provided)\s+(?:that\s+)?"
     r"(?:the\s+)?(?:correct\s+)?(?:answer|option)\b",

@@ -86,9 +86,10 @@ def test_verdict_names_each_reason():
     assert verdict(f"{BODY}</think>\n<answer>A</answer>", en) is None              # template-opened <think>
     assert verdict(reply(BODY, "A or B"), en) == "format"                          # no single choice
     for leak in ("The correct answer is given as A.", "Since the provided answer is A,", "Checking the answer key,",
-                 "We are told the answer is A.", "Correct answer: A. Infective endocarditis"):
+                 "We are told the answer is A.", "Correct answer: A. Infective endocarditis", "The answer provided is A."):
         assert verdict(reply(f"{leak} {BODY}", "A"), en) == "leakage", leak
     assert verdict(reply(f"{BODY} Hence the correct answer is A.", "A"), en) is None  # a conclusion, not a leak
+    assert verdict(reply(f"Among the given answer choices, one fits. {BODY}", "A"), en) is None
     assert verdict(reply(f"已知正确答案为A。{BODY_ZH}", "A"), zh) == "leakage"
     assert verdict(reply("Endocarditis.", "A"), en) == "too_short"
     assert verdict(reply(" ".join(f"w{j}" for j in range(120)), "A"), en, max_words=100) == "too_long"
@@ -263,6 +264,6 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     raw[kept[1]]["Complex_CoT"] = "The correct answer is given as the gold option. " + raw[kept[1]]["Complex_CoT"]
     raw[kept[2]]["Complex_CoT"] = "Let me think again. " * 80
     (tmp_path / "demo.json").write_text(json.dumps(raw))
-    sft2, _, stats2 = convert_huatuogpt(str(tmp_path / "demo.json"), bench, limits)
-    assert len(sft2) == 182
+    sft2, _, stats2 = convert_huatuogpt(str(tmp_path / "demo.json"), {"medqa": bench["medqa"]}, limits)
+    assert len(sft2) == 182 + 3  # the 3 MedMCQA copies stay: only MedQA this time
     assert (stats2["drop:response_contradicts"], stats2["drop:leakage"], stats2["drop:repetition"]) == (1, 1, 1)
