@@ -95,11 +95,14 @@ _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|
 _CONN = r"(?:\b(?:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
 # A letter in prose: upper case or bracketed; a list of them ("A, C and E") is captured whole and
 # is an answer only for a multi-answer item. A listed letter followed by a lower-case word is
-# English ("B, I think"; "and A patient").
+# English ("B, I think", "and A patient", "or E. coli", "and B cells") unless that word makes it an
+# option again ("D is also possible"; but "I could" stays English).
+_ENGLISH = (r"(?!\.?\s+(?!(?:is|are|was|also|too|could|might|may|would|should|can|seems?)\b)[a-z])"
+            r"(?!(?<=I)\s+[a-z])")  # "I could be wrong"
 _ONE = r"(?:[(（]\s*[A-Za-z]\s*[)）]|\*{0,2}[A-Z]\*{0,2}(?![A-Za-z0-9_-]))"
-_MORE = r"(?:[(（]\s*[A-Za-z]\s*[)）]|\*{0,2}[A-Z]\*{0,2}(?![A-Za-z0-9_-])(?!\s+[a-z]))"
+_MORE = rf"(?:[(（]\s*[A-Za-z]\s*[)）]|\*{{0,2}}[A-Z]\*{{0,2}}(?![A-Za-z0-9_-]){_ENGLISH})"
 _LIST = rf"({_ONE}(?:(?:\s*{_CONN})+\s*{_MORE})*)"
-_RUN = r"([A-Z]+(?:\s*[、，,和及]\s*[A-Z]+)*)(?![A-Za-z])"  # Chinese forms: "ACE", "A、C、E"
+_RUN = r"\**[(（]?([A-Z]+(?:\s*[、，,和及]\s*[A-Z]+)*)(?![A-Za-z])"  # Chinese forms: "ACE", "A、C、E", "(B)"
 _PHRASES = [
     re.compile(r"\b(?i:answers?|option|choice)\**(?:\s*(?i:is|are|would be|should be|will be)\s*[:：]?"
                r"|\s*[:：])[\s*_]*(?i:option\s*|choice\s*)?" + _LIST),
@@ -166,7 +169,9 @@ def _single(s, options):
 def _is_own_text(text, letter, options):
     """`text` is the option's own text, or a cut-off start of it, and not another option's text."""
     k, own = _key(text), _key(options[letter])
-    return bool(k) and _option_match(text, options) in (None, letter) and own.startswith(k)
+    if not k or re.fullmatch(r"\(?[a-z]\)?", k) and k.strip("()") != own:  # "A (D)": two letters
+        return False
+    return _option_match(text, options) in (None, letter) and own.startswith(k)
 
 
 # A letter written with option text: "(B) Asthma", "B. Asthma", "B) / B: / B - Asthma", "B (Asthma)",
@@ -205,14 +210,17 @@ def parse_choice(content, options, multi=False):
 
 
 def _restates(line, options, skip):
-    """The line is an option restated ("B", "(B)", "B. Bronchitis", "- **B)** Bronch"): its letter,
-    if that letter is an option not in `skip`."""
-    s = _norm(line).replace("*", "")
-    m = re.fullmatch(r"[-•>#\s]*[(（]?([A-Z])[)）]?(?:\s*[.:：、)]\s*|\s+)?(.*)", s)
-    if not m or m[1] not in options or m[1] in skip:
-        return None
-    t = _key(m[2])
-    return m[1] if not t or _key(options[m[1]]).startswith(t) else None
+    """The line restates an option not in `skip` - "B", "(B)", "B. Bronchitis", "- **B)** Bronch",
+    "Bronchitis (B)", "Bronchitis" - and that option's letter, else None."""
+    s = re.sub(r"^[-•>#\s]*", "", _norm(line).replace("*", ""))
+    m = re.fullmatch(r"[(（]?([A-Z])[)）]?(?:\s*[.:：、)]\s*|\s+)?(.*)", s)
+    if m and m[1] in options and m[1] not in skip and _key(options[m[1]]).startswith(_key(m[2])):
+        return m[1]
+    m = re.fullmatch(r"(.+?)\s*[(（]([A-Z])[)）]\W*", s)
+    if m and m[2] in options and m[2] not in skip and _key(m[1]) == _key(options[m[2]]):
+        return m[2]
+    hit = _option_match(s, options)
+    return hit if hit and hit not in skip else None
 
 
 def _names_other(clause, choice, options):
@@ -226,7 +234,8 @@ def _names_other(clause, choice, options):
         if m[1].upper() in others:
             return True
     run = r"[A-Z]+" if len(choice) > 1 else r"[A-Z]"
-    for m in re.finditer(rf"{_CONN}\s*(?:(?i:options?|choices?)\s+|选项)?({run})(?![A-Za-z0-9_-])(?!\s+[a-z])", s):
+    for m in re.finditer(rf"{_CONN}[\s*_]*(?:(?i:options?|choices?)\s+|选项)?({run})\**(?![A-Za-z0-9_-]){_ENGLISH}",
+                         s):
         if set(m[1]) <= set(options) and set(m[1]) != set(choice):
             return True
     low = s.lower()
@@ -269,7 +278,7 @@ def _phrases(text, options, multi):
     for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the exact text of one option
         hit = _option_match(m[1], options)
         if hit:
-            found.append(hit)
+            found.append(_committed(text, m.end(1), hit, options))
     lines = [l for l in text.splitlines() if l.strip()]
     m = _FINAL_LINE.match(lines[-1].strip()) if lines else None
     if m:  # a last line holding only a letter; an option list ending there is no answer
