@@ -92,7 +92,6 @@ HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|might|not sure|unsure|hmm+|i gu
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _THINK = re.compile(r"\s*(?:<think>)?(.*?)</think>", re.S | re.I)  # the chat template may open <think>
-REASONS = ("format", "wrong_answer", "leakage", "too_short", "too_long", "repetition", "language")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -119,7 +118,8 @@ def think_text(output):
 
 
 def verdict(output, rec, min_words=20, max_words=1024, max_repeat=0.25):
-    """None if `output` is a usable trajectory for `rec`, else the first reason (one of REASONS) it is not."""
+    """None if `output` is a usable trajectory for `rec`, else the first reason it is not, in this order:
+    format, wrong_answer, leakage, too_short, too_long, repetition, language."""
     multi = bool(rec["meta"].get("multi_answer"))
     if not format_ok(output, rec["options"], multi):
         return "format"
@@ -190,17 +190,17 @@ def teacher_messages(rec):
 
 def why_text(reason, output, rec, limits):
     """The feedback a refinement round gives for a failed attempt."""
+    opts, multi = rec["options"], bool(rec["meta"].get("multi_answer"))
     if reason == "wrong_answer":
-        got = extract_answer(output, rec["options"], bool(rec["meta"].get("multi_answer")))
-        return f"it concluded {got}, but the correct answer is {rec['answer']}"
-    return {"format": f"its format was wrong ({format_error(output, rec['options'], bool(rec['meta'].get('multi_answer')))}); "
-                      "write <think>...</think> then <answer>X</answer>",
-            "leakage": "it leaned on the answer being given instead of reasoning to it",
+        return f"it concluded {extract_answer(output, opts, multi)}, but the correct answer is {rec['answer']}"
+    if reason == "format":
+        return (f"its format was wrong ({format_error(output, opts, multi)}); "
+                "write <think>...</think> then <answer>X</answer>")
+    lang = "Chinese" if language(rec["question"]) == "zh" else "English"
+    return {"leakage": "it leaned on the answer being given instead of reasoning to it",
             "too_short": f"its reasoning was too short (under {limits['min_words']} words)",
             "too_long": f"its reasoning was too long (over {limits['max_words']} words)",
-            "repetition": "it repeated itself",
-            "language": f"it was not written in {'Chinese' if language(rec['question']) == 'zh' else 'English'}",
-            }[reason]
+            "repetition": "it repeated itself", "language": f"it was not written in {lang}"}[reason]
 
 
 def strategy_of(r):
@@ -437,7 +437,8 @@ def main(argv=None):
     how = ap.add_mutually_exclusive_group()
     how.add_argument("--endpoint", help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1")
     how.add_argument("--model", help="local checkpoint dir as the teacher (sample.py)")
-    how.add_argument("--template", action="store_true", help="no teacher: write KG questions' trajectories from their path")
+    how.add_argument("--template", action="store_true",
+                     help="no teacher: write KG questions' trajectories from their sampled path")
     ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")

@@ -60,7 +60,8 @@ class Teacher:
             self.log.append((tag, rnd))
         body = BODY_ZH if tag == "zh" or (tag == "lang" and rnd) else BODY
         if tag == "easy":  # 0 hedged, 1 long, 2 short: the rule takes 2
-            return reply([f"Maybe so. {BODY} [c0]", f"{BODY} Blood cultures and an echocardiogram would confirm it. [c1]", f"{BODY} [c2]"][i], gold)
+            return reply([f"Maybe so. {BODY} [c0]", f"{BODY} Blood cultures and an echocardiogram would confirm it. [c1]",
+                          f"{BODY} [c2]"][i], gold)
         if tag == "leak":
             return [reply(f"The correct answer is given as {gold}, so: {BODY}", gold), reply(BODY, wrong),
                     reply(f"{BODY} So the correct answer is {gold}.", gold)][i]
@@ -86,7 +87,8 @@ def test_verdict_names_each_reason():
     assert verdict(f"{BODY}</think>\n<answer>A</answer>", en) is None              # template-opened <think>
     assert verdict(reply(BODY, "A or B"), en) == "format"                          # no single choice
     for leak in ("The correct answer is given as A.", "Since the provided answer is A,", "Checking the answer key,",
-                 "We are told the answer is A.", "Correct answer: A. Infective endocarditis", "The answer provided is A."):
+                 "We are told the answer is A.", "Correct answer: A. Infective endocarditis",
+                 "The answer provided is A."):
         assert verdict(reply(f"{leak} {BODY}", "A"), en) == "leakage", leak
     assert verdict(reply(f"{BODY} Hence the correct answer is A.", "A"), en) is None  # a conclusion, not a leak
     assert verdict(reply(f"Among the given answer choices, one fits. {BODY}", "A"), en) is None
@@ -146,7 +148,8 @@ def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
     assert (r0["items"], r0["candidates"], r0["passed_candidates"], r0["items_passed"]) == (11, 33, 7, 3)
     assert r0["reasons"] == {"wrong_answer": 10, "leakage": 1, "format": 3, "too_short": 3, "too_long": 3,
                              "repetition": 3, "language": 3}
-    assert (r1["strategy"], r1["items"], r1["items_passed"], r1["reasons"]) == ("backtracking", 8, 6, {"wrong_answer": 6})
+    assert (r1["strategy"], r1["items"], r1["items_passed"]) == ("backtracking", 8, 6)
+    assert r1["reasons"] == {"wrong_answer": 6}
     assert (r2["strategy"], r2["items"], r2["items_passed"]) == ("path_exploration", 2, 0)
     assert (r3["strategy"], r3["items"], r3["items_passed"]) == ("self_correction", 2, 1)
     for r in range(4):  # every round file holds each of its items once
@@ -159,11 +162,13 @@ def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
     assert [r["id"] for r in read_jsonl(out / "failed.jsonl")] == ["q-never"]
     for sid, s in sft.items():
         rec = by_id[sid]
-        assert s["source"] == "test" and set(s["meta"]) == {"teacher", "prompt", "round", "strategy", "candidates", "passed"}
+        assert s["source"] == "test"
+        assert set(s["meta"]) == {"teacher", "prompt", "round", "strategy", "candidates", "passed"}
         user, asst = s["messages"]
         assert user == build_prompt(rec)[0]  # exactly what eval and GRPO show the model
         assert re.fullmatch(r"<think>\n.+\n</think>\n<answer>[A-D]</answer>", asst["content"], re.S)
-        assert format_ok(asst["content"], rec["options"]) and extract_answer(asst["content"], rec["options"]) == rec["answer"]
+        assert format_ok(asst["content"], rec["options"])
+        assert extract_answer(asst["content"], rec["options"]) == rec["answer"]
         assert s["meta"]["teacher"] == "teacher" and s["meta"]["candidates"] == 3
         assert "Correct answer: " + rec["answer"] in s["meta"]["prompt"][0]["content"]
     assert sft["q-easy"]["messages"][1]["content"].endswith("[c2]\n</think>\n<answer>A</answer>")
@@ -256,7 +261,8 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     i = int(first["id"].rsplit("-", 1)[1])
     rec = make_record("x", "huatuo", "train", raw[i]["question"], raw[i]["options"], raw[i]["answer_idx"])
     assert first["messages"][0] == build_prompt(rec)[0]
-    assert first["messages"][1]["content"] == f"<think>\n{raw[i]['Complex_CoT'].strip()}\n</think>\n<answer>{raw[i]['answer_idx']}</answer>"
+    cot, gold = raw[i]["Complex_CoT"].strip(), raw[i]["answer_idx"]
+    assert first["messages"][1]["content"] == f"<think>\n{cot}\n</think>\n<answer>{gold}</answer>"
     # the same file with a contradicting Response, a leaking CoT and a looping CoT among the kept items
     kept = [int(s["id"].rsplit("-", 1)[1]) for s in sft[:3]]
     gold = raw[kept[0]]["answer_idx"]
