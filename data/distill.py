@@ -32,7 +32,7 @@ import re
 import sys
 from collections import Counter
 
-from data.dedup import BenchIndex, decontaminate, tokens
+from data.dedup import BenchIndex, decontaminate, dedup, tokens
 from data.filter import check as format_filter
 from data.prepare import convert_source
 from data.verify import _keyed, client_from_args, load_results, uid
@@ -358,7 +358,8 @@ def load_bench(specs, data_dir=None):
 def convert_huatuogpt(path, bench, limits, system=None):
     """HuatuoGPT-o1 demo items -> SFT records: think = Complex_CoT, answer = answer_idx. Dropped, by reason:
     the format filter on the item, a Response whose extracted letter contradicts answer_idx, the trajectory
-    checks of the teacher path (leakage, length, repetition, language), overlap with an eval benchmark."""
+    checks of the teacher path (leakage, length, repetition, language), duplicates (data.dedup), overlap with
+    an eval benchmark (13-gram coverage, data.dedup.decontaminate)."""
     stats = Counter()
     with open(path, encoding="utf-8") as f:
         raw = json.load(f)
@@ -382,7 +383,8 @@ def convert_huatuogpt(path, bench, limits, system=None):
         keep.append((rec, row["Complex_CoT"]))
     for name in bench:
         stats[f"decontam:huatuo:{name}"] += 0  # a zero is a result too
-    clean = decontaminate([r for r, _ in keep], BenchIndex(bench), stats=stats, dropped=dropped)
+    unique = dedup([r for r, _ in keep], stats=stats, dropped=dropped)  # one item twice, options shuffled
+    clean = decontaminate(unique, BenchIndex(bench), stats=stats, dropped=dropped)
     ids = {r["id"] for r in clean}
     meta = {"teacher": "huatuogpt-o1-demo (GPT-4o)", "prompt": None, "round": 0, "strategy": None,
             "candidates": 1, "passed": 1}
