@@ -1,0 +1,372 @@
+"""CoT cold-start SFT: fine-tune a Hugging Face checkpoint on chat records, with FSDP2.
+
+    python sft.py config/sft_demo_cpu.py                                     # one process
+    torchrun --nproc_per_node=8 sft.py config/sft_smollm2.py --lr=2e-5       # nccl on GPUs, gloo on CPU
+    python sft.py --help                                                     # every option and its default
+
+Input: JSONL, one record per line, {"id", "messages": [{"role": "system"}?, {"role": "user"},
+{"role": "assistant", "content": "<think>...</think>\\n<answer>X</answer>"}]}. The loss is on the
+assistant's tokens and its end-of-turn token only. Examples are packed into rows of max_len tokens with
+exact boundaries: segment ids keep attention inside each example and positions restart at 0.
+
+Normalization: every optimizer step sees `batch_size` examples (over all ranks and micro-batches). Its loss
+is sum(token cross-entropy) / N, where N is the number of loss tokens of the whole step, counted before the
+step and all-reduced over ranks. Each micro-batch backpropagates sum(its token CE) * world / N; FSDP's
+reduce-scatter averages over the world, the accumulation sums over micro-batches, so the gradient is that
+of the step's token-mean loss however the batch is split into ranks, micro-batches and packed rows.
+
+Outputs in out_dir: metrics.jsonl (loss, val_loss, lr, grad_norm, tokens_per_s), metrics.png,
+ckpt/step_XXXXXXXX (torch.distributed.checkpoint: model, optimizer; step, RNG, data position per rank),
+hf/ (the final model in Hugging Face layout with the tokenizer files, loadable by transformers).
+"""
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+import model as M
+import training as T
+
+
+class DataError(ValueError):
+    """A bad training file or record; the message names the file and line."""
+
+
+@dataclass
+class Config:
+    # data
+    train_file: str = ""  # JSONL of chat records; several files: comma-separated
+    val_file: str | None = None  # held-out JSONL; None: hold out val_size records of train_file
+    val_size: int = 16  # records held out when val_file is None (0: no validation)
+    max_len: int = 1024  # tokens per packed row; longer examples are dropped (and counted)
+    # model
+    init_from: str = ""  # Hugging Face checkpoint dir: config.json, safetensors, tokenizer files
+    chat_template: str | None = None  # a .jinja file overriding the checkpoint's chat template
+    grad_checkpointing: bool = True  # recompute each block in backward (activation checkpointing)
+    bf16: bool | None = None  # bf16 compute, fp32 master weights and reduce; None: on when CUDA is there
+    # schedule
+    batch_size: int = 8  # examples per optimizer step, over all ranks
+    micro_batch_size: int = 2  # examples per forward/backward on one rank; accumulation makes up the rest
+    max_steps: int = 100  # optimizer steps
+    lr: float = 1e-5  # peak learning rate (AdamW)
+    min_lr: float = 1e-6  # end of the cosine decay
+    warmup_steps: int = 10  # linear warmup
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    seed: int = 0  # data order and the held-out split
+    # output
+    out_dir: str = "out/sft"
+    eval_interval: int = 20  # steps between validation losses (and at the last step)
+    ckpt_interval: int = 50  # steps between checkpoints (and at the last step)
+    keep_ckpts: int = 2  # newest checkpoints kept
+    resume: bool = False  # continue from the newest checkpoint in out_dir
+    export: bool = True  # write out_dir/hf at the end
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def tokenize_chat(tok, messages):
+    """(ids, start) for one conversation ending with the assistant's turn: ids run up to and including the
+    end-of-turn token; the loss is on ids[start:]. The prompt (everything before the last assistant turn,
+    with the generation prompt) is rendered alone and must be a prefix of the full render; it is encoded
+    alone too, as at inference, and the assistant's part is encoded after it."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ValueError("the last message must be the assistant's")
+    prompt = tok.render_chat(messages[:-1], add_generation_prompt=True)
+    full = tok.render_chat(messages, add_generation_prompt=False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the prompt differently inside the full conversation")
+    head, tail = tok.encode(prompt), tok.encode(full[len(prompt):])
+    eos = tok.eos_id
+    if tail.count(eos) != 1:
+        raise ValueError(f"the assistant turn must hold exactly one end-of-turn token {tok.eos_token!r}, "
+                         f"found {tail.count(eos)}")
+    return head + tail[:tail.index(eos) + 1], len(head)
+
+
+def load_examples(paths, tok):
+    """Tokenized examples [{"id", "ids", "start"}] from comma-separated JSONL paths. A bad record raises
+    DataError naming file:line."""
+    from eval.records import RecordError, iter_jsonl
+
+    out = []
+    for path in paths.split(","):
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such file")
+        try:
+            rows = list(iter_jsonl(path))
+        except RecordError as e:
+            raise DataError(str(e)) from None
+        for lineno, rec in rows:
+            msgs = rec.get("messages") if isinstance(rec, dict) else None
+            if not isinstance(msgs, list):
+                raise DataError(f"{path}:{lineno}: no 'messages' list")
+            try:
+                ids, start = tokenize_chat(tok, msgs)
+            except (ValueError, AttributeError, TypeError) as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
+            out.append({"id": rec.get("id", f"{path}:{lineno}"), "ids": ids, "start": start})
+    return out
+
+
+def n_loss_tokens(ex):
+    return len(ex["ids"]) - ex["start"]
+
+
+def pack(examples, max_len, device="cpu"):
+    """Pack examples into rows of at most max_len input tokens (first fit, longest first) and pad to the
+    longest row. Per example: inputs ids[:-1], targets ids[1:], loss where the target is an assistant
+    token, positions 0.., segment id 1, 2, ... within its row (0 = padding, which carries no loss).
+    Returns input_ids, targets, loss_mask, position_ids, segment_ids, each [rows, length]."""
+    rows, room = [], []
+    for ex in sorted(examples, key=lambda e: -len(e["ids"])):
+        n = len(ex["ids"]) - 1
+        if n > max_len:
+            raise ValueError(f"example {ex['id']!r} has {n + 1} tokens, over max_len + 1 = {max_len + 1}")
+        i = next((i for i, r in enumerate(room) if r >= n), None)
+        if i is None:
+            rows.append([])
+            room.append(max_len)
+            i = len(rows) - 1
+        rows[i].append(ex)
+        room[i] -= n
+    L = max(max_len - r for r in room)
+    out = {k: torch.zeros(len(rows), L, dtype=torch.long) for k in
+           ("input_ids", "targets", "position_ids", "segment_ids")}
+    out["loss_mask"] = torch.zeros(len(rows), L, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        at = 0
+        for seg, ex in enumerate(row, 1):
+            ids = torch.tensor(ex["ids"])
+            n = len(ids) - 1
+            out["input_ids"][r, at:at + n] = ids[:-1]
+            out["targets"][r, at:at + n] = ids[1:]
+            out["position_ids"][r, at:at + n] = torch.arange(n)
+            out["segment_ids"][r, at:at + n] = seg
+            out["loss_mask"][r, at + ex["start"] - 1:at + n] = True  # targets ids[start:]
+            at += n
+    return {k: v.to(device) for k, v in out.items()}
+
+
+class SFTModel(nn.Module):
+    """The transformer plus its loss, so the FSDP root's forward covers the head too. Returns the SUM of
+    the token cross-entropies (fp32) over the loss positions; the caller normalizes."""
+
+    def __init__(self, net, chunk=4096):
+        super().__init__()
+        self.net, self.chunk = net, chunk
+
+    def forward(self, input_ids, targets, loss_mask, position_ids, segment_ids):
+        h = self.net(input_ids, position_ids=position_ids, segment_ids=segment_ids, return_hidden=True)
+        h, t = h[loss_mask], targets[loss_mask]  # only loss positions reach the head
+        w = self.net.lm_head.weight
+        if len(t) <= self.chunk:
+            return _ce_sum(h, t, w)
+        # chunks recomputed in backward: never a [tokens, vocab] fp32 tensor for the whole batch
+        return sum(checkpoint(_ce_sum, h[i:i + self.chunk], t[i:i + self.chunk], w, use_reentrant=False)
+                   for i in range(0, len(t), self.chunk))
+
+
+def _ce_sum(h, t, w):
+    return F.cross_entropy(F.linear(h, w).float(), t, reduction="sum")
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+def step_examples(n, step, batch_size, seed):
+    """Indices of the examples of optimizer step `step` (0-based): a fresh seeded permutation each epoch,
+    read in order, so the data position is a function of the step alone."""
+    out = []
+    for p in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(p, n)
+        out.append(_perm(n, seed + epoch)[i])
+    return out
+
+
+_perms = {}
+
+
+def _perm(n, seed):
+    if (n, seed) not in _perms:
+        _perms.clear()
+        _perms[(n, seed)] = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return _perms[(n, seed)]
+
+
+def train_step(lm, optimizer, examples, cfg, env):
+    """One optimizer step on this rank's share of the step's examples. Returns (loss, grad_norm, tokens),
+    loss and tokens over all ranks. See the module docstring for the normalization."""
+    mine = examples[env.rank::env.world]
+    n_tok = T.all_reduce_sum(sum(n_loss_tokens(e) for e in mine))
+    loss_sum, tokens = 0.0, 0
+    for i in range(0, len(mine), cfg.micro_batch_size):
+        batch = pack(mine[i:i + cfg.micro_batch_size], cfg.max_len, env.device)
+        s = lm(**batch)
+        (s * env.world / n_tok).backward()
+        loss_sum += s.item()
+        tokens += int((batch["segment_ids"] > 0).sum())
+    norm = T.clip_grad_norm(lm.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return T.all_reduce_sum(loss_sum) / n_tok, norm, T.all_reduce_sum(tokens)
+
+
+@torch.no_grad()
+def val_loss(lm, examples, micro_batch_size, max_len, env):
+    """Token-mean cross-entropy over all examples, split over ranks. Every rank runs the same number of
+    forwards (FSDP all-gathers are collectives): a rank out of examples reruns one with weight 0."""
+    was_training = lm.training
+    lm.eval()
+    total = count = 0.0
+    per_round = micro_batch_size * env.world
+    for r in range(0, len(examples), per_round):
+        mine = examples[r:r + per_round][env.rank::env.world]
+        s = lm(**pack(mine or examples[:1], max_len, env.device)).item()
+        if mine:
+            total += s
+            count += sum(n_loss_tokens(e) for e in mine)
+    lm.train(was_training)
+    return T.all_reduce_sum(total) / T.all_reduce_sum(count)
+
+
+def export(lm, cfg, env):
+    """Gather the full weights and write out_dir/hf (HF layout, tokenizer files copied, tied weights once),
+    in the dtype of the initial checkpoint."""
+    sd = T.full_state_dict(lm.net)
+    if env.main:
+        raw = lm.net.config.raw
+        dtype = getattr(torch, str(raw.get("torch_dtype") or raw.get("dtype") or "float32"), torch.float32)
+        lm.net.save_pretrained(os.path.join(cfg.out_dir, "hf"), state_dict={k: v.to(dtype) for k, v in sd.items()},
+                               tokenizer_dir=cfg.init_from)
+        if cfg.chat_template:
+            import shutil
+            shutil.copy(cfg.chat_template, os.path.join(cfg.out_dir, "hf", "chat_template.jinja"))
+    return os.path.join(cfg.out_dir, "hf")
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+def split_data(cfg, tok, log):
+    train = load_examples(cfg.train_file, tok)
+    if cfg.val_file:
+        val = load_examples(cfg.val_file, tok)
+    else:
+        held = set(_perm(len(train), cfg.seed + 10**6)[:cfg.val_size]) if len(train) > cfg.val_size else set()
+        val = [e for i, e in enumerate(train) if i in held]
+        train = [e for i, e in enumerate(train) if i not in held]
+    too_long = sum(len(e["ids"]) > cfg.max_len + 1 for e in train + val)
+    train = [e for e in train if len(e["ids"]) <= cfg.max_len + 1]
+    val = [e for e in val if len(e["ids"]) <= cfg.max_len + 1]
+    if too_long:
+        log(f"dropped {too_long} examples longer than max_len={cfg.max_len} tokens")
+    if not train:
+        raise DataError(f"{cfg.train_file}: no training examples left (max_len={cfg.max_len})")
+    return train, val
+
+
+def check_config(cfg, world):
+    if not cfg.train_file or not cfg.init_from:
+        raise T.ConfigError("--train_file and --init_from are required (see --help)")
+    if cfg.batch_size % (cfg.micro_batch_size * world):
+        raise T.ConfigError(f"--batch_size={cfg.batch_size} must be a multiple of --micro_batch_size="
+                            f"{cfg.micro_batch_size} x {world} processes")
+    if cfg.chat_template and not os.path.exists(cfg.chat_template):
+        raise T.ConfigError(f"--chat_template={cfg.chat_template}: file not found")
+
+
+def main(argv=None):
+    try:
+        cfg = T.parse_config(Config, argv, prog="sft.py")
+        check_config(cfg, int(os.environ.get("WORLD_SIZE", 1)))
+    except T.ConfigError as e:
+        print(f"sft.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    env = T.setup_dist()
+    try:
+        run(cfg, env)
+    except (T.ConfigError, DataError, M.CheckpointError) as e:
+        if env.main:
+            print(f"sft.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        T.teardown_dist()
+
+
+def run(cfg, env):
+    from tqdm import tqdm
+
+    def log(msg):
+        if env.main:
+            tqdm.write(msg)
+
+    metrics = T.Metrics(os.path.join(cfg.out_dir, "metrics.jsonl"), env.main)
+    ckpt = T.latest_checkpoint(cfg.out_dir) if cfg.resume else None
+    if not cfg.resume and (T.latest_checkpoint(cfg.out_dir) or os.path.exists(metrics.path)):
+        raise T.ConfigError(f"--out_dir={cfg.out_dir} already holds a run: pass --resume or another out_dir")
+    torch.manual_seed(cfg.seed)
+    tok = M.Tokenizer.from_pretrained(cfg.init_from, chat_template=cfg.chat_template)
+    train, val = split_data(cfg, tok, log)
+    log(f"{len(train)} training examples ({cfg.max_steps * cfg.batch_size / len(train):.2f} epochs), "
+        f"{len(val)} validation; {env.world} process(es), "
+        f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
+
+    net = M.Transformer.from_pretrained(cfg.init_from, dtype=torch.float32)
+    net.grad_checkpointing = cfg.grad_checkpointing
+    lm = SFTModel(net)
+    bf16 = torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16
+    T.fsdp_wrap(lm, net.model.layers, env.device, bf16=bf16)
+    lm.train()
+    decay = [p for p in lm.parameters() if p.dim() >= 2]  # no decay on norms and biases
+    rest = [p for p in lm.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    step = 0
+    if ckpt:
+        state = T.load_checkpoint(ckpt, lm, optimizer, env)
+        step = state["step"]
+        if state["n_train"] != len(train):
+            raise DataError(f"{ckpt}: saved with {state['n_train']} training examples, the data now has "
+                             f"{len(train)}: the data position would not match")
+        metrics.truncate(step)
+        log(f"resumed from {ckpt} (step {step})")
+    elif cfg.resume:
+        metrics.truncate(0)  # killed before its first checkpoint: start over
+    if env.main:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not env.main, desc="sft")
+    while step < cfg.max_steps:
+        T.set_lr(optimizer, T.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        t0 = time.perf_counter()
+        batch = [train[i] for i in step_examples(len(train), step, cfg.batch_size, cfg.seed)]
+        loss, norm, tokens = train_step(lm, optimizer, batch, cfg, env)
+        dt = time.perf_counter() - t0
+        step += 1
+        row = {"step": step, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "grad_norm": norm,
+               "tokens_per_s": tokens / dt, "examples_seen": step * cfg.batch_size}
+        if val and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
+            row["val_loss"] = val_loss(lm, val, cfg.micro_batch_size, cfg.max_len, env)
+        metrics.log(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
+        if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
+            T.save_checkpoint(cfg.out_dir, step, lm, optimizer,
+                              {"n_train": len(train), "examples_seen": step * cfg.batch_size,
+                               "config": {k: v for k, v in asdict(cfg).items() if v is not None}},
+                              env, keep=cfg.keep_ckpts)
+    bar.close()
+    metrics.plot(os.path.join(cfg.out_dir, "metrics.png"), ["loss", "val_loss", "lr", "grad_norm", "tokens_per_s"])
+    if cfg.export:
+        log(f"exported {export(lm, cfg, env)}")
+
+
+if __name__ == "__main__":
+    main()
