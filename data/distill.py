@@ -86,6 +86,7 @@ LEAK = re.compile("|".join([
     r"\b(?:we|i)\s+(?:are|were|am|was|have\s+been|had\s+been)\s+(?:told|given|provided)\s+(?:that\s+)?"
     r"(?:the\s+)?(?:correct\s+)?(?:answer|option)\b",
     r"^\W*correct\s+answer\s*:",                      # the prompt's line echoed
+    r"\b(?:reasoning\s+skeleton|knowledge\s+graph)\b",  # a KG item's privileged facts cited as such
     r"(?:已知|给定|给出|提供)的?(?:正确)?答案|标准答案|答案已(?:给出|知)"]), re.I | re.M)
 HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|might|not sure|unsure|hmm+|i guess|i think|unclear|wait)\b",
                    re.I)
@@ -239,6 +240,9 @@ def run_teacher(client, records, out, k=4, rounds=3, temperature=0.7, max_tokens
     """Round 0 over all records, then refinement rounds over the items whose every round so far failed.
     Returns (sft records, failed records, stats)."""
     limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25, **(limits or {})}
+    twice = [u for u, c in Counter(map(uid, records)).items() if c > 1]
+    if twice:
+        raise RecordError(f"{len(twice)} ids occur more than once in the input, e.g. {twice[0]}; dedup it first")
     seen = []
     for r in range(rounds + 1):
         if r == 0:

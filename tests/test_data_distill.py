@@ -88,7 +88,7 @@ def test_verdict_names_each_reason():
     assert verdict(reply(BODY, "A or B"), en) == "format"                          # no single choice
     for leak in ("The correct answer is given as A.", "Since the provided answer is A,", "Checking the answer key,",
                  "We are told the answer is A.", "Correct answer: A. Infective endocarditis",
-                 "The answer provided is A."):
+                 "The answer provided is A.", "The reasoning skeleton says so.", "Per the knowledge graph,"):
         assert verdict(reply(f"{leak} {BODY}", "A"), en) == "leakage", leak
     assert verdict(reply(f"{BODY} Hence the correct answer is A.", "A"), en) is None  # a conclusion, not a leak
     assert verdict(reply(f"Among the given answer choices, one fits. {BODY}", "A"), en) is None
@@ -203,6 +203,10 @@ def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "in.jsonl").write_text(json.dumps(rec_for("easy", "A")) + "\n{broken\n")
     with pytest.raises(SystemExit, match=r"in\.jsonl:2: invalid JSON"):
         main(["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--template"])
+    write_jsonl(tmp_path / "twice.jsonl", [rec_for("easy", "A")] * 2)
+    with pytest.raises(SystemExit, match=r"ids occur more than once.*test/q-easy"):
+        main(["--records", str(tmp_path / "twice.jsonl"), "--out", str(tmp_path / "o"), "--endpoint", "http://x",
+              "--model-name", "t"])
     with pytest.raises(SystemExit, match=r"nope\.json"):
         main(["--huatuogpt", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
 
