@@ -93,6 +93,9 @@ _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|
                      r"(?:\s+is)?|答案(?:是|为)?|选项|选)\s*[:：]?\s*", re.I)
 # Words and marks that join two options into a list: "A or D", "A, D", "A/D", "A或D", "A、D".
 _CONN = r"(?:\b(?:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
+# Words between such a joint and the next option that keep it a list: "or perhaps (D)", "or option D".
+_FILLER = (r"(?:\s*(?:perhaps|maybe|possibly|probably|potentially|even|also|alternatively|rather|else|"
+           r"options?|choices?|选项|也可能|可能)\b)*")
 # A letter in prose: upper case or bracketed; a list of them ("A, C and E") is captured whole and
 # is an answer only for a multi-answer item. A listed letter followed by a lower-case word is
 # English ("B, I think", "and A patient", "or E. coli", "and B cells") unless that word makes it an
@@ -110,7 +113,7 @@ _PHRASES = [
     re.compile(r"(?:答案|选项)\s*(?:是|为|应为|应该是)?\s*[:：]?\s*" + _RUN),
     re.compile(r"故选\s*" + _RUN),
 ]
-_TEXT_ANSWER = re.compile(r"\b(?i:answer)\**\s*(?:is|:)[\s*:]*([^\n.]+)")
+_TEXT_ANSWER = re.compile(r"\b(?i:answer)\**\s*(?:is|:)[\s*:]*")
 _FINAL_LINE = re.compile(r"^\W{0,3}\(?([A-Z])\)?[.)]?\W{0,3}$")
 
 
@@ -234,15 +237,14 @@ def _names_other(clause, choice, options):
         if m[1].upper() in others:
             return True
     run = r"[A-Z]+" if len(choice) > 1 else r"[A-Z]"
-    for m in re.finditer(rf"{_CONN}[\s*_]*(?:(?i:options?|choices?)\s+|选项)?({run})\**(?![A-Za-z0-9_-]){_ENGLISH}",
-                         s):
+    for m in re.finditer(rf"{_CONN}(?i:{_FILLER})[\s*_]*({run})\**(?![A-Za-z0-9_-]){_ENGLISH}", s):
         if set(m[1]) <= set(options) and set(m[1]) != set(choice):
             return True
     low = s.lower()
     for l, o in others.items():
         k = _norm(o).lower()
         end = r"(?![a-z0-9])" if k[-1:].isascii() and k[-1:].isalnum() else ""
-        if k and re.search(rf"{_CONN}\s*{re.escape(k)}{end}", low):
+        if k and re.search(rf"{_CONN}{_FILLER}\s*{re.escape(k)}{end}", low):
             return True
         for m in re.finditer(rf"(?<![A-Za-z0-9]){re.escape(l)}\s*[.)）:：]\s*", s):  # "D. Pneumonia"
             rest = _key(s[m.end():])
@@ -267,6 +269,23 @@ def _committed(text, end, choice, options):
     return choice
 
 
+def _text_at(text, pos, options):
+    """(letter, end) of the option whose whole text is written at text[pos:], ending the sentence
+    or followed by punctuation ("The answer is 0.08.", "... is yes, because"; not "... is no longer");
+    (None, pos) if none, or if several options fit equally."""
+    ends = {}
+    for l, o in options.items():
+        words = _norm(o).split()
+        m = words and re.compile(r"\s+".join(map(re.escape, words)) + r"(?=\s*(?:[.,;:!?。，；！？(（]|\n|\Z))",
+                                 re.I).match(text, pos)
+        if m:
+            ends.setdefault(m.end(), []).append(l)
+    if not ends:
+        return None, pos
+    end = max(ends)
+    return (ends[end][0], end) if len(ends[end]) == 1 else (None, pos)
+
+
 def _phrases(text, options, multi):
     """Every answer phrase in prose (rule 6), each its choice or None (unparseable or hedged)."""
     found = []
@@ -275,10 +294,10 @@ def _phrases(text, options, multi):
     for pat in _PHRASES:
         for m in pat.finditer(text):
             found.append(_committed(text, m.end(1), parse_choice(m[1], options, multi), options))
-    for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the exact text of one option
-        hit = _option_match(m[1], options)
+    for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the text of one option
+        hit, end = _text_at(text, m.end(), options)
         if hit:
-            found.append(_committed(text, m.end(1), hit, options))
+            found.append(_committed(text, end, hit, options))
     lines = [l for l in text.splitlines() if l.strip()]
     m = _FINAL_LINE.match(lines[-1].strip()) if lines else None
     if m:  # a last line holding only a letter; an option list ending there is no answer
