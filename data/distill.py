@@ -314,12 +314,12 @@ def templated(rec):
         rest = [e for e in path if e not in findings]
     else:
         rest = list(path)
-    ask = rec["answer"]
+    letter = rec["answer"]
     # hops that do not mention the answer first, then the ones that reach it
     rest.sort(key=lambda e: ans_text.lower() in (e["subject_name"].lower(), e["object_name"].lower()))
     lines += [fact_text(e) for e in rest]
-    lines.append(f"Of the options, only {ans_text} fits every stated fact, so the answer is {ask}.")
-    return "<think>\n" + "\n".join(lines) + "\n</think>\n<answer>" + ask + "</answer>"
+    lines.append(f"Of the options, only {ans_text} fits every stated fact, so the answer is {letter}.")
+    return "<think>\n" + "\n".join(lines) + f"\n</think>\n<answer>{letter}</answer>"
 
 
 def run_template(records, limits, system=None):
@@ -378,8 +378,12 @@ def convert_huatuogpt(path, bench, limits, system=None):
                 raise RecordError(f"{path}: item {i}: missing or empty {f!r}")
         said = extract_answer(row["Response"], rec["options"])  # free prose mostly: None, no letter named
         why = format_filter(rec)
-        why = f"item_{why}" if why else "response_contradicts" if said not in (None, rec["answer"]) else \
-            verdict(assistant(row["Complex_CoT"], rec), rec, **limits)
+        if why:
+            why = f"item_{why}"
+        elif said is not None and said != rec["answer"]:
+            why = "response_contradicts"
+        else:
+            why = verdict(assistant(row["Complex_CoT"], rec), rec, **limits)
         if why:
             stats[f"drop:{why}"] += 1
             dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": why}})
