@@ -86,6 +86,18 @@ def test_full_width_letters_and_chinese_phrasing(medqa):
     assert extract_answer(f"分析如下……\n答案是{rec['answer']}。", rec["options"]) == rec["answer"]
 
 
+def test_whitespace_and_markdown(medqa):
+    rec = medqa[11]
+    o, a, w = rec["options"], rec["answer"], wrong_letter(rec)
+    for out in [f"<answer>\n\n   {a}   \n\n</answer>", f"<answer>__{a}__</answer>", f"<answer>`{a}`</answer>",
+                f"<answer> {a}. **{o[a]}** </answer>", f"**The answer is {a}.**", f"The answer is **({a})**",
+                f"### Answer\n\n**{a}**", f"Answer:   \n\n  **{a}**", f"\t<answer>\t{a}\t</answer>\t\n"]:
+        assert extract_answer(out, o) == a, out
+    for out in [f"**Answer:** **{a}** or **{w}**", f"<answer>**{a}**\n**{w}**</answer>", f"**{a}**\n\n**{w}**",
+                f"The answer is **{a}**\n\n**{w}.** {o[w]}"]:
+        assert extract_answer(out, o) is None, out
+
+
 def test_option_text_instead_of_letter(medqa):
     rec = medqa[2]
     a, w = rec["answer"], wrong_letter(rec)
@@ -178,6 +190,34 @@ def test_several_options_in_prose_without_tags(medqa, mmlu10):
     o10 = mmlu10["options"]
     assert extract_answer("The answer is A, B, C, D, E, F, G, H, I or J.", o10) is None
     assert extract_answer("The answer is (J) or (I).", o10) is None
+
+
+def test_english_letters_and_hedge_words_around_a_choice():
+    """Letters that are English or medicine, not options, after a committed choice; hedge words that
+    keep a second option in the answer."""
+    o = {k: f"option {k.lower()}" for k in "ABCDEFGHIJ"}
+    for out in ["The answer is (B), and E. coli is excluded.", "The answer is B, and I think so.",
+                "The answer is B and B cells are spared.", "The answer is B, I could be wrong.",
+                "The answer is B; a patient like this needs follow-up."]:
+        assert extract_answer(out, o) == "B", out
+    for out in ["The answer is B; D is also possible.", "The answer is B, or maybe D.", "The answer is B or option D.",
+                "The answer is B, or perhaps C.", "The answer is B, D could also be right."]:
+        assert extract_answer(out, o) is None, out
+    # a letter whose text is another letter, though that letter starts its own option's text
+    d = {"A": "Doxycycline", "B": "Bronchitis", "C": "Croup", "D": "Pneumonia"}
+    assert extract_answer("<answer>A (D)</answer>", d) is None and extract_answer("<answer>A. D</answer>", d) is None
+    assert extract_answer("<answer>A. Doxy</answer>", d) == "A"
+
+
+def test_option_text_answers_in_prose():
+    o = {"A": "0.08", "B": "Blood groups A. B. ABO", "C": "yes", "D": "no"}
+    assert extract_answer("So the answer is 0.08.", o) == "A"
+    assert extract_answer("So the answer is Blood groups A. B. ABO.\nThat settles it.", o) == "B"
+    assert extract_answer("The answer is yes, because the trial was randomized.", o) == "C"
+    assert extract_answer("The answer is no longer in doubt.", o) is None  # "no" is a word here, not option D
+    assert extract_answer("The answer is yes, or perhaps no.", o) is None
+    assert extract_answer("Answer: no (D)", o) == "D" and extract_answer("Answer: no (C)", o) is None
+    assert extract_answer("The answer is:\nyes\nno", o) is None  # the next line restates another option
 
 
 def test_fallback_phrases_without_tags(medqa):
