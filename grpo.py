@@ -429,7 +429,7 @@ def update(cfg, policy, opt, groups, env, pad_id, ref=None):
             lp, ent = token_logprobs(policy, part(ids, s), part(targets, s), m, cfg.temperature, cfg.logprob_chunk)
             loss = grpo_loss(lp, m, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
                              old[j] if old else None, cfg.clip_eps, ref_lp[j] if ref_lp else None, cfg.kl_beta)
-            loss.backward()
+            (loss * env.world).backward()  # FSDP averages gradients over ranks; a globally normalized loss sums
             if epoch == 0:
                 sums["loss"] += loss.item()
                 sums["mismatch"] += ((lp.detach() - part(sampler_lp, s)).abs() * m).sum().item()

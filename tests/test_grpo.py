@@ -245,3 +245,147 @@ def test_toy_task_reward_rises(tmp_path):
     assert last > max(2 * first, 0.6)
     assert all(r["logprob_mismatch"] < 1e-4 for r in rows)  # fp32 sampler vs trainer, weights synced each step
     assert (tmp_path / "out" / "stage1" / "final" / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------- stage pieces
+
+def test_plateau_on_flat_reward_or_zero_signal():
+    p = grpo.Plateau(window=3, delta=0.05, zero_frac=0.8)
+    # moving means over 3 steps, compared with the 3 before: the 9th step still gains 0.5 -> 0.6 (>= 0.05),
+    # the 10th only 0.567 -> 0.6
+    assert [p.update(r, 0.1) for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6)] == [None] * 9
+    assert "reward plateau: moving mean 0.567 -> 0.600" in p.update(0.6, 0.1)
+    q = grpo.Plateau(window=3, delta=0.05, zero_frac=0.8)
+    q.load_state_dict(p.state_dict())
+    assert q.rewards == p.rewards and q.zero == p.zero
+    z = grpo.Plateau(window=2, delta=-1.0, zero_frac=0.75)  # reward rule off (any change passes)
+    assert z.update(0.0, 1.0) is None
+    assert "zero-signal" in z.update(0.0, 0.5)  # mean 0.75
+
+
+def test_miner_keeps_failures_weights_difficult():
+    recs = [{"id": str(i), "difficulty": d} for i, d in enumerate(["easy", "difficult", "moderate", "difficult"])]
+    rates = {"0": 0.1, "1": 0.25, "2": 0.5, "3": 0.9}  # "2" is not below 0.5; "3" passes
+    assert grpo.mine(recs, rates, 0.5, 3.0) == [(0, 1.0), (1, 3.0)]
+    assert grpo.mine(recs, {}, 0.5, 3.0) == []  # unscored items are not mined
+
+
+def test_draw_is_a_function_of_position():
+    pool = [10, 11, 12, 13, 14]
+    whole = grpo.draw(pool, 0, 12, seed=1)
+    assert sorted(whole[:5]) == pool and sorted(whole[5:10]) == pool  # each epoch is a permutation
+    assert grpo.draw(pool, 4, 5, seed=1) == whole[4:9]  # resuming from a position needs nothing else
+    assert whole[:5] != whole[5:10] or whole[5:10] != whole[10:] + grpo.draw(pool, 12, 3, 1)
+
+
+def test_difficulty_from_pass_rate():
+    assert [grpo.difficulty_from_pass_rate(p) for p in (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)] == \
+        ["easy", "easy", "moderate", "moderate", "difficult", "difficult"]
+
+
+def test_stage2_without_stage1_is_a_clear_error(tmp_path):
+    d, data = write_toy(tmp_path)
+    with pytest.raises(SystemExit, match="stage 2 starts from stage 1's final checkpoint"):
+        grpo.main([f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--stage=2"])
+    with pytest.raises(SystemExit, match="--agg=mean"):
+        grpo.main([f"--model={d}", f"--data={data}", "--agg=mean"])
+    with pytest.raises(SystemExit, match="needs --clip_eps"):
+        grpo.main([f"--model={d}", f"--data={data}", "--ppo_epochs=2"])
+
+
+# ------------------------------------------------------------------- subprocess runs: torchrun, kill/resume
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = """import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+import grpo
+from test_grpo import toy_reward
+grpo.main(sys.argv[1:], reward_fn=toy_reward)
+"""
+
+
+def driver(tmp_path):
+    p = tmp_path / "driver.py"
+    p.write_text(DRIVER.format(repo=str(REPO), tests=str(REPO / "tests")))
+    return p
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def weights(path):
+    from safetensors.torch import load_file
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    """Same global batch (2 prompts x 8 rollouts), same rollouts (one prompt per generate call in both): the
+    metrics and the final weights of FSDP over 2 gloo ranks equal one process."""
+    d, data = write_toy(tmp_path)
+    args = toy_args(d, data, tmp_path / "one", prompts_per_step=2, rollout_chunk=1, max_steps=3)
+    subprocess.run([sys.executable, str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path,
+                   capture_output=True)
+    args = toy_args(d, data, tmp_path / "two", prompts_per_step=2, rollout_chunk=1, max_steps=3)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                    str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path, capture_output=True)
+    one = read_metrics(tmp_path / "one" / "stage1" / "metrics.jsonl")
+    two = read_metrics(tmp_path / "two" / "stage1" / "metrics.jsonl")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        for key in ("reward", "response_len", "zero_signal_frac"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12), key  # the same rollouts (sums in another order)
+        for key in ("loss", "grad_norm", "entropy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert any(r["loss"] != 0 for r in one)  # something was learned from
+    w1, w2 = weights(tmp_path / "one" / "stage1" / "final"), weights(tmp_path / "two" / "stage1" / "final")
+    w0 = weights(d)
+    assert any((w1[k] - w0[k]).abs().max() > 1e-4 for k in w1)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continue_the_same_curve_then_stage2(tmp_path):
+    d, data = write_toy(tmp_path)
+    run = lambda out, *extra: [sys.executable, str(driver(tmp_path))] + \
+        toy_args(d, data, tmp_path / out, max_steps=6, ckpt_every=2) + list(extra)
+    subprocess.run(run("ref"), check=True, env=env(), cwd=tmp_path, capture_output=True)
+    ref = read_metrics(tmp_path / "ref" / "stage1" / "metrics.jsonl")
+
+    metrics = tmp_path / "cut" / "stage1" / "metrics.jsonl"
+    proc = subprocess.Popen(run("cut"), env=env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # step 3 done, checkpoint at 2
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cut" / "stage1" / "final").exists()
+    subprocess.run(run("cut", "--resume"), check=True, env=env(), cwd=tmp_path, capture_output=True)
+    cut = read_metrics(metrics)
+    assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(ref, cut):
+        for key in ("reward", "loss", "grad_norm", "entropy", "response_len"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["step"], key)
+    torch.testing.assert_close(weights(tmp_path / "ref" / "stage1" / "final"),
+                               weights(tmp_path / "cut" / "stage1" / "final"))
+
+    # stage 2 with its defaults finds stage 1's policy, mines, and raises k to 16
+    out = subprocess.run([sys.executable, str(driver(tmp_path)), f"--data={data}", f"--out_dir={tmp_path / 'cut'}",
+                          "--stage=2", "--max_steps=2", "--prompts_per_step=2", "--max_new_tokens=6",
+                          "--grad_checkpointing=False", "--remine_every=1"],
+                         check=True, env=env(), cwd=tmp_path, capture_output=True, text=True)
+    rows = read_metrics(tmp_path / "cut" / "stage2" / "metrics.jsonl")
+    assert [r["k"] for r in rows] == [16, 16] and [r["stage"] for r in rows] == [2, 2]
+    assert "mining round 1" in out.stderr + out.stdout
+    assert (tmp_path / "cut" / "stage2" / "mine_0000.jsonl").exists()
