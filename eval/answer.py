@@ -11,32 +11,39 @@ Extraction policy (extract_answer):
  1. Reasoning is not read. Qwen3 <think>...</think> blocks are dropped, and so is everything up to
     a lone </think> (the chat template may have opened <think> in the prompt); an unclosed <think>
     means the output was cut inside its reasoning: nothing after it counts. Decoder leftovers
-    such as <|im_end|> are ignored.
- 2. Tags decide. If the output has a non-empty <answer> tag, the answer is what the tags hold;
-    prose BEFORE the first tag is reasoning and is not read. An unclosed final tag (cut off, or a
-    sampler stopped before "</answer>") holds everything to the end of the output.
- 3. A tag holds exactly one choice: a letter (B, (B), B., b, Ｂ, **B**, \\boxed{B}, "Answer: B"),
-    the exact text of one option, or a letter with its own option's text ("B. Asthma", "Asthma (B)";
-    a cut-off prefix of that text counts). Anything else in the tag - "A or D", "A. Asthma or
-    D. Pneumonia", an option list (one per line, or cut off after an unclosed tag), a letter with
-    another option's text, garbled or nested tags - is no answer.
- 4. Several tags must all hold the same choice (two agreeing tags count once; two that disagree
-    are no answer; empty tags are ignored).
- 5. Text after the first tag is part of the answer: every answer phrase there (rule 6) must name
-    the same choice as the tags, and the rest of a tag's line must not name another option (7).
- 6. Without a tag, answer phrases decide: "The answer is (B)", "Answer: B", "The correct option
-    is B", "Option B is correct", \\boxed{B}, "答案：B", "故选B", "The answer is <exact option
-    text>", and a last line holding only a letter. All must name the same choice (a phrase and a
-    final letter line that disagree are no answer). Letters in prose must be upper case or in
-    brackets ("the answer is a drug" is English, not option A).
- 7. A phrase or tag commits to several options when the rest of its line names another option: a
-    letter in brackets "(D)", a letter or an option's text after or / and / , / / / 或 / 、 ("(A)
-    Asthma or (D) Pneumonia", "A, C or D"), or another option restated as "D. Pneumonia"; or when
-    the next non-empty line restates another option ("The answer is:\\nA. Asthma\\nB. ..."). Then
-    the output has no answer.
- 8. Multi-answer items (multi=True) take a letter set - "ACE", "A, C, E", "A and C", "答案：ACE" -
-    returned sorted ("ACE") and scored by exact set match; letters only (no option texts), and a
-    second set ("ACE或ABE") is a second answer. Single-answer items never take more than one letter.
+    such as <|im_end|> are ignored; full-width forms (Ａ, （Ｂ）, ＜answer＞) count as ASCII.
+ 2. Tags decide. If the output has a non-empty <answer> tag (any case), the answer is what the tags
+    hold; prose BEFORE the first tag is reasoning and is not read. An unclosed last tag (cut off,
+    or a sampler stopped before "</answer>") holds everything to the end of the output.
+ 3. A tag holds exactly one choice: a letter (B, (B), B., b, **B**, \\boxed{B}, "Answer: B",
+    "Option (B)"), the whole text of one option, or a letter with its own option's text ("B. Asthma",
+    "B) Asthma", "Asthma (B)"; a cut-off start of that text counts). Anything else in the tag is no
+    answer: "A or D", "A/D", "AD", "A. Asthma or D. Pneumonia", an option list (on one line or one
+    per line, closed or cut off after an unclosed tag), a letter with another option's text or with
+    more than its own text, garbled or nested tags.
+ 4. Several non-empty tags must all hold the same choice: two agreeing tags count once, two that
+    disagree are no answer (the last one does not win), a tag that holds no choice spoils the rest.
+    Empty tags (an echo of the instruction) are ignored.
+ 5. From the first tag on, prose is part of the answer: every answer phrase there (rule 6) must
+    name the tags' choice, and what follows a tag on its line, or restates an option on the next
+    line, must not name another option (rule 7). "<answer>B</answer> Explanation: ..." stands.
+ 6. Without a tag, answer phrases decide: "The answer is (B)", "Answer: B", "The correct option is
+    B", "Option B is correct", \\boxed{B}, "答案：B", "答案是B", "故选B", "The answer is <the whole
+    text of one option>" (followed by punctuation or the line end), and a last line holding only a
+    letter. All must name the same choice: two phrases, or a phrase and a final letter line, that
+    disagree are no answer. Letters in prose must be upper case or bracketed ("the answer is a
+    drug" is English, not option A).
+ 7. A committed choice (a tag or a phrase) is no answer when the rest of its line names another
+    option: a bracketed letter "(D)"; a letter, letter set or option text after or / and / nor / vs /
+    , / ; / / / & / 或 / 和 / 、, also with hedge words between ("or perhaps D", "or option D");
+    another letter right after the choice ("B D", "B. Asthma D"); "D. <D's text>"; or when the next
+    non-empty line restates another option ("D", "D. Pneumonia", "Pneumonia (D)", "Pneumonia").
+    A letter followed by a lower-case word is English, not an option ("and A patient", "or E. coli",
+    "B cells", "I think"), unless the word makes it one ("D is also possible").
+ 8. Multi-answer items (multi=True) take a letter set - "ACE", "A, C, E", "A and C", "答案：A、C、E" -
+    returned sorted ("ACE") and scored by exact set match; letters only, no option texts. A second
+    set ("ACE或ABE", a second tag, "故选ABE" after the tag) is a second answer. A single-answer item
+    never takes more than one letter.
  9. A letter must be one of the item's options (E is no answer for a four-option item).
 
 Format policy (format_error / format_ok, the other half of the paper's reward): a well-formed
@@ -52,6 +59,7 @@ completion is, for every model we train (our SFT data is written this way):
 A truncated completion (cut inside the reasoning or inside the tag) is not well formed. Tags are
 matched case-insensitively, as by the extractor.
 """
+import functools
 import re
 import unicodedata
 
@@ -94,8 +102,9 @@ _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|
 # Words and marks that join two options into a list: "A or D", "A, D", "A/D", "A或D", "A、D".
 _CONN = r"(?:\b(?:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
 # Words between such a joint and the next option that keep it a list: "or perhaps (D)", "or option D".
-_FILLER = (r"(?:\s*(?:perhaps|maybe|possibly|probably|potentially|even|also|alternatively|rather|else|"
-           r"options?|choices?|选项|也可能|可能)\b)*")
+_FILLER_WORD = re.compile(r"\s*(?:perhaps|maybe|possibly|probably|potentially|even|also|alternatively|rather|"
+                          r"else|options?|choices?|选项|也可能|可能)\b", re.I)
+_FILLER = rf"(?:{_FILLER_WORD.pattern})*"
 # A letter in prose: upper case or bracketed; a list of them ("A, C and E") is captured whole and
 # is an answer only for a multi-answer item. A listed letter followed by a lower-case word is
 # English ("B, I think", "and A patient", "or E. coli", "and B cells") unless that word makes it an
@@ -226,6 +235,19 @@ def _restates(line, options, skip):
     return hit if hit and hit not in skip else None
 
 
+_JOINT = re.compile(_CONN)
+_MARKED = re.compile(r"(?<![A-Za-z0-9])([A-Z])\s*[.)）:：]\s*")
+_LEAD = re.compile(r"[\s.:：)）*\-–—]*")
+_ENDS = re.compile(r"\s*(?:[.,;:!?。，；！？(（]|\n|\Z)")
+
+
+@functools.lru_cache(maxsize=8192)
+def _text_re(option):
+    """An option's text as a regex that allows any whitespace between its words (None if empty)."""
+    words = _norm(option).split()
+    return re.compile(r"\s+".join(map(re.escape, words)), re.I) if words else None
+
+
 def _names_other(clause, choice, options):
     """The rest of a committed choice's line names another option (rule 7)."""
     s = _norm(clause)
@@ -241,15 +263,22 @@ def _names_other(clause, choice, options):
         if set(m[1]) <= set(options) and set(m[1]) != set(choice):
             return True
     low = s.lower()
-    for l, o in others.items():
-        k = _norm(o).lower()
-        end = r"(?![a-z0-9])" if k[-1:].isascii() and k[-1:].isalnum() else ""
-        if k and re.search(rf"{_CONN}{_FILLER}\s*{re.escape(k)}{end}", low):
-            return True
-        for m in re.finditer(rf"(?<![A-Za-z0-9]){re.escape(l)}\s*[.)）:：]\s*", s):  # "D. Pneumonia"
-            rest = _key(s[m.end():])
-            if rest and (rest.startswith(_key(o)) or _key(o).startswith(rest)):
+    texts = [k for k in (_norm(o).lower() for o in others.values()) if k]
+    for m in _JOINT.finditer(low):  # "or pneumonia", "or perhaps maybe"
+        at = m.end()
+        while True:
+            at += len(low[at:]) - len(low[at:].lstrip())
+            if any(low.startswith(k, at) and not (k[-1].isascii() and k[-1].isalnum()
+                                                  and low[at + len(k):at + len(k) + 1].isalnum()) for k in texts):
                 return True
+            w = _FILLER_WORD.match(low, at)
+            if not w:
+                break
+            at = w.end()
+    for m in _MARKED.finditer(s):  # "D. Pneumonia"
+        rest = _key(s[m.end():])
+        if m[1] in others and rest and (rest.startswith(_key(others[m[1]])) or _key(others[m[1]]).startswith(rest)):
+            return True
     return False
 
 
@@ -258,8 +287,8 @@ def _committed(text, end, choice, options):
     another option."""
     if choice is None:
         return None
-    own = r"\s+".join(map(re.escape, _norm(options[choice]).split())) if len(choice) == 1 else ""
-    m = re.compile(r"[\s.:：)）*\-–—]*" + own, re.I).match(text, end) if own else None
+    own = _text_re(options[choice]) if len(choice) == 1 else None
+    m = own and own.match(text, _LEAD.match(text, end).end())
     end = m.end() if m else end  # its own text may follow the letter, even across lines: "(B) Asthma"
     nl = text.find("\n", end)
     nl = len(text) if nl < 0 else nl
@@ -275,10 +304,8 @@ def _text_at(text, pos, options):
     (None, pos) if none, or if several options fit equally."""
     ends = {}
     for l, o in options.items():
-        words = _norm(o).split()
-        m = words and re.compile(r"\s+".join(map(re.escape, words)) + r"(?=\s*(?:[.,;:!?。，；！？(（]|\n|\Z))",
-                                 re.I).match(text, pos)
-        if m:
+        m = _text_re(o) and _text_re(o).match(text, pos)
+        if m and _ENDS.match(text, m.end()):
             ends.setdefault(m.end(), []).append(l)
     if not ends:
         return None, pos
