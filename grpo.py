@@ -514,8 +514,9 @@ def _train(cfg, env, stage_dir, reward_fn):
         groups = rollout(sampler, tok, mine_recs, cfg, step, first, _stop_ids(tok, net), reward_fn)
         rolled = list(groups)
         if cfg.drop_zero_signal:
-            groups, rolled = refill(cfg, env, recs, pool if cfg.stage == 1 else state["mined"], groups, sampler, tok,
-                                    step, net, reward_fn)
+            roll = partial(rollout, sampler, tok, cfg=cfg, step=step, stop_ids=_stop_ids(tok, net), reward_fn=reward_fn)
+            idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
+            groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
         sampler_free(sampler)
         t1 = _now(dev)
         set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
@@ -573,21 +574,20 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state):
     state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)
 
 
-def refill(cfg, env, recs, pool, groups, sampler, tok, step, net, reward_fn, rounds=4):
-    """drop_zero_signal: replace groups whose k rewards are all equal by fresh prompts, up to `rounds` times;
-    groups still missing are filled with dropped ones, so every rank keeps the same number of rows."""
+def refill(cfg, env, candidates, groups, roll, step, rounds=4):
+    """drop_zero_signal: replace the groups whose k rewards are all equal by groups of fresh prompts drawn from
+    candidates, up to `rounds` times (roll(recs, first) rolls them out); what is still missing is filled with
+    dropped groups, so every rank keeps the same number of rows. Returns (kept groups, every group rolled)."""
     want = len(groups)
-    keep = [g for g in groups if not zero_signal(torch.tensor([g.rewards]))[0]]
-    rolled = list(groups)
-    idx = [p if isinstance(p, int) else p[0] for p in pool]
+    signal = lambda gs: [g for g in gs if not zero_signal(torch.tensor([g.rewards]))[0]]
+    keep, rolled = signal(groups), list(groups)
     for r in range(rounds):
         if len(keep) >= want:
             break
         rng = random.Random(f"{cfg.seed}:refill:{step}:{env.rank}:{r}")
-        extra = rollout(sampler, tok, [recs[i] for i in rng.choices(idx, k=want - len(keep))], cfg, step,
-                        10**6 * (r + 1) + env.rank * want, _stop_ids(tok, net), reward_fn)
+        extra = roll(rng.choices(candidates, k=want - len(keep)), first=10**6 * (r + 1) + env.rank * want)
         rolled += extra
-        keep += [g for g in extra if not zero_signal(torch.tensor([g.rewards]))[0]]
+        keep += signal(extra)
     keep += [g for g in rolled if all(g is not x for x in keep)][:max(0, want - len(keep))]
     return keep[:want], rolled
 

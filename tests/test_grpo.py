@@ -389,3 +389,35 @@ def test_kill_and_resume_continue_the_same_curve_then_stage2(tmp_path):
     assert [r["k"] for r in rows] == [16, 16] and [r["stage"] for r in rows] == [2, 2]
     assert "mining round 1" in out.stderr + out.stdout
     assert (tmp_path / "cut" / "stage2" / "mine_0000.jsonl").exists()
+
+
+def test_refill_replaces_zero_signal_groups():
+    mk = lambda rewards: grpo.Group({}, [1], [None] * len(rewards), [], rewards, [], [])
+    fresh = iter([[1.0, 0.0], [0.0, 0.0], [2.0, 2.0]] + [[1.0, 1.0]] * 10)  # one useful group, then none
+    calls = []
+
+    def roll(recs, first):
+        calls.append(len(recs))
+        return [mk(next(fresh)) for _ in recs]
+
+    first = [mk([1.0, 1.0]), mk([0.0, 1.0]), mk([0.0, 0.0]), mk([3.0, 3.0])]
+    cfg = grpo.Config()
+    keep, rolled = grpo.refill(cfg, NS(rank=0), ["r"] * 5, first, roll, step=0)
+    assert calls == [3, 2, 2, 2]  # 3 missing; then 2 for the remaining rounds
+    assert len(keep) == 4 and keep[:2] == [first[1], rolled[4]]  # the two with signal first
+    assert all(grpo.zero_signal(torch.tensor([g.rewards]))[0] for g in keep[2:])  # filled with dropped ones
+    assert len(rolled) == 4 + 3 + 2 + 2 + 2
+
+
+@pytest.mark.slow
+def test_loss_variants_run_in_the_loop(tmp_path):
+    """PPO clipping with 2 updates per batch and recomputed old logprobs, KL to the frozen start, token-mean,
+    std-normalized advantages, truncated completions masked, zero-signal groups dropped: the loop runs and
+    learns, and the first update (old = current) still matches the sampler."""
+    d, data = write_toy(tmp_path)
+    grpo.main(toy_args(d, data, tmp_path / "out", max_steps=3, clip_eps=0.2, ppo_epochs=2, old_logprobs="recompute",
+                       kl_beta=0.1, agg="token_mean", std_norm=True, truncated="mask", drop_zero_signal=True),
+              reward_fn=toy_reward)
+    rows = read_metrics(tmp_path / "out" / "stage1" / "metrics.jsonl")
+    assert len(rows) == 3 and all(math.isfinite(r["loss"]) and r["logprob_mismatch"] < 1e-4 for r in rows)
+    assert rows[0]["truncated_frac"] > 0  # max_new_tokens=6 cuts some, and they were masked without error
