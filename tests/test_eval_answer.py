@@ -34,7 +34,7 @@ def wrong_letter(rec):
     return next(l for l in rec["options"] if l != rec["answer"])
 
 
-def none_of(rec, outputs, multi=False):
+def answered(rec, outputs, multi=False):
     """The outputs that wrongly extract to something (empty when the extractor holds)."""
     return [(o, extract_answer(o, rec["options"], multi)) for o in outputs
             if extract_answer(o, rec["options"], multi) is not None]
@@ -126,7 +126,7 @@ def test_several_options_inside_one_tag(medqa):
             f"<answer>{listed[:len(listed) * 2 // 3]}",  # an option list after an unclosed tag, cut off
             "<answer>" + "\n".join(o),  # letters one per line, unclosed
             f"<answer>{o[a]} or {o[w]}</answer>", f"<answer>Either {a} or {w}</answer>"]
-    assert none_of(rec, outs) == []
+    assert answered(rec, outs) == []
 
 
 def test_several_tags_must_agree(medqa):
@@ -147,7 +147,7 @@ def test_several_tags_must_agree(medqa):
 def test_nested_and_garbled_tags(medqa):
     rec = medqa[8]
     o, a, w = rec["options"], rec["answer"], wrong_letter(rec)
-    assert none_of(rec, [f"<answer><answer>{a}</answer></answer>", f"<answer>{a}<answer>{w}</answer>",
+    assert answered(rec, [f"<answer><answer>{a}</answer></answer>", f"<answer>{a}<answer>{w}</answer>",
                          f"<answer>{a}</answer", f"<answer>{w}<answer>{a}</answer>"]) == []
     # everything before a lone </think> is reasoning (rule 1), tags included
     assert extract_answer(f"<answer>{a}</think><answer>{w}</answer>", o) == w
@@ -158,7 +158,7 @@ def test_text_after_the_tag_is_part_of_the_answer(medqa):
     rec = medqa[4]
     o, a, w = rec["options"], rec["answer"], wrong_letter(rec)
     # another answer after the tag: a second answer
-    assert none_of(rec, [f"<answer>{a}</answer>\n\nOn reflection, the answer is ({w}).",
+    assert answered(rec, [f"<answer>{a}</answer>\n\nOn reflection, the answer is ({w}).",
                          f"<answer>{a}</answer>\nFinal answer: {w}", f"<answer>{a}</answer>\n\\boxed{{{w}}}",
                          f"<answer>{a}</answer>\n\n{w}", f"<answer>{a}</answer> or {w}",
                          f"<answer>{a}</answer> (or ({w}) {o[w]})",
@@ -186,7 +186,7 @@ def test_several_options_in_prose_without_tags(medqa, mmlu10):
             f"The answer is ({a}). Wait, the answer is ({w}).", f"Option {a} is correct, and option {w} is correct.",
             f"Reasoning.\n\n{w}\n{a}",  # two bare letter lines
             f"The answer is **{a}** or **{w}**", f"The correct option is ({a}), or perhaps ({w})"]
-    assert none_of(rec, outs) == []
+    assert answered(rec, outs) == []
     o10 = mmlu10["options"]
     assert extract_answer("The answer is A, B, C, D, E, F, G, H, I or J.", o10) is None
     assert extract_answer("The answer is (J) or (I).", o10) is None
@@ -286,7 +286,8 @@ def test_pubmedqa_yes_no_maybe(shared):
     wrong = next(l for l in "ABC" if l != rec["answer"])
     assert extract_answer(f"<answer>{rec['answer']} ({gold_text})</answer>", rec["options"]) == rec["answer"]
     assert extract_answer(f"<answer>{rec['answer']} ({rec['options'][wrong]})</answer>", rec["options"]) is None
-    assert extract_answer(f"Based on the abstract, the answer is {gold_text.capitalize()}.", rec["options"]) == rec["answer"]
+    said = f"Based on the abstract, the answer is {gold_text.capitalize()}."
+    assert extract_answer(said, rec["options"]) == rec["answer"]
     assert extract_answer("The answer is no, or perhaps maybe.", rec["options"]) is None
     assert extract_answer("<answer>yes or no</answer>", rec["options"]) is None
     assert extract_answer("The answer is (A) yes, or (B) no.", rec["options"]) is None
@@ -313,9 +314,10 @@ def test_multi_answer_distractor_sets_are_a_second_answer(cmexam):
     other = "".join(sorted(set(gold[:2]) | {next(l for l in o if l not in gold)}))  # shares two letters
     outs = [f"<answer>{gold} or {other}</answer>", f"<answer>{', '.join(gold)} or {', '.join(other)}</answer>",
             f"<answer>{gold}</answer>\n<answer>{other}</answer>", f"<answer>{gold}</answer>\n故选{other}",
-            f"答案：{gold}或{other}", f"解析……故选{gold}。\n答案：{other}", f"<answer>{gold}</answer> 或 {other}",
+            f"答案：{gold}或{other}", f"解析……故选{gold}。\n答案：{other}",
+            f"<answer>{gold}</answer> 或 {other}",
             f"<answer>{' '.join(f'{l}. {o[l]}' for l in gold)}</answer>"]  # letters with texts: letters only
-    assert none_of(rec, outs, multi=True) == []
+    assert answered(rec, outs, multi=True) == []
     assert extract_answer(f"<answer>{gold}</answer>", o, multi=True) == gold
 
 
