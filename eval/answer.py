@@ -252,7 +252,7 @@ def _names_other(clause, choice, options):
     """The rest of a committed choice's line names another option (rule 7)."""
     s = _norm(clause)
     others = {l: o for l, o in options.items() if l not in choice}
-    m = re.match(r"[\s*_]*[(（]?([A-Z])(?![A-Za-z0-9_-])(?!\s+[a-z0-9])", s)  # "B C D", "B. Bron (C) Croup"
+    m = re.match(r"[\s*_.]*[(（]?([A-Z])(?![A-Za-z0-9_-])(?!\s+[a-z0-9])", s)  # "B C D", "B.D.", "B. Bron (C)"
     if m and m[1] in others:
         return True
     for m in re.finditer(r"[(（\[]\s*([A-Za-z])\s*[)）\]]", s):

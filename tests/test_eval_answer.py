@@ -185,6 +185,7 @@ def test_several_options_in_prose_without_tags(medqa, mmlu10):
             f"The answer is ({a}).\n\n{w}",  # a phrase and a final letter line that disagree
             f"The answer is ({a}). Wait, the answer is ({w}).", f"Option {a} is correct, and option {w} is correct.",
             f"Reasoning.\n\n{w}\n{a}",  # two bare letter lines
+            f"The answer is {a}.{w}.", f"The answer is {a}. {w}.",
             f"The answer is **{a}** or **{w}**", f"The correct option is ({a}), or perhaps ({w})"]
     assert answered(rec, outs) == []
     o10 = mmlu10["options"]
@@ -229,7 +230,11 @@ def test_fallback_phrases_without_tags(medqa):
                 f"The answer is: **({a})**", f"Final Answer: The final answer is $\\boxed{{{a}}}$",
                 f"So the answer is {rec['options'][a].lower()}.", f"The answer is ({a}).\n\n**{a}**",
                 f"Answer: {a}\n\n({wrong_letter(rec)}) is incorrect because it ignores the timeline.",
-                f"The answer is {a}, I think.", f"The answer is\n\n{a}"]:
+                f"The answer is {a}, I think.", f"The answer is\n\n{a}",
+                f"The answer is {a}. {wrong_letter(rec)} is wrong because it ignores the timeline.",
+                f"**Answer: {a}. {rec['options'][a]}**\n\n**Explanation:**\n"  # a chat model's usual layout
+                + "\n".join(f"- **{l}. {t}**: {'correct' if l == a else 'does not fit'} because ..."
+                            for l, t in rec["options"].items())]:
         assert extract_answer(out, rec["options"]) == a, out
 
 
