@@ -93,7 +93,10 @@ def build_prompt(rec, system=None):
 
 # ----------------------------------------------------------------------------- extraction
 
-_TAG = re.compile(r"<\s*answer\s*>(.*?)(?:<\s*/\s*answer\s*>|\Z)", re.S | re.I)  # unclosed: to the end
+# The tags, matched the same way by the extractor and the format check.
+_THINK, _END_THINK = re.compile(r"<think>", re.I), re.compile(r"</think>", re.I)
+_ANSWER, _END_ANSWER = re.compile(r"<\s*answer\s*>", re.I), re.compile(r"<\s*/\s*answer\s*>", re.I)
+_TAG = re.compile(rf"{_ANSWER.pattern}(.*?)(?:{_END_ANSWER.pattern}|\Z)", re.S | re.I)  # unclosed: to the end
 _SPECIAL = re.compile(r"<\|[^<>|\s]*\|>|</s>")  # <|im_end|>, <|endoftext|> left in by a decoder
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # Words that may sit in front of the choice inside a tag: "Answer: B", "Option (C)", "答案：D".
@@ -131,9 +134,8 @@ def strip_think(text):
     template may open the tag in the prompt). An unclosed <think> means the output was cut inside
     its reasoning: nothing is left."""
     text = re.sub(r"<think>.*?</think>", "", text, flags=re.S | re.I)
-    if re.search(r"</think>", text, re.I):
-        text = re.split(r"</think>", text, flags=re.I)[-1]
-    m = re.search(r"<think>", text, re.I)
+    text = _END_THINK.split(text)[-1]
+    m = _THINK.search(text)
     return text[:m.start()] if m else text
 
 
@@ -237,6 +239,7 @@ def _restates(line, options, skip):
 
 _JOINT = re.compile(_CONN)
 _MARKED = re.compile(r"(?<![A-Za-z0-9])([A-Z])\s*[.)）:：]\s*")
+_NEXT_LINE = re.compile(r"\s*([^\n]*)")  # from a line end: the next non-empty line
 _LEAD = re.compile(r"[\s.:：)）*\-–—]*")
 _ENDS = re.compile(r"\s*(?:[.,;:!?。，；！？(（]|\n|\Z)")
 
@@ -292,7 +295,8 @@ def _committed(text, end, choice, options):
     end = m.end() if m else end  # its own text may follow the letter, even across lines: "(B) Asthma"
     nl = text.find("\n", end)
     nl = len(text) if nl < 0 else nl
-    nxt = next((l for l in text[nl:].splitlines() if l.strip()), "")
+    nxt = _NEXT_LINE.match(text, nl)
+    nxt = nxt[1] if nxt else ""
     if _names_other(_TAG.sub(" ", text[end:nl]), choice, options) or _restates(nxt, options, choice):
         return None
     return choice
@@ -342,7 +346,7 @@ def extract_answer(output, options, multi=False):
     or None when the output commits to no answer or to several (the policy is the module doc)."""
     if not isinstance(output, str):
         return None
-    text = _SPECIAL.sub(" ", unicodedata.normalize("NFKC", strip_think(output)))
+    text = _SPECIAL.sub(" ", strip_think(unicodedata.normalize("NFKC", output)))
     tags = list(_TAG.finditer(text))
     full = [m for m in tags if m[1].strip()]
     if not full:
@@ -363,9 +367,7 @@ def score(rec, output):
 
 # ----------------------------------------------------------------------------- format (the reward's other half)
 
-_EOS_TAIL = re.compile(r"(?:\s|<\|[^<>|\s]*\|>|</s>)*\Z")
-_THINK, _END_THINK = re.compile(r"<\s*think\s*>", re.I), re.compile(r"<\s*/\s*think\s*>", re.I)
-_ANSWER, _END_ANSWER = re.compile(r"<\s*answer\s*>", re.I), re.compile(r"<\s*/\s*answer\s*>", re.I)
+_EOS = re.compile(r"(?:<\|[^<>|\s]*\|>|</s>)\Z")
 
 
 def format_error(output, options, multi=False):
@@ -373,7 +375,9 @@ def format_error(output, options, multi=False):
     it is: [<think>] reasoning </think> <answer>X</answer>, X one valid choice of the item."""
     if not isinstance(output, str):
         return "not text"
-    text = output[:_EOS_TAIL.search(output).start()]
+    text = output.rstrip()
+    while m := _EOS.search(text):  # trailing decoder end tokens
+        text = text[:m.start()].rstrip()
     think, end_think = list(_THINK.finditer(text)), list(_END_THINK.finditer(text))
     ans, end_ans = list(_ANSWER.finditer(text)), list(_END_ANSWER.finditer(text))
     if not end_think:
