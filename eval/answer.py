@@ -145,15 +145,18 @@ def _norm(s):
     return re.sub(r"\s+", " ", s).strip()
 
 
-def _key(s):
+def _key(s, case=False):
     """Option text compared case-free, without trailing punctuation, quotes or markdown."""
-    return re.sub(r"[\s.。,，;；:：!！*\"'`]+$", "", _norm(s).lower()).strip(" *\"'`")
+    s = _norm(s) if case else _norm(s).lower()
+    return re.sub(r"[\s.。,，;；:：!！*\"'`“”‘’]+$", "", s).strip(" *\"'`“”‘’")
 
 
 def _option_match(text, options):
-    """Letter whose option text equals `text` (normalized), None if none or several."""
-    k = _key(text)
-    hits = [l for l, o in options.items() if _key(o) == k]
+    """Letter whose option text equals `text` (normalized), None if none or several. Options that
+    differ only in case ("Bb Bb", "bb Bb") are told apart by case."""
+    hits = [l for l, o in options.items() if _key(o) == _key(text)]
+    if len(hits) > 1:
+        hits = [l for l in hits if _key(options[l], case=True) == _key(text, case=True)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -314,7 +317,10 @@ def _text_at(text, pos, options):
     if not ends:
         return None, pos
     end = max(ends)
-    return (ends[end][0], end) if len(ends[end]) == 1 else (None, pos)
+    hits = ends[end]
+    if len(hits) > 1:  # options that differ only in case: "Bb Bb", "bb Bb"
+        hits = [l for l in hits if _key(text[pos:end], case=True) == _key(options[l], case=True)]
+    return (hits[0], end) if len(hits) == 1 else (None, pos)
 
 
 def _phrases(text, options, multi):
@@ -324,10 +330,13 @@ def _phrases(text, options, multi):
         found.append(_committed(text, m.end(), parse_choice(m[1], options, multi), options))
     for pat in _PHRASES:
         for m in pat.finditer(text):
+            hit, end = _text_at(text, m.start(1), options)
+            if hit and end - m.start(1) > 1:
+                continue  # "The answer is A white woman.": an option's text, read below, not the letter A
             found.append(_committed(text, m.end(1), parse_choice(m[1], options, multi), options))
     for m in _TEXT_ANSWER.finditer(text):  # "The answer is yes." - the text of one option
         hit, end = _text_at(text, m.end(), options)
-        if hit:
+        if hit and not re.fullmatch(r"[A-Za-z]", text[m.end():end]):  # a lone letter is read as a letter
             found.append(_committed(text, end, hit, options))
     lines = [l for l in text.splitlines() if l.strip()]
     m = _FINAL_LINE.match(lines[-1].strip()) if lines else None

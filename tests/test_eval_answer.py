@@ -114,6 +114,29 @@ def test_option_text_instead_of_letter(medqa):
 
 # ----------------------------------------------------------------------------- several options committed to
 
+@pytest.mark.parametrize("bench", ["medqa", "mmlu_pro_biology", "mmlu_pro_health", "medmcqa", "pubmedqa"])
+def test_legitimate_single_answers_on_real_items(bench):
+    """The first 200 items of each real benchmark (option texts that start with the article "A", differ from
+    another only in case - "Bb Bb" vs "bb Bb" -, carry curly quotes or periods): the usual ways of
+    giving the gold answer all extract it. Items whose options are ambiguous by construction (two
+    options with the same text, an option whose text is another option's letter) are left out."""
+    recs = load_benchmark(bench, data_dir=str(DATA), skip_bad=True, stats={})[:200]
+    checked = 0
+    for rec in recs:
+        o, a = rec["options"], rec["answer"]
+        if len(set(o.values())) < len(o) or any(v.strip() in o for v in o.values()):
+            continue
+        checked += 1
+        for out in [f"Reasoning...\n<answer>{a}</answer>", f"<answer>{a}. {o[a]}</answer>",
+                    f"<answer>{o[a]}</answer>\nThat is my final choice.", f"The answer is ({a}) {o[a]}.",
+                    f"**Answer:** {a}. {o[a]}", f"Answer: {a}",
+                    f"<think>r</think>\n<answer>{a}</answer>"]:
+            assert extract_answer(out, o) == a, (out, o)
+        if not re.fullmatch(r"[A-Za-z]", o[a].strip()):
+            assert extract_answer(f"So the answer is {o[a]}.", o) == a, o
+    assert checked > 0.9 * len(recs)
+
+
 def test_several_options_inside_one_tag(medqa):
     rec = medqa[7]
     o, a, w = rec["options"], rec["answer"], wrong_letter(rec)
@@ -219,6 +242,13 @@ def test_option_text_answers_in_prose():
     assert extract_answer("The answer is yes, or perhaps no.", o) is None
     assert extract_answer("Answer: no (D)", o) == "D" and extract_answer("Answer: no (C)", o) is None
     assert extract_answer("The answer is:\nyes\nno", o) is None  # the next line restates another option
+    # texts that start with the article "A", differ only in case, or carry curly quotes
+    o = {"A": "bb Bb", "B": "Bb Bb", "C": "A white woman", "D": "“I cannot help you.”", "E": "P/D1 cells"}
+    assert extract_answer("So the answer is Bb Bb.", o) == "B" and extract_answer("<answer>bb Bb</answer>", o) == "A"
+    assert extract_answer("So the answer is A white woman.", o) == "C"
+    assert extract_answer("<answer>“I cannot help you.”</answer>", o) == "D"
+    assert extract_answer("The answer is P/D1 cells.", o) == "E"
+    assert extract_answer("Answer: A", {"A": "b", "B": "a"}) == "A"  # a lone letter is a letter, not B's text
 
 
 def test_fallback_phrases_without_tags(medqa):
