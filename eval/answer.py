@@ -29,10 +29,11 @@ Extraction policy (extract_answer):
     line, must not name another option (rule 7). "<answer>B</answer> Explanation: ..." stands.
  6. Without a tag, answer phrases decide: "The answer is (B)", "Answer: B", "The correct option is
     B", "Option B is correct", \\boxed{B}, "答案：B", "答案是B", "故选B", "The answer is <the whole
-    text of one option>" (followed by punctuation or the line end), and a last line holding only a
-    letter. All must name the same choice: two phrases, or a phrase and a final letter line, that
-    disagree are no answer. Letters in prose must be upper case or bracketed ("the answer is a
-    drug" is English, not option A).
+    text of one option>" (followed by punctuation or the line end; it beats reading an article as a
+    letter: "The answer is A white woman."), and a last line holding only a letter. All must name
+    the same choice: two phrases, or a phrase and a final letter line, that disagree are no answer.
+    Letters in prose must be upper case or bracketed ("the answer is a drug" is English, not
+    option A). Option texts compare case-free unless two options differ only in case ("Bb Bb").
  7. A committed choice (a tag or a phrase) is no answer when the rest of its line names another
     option: a bracketed letter "(D)"; a letter, letter set or option text after or / and / nor / vs /
     , / ; / / / & / 或 / 和 / 、, also with hedge words between ("or perhaps D", "or option D");
