@@ -104,7 +104,7 @@ _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 _PREFIX = re.compile(r"^(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|option|choice)s?"
                      r"(?:\s+is)?|答案(?:是|为)?|选项|选)\s*[:：]?\s*", re.I)
 # Words and marks that join two options into a list: "A or D", "A, D", "A/D", "A或D", "A、D".
-_CONN = r"(?:\b(?:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
+_CONN = r"(?:\b(?i:and/or|or|and|nor|versus|vs)\b\.?|[/,;&、，；]|或者?|以及|和|及)"
 # Words between such a joint and the next option that keep it a list: "or perhaps (D)", "or option D".
 _FILLER_WORD = re.compile(r"\s*(?:perhaps|maybe|possibly|probably|potentially|even|also|alternatively|rather|"
                           r"else|options?|choices?|选项|也可能|可能)\b", re.I)
@@ -230,7 +230,9 @@ def parse_choice(content, options, multi=False):
 def _restates(line, options, skip):
     """The line restates an option not in `skip` - "B", "(B)", "B. Bronchitis", "- **B)** Bronch",
     "Bronchitis (B)", "Bronchitis" - and that option's letter, else None."""
-    s = re.sub(r"^[-•>#\s]*", "", _norm(line).replace("*", ""))
+    s = re.sub(r"^[-•>#\s]*(?:(?i:options?|choices?|or|and)\s+)?", "", _norm(line).replace("*", ""))
+    m = re.fullmatch(r"[(（]?([a-z])[)）]?[.:：、)]?", s)  # a lone lower-case letter: "d."
+    s = s.upper() if m else s
     m = re.fullmatch(r"[(（]?([A-Z])[)）]?(?:\s*[.:：、)]\s*|\s+)?(.*)", s)
     if m and m[1] in options and m[1] not in skip and _key(options[m[1]]).startswith(_key(m[2])):
         return m[1]
@@ -242,6 +244,9 @@ def _restates(line, options, skip):
 
 
 _JOINT = re.compile(_CONN)
+_GAP = re.compile(rf"(?:[^\w]|_|{_CONN}|(?i:{_FILLER_WORD.pattern}|\bthen\b))*")
+_LETTER_TOKEN = r"(?:[A-Z](?![A-Za-z0-9_-])|[a-z](?![A-Za-z0-9_-])(?!\.\w))(?!\.?\s+[a-z0-9])"  # not "e.g.", "A 45-"
+_LETTER_RUN = r"[A-Z]+(?![A-Za-z0-9_-])(?!\.?\s+[a-z0-9])"
 _MARKED = re.compile(r"(?<![A-Za-z0-9])([A-Z])\s*[.)）:：]\s*")
 _NEXT_LINE = re.compile(r"\s*([^\n]*)")  # from a line end: the next non-empty line
 _LEAD = re.compile(r"[\s.:：)）*\-–—]*")
@@ -259,8 +264,14 @@ def _names_other(clause, choice, options):
     """The rest of a committed choice's line names another option (rule 7)."""
     s = _norm(clause)
     others = {l: o for l, o in options.items() if l not in choice}
-    m = re.match(r"[\s*_.]*[(（]?([A-Z])(?![A-Za-z0-9_-])(?!\s+[a-z0-9])", s)  # "B C D", "B.D.", "B. Bron (C)"
-    if m and m[1] in others:
+    # right after the choice, with only marks, joints or hedge words between: "B D", "B.D.", "B|D",
+    # "B (or) d", "B - Pneumonia", "B Option D", "B. Bronchitis (C) Croup"
+    at = _GAP.match(s).end()
+    m = re.compile(_LETTER_RUN if len(choice) > 1 else _LETTER_TOKEN).match(s, at)
+    if m and set(m[0].upper()) <= set(options) and set(m[0].upper()) != set(choice):
+        return True
+    if any(_text_re(o) and _text_re(o).match(s, at) and not s[_text_re(o).match(s, at).end():][:1].isalnum()
+           for o in others.values()):
         return True
     for m in re.finditer(r"[(（\[]\s*([A-Za-z])\s*[)）\]]", s):
         if m[1].upper() in others:
@@ -297,6 +308,8 @@ def _committed(text, end, choice, options):
     own = _text_re(options[choice]) if len(choice) == 1 else None
     m = own and own.match(text, _LEAD.match(text, end).end())
     end = m.end() if m else end  # its own text may follow the letter, even across lines: "(B) Asthma"
+    m = len(choice) == 1 and re.compile(rf"\s*[(（]\s*{choice}\s*[)）]").match(text, end)
+    end = m.end() if m else end  # and its own letter the text: "Asthma (A)"
     nl = text.find("\n", end)
     nl = len(text) if nl < 0 else nl
     nxt = _NEXT_LINE.match(text, nl)

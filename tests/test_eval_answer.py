@@ -208,7 +208,11 @@ def test_several_options_in_prose_without_tags(medqa, mmlu10):
             f"The answer is ({a}).\n\n{w}",  # a phrase and a final letter line that disagree
             f"The answer is ({a}). Wait, the answer is ({w}).", f"Option {a} is correct, and option {w} is correct.",
             f"Reasoning.\n\n{w}\n{a}",  # two bare letter lines
-            f"The answer is {a}.{w}.", f"The answer is {a}. {w}.",
+            f"The answer is {a}.{w}.", f"The answer is {a}. {w}.", f"The answer is {a}|{w}", f"The answer is {a} (or) {w}",
+            f"The answer is {a} - {o[w]}", f"The answer is {a} Option {w}", f"The answer is {a} OR {w}",
+            f"The answer is {a}:{w}", f"The answer is {a}\nOption {w}", f"The answer is {a}\n{w.lower()}.",
+            f"The answer is {o[a]} ({a}) {w}", f"The answer is ({a}) {o[w]}", f"The answer is {a}, \"{w}\"",
+            f"The answer is {a}, {w.lower()}.", f"The answer is {a} then {w}",
             f"The answer is **{a}** or **{w}**", f"The correct option is ({a}), or perhaps ({w})"]
     assert answered(rec, outs) == []
     o10 = mmlu10["options"]
@@ -221,6 +225,9 @@ def test_english_letters_and_hedge_words_around_a_choice():
     keep a second option in the answer."""
     o = {k: f"option {k.lower()}" for k in "ABCDEFGHIJ"}
     for out in ["The answer is (B), and E. coli is excluded.", "The answer is B, and I think so.",
+                "The answer is (B), e.g. because of the rash.", "The answer is (B), i.e. the second one.",
+                "The answer is B. A 45-year-old needs no more.", "The answer is (B) - a classic picture.",
+                "The answer is (B), since D-dimer is normal.", "The answer is B: T cells are spared.",
                 "The answer is B and B cells are spared.", "The answer is B, I could be wrong.",
                 "The answer is B; a patient like this needs follow-up."]:
         assert extract_answer(out, o) == "B", out
