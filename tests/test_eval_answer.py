@@ -208,7 +208,8 @@ def test_several_options_in_prose_without_tags(medqa, mmlu10):
             f"The answer is ({a}).\n\n{w}",  # a phrase and a final letter line that disagree
             f"The answer is ({a}). Wait, the answer is ({w}).", f"Option {a} is correct, and option {w} is correct.",
             f"Reasoning.\n\n{w}\n{a}",  # two bare letter lines
-            f"The answer is {a}.{w}.", f"The answer is {a}. {w}.", f"The answer is {a}|{w}", f"The answer is {a} (or) {w}",
+            f"The answer is {a}.{w}.", f"The answer is {a}. {w}.", f"The answer is {a}|{w}",
+            f"The answer is {a} (or) {w}",
             f"The answer is {a} - {o[w]}", f"The answer is {a} Option {w}", f"The answer is {a} OR {w}",
             f"The answer is {a}:{w}", f"The answer is {a}\nOption {w}", f"The answer is {a}\n{w.lower()}.",
             f"The answer is {o[a]} ({a}) {w}", f"The answer is ({a}) {o[w]}", f"The answer is {a}, \"{w}\"",
