@@ -245,8 +245,9 @@ def _restates(line, options, skip):
 
 _JOINT = re.compile(_CONN)
 _GAP = re.compile(rf"(?:[^\w]|_|{_CONN}|(?i:{_FILLER_WORD.pattern}|\bthen\b))*")
-_LETTER_TOKEN = r"(?:[A-Z](?![A-Za-z0-9_-])|[a-z](?![A-Za-z0-9_-])(?!\.\w))(?!\.?\s+[a-z0-9])"  # not "e.g.", "A 45-"
-_LETTER_RUN = r"[A-Z]+(?![A-Za-z0-9_-])(?!\.?\s+[a-z0-9])"
+# a letter standing alone (not "e.g.", "A 45-year-old", "D-dimer"), or a letter set for multi-answer items
+_LETTER_TOKEN = re.compile(r"(?:[A-Z](?![A-Za-z0-9_-])|[a-z](?![A-Za-z0-9_-])(?!\.\w))(?!\.?\s+[a-z0-9])")
+_LETTER_RUN = re.compile(r"[A-Z]+(?![A-Za-z0-9_-])(?!\.?\s+[a-z0-9])")
 _MARKED = re.compile(r"(?<![A-Za-z0-9])([A-Z])\s*[.)）:：]\s*")
 _NEXT_LINE = re.compile(r"\s*([^\n]*)")  # from a line end: the next non-empty line
 _LEAD = re.compile(r"[\s.:：)）*\-–—]*")
@@ -260,42 +261,47 @@ def _text_re(option):
     return re.compile(r"\s+".join(map(re.escape, words)), re.I) if words else None
 
 
+def _text_at_pos(s, at, option):
+    """The option's whole text is written at s[at:] (case-free, any spacing, not inside a word)."""
+    m = _text_re(option) and _text_re(option).match(s, at)
+    last, after = s[m.end() - 1:m.end()] if m else "", s[m.end():m.end() + 1] if m else ""
+    return bool(m) and not (last.isascii() and last.isalnum() and after.isalnum())  # Chinese has no spaces
+
+
 def _names_other(clause, choice, options):
     """The rest of a committed choice's line names another option (rule 7)."""
     s = _norm(clause)
-    others = {l: o for l, o in options.items() if l not in choice}
+    others = [l for l in options if l not in choice]
+
+    def other_letters(letters):
+        return set(letters.upper()) <= set(options) and set(letters.upper()) != set(choice)
+
     # right after the choice, with only marks, joints or hedge words between: "B D", "B.D.", "B|D",
     # "B (or) d", "B - Pneumonia", "B Option D", "B. Bronchitis (C) Croup"
     at = _GAP.match(s).end()
-    m = re.compile(_LETTER_RUN if len(choice) > 1 else _LETTER_TOKEN).match(s, at)
-    if m and set(m[0].upper()) <= set(options) and set(m[0].upper()) != set(choice):
+    m = (_LETTER_RUN if len(choice) > 1 else _LETTER_TOKEN).match(s, at)
+    if m and other_letters(m[0]) or any(_text_at_pos(s, at, options[l]) for l in others):
         return True
-    if any(_text_re(o) and _text_re(o).match(s, at) and not s[_text_re(o).match(s, at).end():][:1].isalnum()
-           for o in others.values()):
+    # anywhere on the line: a bracketed letter, or a letter (set) or option text after a joint
+    if any(m[1].upper() in others for m in re.finditer(r"[(（\[]\s*([A-Za-z])\s*[)）\]]", s)):
         return True
-    for m in re.finditer(r"[(（\[]\s*([A-Za-z])\s*[)）\]]", s):
-        if m[1].upper() in others:
-            return True
     run = r"[A-Z]+" if len(choice) > 1 else r"[A-Z]"
-    for m in re.finditer(rf"{_CONN}(?i:{_FILLER})[\s*_]*({run})\**(?![A-Za-z0-9_-]){_ENGLISH}", s):
-        if set(m[1]) <= set(options) and set(m[1]) != set(choice):
-            return True
-    low = s.lower()
-    texts = [k for k in (_norm(o).lower() for o in others.values()) if k]
-    for m in _JOINT.finditer(low):  # "or pneumonia", "or perhaps maybe"
+    if any(other_letters(m[1]) for m in
+           re.finditer(rf"{_CONN}(?i:{_FILLER})[\s*_]*({run})\**(?![A-Za-z0-9_-]){_ENGLISH}", s)):
+        return True
+    for m in _JOINT.finditer(s):  # "or pneumonia", "or perhaps maybe"
         at = m.end()
         while True:
-            at += len(low[at:]) - len(low[at:].lstrip())
-            if any(low.startswith(k, at) and not (k[-1].isascii() and k[-1].isalnum()
-                                                  and low[at + len(k):at + len(k) + 1].isalnum()) for k in texts):
+            at += len(s[at:]) - len(s[at:].lstrip())
+            if any(_text_at_pos(s, at, options[l]) for l in others):
                 return True
-            w = _FILLER_WORD.match(low, at)
+            w = _FILLER_WORD.match(s, at)
             if not w:
                 break
             at = w.end()
-    for m in _MARKED.finditer(s):  # "D. Pneumonia"
-        rest = _key(s[m.end():])
-        if m[1] in others and rest and (rest.startswith(_key(others[m[1]])) or _key(others[m[1]]).startswith(rest)):
+    for m in _MARKED.finditer(s):  # "D. Pneumonia", or a cut-off start of it
+        rest, text = _key(s[m.end():]), m[1] in others and _key(options[m[1]])
+        if text and rest and (rest.startswith(text) or text.startswith(rest)):
             return True
     return False
 
