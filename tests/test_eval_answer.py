@@ -98,6 +98,16 @@ def test_whitespace_and_markdown(medqa):
         assert extract_answer(out, o) is None, out
 
 
+def test_chinese_single_answers_and_hedges(cmexam):
+    rec = next(r for r in cmexam if not r["meta"].get("multi_answer"))
+    o, a, w = rec["options"], rec["answer"], wrong_letter(rec)
+    for out in [f"解析……故选{a}。", f"答案：{a}", f"答案是（{a}）", f"正确答案为{a}。", f"<answer>{o[a]}</answer>",
+                f"<answer>选项{a}</answer>", f"答案：**{a}**\n其他选项均不符合。"]:
+        assert extract_answer(out, o) == a, out
+    assert answered(rec, [f"答案：{a}或{o[w]}", f"答案：{a}，{w}也可能", f"答案：{a}/{w}", f"故选{a}{w}",
+                          f"答案：{a}\n{w}. {o[w]}", f"<answer>{a}</answer>或{w}", f"答案：{a}。\n答案：{w}"]) == []
+
+
 def test_option_text_instead_of_letter(medqa):
     rec = medqa[2]
     a, w = rec["answer"], wrong_letter(rec)
