@@ -43,7 +43,7 @@ def reward(rec, text, finish_reason, w_correct=1.0, w_format=1.0):
     """(r, correct, well_formed) of one completion. Eq. 3: r = w_correct * correct + w_format * format,
     with the shared extractor (eval.answer.score) and format check (eval.answer.format_ok). Nothing else:
     the paper leaves length out on purpose. A truncated completion ("length") has no answer: r = 0
-    (whether it also leaves the loss is the `truncated` flag of the loop, see completion_mask)."""
+    (whether it also leaves the loss is the `truncated` flag, see completion_batch)."""
     if finish_reason == "length":
         return 0.0, False, False
     _, correct = score(rec, text)
@@ -281,15 +281,16 @@ class Group:
 
 def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
     """k completions per record from the current policy (prefix sharing: the k samples of a prompt share its
-    KV blocks), scored by reward_fn. Draws are seeded by (seed, step, global index of the call's first
-    prompt), so a rank's rollouts equal those of one process when rollout_chunk is the same."""
+    KV blocks), scored by reward_fn. Each generate() call is seeded by (seed, step, global index of its first
+    prompt), so a rank's rollouts equal those of one process when rollout_chunk is the same. `step` may be
+    any tag (mining and refills pass their own)."""
     prompts = [tok.apply_chat_template(build_prompt(r)) for r in recs]
     chunk = cfg.rollout_chunk or len(recs) or 1
     groups = []
     for s in range(0, len(recs), chunk):
         params = SamplingParams(n=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, stop_token_ids=stop_ids,
-                                seed=(cfg.seed * 1_000_003 + step * 10_007 + first + s) % 2**31)
+                                seed=random.Random(f"{cfg.seed}:{step}:{first + s}").getrandbits(31))
         outs = sampler.generate(prompts[s:s + chunk], params)
         for rec, prompt, comps in zip(recs[s:s + chunk], prompts[s:s + chunk], outs):
             texts = [tok.decode(c.token_ids, skip_special_tokens=True) for c in comps]
@@ -298,7 +299,7 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
     return groups
 
 
-def pass_rates(sampler, tok, recs, cfg, env, tag, seed_step, path=None, reward_fn=None):
+def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     """{id: share of k samples answered correctly} for recs, by the current policy: the ranks split the
     records and gather the rates. With `path`, rates are appended there (JSONL keyed by id) batch by batch
     and ids already there are skipped, so a killed labelling or mining round resumes."""
@@ -309,7 +310,7 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, seed_step, path=None, reward_f
     bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
     for b in range(0, len(todo), batch):
         mine = todo[b + env.rank:b + batch:env.world]
-        groups = rollout(sampler, tok, mine, cfg, seed_step, b + env.rank, _stop_ids(tok, sampler.model), reward_fn) if mine else []
+        groups = rollout(sampler, tok, mine, cfg, tag, b + env.rank, _stop_ids(tok, sampler.model), reward_fn) if mine else []
         rows = [{"id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)} for g in groups]
         everything = [None] * env.world
         dist.all_gather_object(everything, rows)
@@ -486,11 +487,13 @@ def _train(cfg, env, stage_dir, reward_fn):
         log(env, f"resumed {last} at step {state['step']}")
     elif last:
         raise ConfigError(f"{stage_dir} holds checkpoints: pass --resume, or another --out_dir")
-    elif env.main and os.path.exists(metrics.path):
-        os.remove(metrics.path)
+    elif env.main and not cfg.resume:  # a fresh start: nothing of an earlier run is reused
+        for name in os.listdir(stage_dir) if os.path.isdir(stage_dir) else []:
+            if name == "metrics.jsonl" or name == "labels.jsonl" or name.startswith("mine_"):
+                os.remove(os.path.join(stage_dir, name))
 
     if cfg.stage == 1:
-        labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir)
+        labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn)
         pool = [i for i, r in enumerate(recs) if labels[r["id"]] in ("easy", "moderate")]
         if not pool:
             raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
@@ -500,7 +503,7 @@ def _train(cfg, env, stage_dir, reward_fn):
     while state["step"] < cfg.max_steps and not state["done"]:
         step = state["step"]
         if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
-            remine(cfg, env, recs, sampler, tok, stage_dir, state)
+            remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn)
         if cfg.stage == 1:
             chosen = draw(pool, state["drawn"], cfg.prompts_per_step, cfg.seed)
             state["drawn"] += cfg.prompts_per_step
@@ -514,7 +517,7 @@ def _train(cfg, env, stage_dir, reward_fn):
         groups = rollout(sampler, tok, mine_recs, cfg, step, first, _stop_ids(tok, net), reward_fn)
         rolled = list(groups)
         if cfg.drop_zero_signal:
-            roll = partial(rollout, sampler, tok, cfg=cfg, step=step, stop_ids=_stop_ids(tok, net), reward_fn=reward_fn)
+            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=_stop_ids(tok, net), reward_fn=reward_fn)
             idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
             groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
         sampler_free(sampler)
@@ -542,7 +545,7 @@ def _train(cfg, env, stage_dir, reward_fn):
     export(policy, cfg, stage_dir, env, bf16)
 
 
-def stage1_labels(cfg, env, recs, sampler, tok, stage_dir):
+def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):
     """{id: difficulty}: the record's own label, or for records without one the current policy's, from its pass
     rate over k samples (kept in labels.jsonl)."""
     todo = [r for r in recs if r["difficulty"] is None]
@@ -550,19 +553,19 @@ def stage1_labels(cfg, env, recs, sampler, tok, stage_dir):
     if todo:
         log(env, f"stage 1: {len(todo)} of {len(recs)} records have no difficulty label: labelling them by the "
                  f"policy's pass rate over k={cfg.k} samples (easy >= 0.75 > moderate >= 0.25 > difficult)")
-        rates = pass_rates(sampler, tok, todo, cfg, env, "labels", -1, os.path.join(stage_dir, "labels.jsonl"))
+        rates = pass_rates(sampler, tok, todo, cfg, env, "labels", os.path.join(stage_dir, "labels.jsonl"), reward_fn)
         labels.update((i, difficulty_from_pass_rate(p)) for i, p in rates.items())
     return labels
 
 
-def remine(cfg, env, recs, sampler, tok, stage_dir, state):
+def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn):
     """Stage 2: score the pool (or mine_max items of it) with k samples from the current policy and keep the
     items it keeps failing, Difficult ones weighted up (mine())."""
     r = state["mine_round"]
     cand = recs if not cfg.mine_max or cfg.mine_max >= len(recs) else \
         random.Random(f"{cfg.seed}:mine:{r}").sample(recs, cfg.mine_max)
-    rates = pass_rates(sampler, tok, cand, cfg, env, f"mining round {r}", -2 - r,
-                       os.path.join(stage_dir, f"mine_{r:04d}.jsonl"))
+    rates = pass_rates(sampler, tok, cand, cfg, env, f"mining round {r}", os.path.join(stage_dir, f"mine_{r:04d}.jsonl"),
+                       reward_fn)
     mined = mine(recs, rates, cfg.mine_pass_below, cfg.difficult_weight)
     if not mined:
         log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
@@ -576,8 +579,9 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state):
 
 def refill(cfg, env, candidates, groups, roll, step, rounds=4):
     """drop_zero_signal: replace the groups whose k rewards are all equal by groups of fresh prompts drawn from
-    candidates, up to `rounds` times (roll(recs, first) rolls them out); what is still missing is filled with
-    dropped groups, so every rank keeps the same number of rows. Returns (kept groups, every group rolled)."""
+    candidates, up to `rounds` times (roll(recs, step=tag, first=index) rolls them out); what is still
+    missing is filled with dropped groups, so every rank keeps the same number of rows. Returns (kept groups,
+    every group rolled)."""
     want = len(groups)
     signal = lambda gs: [g for g in gs if not zero_signal(torch.tensor([g.rewards]))[0]]
     keep, rolled = signal(groups), list(groups)
@@ -585,7 +589,7 @@ def refill(cfg, env, candidates, groups, roll, step, rounds=4):
         if len(keep) >= want:
             break
         rng = random.Random(f"{cfg.seed}:refill:{step}:{env.rank}:{r}")
-        extra = roll(rng.choices(candidates, k=want - len(keep)), first=10**6 * (r + 1) + env.rank * want)
+        extra = roll(rng.choices(candidates, k=want - len(keep)), step=f"{step}:refill{r}", first=env.rank * want)
         rolled += extra
         keep += signal(extra)
     keep += [g for g in rolled if all(g is not x for x in keep)][:max(0, want - len(keep))]

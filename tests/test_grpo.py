@@ -396,7 +396,7 @@ def test_refill_replaces_zero_signal_groups():
     fresh = iter([[1.0, 0.0], [0.0, 0.0], [2.0, 2.0]] + [[1.0, 1.0]] * 10)  # one useful group, then none
     calls = []
 
-    def roll(recs, first):
+    def roll(recs, step, first):
         calls.append(len(recs))
         return [mk(next(fresh)) for _ in recs]
 
