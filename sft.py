@@ -20,6 +20,7 @@ ckpt/step_XXXXXXXX (torch.distributed.checkpoint: model, optimizer; step, RNG, d
 hf/ (the final model in Hugging Face layout with the tokenizer files, loadable by transformers).
 """
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -239,14 +240,12 @@ def val_loss(lm, examples, micro_batch_size, max_len, env):
 def export(lm, cfg, env):
     """Gather the full weights and write out_dir/hf (HF layout, tokenizer files copied, tied weights once),
     in the dtype of the initial checkpoint."""
-    sd = T.full_state_dict(lm.net)
+    raw = lm.net.config.raw
+    dtype = getattr(torch, str(raw.get("torch_dtype") or raw.get("dtype") or "float32"), torch.float32)
+    sd = T.full_state_dict(lm.net, dtype=dtype, rank0_only=True)
     if env.main:
-        raw = lm.net.config.raw
-        dtype = getattr(torch, str(raw.get("torch_dtype") or raw.get("dtype") or "float32"), torch.float32)
-        lm.net.save_pretrained(os.path.join(cfg.out_dir, "hf"), state_dict={k: v.to(dtype) for k, v in sd.items()},
-                               tokenizer_dir=cfg.init_from)
+        lm.net.save_pretrained(os.path.join(cfg.out_dir, "hf"), state_dict=sd, tokenizer_dir=cfg.init_from)
         if cfg.chat_template:
-            import shutil
             shutil.copy(cfg.chat_template, os.path.join(cfg.out_dir, "hf", "chat_template.jinja"))
     return os.path.join(cfg.out_dir, "hf")
 

@@ -176,19 +176,25 @@ def fsdp_wrap(root, blocks, device, bf16=False):
     return root
 
 
-def full_state_dict(module, cpu=True):
+def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
     """The module's state dict with every FSDP shard gathered into a full tensor (a collective: every rank
-    must call it). Used for the HF export and the GRPO sampler's weight sync. Tied weights stay one tensor."""
+    must call it). Used for the HF export and the GRPO sampler's weight sync. Tied weights stay one tensor.
+    cpu: move to host memory; dtype: cast; rank0_only: other ranks gather one tensor at a time and keep
+    nothing (an export of a large model then needs host memory for one copy, not one per rank)."""
     from torch.distributed.tensor import DTensor
 
+    keep = not rank0_only or not dist.is_initialized() or dist.get_rank() == 0
     params = dict(module.named_parameters(remove_duplicate=False))  # state_dict() detaches: tied ids differ
     out, seen = {}, {}
     for key, value in module.state_dict().items():
         value = params.get(key, value)
         if id(value) not in seen:
-            full = value.full_tensor() if isinstance(value, DTensor) else value
-            seen[id(value)] = full.detach().cpu() if cpu else full.detach()
-        out[key] = seen[id(value)]
+            full = (value.full_tensor() if isinstance(value, DTensor) else value).detach()
+            if dtype is not None:
+                full = full.to(dtype)
+            seen[id(value)] = (full.cpu() if cpu else full) if keep else None
+        if keep:
+            out[key] = seen[id(value)]
     return out
 
 
