@@ -15,15 +15,23 @@ spare block per running sequence; when growth finds the pool empty, the newest s
 (blocks freed, tokens kept) and later refilled by one prefill over their prompt and tokens. Finished samples
 free their blocks at once and waiting prompts are admitted between decode steps. Prefill attends densely.
 Decode on GPU attends through the block tables (paged_attn.py: Triton or flash-attn) and is replayed from CUDA
-graphs, one per batch bucket (DecodeGraphs); on CPU it reads each prompt's shared K/V once for all its
-samples and keeps each running row's own K/V contiguous between steps (paged_attn.cascade_decode_attention_torch),
-since a CPU gather of every block at every step would cost as much as the matmuls.
+graphs, one per batch bucket (DecodeGraphs). On CPU a gather of every block at every step would cost as much as
+the matmuls, so there the blocks are only the budget's unit and the K/V live, between steps, in a decode store of
+dense rectangles (_plan): each prompt's shared K/V once for its samples, each row's own K/V, rows of similar
+length together (paged_attn.cascade_decode_attention_torch). The paged cache is then only a staging area: prefill
+writes it, the next decode step copies it into the store and drops it. Each stored token holds a block of the
+budget; on top come padding (at most 1/8 per rectangle), 2 blocks of headroom per row, finished rows until the
+next re-layout, and a new prompt's staged copy for one step. Nothing is kept after generate() returns but the GPU
+cache, which free_cache() releases (GRPO: during the trainer's update; the next generate allocates it again).
 
-Sampling is sync-light and reproducible: one uniform per (seed, prompt, sample, step) from a counter-based
-hash, inverse-CDF over the tempered softmax. So a sample's tokens do not depend on what else is in the
-batch or on the memory budget. Logprobs are those of the full tempered distribution
-(log_softmax(logits / T)), before any top-k / top-p truncation: the quantity the GRPO trainer recomputes.
-Temperature 0 is greedy, with logprobs of the untempered distribution.
+Sampling: one uniform per (seed, prompt, sample, step) from a counter-based hash, inverse-CDF over the tempered
+softmax. The uniforms do not depend on the batch, the schedule or the memory budget; the logits do, at the level
+of float rounding (~1e-4 in fp32: other batch shapes sum in another order). So a sample drawn under another
+batch or budget is the same token by token except where a draw lands that close to a boundary of the CDF
+(about 2e-3 of draws for SmolLM2 in fp32), and greedy is the same except at near-ties; after a flip the sample
+continues from a different prefix. Logprobs are those of the full tempered distribution (log_softmax(logits / T)),
+before any top-k / top-p truncation: the quantity the GRPO trainer recomputes. Temperature 0 is greedy, with
+logprobs of the untempered distribution.
 """
 import argparse
 import os
@@ -49,7 +57,7 @@ class SamplingParams:
     top_k: int = 0                # 0 = off
     stop_token_ids: tuple = ()    # finish_reason "eos"; the stop token is kept in token_ids
     stop_strings: tuple = ()      # finish_reason "stop"; needs the sampler's tokenizer
-    seed: int = 0
+    seed: int = 0                 # any integer in [0, 2^64)
 
 
 @dataclass
@@ -57,6 +65,17 @@ class Completion:
     token_ids: list
     logprobs: list
     finish_reason: str            # "eos" | "stop" | "length"
+
+
+@dataclass(eq=False)
+class _Part:
+    """One slice of the CPU decode store: some groups (a prompt's running samples and the prompt blocks they
+    share), kept per layer as shared K/V [n_kv, groups, max shared_len, d] and private K/V [n_kv, rows, cap, d]."""
+    groups: list                  # group keys (prompt, shared block ids)
+    shared_len: list              # tokens each group shares
+    rows: list                    # row keys (prompt, sample), in private slot order
+    row_group: list               # each row's index in groups
+    cap: int                      # private tokens a row may reach before the store is laid out again
 
 
 @dataclass(eq=False)
@@ -96,8 +115,8 @@ class BlockPool:
 
 
 class Sampler:
-    """Generation over a model.py Transformer. kv_tokens caps the KV cache (tokens); by default it is
-    kv_fraction of the free device memory (after weights), allocated as needed by each generate call."""
+    """Generation over a model.py Transformer. kv_tokens caps the K/V held (tokens); by default it is kv_fraction
+    of the device memory free at the first generate call (and at the first after free_cache)."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer = None, vocab_size=None, block_size=None,
                  kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192, prefix_attention=None,
@@ -109,6 +128,7 @@ class Sampler:
         self.vocab_size = min(self.vocab_size, cfg.vocab_size)  # rows past the tokenizer are never sampled
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        self.cache_element_size = p.element_size()
         self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
         self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
         # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged paged_attn.
@@ -124,15 +144,14 @@ class Sampler:
         if self.cuda_graphs and (self.prefix_attention or (dynamic_rope and self.device.type == "cuda")):
             raise ValueError("cuda_graphs need the paged decode path and a rope without dynamic scaling")
         self._graphs = None
-        token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * p.element_size()
-        if kv_tokens is None:
-            kv_tokens = int(kv_fraction * _free_memory(self.device) / token_bytes)
-        self.max_blocks = max(1, kv_tokens // self.block_size)
-        self.cache = None  # [2, layers, blocks, block_size, kv_heads, head_dim], grown on demand
+        self.kv_tokens, self.kv_fraction = kv_tokens, kv_fraction
+        self.max_blocks = None  # the budget in blocks, set by the next generate (_budget)
+        self.cache = None  # per layer [2, blocks, block_size, kv_heads, head_dim] (a tensor of them on GPU)
         self.pool = None
         self._packed = {}  # CPU: nn.Linear -> ((weight ptr, version), oneDNN-packed weight); see _cpu_linears
+        self._reset_store()
         self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0,
-                      "preempted": 0}
+                      "preempted": 0, "store_layouts": 0, "store_tokens": 0}
 
     # ------------------------------------------------------------------------------- public API
 
@@ -143,7 +162,12 @@ class Sampler:
             raise ValueError("stop_strings need a tokenizer: Sampler(model, tokenizer=...)")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        for name, ok, want in (("n", params.n >= 1, ">= 1"), ("max_new_tokens", params.max_new_tokens >= 1, ">= 1"),
+                               ("seed", 0 <= params.seed < 2**64, "in [0, 2^64)")):
+            if not ok:
+                raise ValueError(f"SamplingParams.{name} must be {want}, got {getattr(params, name)!r}")
         bs, n = self.block_size, params.n
+        self._budget()
         # Blocks are taken as sequences grow (_grow). The budget must let a prompt in when nothing else runs, and
         # let a sequence finish alone: then the oldest sequence always advances and nothing can livelock.
         need = [max(-(-len(p) // bs) + 2 * n, -(-(len(p) + params.max_new_tokens) // bs) + 1) for p in prompts]
@@ -153,7 +177,13 @@ class Sampler:
                              f"{params.max_new_tokens}) needs {max(need) * bs} KV tokens; "
                              f"the budget is {self.max_blocks * bs} (raise kv_tokens)")
         full = [max(k, self._blocks_needed(len(p), params)) for k, p in zip(need, prompts)]  # all at full length
-        self._ensure_cache(min(sum(full), self.max_blocks))
+        blocks = min(sum(full), self.max_blocks)
+        if self.prefix_attention:  # the staging cache is allocated by the first prefill (_fill)
+            self.cache = None
+        else:
+            self._ensure_cache(blocks)
+            blocks = self.cache.shape[2]
+        self.pool = BlockPool(blocks)
         self._params = params
         if self.cuda_graphs:  # graphs per cache, rows and table width (a power of two, so calls share them)
             width = 1 << (max(-(-(len(p) + params.max_new_tokens) // bs) for p in prompts) - 1).bit_length()
@@ -161,11 +191,37 @@ class Sampler:
             if self._graphs is None or self._graphs.key != key:
                 self._graphs = DecodeGraphs(self._paged_forward, key[1], width, self.device,
                                             capture=self.device.type == "cuda", key=key)
-        # gathered K/V kept across decode steps (see _prefix_attention); block ids get reused: start afresh
-        self._shared_key, self._shared_kv, self._rows_key, self._private_index, self._private_kv = None, {}, None, {}, {}
         out = [[None] * n for _ in prompts]
         waiting, running = deque(range(len(prompts))), []  # prompt indices; preempted _Seqs wait at the front
         bar = tqdm(total=len(prompts) * n, desc="sampling", disable=not progress)
+        try:
+            self._loop(prompts, waiting, running, out, bar)
+        finally:
+            bar.close()
+            self._reset_store()
+            if self.prefix_attention:
+                self.cache = None
+        assert len(self.pool.free) == len(self.pool.refs), "KV blocks leaked"
+        return out
+
+    def free_cache(self, kv_tokens=None):
+        """Release the KV cache (and the CUDA graphs captured on it), e.g. while the GRPO trainer updates. The next
+        generate() allocates it again, within kv_tokens if given, else within the sampler's kv_tokens, else within
+        kv_fraction of the memory free at that time."""
+        self.cache, self.pool, self._graphs, self.max_blocks = None, None, None, None
+        self.kv_tokens = kv_tokens or self.kv_tokens
+        self._reset_store()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _budget(self):
+        if self.max_blocks is None:
+            cfg = self.model.config
+            token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.cache_element_size
+            tokens = self.kv_tokens or int(self.kv_fraction * _free_memory(self.device) / token_bytes)
+            self.max_blocks = max(1, tokens // self.block_size)
+
+    def _loop(self, prompts, waiting, running, out, bar):
         with self._cpu_linears():
             while waiting or running:
                 admit = self._admit(waiting, running, prompts)
@@ -192,9 +248,6 @@ class Sampler:
                     else:
                         still.append(s)
                 running[:] = still
-        bar.close()
-        assert len(self.pool.free) == len(self.pool.refs), "KV blocks leaked"
-        return out
 
     @torch.no_grad()
     def load_weights(self, source):
@@ -282,6 +335,7 @@ class Sampler:
             s.blocks = self.pool.alloc(-(-(len(row) + 1) // self.block_size))
         for chunk in self._chunks(rows):
             self._fill([rows[i] for i in chunk], [seqs[i].blocks for i in chunk])
+        self._staged.update((s.prompt, s.sample) for s in seqs)
         return seqs
 
     def _count(self, phase, t0, tokens):
@@ -301,22 +355,21 @@ class Sampler:
         return shared + params.n * (total - shared) + (1 if prompt_len % bs else 0)  # + prefill's last block
 
     def _ensure_cache(self, num_blocks):
-        if self.cache is not None and self.cache.shape[2] >= num_blocks:
-            self.pool = BlockPool(self.cache.shape[2])
+        if self.cache is not None and (self.prefix_attention or self.cache.shape[2] >= num_blocks):
             return
         cfg = self.model.config
         self.cache = None  # free the old one first
-        # zeros, not empty: attention multiplies masked (p = 0) stale slots by their values, and 0 * NaN = NaN
-        shape = (2, cfg.num_hidden_layers, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        kv, d = cfg.num_key_value_heads, cfg.head_dim
         if self.prefix_attention:
-            # Stored head-major ([.., kv_heads, blocks, block_size, head_dim]) and seen through a permuted view:
-            # a gather of blocks then lands as [kv_heads, seqs, tokens, head_dim], ready for batched GEMMs.
-            storage = torch.zeros(shape[:2] + (shape[4], shape[2], shape[3], shape[5]), dtype=self.dtype,
-                                  device=self.device)
-            self.cache = storage.permute(0, 1, 3, 4, 2, 5)
-        else:
-            self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.pool = BlockPool(num_blocks)
+            # The CPU staging cache, one tensor per layer (each is freed once the decode store holds it). Stored
+            # head-major ([2, kv_heads, blocks, block_size, head_dim]) and seen through a permuted view: a gather of
+            # blocks lands as [kv_heads, seqs, tokens, head_dim], ready for batched GEMMs. Uninitialized: blocks
+            # never written (all but the prompts') are never backed by memory; _gather_staged zeroes the rest.
+            self.cache = [torch.empty(2, kv, num_blocks, self.block_size, d, dtype=self.dtype, device=self.device)
+                          .permute(0, 2, 3, 1, 4) for _ in range(cfg.num_hidden_layers)]
+        else:  # zeros: paged attention multiplies masked (p = 0) stale slots by their values, and 0 * NaN = NaN
+            self.cache = torch.zeros(cfg.num_hidden_layers, 2, num_blocks, self.block_size, kv, d, dtype=self.dtype,
+                                     device=self.device)
 
     def _chunks(self, rows):
         """Index lists of token rows to run in one forward: similar lengths together, at most max_prefill_tokens
@@ -352,10 +405,11 @@ class Sampler:
         segment_ids = (torch.arange(L)[None] < lens[:, None]).long().to(self.device) if ragged else None
         dense = dense_attention(segment_ids)
         slots = slots.flatten().to(self.device)
+        self._ensure_cache(len(self.pool.refs))  # the CPU staging cache may have been dropped
         cache = self.cache
 
         def attend(q, k, v, layer):
-            paged_attn.store_kv(k.flatten(0, 1), v.flatten(0, 1), cache[0, layer], cache[1, layer], slots)
+            paged_attn.store_kv(k.flatten(0, 1), v.flatten(0, 1), cache[layer][0], cache[layer][1], slots)
             return dense(q, k, v, layer)
 
         hidden = self.model(ids.to(self.device), attend=attend, return_hidden=True)
@@ -371,12 +425,13 @@ class Sampler:
             self.pool.share(full * (n - 1))
             for j in range(n):
                 mine = self.pool.alloc(len(partial))  # later blocks are taken as the sample grows (_grow)
-                if partial:
-                    cache[:, :, mine[0]] = cache[:, :, partial[0]]
+                for kv in cache if partial else ():
+                    kv[:, mine[0]] = kv[:, partial[0]]
                 seqs.append(_Seq(indices[r], j, len(p), full + mine, shared=len(full) if n > 1 else 0))
             self.pool.release(partial)
         rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
         self._sample_into(seqs, logits[rows])
+        self._staged.update((s.prompt, s.sample) for s in seqs)
         return seqs
 
     def _decode(self, seqs):
@@ -384,23 +439,28 @@ class Sampler:
         pos_list = [s.prompt_len + len(s.tokens) - 1 for s in seqs]
         tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
         pos = torch.tensor(pos_list, device=dev)
-        slots = torch.tensor([s.blocks[p // bs] * bs + p % bs for s, p in zip(seqs, pos_list)], device=dev)
-        if self.prefix_attention:
-            logits = self._forward(tokens, pos, slots, self._prefix_attention(seqs, pos_list))
+        if self.prefix_attention:  # K/V go to the decode store only; once it holds the staged rows, drop staging
+            logits = self._forward(tokens, pos, None, self._prefix_attention(seqs, pos_list))
+            self._old = None
+            if self._staged:
+                self._staged.clear()
+                self.cache = None
         else:
+            slots = torch.tensor([s.blocks[p // bs] * bs + p % bs for s, p in zip(seqs, pos_list)], device=dev)
             tables = _table([s.blocks for s in seqs], max(len(s.blocks) for s in seqs), dev)
             lens = torch.tensor([p + 1 for p in pos_list], dtype=torch.int32, device=dev)
             logits = (self._graphs or self._paged_forward)(tokens, pos, slots, tables, lens)
         self._sample_into(seqs, logits)
 
     def _forward(self, tokens, pos, slots, attention):
-        """One decode step: tokens [B] at positions pos, their K/V written to slots, attention(q, k, v, k_cache,
-        v_cache, layer) -> [B, H, d]. Returns logits [B, vocab]."""
+        """One decode step: tokens [B] at positions pos, their K/V written to the cache's slots (unless None),
+        attention(q, k, v, layer) -> [B, H, d]. Returns logits [B, vocab]."""
         cache = self.cache
 
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
-            paged_attn.store_kv(k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], slots)
-            return attention(q[:, 0], k[:, 0], v[:, 0], cache[0, layer], cache[1, layer], layer)[:, None]
+            if slots is not None:
+                paged_attn.store_kv(k[:, 0], v[:, 0], cache[layer][0], cache[layer][1], slots)
+            return attention(q[:, 0], k[:, 0], v[:, 0], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
         return self.model.lm_head(hidden[:, 0])
@@ -408,86 +468,165 @@ class Sampler:
     def _paged_forward(self, tokens, pos, slots, tables, lens):
         """The decode step through block tables [B, width] with lens [B] tokens each (GPU; what DecodeGraphs
         captures): Triton or flash-attn paged attention."""
-        return self._forward(tokens, pos, slots, lambda q, k, v, kc, vc, layer:
-                             paged_attn.paged_decode_attention(q, kc, vc, tables, lens, self.scale))
+        cache = self.cache
+        return self._forward(tokens, pos, slots, lambda q, k, v, layer: paged_attn.paged_decode_attention(
+            q, cache[layer][0], cache[layer][1], tables, lens, self.scale))
 
-    def _set_rows(self, seqs):
-        """Group tensors for a new set of running rows (cascade_decode_attention_torch's layout); the shared
-        prompt K/V are gathered again only when the set of groups changed too."""
-        bs, dev = self.block_size, self.device
-        groups = []  # [first row, rows, shared blocks]
-        for i, s in enumerate(seqs):
-            if groups and seqs[groups[-1][0]].prompt == s.prompt and groups[-1][2] == s.blocks[:s.shared]:
-                groups[-1][1] += 1
-            else:
-                groups.append([i, 1, s.blocks[:s.shared]])
-        width = max(g[1] for g in groups)
-        group_rows = torch.tensor([[first + min(j, n - 1) for j in range(width)] for first, n, _ in groups],
-                                  device=dev)
-        row_slot = torch.tensor([gi * width + j for gi, (_, n, _) in enumerate(groups) for j in range(n)],
-                                device=dev)
-        shared = [g[2] for g in groups]
-        key = tuple((seqs[first].prompt, tuple(b)) for (first, _, b) in groups)  # ids get reused by later prompts
-        if key != self._shared_key:  # new groups: gather their prompt K/V again, layer by layer, on first use
-            self._shared_key, self._shared_kv = key, {}
-            self._shared_tables = _table(shared, max(len(b) for b in shared), dev)
-        shared_lens = torch.tensor([len(b) * bs for b in shared], device=dev)
-        self._groups = group_rows, row_slot, paged_attn.length_mask(shared_lens, self._shared_tables.shape[1] * bs,
-                                                                 self.dtype)
+    def _reset_store(self):
+        """Forget the CPU decode store (its rectangles are freed with it)."""
+        self._parts, self._where, self._gwhere, self._kv = None, {}, {}, {}  # layout, row/group -> (part, slot)
+        self._old, self._staged, self._rows_key, self._index = None, set(), None, None
 
     def _prefix_attention(self, seqs, pos_list):
-        """CPU decode (paged_attn.cascade_decode_attention_torch): each prompt's shared blocks are read once for
-        all its samples, and each row's own K/V is attended from a contiguous copy.
-        Both are gathered per layer on first use and kept across steps: the shared part while the set of groups
-        stays the same; the private copies, each step appending its token, until a new row arrives, they fill
-        up, or half their rows have finished (finished rows are attended and ignored until then, so a batch of
-        rows finishing one by one costs a logarithmic number of gathers, not one each).
-        Groups are runs of consecutive rows with the same prompt and shared blocks (admission appends a prompt's
-        samples together; refilled samples share nothing)."""
+        """CPU decode attention over the decode store (see _plan), with this step's K/V appended to it. The store is
+        laid out again (_plan, then _build layer by layer on first use) when a staged row arrives, a row outgrows
+        its part, or half the stored rows are gone (finished rows are attended and ignored until then, so rows
+        finishing one by one cost a logarithmic number of re-layouts)."""
         bs, dev = self.block_size, self.device
-        private_lens = [p + 1 - s.shared * bs for s, p in zip(seqs, pos_list)]
-        longest = max(private_lens)
         keys = [(s.prompt, s.sample) for s in seqs]  # unique within a generate call (id() is reused)
+        lens = [p + 1 - s.shared * bs for s, p in zip(seqs, pos_list)]  # private tokens, this step's included
+        where = self._where
+        if (self._parts is None or any(k in self._staged or k not in where for k in keys)
+                or 2 * len(keys) < len(where) or any(n > self._parts[where[k][0]].cap for k, n in zip(keys, lens))):
+            self._plan(seqs, lens)
         if tuple(keys) != self._rows_key:
-            self._rows_key = tuple(keys)
-            self._set_rows(seqs)
-        index = self._private_index  # (prompt, sample) -> row of the private copies
-        if any(k not in index for k in keys) or 2 * len(keys) < len(index) or longest > self._private_cap:
-            # gather the running rows' private K/V again, layer by layer, on first use
-            self._private_index = index = {k: i for i, k in enumerate(keys)}
-            self._private_kv = {}
-            self._private_cap = -(-(longest + 128) // bs) * bs
-            n_private = -(-longest // bs)
-            self._private_tables = _table([s.blocks[s.shared:][:n_private] for s in seqs], n_private, dev)
-        rows = [index[k] for k in keys]
-        lens = [1] * len(index)  # finished rows: any length, their outputs are dropped
-        for r, n in zip(rows, private_lens):
-            lens[r] = n
-        private_mask = paged_attn.length_mask(torch.tensor(lens, device=dev), longest, self.dtype)
-        last = torch.tensor(private_lens, device=dev) - 1  # index of this step's token in each private part
-        at = torch.tensor(rows, device=dev)  # each running row's row in the private copies
-        private_rows = None if rows == list(range(len(index))) else at  # None: the copies hold exactly these rows
-        group_rows, row_slot, shared_mask = self._groups
+            self._rows_key, self._index = tuple(keys), self._index_rows(keys)
+        steps = []  # per part with running rows: (part index, its index tensors, private mask, positions)
+        for pi, idx in self._index:
+            row_lens = [1] * len(self._parts[pi].rows)  # rows nobody reads: any length, their outputs are dropped
+            for b, r in zip(idx[0], idx[1]):
+                row_lens[r] = lens[b]
+            mask = paged_attn.length_mask(torch.tensor(row_lens, device=dev), max(row_lens), self.dtype)
+            steps.append((pi, idx[2:], mask, torch.tensor([lens[b] - 1 for b in idx[0]], device=dev)))
+        whole = len(steps) == 1 and self._index[0][1][0] == list(range(len(seqs)))  # one part, rows in order
 
-        def attention(q, k, v, kc, vc, layer):
-            if layer not in self._shared_kv:
-                self._shared_kv[layer] = paged_attn.gather_head_major(kc, vc, self._shared_tables)
-            if layer not in self._private_kv:  # this step's token is already in the cache: gathered with the rest
-                got = paged_attn.gather_head_major(kc, vc, self._private_tables)
-                mirror = [x.new_empty(x.shape[:2] + (self._private_cap, x.shape[3])) for x in got]
-                for m, x in zip(mirror, got):
-                    m[:, :, :x.shape[2]] = x
-                    m[:, :, x.shape[2]:] = 0  # masked, but p = 0 times a NaN left in memory would still be NaN
-                self._private_kv[layer] = mirror
-            else:
-                pk, pv = self._private_kv[layer]
-                pk[:, at, last] = k.transpose(0, 1).to(pk.dtype)
-                pv[:, at, last] = v.transpose(0, 1).to(pv.dtype)
-            pk, pv = self._private_kv[layer]
-            return paged_attn.cascade_decode_attention_torch(q, self.scale, self._shared_kv[layer], shared_mask,
-                                                          group_rows, row_slot, (pk[:, :, :longest], pv[:, :, :longest]),
-                                                          private_mask, private_rows)
+        def attention(q, k, v, layer):
+            if layer not in self._kv:
+                self._build(layer)
+            out = None if whole else torch.empty_like(q)
+            for pi, (rows, at, private_rows, group_rows, row_slot, shared_mask), mask, last in steps:
+                sk, sv, pk, pv = self._kv[layer][pi]
+                pk[:, at, last] = k[rows].transpose(0, 1).to(pk.dtype)
+                pv[:, at, last] = v[rows].transpose(0, 1).to(pv.dtype)
+                t = mask.shape[1]
+                o = paged_attn.cascade_decode_attention_torch(q[rows], self.scale, (sk, sv), shared_mask, group_rows,
+                                                              row_slot, (pk[:, :, :t], pv[:, :, :t]), mask, private_rows)
+                if whole:
+                    return o
+                out[rows] = o
+            return out
         return attention
+
+    def _plan(self, seqs, lens):
+        """Lay the decode store out anew for the running rows: groups (a prompt's samples with the blocks they
+        share; rows sharing nothing are groups of their own) from the longest down, a new part whenever a group's
+        length falls below 7/8 of its part's longest, so padding costs at most 1/8. Each row gets 2 blocks of
+        headroom (no more than its length at max_new_tokens). The rectangles are filled layer by layer by _build."""
+        bs, groups = self.block_size, {}
+        self._final = {(s.prompt, s.sample): s.prompt_len + self._params.max_new_tokens - s.shared * bs for s in seqs}
+        for s, n in zip(seqs, lens):
+            groups.setdefault((s.prompt, tuple(s.blocks[:s.shared])), []).append(((s.prompt, s.sample), n))
+        size = lambda g: len(g[0][1]) * bs + max(n for _, n in g[1])
+        parts, top = [], 0
+        for g in sorted(groups.items(), key=size, reverse=True):
+            if not parts or 8 * size(g) < 7 * top:
+                parts.append(_Part([], [], [], [], 0))
+                top = size(g)
+            part = parts[-1]
+            part.row_group += [len(part.groups)] * len(g[1])
+            part.groups.append(g[0])
+            part.shared_len.append(len(g[0][1]) * bs)
+            part.rows += [k for k, _ in g[1]]
+            part.cap = max(part.cap, max(min(n + 2 * bs, self._final[k]) for k, n in g[1]))
+        self._old = (self._where, self._gwhere, self._kv)
+        self._parts, self._kv, self._rows_key = parts, {}, None
+        self._where = {k: (i, r) for i, p in enumerate(parts) for r, k in enumerate(p.rows)}
+        self._gwhere = {g: (i, j) for i, p in enumerate(parts) for j, g in enumerate(p.groups)}
+        self._seqs = {(s.prompt, s.sample): s for s in seqs}
+        self.stats["store_layouts"] += 1
+        self.stats["store_tokens"] = max(self.stats["store_tokens"], sum(
+            len(p.groups) * max(p.shared_len) + len(p.rows) * p.cap for p in parts))
+
+    def _build(self, layer):
+        """This layer's rectangles for the new layout: rows and groups already stored are copied from the old
+        rectangles (which are then dropped), staged ones gathered from the staging cache."""
+        cfg = self.model.config
+        old_where, old_gwhere, old_kv = self._old
+        old = old_kv.pop(layer, None)
+        new = lambda n, t: torch.zeros(cfg.num_key_value_heads, n, t, cfg.head_dim, dtype=self.dtype,
+                                       device=self.device)
+        self._kv[layer] = []
+        for part in self._parts:
+            kv = (new(len(part.groups), max(part.shared_len)), new(len(part.groups), max(part.shared_len)),
+                  new(len(part.rows), part.cap), new(len(part.rows), part.cap))
+            for at, keys, was in ((0, part.groups, old_gwhere), (2, part.rows, old_where)):
+                moves, fresh = {}, []  # old part -> (new slots, old slots); new slots to gather
+                for j, key in enumerate(keys):
+                    if old is not None and key in was and key not in self._staged:
+                        moves.setdefault(was[key][0], ([], []))
+                        moves[was[key][0]][0].append(j)
+                        moves[was[key][0]][1].append(was[key][1])
+                    else:
+                        fresh.append(j)
+                for pi, (dst, src) in moves.items():
+                    dst, src = torch.tensor(dst, device=self.device), torch.tensor(src, device=self.device)
+                    for d, s in zip(kv[at:at + 2], old[pi][at:at + 2]):
+                        t = min(d.shape[2], s.shape[2])
+                        d[:, dst, :t] = s[:, src, :t]
+                if fresh and kv[at].shape[2]:
+                    self._gather_staged(layer, kv[at:at + 2], [keys[j] for j in fresh], fresh, rows=at == 2)
+            self._kv[layer].append(kv)
+        if self._staged:  # every running staged row is in the store now: this layer's staging is done with
+            self.cache[layer] = None
+
+    def _gather_staged(self, layer, dst, keys, slots, rows):
+        """Copy staged K/V into the K and V rectangles dst at slots: groups' shared blocks, or (rows=True) rows'
+        private blocks up to this step's token. Anything past their length is zeroed: the staging cache is
+        uninitialized, and a masked 0 * NaN is still NaN."""
+        bs, dev = self.block_size, self.device
+        if rows:
+            seqs = [self._seqs[k] for k in keys]
+            lens = [s.prompt_len + len(s.tokens) - 1 - s.shared * bs for s in seqs]  # written before this step
+            tables = [s.blocks[s.shared:][:-(-n // bs)] for s, n in zip(seqs, lens)]
+        else:
+            tables = [list(g[1]) for g in keys]
+            lens = [len(t) * bs for t in tables]
+        width = max(len(t) for t in tables)
+        if width == 0:
+            return
+        got = paged_attn.gather_head_major(self.cache[layer][0], self.cache[layer][1], _table(tables, width, dev))
+        past = torch.arange(width * bs, device=dev)[None, :] >= torch.tensor(lens, device=dev)[:, None]
+        at = torch.tensor(slots, device=dev)
+        for d, g in zip(dst, got):
+            t = min(width * bs, d.shape[2])  # a row's rectangle may end inside its last block
+            d[:, at, :t] = g.masked_fill_(past[None, :, :, None], 0)[:, :, :t].to(d.dtype)
+
+    def _index_rows(self, keys):
+        """For this set of running rows, per part that has some: (part index, (their batch rows, their private
+        slots, and as tensors: batch rows, private slots, private_rows (None: the slots are exactly 0..n-1),
+        group_rows, row_slot, shared mask)), the last four in cascade_decode_attention_torch's layout. Groups with
+        no running row point at any running row."""
+        dev, out = self.device, []
+        for pi, part in enumerate(self._parts):
+            mine = [(b, self._where[k][1]) for b, k in enumerate(keys) if self._where[k][0] == pi]
+            if not mine:
+                continue
+            members = [[] for _ in part.groups]
+            for j, (_, r) in enumerate(mine):
+                members[part.row_group[r]].append(j)
+            width = max(len(m) for m in members)
+            group_rows = [[m[min(i, len(m) - 1)] if m else 0 for i in range(width)] for m in members]
+            row_slot = [0] * len(mine)
+            for g, m in enumerate(members):
+                for i, j in enumerate(m):
+                    row_slot[j] = g * width + i
+            batch, slots = [b for b, _ in mine], [r for _, r in mine]
+            shared_mask = paged_attn.length_mask(torch.tensor(part.shared_len, device=dev), max(part.shared_len),
+                                                 self.dtype)
+            t = lambda x: torch.tensor(x, device=dev)
+            out.append((pi, (batch, slots, t(batch), t(slots), None if slots == list(range(len(part.rows))) else
+                             t(slots), t(group_rows), t(row_slot), shared_mask)))
+        return out
 
     def _sample_into(self, seqs, logits):
         p = self._params
@@ -610,9 +749,10 @@ def nucleus_mask(probs, top_k, top_p):
 def _uniform(seed, prompt, sample, step, device):
     """Counter-based uniforms in (0, 1): a hash of (seed, prompt, sample, step), so each sample's draws
     are independent of batch composition, scheduling and the memory budget."""
-    x = torch.tensor([[seed, a, b, c] for a, b, c in zip(prompt, sample, step)], dtype=torch.int64)
+    words = [[seed & 0xFFFFFFFF, a, b, c] + ([seed >> 32] if seed >> 32 else []) for a, b, c in zip(prompt, sample, step)]
+    x = torch.tensor(words, dtype=torch.int64)  # a seed's high word is mixed in last: seeds < 2^32 keep their draws
     h = torch.zeros(len(x), dtype=torch.int64)
-    for j, mult in enumerate((0x2545F491, 0x1B873593, 0x5851F42D, 0x14057B7F)):  # odd, < 2^31: no overflow
+    for j, mult in zip(range(x.shape[1]), (0x2545F491, 0x1B873593, 0x5851F42D, 0x14057B7F, 0x2C1B3C6D)):  # odd, < 2^31
         h = _mix32(h ^ (((x[:, j] & 0xFFFFFFFF) * mult) & 0xFFFFFFFF))
     hi, lo = _mix32(h ^ 0x68E31DA4) >> 8, _mix32(h ^ 0x1B56C4E9) >> 8  # two 24-bit halves -> 48 bits
     u = ((hi * (1 << 24) + lo).double() + 0.5) / float(1 << 48)

@@ -7,22 +7,28 @@
 Workloads (temperature 1, no early stop):
   grpo   8 prompts x 384 tokens, n = 8 samples each, 128 new tokens (transformers: num_return_sequences=8)
   plain  16 prompts x 64 tokens, 128 new tokens
+  --memory: peak RSS of generate on the real SmolLM2-135M-Instruct (fp32 CPU), 64 MedQA prompts in the chat
+  template, 256 new tokens each, greedy, no early stop; ours and transformers each in its own subprocess.
 Also prints the decode step time beside the time of that step's matrix products alone (the roofline), run
 as the sampler runs them (on CPU: oneDNN on packed weights; F.linear's MKL time is printed beside it), and
 beside the memory bound: weights plus the step's K/V read at the bandwidth of a large copy (HBM on a GPU).
 """
 import argparse
+import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 import model as M  # noqa: E402
 from sample import Sampler, SamplingParams, pack_linear_weight, packed_linear  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_BATCH = 512  # rows decoded together (the sampler's default)
 WORKLOADS = {"grpo": dict(prompts=8, prompt_len=384, n=8, new=128), "plain": dict(prompts=16, prompt_len=64, n=1, new=128)}
 
@@ -115,6 +121,57 @@ def memory_bound(net, w, device):
     return (weights + kv) / bandwidth, weights / 1e9, kv / 1e9, bandwidth / 1e9
 
 
+def rss_mb(field):
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def memory_child(which, path, n_prompts, new):
+    """Run one generate and print JSON: the process's RSS before it and its peak during it (MB)."""
+    from eval.answer import build_prompt
+    from eval.loaders import load_medqa
+    tok = M.Tokenizer.from_pretrained(path)
+    records = load_medqa(os.path.join(ROOT, "..", "shared", "data", "medqa", "phrases_no_exclude_test.jsonl"))
+    prompts = [tok.apply_chat_template(build_prompt(r)) for r, _ in zip(records, range(n_prompts))]
+    if which == "ours":
+        sampler = Sampler(M.Transformer.from_pretrained(path).eval())
+        run = lambda: sampler.generate(prompts, SamplingParams(max_new_tokens=new, temperature=0))
+    else:
+        from transformers import AutoModelForCausalLM
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        longest = max(len(p) for p in prompts)  # left-padded, as generate wants
+        ids = torch.tensor([[tok.eos_id] * (longest - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+        run = lambda: hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
+                                  min_new_tokens=new, pad_token_id=tok.eos_id)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS: the peak below is generate's, not loading's
+    before, t0 = rss_mb("VmRSS"), time.perf_counter()
+    with torch.no_grad():
+        run()
+    print(json.dumps({"before_mb": before, "peak_mb": rss_mb("VmHWM"), "seconds": time.perf_counter() - t0,
+                      "prompt_tokens": sum(map(len, prompts))}))
+
+
+def memory_main(args):
+    got = {}
+    for which in ("ours", "transformers"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", which, "--model", args.model,
+               "--prompts", str(args.prompts or 64), "--new", str(args.new)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        got[which] = r = json.loads(out.strip().splitlines()[-1])
+        print(f"{which}: peak RSS {r['peak_mb']:.0f} MB during generate (RSS before it {r['before_mb']:.0f} MB), "
+              f"{r['seconds']:.1f} s", flush=True)
+    ours, theirs = got["ours"], got["transformers"]
+    print(f"memory: {args.prompts or 64} MedQA prompts ({ours['prompt_tokens']} tokens) x {args.new} new, greedy, "
+          f"fp32 CPU, {torch.get_num_threads()} threads | peak RSS ours {ours['peak_mb']:.0f} MB, transformers "
+          f"{theirs['peak_mb']:.0f} MB = {ours['peak_mb'] / theirs['peak_mb']:.2f}x | growth over the loaded "
+          f"model: ours {ours['peak_mb'] - ours['before_mb']:.0f} MB, transformers "
+          f"{theirs['peak_mb'] - theirs['before_mb']:.0f} MB")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=["grpo", "plain", "both"], default="both")
@@ -125,7 +182,15 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--skip-transformers", action="store_true")
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds of ours / transformers (median)")
+    p.add_argument("--memory", action="store_true", help="peak RSS of ours vs transformers (see above)")
+    p.add_argument("--model", default=os.path.join(ROOT, ".cache", "smollm2-135m-instruct"), help="--memory: checkpoint")
+    p.add_argument("--new", type=int, default=256, help="--memory: new tokens per prompt")
+    p.add_argument("--memory-child", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.model, args.prompts, args.new)
+    if args.memory:
+        return memory_main(args)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cfg = M.ModelConfig.from_file(args.config) if args.config else bench_config()
     if args.layers:
