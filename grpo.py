@@ -187,9 +187,9 @@ def completion_batch(prompts, completions, truncated="zero", pad_id=0):
 class Config:
     # stage and files
     stage: int = 1                    # 1: Easy + Moderate until the reward plateaus; 2: mined hard samples
-    model: str = ""                   # policy to start from; "" = stage 1: runs/sft/final, stage 2: stage 1's final
+    model: str = ""                   # policy to start from; "" = stage 1: sft.py's out/sft/hf, stage 2: stage 1's hf/
     data: str = "work/data/rl.jsonl"  # the RL pool: records JSONL (data.prepare's rl.jsonl)
-    out_dir: str = "runs/grpo"        # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, final/
+    out_dir: str = "out/grpo"         # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, hf/
     resume: bool = False              # continue from the newest checkpoint in <out_dir>/stage<s>/ckpt
     # rollouts
     prompts_per_step: int = 32        # prompts per optimizer step over all ranks (each gets k rollouts)
@@ -255,7 +255,7 @@ def resolve(cfg, world):
     if cfg.prompts_per_step % world:
         raise ConfigError(f"--prompts_per_step={cfg.prompts_per_step} must be a multiple of the {world} ranks")
     k = cfg.k or (8 if cfg.stage == 1 else 16)
-    model = cfg.model or ("runs/sft/final" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "final"))
+    model = cfg.model or ("out/sft/hf" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "hf"))
     if not os.path.exists(os.path.join(model, "config.json")):
         hint = " (stage 2 starts from stage 1's final checkpoint: run stage 1 first, or pass --model)" \
             if cfg.stage == 2 and not cfg.model else ""
@@ -615,14 +615,14 @@ def step_metrics(cfg, env, step, groups, sums, grad_norm, opt, times):
 
 
 def export(policy, cfg, stage_dir, env, bf16):
-    """The stage's policy in Hugging Face layout at <stage dir>/final (stage 2 starts from stage 1's)."""
+    """The stage's policy in Hugging Face layout at <stage dir>/hf (stage 2 starts from stage 1's)."""
     sd = full_state_dict(policy)  # a collective
     if env.main:
         dtype = torch.bfloat16 if bf16 else torch.float32
-        policy.save_pretrained(os.path.join(stage_dir, "final"), state_dict={k: v.to(dtype) for k, v in sd.items()},
+        policy.save_pretrained(os.path.join(stage_dir, "hf"), state_dict={k: v.to(dtype) for k, v in sd.items()},
                                tokenizer_dir=cfg.model)
         Metrics(os.path.join(stage_dir, "metrics.jsonl")).plot(os.path.join(stage_dir, "curves.png"))
-        log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'final')}")
+        log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'hf')}")
     dist.barrier()
 
 

@@ -244,7 +244,7 @@ def test_toy_task_reward_rises(tmp_path):
     print(f"toy reward {first:.3f} -> {last:.3f}")  # about 0.14 -> 0.95 (a near-uniform start: 4 of 32 tokens)
     assert last > max(2 * first, 0.6)
     assert all(r["logprob_mismatch"] < 1e-4 for r in rows)  # fp32 sampler vs trainer, weights synced each step
-    assert (tmp_path / "out" / "stage1" / "final" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "stage1" / "hf" / "model.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------- stage pieces
@@ -346,7 +346,7 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
         for key in ("loss", "grad_norm", "entropy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
     assert any(r["loss"] != 0 for r in one)  # something was learned from
-    w1, w2 = weights(tmp_path / "one" / "stage1" / "final"), weights(tmp_path / "two" / "stage1" / "final")
+    w1, w2 = weights(tmp_path / "one" / "stage1" / "hf"), weights(tmp_path / "two" / "stage1" / "hf")
     w0 = weights(d)
     assert any((w1[k] - w0[k]).abs().max() > 1e-4 for k in w1)
     for k in w1:
@@ -370,15 +370,15 @@ def test_kill_and_resume_continue_the_same_curve_then_stage2(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "cut" / "stage1" / "final").exists()
+    assert not (tmp_path / "cut" / "stage1" / "hf").exists()
     subprocess.run(run("cut", "--resume"), check=True, env=env(), cwd=tmp_path, capture_output=True)
     cut = read_metrics(metrics)
     assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(ref, cut):
         for key in ("reward", "loss", "grad_norm", "entropy", "response_len"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["step"], key)
-    torch.testing.assert_close(weights(tmp_path / "ref" / "stage1" / "final"),
-                               weights(tmp_path / "cut" / "stage1" / "final"))
+    torch.testing.assert_close(weights(tmp_path / "ref" / "stage1" / "hf"),
+                               weights(tmp_path / "cut" / "stage1" / "hf"))
 
     # stage 2 with its defaults finds stage 1's policy, mines, and raises k to 16
     out = subprocess.run([sys.executable, str(driver(tmp_path)), f"--data={data}", f"--out_dir={tmp_path / 'cut'}",
