@@ -1,10 +1,11 @@
-# CPU demo: a few SFT steps of SmolLM2-135M-Instruct on the HuatuoGPT-o1 demo chains (a few minutes on 2 cores).
-# Data first:  .venv/bin/python -m data.distill --huatuogpt ../shared/data/huatuogpt_o1_demo/demo_data.json --out runs/demo/huatuo_sft
-# Then:        .venv/bin/python sft.py config/sft_demo_cpu.py
+# CPU demo: a few SFT steps of SmolLM2-135M-Instruct on knowledge-graph trajectories (~270 tokens each;
+# a couple of minutes on 2 cores). Data first (demo.sh makes runs/demo/kg_questions.jsonl):
+#   .venv/bin/python -m data.distill --records runs/demo/kg_questions.jsonl --out runs/demo/kg_sft --template
+#   .venv/bin/python sft.py config/sft_demo_cpu.py
 init_from = ".cache/smollm2-135m-instruct"
-train_file = "runs/demo/huatuo_sft/sft.jsonl"
+train_file = "runs/demo/kg_sft/sft.jsonl"
 out_dir = "runs/demo/sft"
-max_len = 512  # keeps the shorter chains only: short steps
+max_len = 512
 val_size = 4
 batch_size = 2
 micro_batch_size = 1

@@ -1,18 +1,21 @@
-# CoT cold start of the real SmolLM2-135M-Instruct on 2 CPU cores, sized for ~15 minutes (about 25 training
-# tokens/s: 16 steps x 2 chains of ~650 tokens; a sixth of an epoch of the 184 HuatuoGPT-o1 chains).
-# On GPUs raise batch_size, max_steps and micro_batch_size, and use torchrun.
+# CoT cold start of the real SmolLM2-135M-Instruct on 2 CPU cores, sized for 10-15 minutes: 16 steps x 2
+# examples (HuatuoGPT-o1 chains ~670 tokens, KG trajectories ~270) at roughly 25-40 training tokens/s.
+# That is a sixth of an epoch of the 184 HuatuoGPT chains: enough to learn the <think>/<answer> format,
+# not the medicine. Data (the paths below):
+#   .venv/bin/python -m data.distill --huatuogpt ../shared/data/huatuogpt_o1_demo/demo_data.json --out runs/sft_data/huatuo
+#   .venv/bin/python -m data.distill --records runs/demo/kg_questions.jsonl --out runs/sft_data/kg --template
+# On GPUs: torchrun, larger batch_size / micro_batch_size / max_steps, lr about 1e-5.
 init_from = ".cache/smollm2-135m-instruct"
 train_file = "runs/sft_data/huatuo/sft.jsonl,runs/sft_data/kg/sft.jsonl"
 out_dir = "runs/sft_smollm2"
-max_len = 1024
+max_len = 1024  # keeps 183 of the 184 HuatuoGPT chains
 val_size = 8
 batch_size = 2
 micro_batch_size = 1
 max_steps = 16
-lr = 5e-5
-min_lr = 5e-6
+lr = 1e-4
+min_lr = 1e-5
 warmup_steps = 2
-weight_decay = 0.0
 eval_interval = 8
-ckpt_interval = 4
+ckpt_interval = 8  # a checkpoint is 1.6 GB (fp32 weights + AdamW moments)
 grad_checkpointing = False  # 135M fits in memory: no recompute on CPU
