@@ -330,9 +330,9 @@ def _stop_ids(tok, net):
 
 
 def sampler_free(sampler):
-    """Release the sampler's KV cache (the next generate() allocates it again) while the trainer updates."""
-    if hasattr(sampler, "free_cache"):
-        sampler.free_cache()
+    """Release the sampler's KV cache while the trainer updates; the next generate() allocates it again within
+    the budget set at construction (kv_budget)."""
+    sampler.free_cache()
 
 
 # ------------------------------------------------------------------------------------- stage 1 (labels)
@@ -616,11 +616,9 @@ def step_metrics(cfg, env, step, groups, sums, grad_norm, opt, times):
 
 def export(policy, cfg, stage_dir, env, bf16):
     """The stage's policy in Hugging Face layout at <stage dir>/hf (stage 2 starts from stage 1's)."""
-    sd = full_state_dict(policy)  # a collective
+    sd = full_state_dict(policy, dtype=torch.bfloat16 if bf16 else torch.float32, rank0_only=True)  # a collective
     if env.main:
-        dtype = torch.bfloat16 if bf16 else torch.float32
-        policy.save_pretrained(os.path.join(stage_dir, "hf"), state_dict={k: v.to(dtype) for k, v in sd.items()},
-                               tokenizer_dir=cfg.model)
+        policy.save_pretrained(os.path.join(stage_dir, "hf"), state_dict=sd, tokenizer_dir=cfg.model)
         Metrics(os.path.join(stage_dir, "metrics.jsonl")).plot(os.path.join(stage_dir, "curves.png"))
         log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'hf')}")
     dist.barrier()
