@@ -470,10 +470,10 @@ def _train(cfg, env, stage_dir, reward_fn):
     policy.train()
     fsdp_wrap(policy, policy.model.layers, dev, bf16=bf16)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    net = Transformer.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, device=dev)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    ref = Transformer.from_pretrained(cfg.model, dtype=dtype, device=dev).eval() if cfg.kl_beta else None  # frozen
+    net = Transformer.from_pretrained(cfg.model, dtype=dtype, device=dev)
     sampler = Sampler(net, tok, kv_tokens=kv_budget(cfg, policy, net, dev))  # sized after the trainer
-    ref = Transformer.from_pretrained(cfg.model, dtype=next(net.parameters()).dtype, device=dev).eval() \
-        if cfg.kl_beta else None  # the frozen starting policy
     metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
     plateau = Plateau(cfg.plateau_window, cfg.plateau_delta, cfg.plateau_zero_frac)
     state = {"step": 0, "drawn": 0, "mined": [], "mined_at": -1, "mine_round": 0, "done": ""}
@@ -652,9 +652,22 @@ def log(env, msg):
         tqdm.write(msg)
 
 
+def spaced_values(argv):
+    """`--stage 2` read as `--stage=2` (training.parse_config takes the = form; a bare bool --flag stays one)."""
+    bools = {f.name for f in dataclasses.fields(Config) if f.type is bool}
+    out = []
+    for a in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and not a.startswith("--") \
+                and out[-1][2:].replace("-", "_") not in bools:
+            out[-1] += "=" + a
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv=None, reward_fn=None):
     try:
-        train(parse_config(Config, argv, prog="grpo.py"), reward_fn)
+        train(parse_config(Config, spaced_values(sys.argv[1:] if argv is None else argv), prog="grpo.py"), reward_fn)
     except (ConfigError, RecordError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
