@@ -76,6 +76,9 @@ class _Part:
     rows: list                    # row keys (prompt, sample), in private slot order
     row_group: list               # each row's index in groups
     cap: int                      # private tokens a row may reach before the store is laid out again
+    batch: list = None            # for the current running rows (_index_rows): the batch rows stored here,
+    slots: list = None            # their slots,
+    index: tuple = None           # and the tensors cascade_decode_attention_torch takes for them
 
 
 @dataclass(eq=False)
@@ -205,10 +208,10 @@ class Sampler:
         return out
 
     def free_cache(self, kv_tokens=None):
-        """Release the KV cache (and the CUDA graphs captured on it), e.g. while the GRPO trainer updates. The next
-        generate() allocates it again, within kv_tokens if given, else within the sampler's kv_tokens, else within
-        kv_fraction of the memory free at that time."""
-        self.cache, self.pool, self._graphs, self.max_blocks = None, None, None, None
+        """Release the KV cache, the CUDA graphs captured on it and the CPU's packed weights, e.g. while the GRPO
+        trainer updates. The next generate() allocates them again, the cache within kv_tokens if given, else the
+        sampler's kv_tokens, else kv_fraction of the memory free at that time."""
+        self.cache, self.pool, self._graphs, self.max_blocks, self._packed = None, None, None, None, {}
         self.kv_tokens = kv_tokens or self.kv_tokens
         self._reset_store()
         if self.device.type == "cuda":
@@ -475,7 +478,7 @@ class Sampler:
     def _reset_store(self):
         """Forget the CPU decode store (its rectangles are freed with it)."""
         self._parts, self._where, self._gwhere, self._kv = None, {}, {}, {}  # layout, row/group -> (part, slot)
-        self._old, self._staged, self._rows_key, self._index = None, set(), None, None
+        self._old, self._staged, self._rows_key = None, set(), None
 
     def _prefix_attention(self, seqs, pos_list):
         """CPU decode attention over the decode store (see _plan), with this step's K/V appended to it. The store is
@@ -490,30 +493,29 @@ class Sampler:
                 or 2 * len(keys) < len(where) or any(n > self._parts[where[k][0]].cap for k, n in zip(keys, lens))):
             self._plan(seqs, lens)
         if tuple(keys) != self._rows_key:
-            self._rows_key, self._index = tuple(keys), self._index_rows(keys)
+            self._rows_key = tuple(keys)
+            self._index_rows(keys)
         steps = []  # per part with running rows: (part index, its index tensors, private mask, positions)
-        for pi, idx in self._index:
-            row_lens = [1] * len(self._parts[pi].rows)  # rows nobody reads: any length, their outputs are dropped
-            for b, r in zip(idx[0], idx[1]):
-                row_lens[r] = lens[b]
-            mask = paged_attn.length_mask(torch.tensor(row_lens, device=dev), max(row_lens), self.dtype)
-            steps.append((pi, idx[2:], mask, torch.tensor([lens[b] - 1 for b in idx[0]], device=dev)))
-        whole = len(steps) == 1 and self._index[0][1][0] == list(range(len(seqs)))  # one part, rows in order
+        for pi, part in enumerate(self._parts):
+            if part.batch:
+                row_lens = [1] * len(part.rows)  # rows nobody reads: any length, their outputs are dropped
+                for b, r in zip(part.batch, part.slots):
+                    row_lens[r] = lens[b]
+                mask = paged_attn.length_mask(torch.tensor(row_lens, device=dev), max(row_lens), self.dtype)
+                steps.append((pi, part.index, mask, torch.tensor([lens[b] - 1 for b in part.batch], device=dev)))
 
         def attention(q, k, v, layer):
             if layer not in self._kv:
                 self._build(layer)
-            out = None if whole else torch.empty_like(q)
+            out = torch.empty_like(q)
             for pi, (rows, at, private_rows, group_rows, row_slot, shared_mask), mask, last in steps:
                 sk, sv, pk, pv = self._kv[layer][pi]
                 pk[:, at, last] = k[rows].transpose(0, 1).to(pk.dtype)
                 pv[:, at, last] = v[rows].transpose(0, 1).to(pv.dtype)
                 t = mask.shape[1]
-                o = paged_attn.cascade_decode_attention_torch(q[rows], self.scale, (sk, sv), shared_mask, group_rows,
-                                                              row_slot, (pk[:, :, :t], pv[:, :, :t]), mask, private_rows)
-                if whole:
-                    return o
-                out[rows] = o
+                out[rows] = paged_attn.cascade_decode_attention_torch(
+                    q[rows], self.scale, (sk, sv), shared_mask, group_rows, row_slot, (pk[:, :, :t], pv[:, :, :t]),
+                    mask, private_rows)
             return out
         return attention
 
@@ -602,31 +604,26 @@ class Sampler:
             d[:, at, :t] = g.masked_fill_(past[None, :, :, None], 0)[:, :, :t].to(d.dtype)
 
     def _index_rows(self, keys):
-        """For this set of running rows, per part that has some: (part index, (their batch rows, their private
-        slots, and as tensors: batch rows, private slots, private_rows (None: the slots are exactly 0..n-1),
-        group_rows, row_slot, shared mask)), the last four in cascade_decode_attention_torch's layout. Groups with
-        no running row point at any running row."""
-        dev, out = self.device, []
+        """Set each part's batch, slots and index for this set of running rows. Groups with no running row point at
+        any running row (cascade_decode_attention_torch needs a valid one)."""
+        t = lambda x: torch.tensor(x, device=self.device)
         for pi, part in enumerate(self._parts):
             mine = [(b, self._where[k][1]) for b, k in enumerate(keys) if self._where[k][0] == pi]
+            part.batch, part.slots = [b for b, _ in mine], [r for _, r in mine]
             if not mine:
                 continue
             members = [[] for _ in part.groups]
-            for j, (_, r) in enumerate(mine):
+            for j, r in enumerate(part.slots):
                 members[part.row_group[r]].append(j)
             width = max(len(m) for m in members)
-            group_rows = [[m[min(i, len(m) - 1)] if m else 0 for i in range(width)] for m in members]
             row_slot = [0] * len(mine)
             for g, m in enumerate(members):
                 for i, j in enumerate(m):
                     row_slot[j] = g * width + i
-            batch, slots = [b for b, _ in mine], [r for _, r in mine]
-            shared_mask = paged_attn.length_mask(torch.tensor(part.shared_len, device=dev), max(part.shared_len),
-                                                 self.dtype)
-            t = lambda x: torch.tensor(x, device=dev)
-            out.append((pi, (batch, slots, t(batch), t(slots), None if slots == list(range(len(part.rows))) else
-                             t(slots), t(group_rows), t(row_slot), shared_mask)))
-        return out
+            part.index = (t(part.batch), t(part.slots),
+                          None if part.slots == list(range(len(part.rows))) else t(part.slots),
+                          t([[m[min(i, len(m) - 1)] if m else 0 for i in range(width)] for m in members]), t(row_slot),
+                          paged_attn.length_mask(t(part.shared_len), max(part.shared_len), self.dtype))
 
     def _sample_into(self, seqs, logits):
         p = self._params
