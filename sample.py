@@ -422,16 +422,19 @@ class Sampler:
         bs, n = self.block_size, self._params.n
         tables = [self.pool.alloc(-(-len(p) // bs)) for p in prompts]
         logits = self.model.lm_head(self._fill(prompts, tables))            # [rows, vocab]
-        cache, seqs = self.cache, []
+        seqs, copies = [], []  # copies: (a sample's block, its prompt's partial last block)
         for r, p in enumerate(prompts):  # fork: share full blocks, copy the partial last block per sample
             full, partial = tables[r][:len(p) // bs], tables[r][len(p) // bs:]
             self.pool.share(full * (n - 1))
             for j in range(n):
                 mine = self.pool.alloc(len(partial))  # later blocks are taken as the sample grows (_grow)
-                for kv in cache if partial else ():
-                    kv[:, mine[0]] = kv[:, partial[0]]
+                copies += [(mine[0], partial[0])] if partial else []
                 seqs.append(_Seq(indices[r], j, len(p), full + mine, shared=len(full) if n > 1 else 0))
-            self.pool.release(partial)
+            self.pool.release(partial)  # may be taken again below: the copy reads every source before writing
+        if copies:
+            dst, src = (torch.tensor(x, device=self.device) for x in zip(*copies))
+            for kv in self.cache if self.prefix_attention else [self.cache.flatten(0, 1)]:  # [2 (x layers), blocks, ..]
+                kv[:, dst] = kv[:, src]
         rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
         self._sample_into(seqs, logits[rows])
         self._staged.update((s.prompt, s.sample) for s in seqs)
