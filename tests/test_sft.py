@@ -197,6 +197,21 @@ def test_accumulation_split_gives_the_same_step(ckpt, dist_env):
     assert all(torch.allclose(sd4[k], sd1[k], atol=1e-6) for k in sd4)
 
 
+def test_bf16_recipe_keeps_fp32_master_weights(ckpt, dist_env):
+    """The GPU recipe's policy, run on CPU: bf16 compute (the loss moves a little), fp32 params and AdamW state."""
+    torch.manual_seed(0)
+    examples = [{"id": i, "ids": torch.randint(0, 256, (40,)).tolist(), "start": 10} for i in range(4)]
+    losses = []
+    for bf16 in (False, True):
+        lm = sft.SFTModel(M.Transformer.from_pretrained(str(ckpt)))
+        T.fsdp_wrap(lm, lm.net.model.layers, dist_env.device, bf16=bf16)
+        opt = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+        losses.append(sft.train_step(lm, opt, examples, sft.Config(micro_batch_size=2, max_len=128), dist_env)[0])
+        assert {p.dtype for p in lm.parameters()} == {torch.float32}
+        assert {v.dtype for p in lm.parameters() for v in opt.state[p].values() if v.dim()} == {torch.float32}
+    assert 0 < abs(losses[1] - losses[0]) < 1e-2 * losses[0]
+
+
 def test_step_examples_cover_each_epoch_once():
     got = [i for s in range(5) for i in sft.step_examples(10, s, 4, seed=3)]  # 2 epochs of 10
     assert sorted(got[:10]) == list(range(10)) and sorted(got[10:20]) == list(range(10))
