@@ -7,7 +7,7 @@ One entry point for eval, CoT distillation and GRPO rollouts:
                                                        stop_token_ids=(tok.eos_id,)))
     outs[i][j].token_ids, outs[i][j].logprobs, outs[i][j].finish_reason   # "eos" | "stop" | "length"
 
-How it works. The KV cache is a pool of fixed-size blocks ([2, layers, blocks, block_size, kv_heads,
+How it works. The KV cache is a pool of fixed-size blocks ([layers, 2, blocks, block_size, kv_heads,
 head_dim]); each sequence owns a block table. A prompt is prefilled once; its full blocks are then shared
 by its n samples (reference counts) and only the partly filled last block is copied to each sample.
 Samples take blocks as they grow. A prompt is admitted when the pool holds it, a block per sample and one
@@ -21,8 +21,8 @@ dense rectangles (_plan): each prompt's shared K/V once for its samples, each ro
 length together (paged_attn.cascade_decode_attention_torch). The paged cache is then only a staging area: prefill
 writes it, the next decode step copies it into the store and drops it. Each stored token holds a block of the
 budget; on top come padding (at most 1/8 per rectangle), 2 blocks of headroom per row, finished rows until the
-next re-layout, and a new prompt's staged copy for one step. Nothing is kept after generate() returns but the GPU
-cache, which free_cache() releases (GRPO: during the trainer's update; the next generate allocates it again).
+next re-layout, and a new prompt's staged copy for one step. No K/V outlive generate() but the GPU cache, which
+free_cache() releases (GRPO: during the trainer's update; the next generate allocates it again).
 
 Sampling: one uniform per (seed, prompt, sample, step) from a counter-based hash, inverse-CDF over the tempered
 softmax. The uniforms do not depend on the batch, the schedule or the memory budget; the logits do, at the level

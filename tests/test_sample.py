@@ -101,19 +101,27 @@ def test_a_draw_flips_only_near_a_cdf_boundary():
 
 
 def test_batch_and_budget_change_logits_by_rounding_only():
-    """Across budgets, batch limits and block sizes the samples agree token for token until a flip (none expected
-    here: a flip needs a draw within ~1e-4 of a boundary), and the logprobs of the agreeing prefix to 1e-4."""
+    """Across budgets, batch limits and block sizes a sample agrees token for token, logprobs to 1e-4, up to a
+    flip, which is allowed only where the draw lies within 1e-3 of a boundary of the CDF (none expected here)."""
     m = tiny("qwen2")
     prompts = prompts_of(LENGTHS)
     params = SamplingParams(n=2, max_new_tokens=8, temperature=1.0, seed=7)
     runs = [Sampler(m, block_size=4).generate(prompts, params),
             Sampler(m, block_size=4, kv_tokens=48, max_batch=3).generate(prompts, params),
             Sampler(m, block_size=8).generate(prompts, params)]
+    flips = 0
     for other in runs[1:]:
-        for ga, gb in zip(runs[0], other):
-            for a, b in zip(ga, gb):
-                assert a.token_ids == b.token_ids
-                assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+        for i, (ga, gb) in enumerate(zip(runs[0], other)):
+            for j, (a, b) in enumerate(zip(ga, gb)):
+                t = next((t for t, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), len(a.token_ids))
+                assert max(abs(x - y) for x, y in zip(a.logprobs[:t], b.logprobs[:t])) < 1e-4
+                if t < len(a.token_ids):
+                    flips += 1
+                    with torch.no_grad():
+                        logits = m(torch.tensor([prompts[i] + a.token_ids[:t]]))[0, -1].double()
+                    cdf = torch.softmax(logits, -1).cumsum(-1)
+                    assert (cdf - _uniform(7, [i], [j], [t], "cpu")).abs().min() < 1e-3
+    assert flips <= 1
 
 
 def test_bad_params_are_clear():
