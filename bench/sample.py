@@ -24,11 +24,11 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo
+sys.path.insert(0, ROOT)
 import model as M  # noqa: E402
 from sample import Sampler, SamplingParams, pack_linear_weight, packed_linear  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_BATCH = 512  # rows decoded together (the sampler's default)
 WORKLOADS = {"grpo": dict(prompts=8, prompt_len=384, n=8, new=128), "plain": dict(prompts=16, prompt_len=64, n=1, new=128)}
 
@@ -132,7 +132,8 @@ def memory_child(which, path, n_prompts, new):
     from eval.answer import build_prompt
     from eval.loaders import load_medqa
     tok = M.Tokenizer.from_pretrained(path)
-    records = load_medqa(os.path.join(ROOT, "..", "shared", "data", "medqa", "phrases_no_exclude_test.jsonl"))
+    shared = os.environ.get("FLEMING_SHARED", os.path.join(ROOT, "..", "shared"))
+    records = load_medqa(os.path.join(shared, "data", "medqa", "phrases_no_exclude_test.jsonl"))
     prompts = [tok.apply_chat_template(build_prompt(r)) for r, _ in zip(records, range(n_prompts))]
     if which == "ours":
         sampler = Sampler(M.Transformer.from_pretrained(path).eval())
@@ -160,7 +161,7 @@ def memory_main(args):
     for which in ("ours", "transformers"):
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", which, "--model", args.model,
                "--prompts", str(args.prompts or 64), "--new", str(args.new)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # stderr: shown
         got[which] = r = json.loads(out.strip().splitlines()[-1])
         print(f"{which}: peak RSS {r['peak_mb']:.0f} MB during generate (RSS before it {r['before_mb']:.0f} MB), "
               f"{r['seconds']:.1f} s", flush=True)
