@@ -131,7 +131,6 @@ class Sampler:
         self.vocab_size = min(self.vocab_size, cfg.vocab_size)  # rows past the tokenizer are never sampled
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache_element_size = p.element_size()
         self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
         self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
         # CPU: read each prompt's shared blocks once per group of samples; GPU: per-sequence paged paged_attn.
@@ -220,7 +219,7 @@ class Sampler:
     def _budget(self):
         if self.max_blocks is None:
             cfg = self.model.config
-            token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.cache_element_size
+            token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
             tokens = self.kv_tokens or int(self.kv_fraction * _free_memory(self.device) / token_bytes)
             self.max_blocks = max(1, tokens // self.block_size)
 
@@ -446,7 +445,7 @@ class Sampler:
         tokens = torch.tensor([s.tokens[-1] for s in seqs], device=dev)
         pos = torch.tensor(pos_list, device=dev)
         if self.prefix_attention:  # K/V go to the decode store only; once it holds the staged rows, drop staging
-            logits = self._forward(tokens, pos, None, self._prefix_attention(seqs, pos_list))
+            logits = self._forward(tokens, pos, self._prefix_attention(seqs, pos_list))
             self._old = None
             if self._staged:
                 self._staged.clear()
@@ -458,14 +457,10 @@ class Sampler:
             logits = (self._graphs or self._paged_forward)(tokens, pos, slots, tables, lens)
         self._sample_into(seqs, logits)
 
-    def _forward(self, tokens, pos, slots, attention):
-        """One decode step: tokens [B] at positions pos, their K/V written to the cache's slots (unless None),
-        attention(q, k, v, layer) -> [B, H, d]. Returns logits [B, vocab]."""
-        cache = self.cache
-
+    def _forward(self, tokens, pos, attention):
+        """One decode step: tokens [B] at positions pos, attention(q, k, v, layer) -> [B, H, d] (it stores this step's
+        K/V). Returns logits [B, vocab]."""
         def attend(q, k, v, layer):  # q [B, 1, H, D], k/v [B, 1, KV, D]
-            if slots is not None:
-                paged_attn.store_kv(k[:, 0], v[:, 0], cache[layer][0], cache[layer][1], slots)
             return attention(q[:, 0], k[:, 0], v[:, 0], layer)[:, None]
 
         hidden = self.model(tokens[:, None], position_ids=pos[:, None], attend=attend, return_hidden=True)
@@ -474,9 +469,11 @@ class Sampler:
     def _paged_forward(self, tokens, pos, slots, tables, lens):
         """The decode step through block tables [B, width] with lens [B] tokens each (GPU; what DecodeGraphs
         captures): Triton or flash-attn paged attention."""
-        cache = self.cache
-        return self._forward(tokens, pos, slots, lambda q, k, v, layer: paged_attn.paged_decode_attention(
-            q, cache[layer][0], cache[layer][1], tables, lens, self.scale))
+        def attention(q, k, v, layer):
+            kc, vc = self.cache[layer]
+            paged_attn.store_kv(k, v, kc, vc, slots)
+            return paged_attn.paged_decode_attention(q, kc, vc, tables, lens, self.scale)
+        return self._forward(tokens, pos, attention)
 
     def _reset_store(self):
         """Forget the CPU decode store (its rectangles are freed with it)."""
@@ -565,16 +562,14 @@ class Sampler:
             kv = (new(len(part.groups), max(part.shared_len)), new(len(part.groups), max(part.shared_len)),
                   new(len(part.rows), part.cap), new(len(part.rows), part.cap))
             for at, keys, was in ((0, part.groups, old_gwhere), (2, part.rows, old_where)):
-                moves, fresh = {}, []  # old part -> (new slots, old slots); new slots to gather
+                moves, fresh = {}, []  # old part -> [(new slot, old slot)]; new slots to gather
                 for j, key in enumerate(keys):
                     if old is not None and key in was and key not in self._staged:
-                        moves.setdefault(was[key][0], ([], []))
-                        moves[was[key][0]][0].append(j)
-                        moves[was[key][0]][1].append(was[key][1])
+                        moves.setdefault(was[key][0], []).append((j, was[key][1]))
                     else:
                         fresh.append(j)
-                for pi, (dst, src) in moves.items():
-                    dst, src = torch.tensor(dst, device=self.device), torch.tensor(src, device=self.device)
+                for pi, pairs in moves.items():
+                    dst, src = (torch.tensor(x, device=self.device) for x in zip(*pairs))
                     for d, s in zip(kv[at:at + 2], old[pi][at:at + 2]):
                         t = min(d.shape[2], s.shape[2])
                         d[:, dst, :t] = s[:, src, :t]
