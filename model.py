@@ -428,6 +428,7 @@ class Transformer(nn.Module):
         parent = os.path.dirname(out_dir)
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir), dir=parent)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: an export must be readable by others
         cfg = self.config.to_dict()
         cfg["torch_dtype"] = str(next(iter(sd.values())).dtype).removeprefix("torch.")
         with open(os.path.join(tmp, "config.json"), "w") as f:
