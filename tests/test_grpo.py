@@ -351,9 +351,12 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     assert any(r["loss"] != 0 for r in one)  # something was learned from
     w1, w2 = weights(tmp_path / "one" / "stage1" / "hf"), weights(tmp_path / "two" / "stage1" / "hf")
     w0 = weights(d)
-    assert any((w1[k] - w0[k]).abs().max() > 1e-4 for k in w1)
+    moved = max((w1[k] - w0[k]).abs().max().item() for k in w1)  # 3 AdamW steps at lr 1e-2: about 3e-2
+    assert moved > 1e-2
+    # Adam's m / sqrt(v) magnifies reduction-order noise where gradients are ~0 (unused embedding rows): allow
+    # 1e-3 of the update size
     for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-3 * moved, rtol=1e-5)
 
 
 @pytest.mark.slow
