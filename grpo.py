@@ -652,22 +652,9 @@ def log(env, msg):
         tqdm.write(msg)
 
 
-def spaced_values(argv):
-    """`--stage 2` read as `--stage=2` (training.parse_config takes the = form; a bare bool --flag stays one)."""
-    bools = {f.name for f in dataclasses.fields(Config) if f.type is bool}
-    out = []
-    for a in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and not a.startswith("--") \
-                and out[-1][2:].replace("-", "_") not in bools:
-            out[-1] += "=" + a
-        else:
-            out.append(a)
-    return out
-
-
 def main(argv=None, reward_fn=None):
     try:
-        train(parse_config(Config, spaced_values(sys.argv[1:] if argv is None else argv), prog="grpo.py"), reward_fn)
+        train(parse_config(Config, sys.argv[1:] if argv is None else argv, prog="grpo.py"), reward_fn)
     except (ConfigError, RecordError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 

@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 def parse_config(cls, argv=None, prog=None):
     """nanoGPT-style configuration: the dataclass `cls` holds the defaults (its source, comments included,
     is the --help text), then each `path.py` argument is read as `key = value` lines, then each
-    `--key=value` overrides (Python literals; a str field takes the text as is). Later wins."""
+    `--key=value` (or `--key value`) overrides (Python literals; a str field takes the text as is). Later wins."""
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or os.path.basename(sys.argv[0])
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -43,8 +43,9 @@ def parse_config(cls, argv=None, prog=None):
         print(f"usage: {prog} [config.py ...] [--key=value ...]\n\nDefaults (override in a config file or "
               f"with --key=value):\n\n{inspect.getsource(cls)}")
         sys.exit(0)
-    values = {}
-    for arg in argv:
+    values, args = {}, list(argv)
+    while args:
+        arg = args.pop(0)
         if not arg.startswith("--"):
             values.update(_read_config_file(arg, fields))
             continue
@@ -55,6 +56,8 @@ def parse_config(cls, argv=None, prog=None):
         if not eq:
             if _accepts(fields[key].type, bool):
                 text = "True"  # a bare --flag
+            elif args and not args[0].startswith("--"):
+                text = args.pop(0)  # --key value, as in `grpo.py --stage 2`
             else:
                 raise ConfigError(f"{arg}: expected --{key}=value")
         values[key] = _coerce(fields[key], text, arg)

@@ -27,6 +27,9 @@ def test_config_defaults_file_and_overrides(tmp_path):
     assert cfg == Cfg(lr=2.0, steps=7, name="from-file", init_from="/x/y", bf16=True)
     assert isinstance(cfg.lr, float)
     assert T.parse_config(Cfg, ["--init_from=None", "--name=None"]) == Cfg(init_from=None, name="None")
+    # `--key value` too; a bare bool flag does not swallow the config file after it
+    spaced = T.parse_config(Cfg, ["--bf16", str(conf), "--steps", "4", "--lr=1"])
+    assert spaced == Cfg(lr=1.0, steps=4, name="from-file", bf16=True)
 
 
 @pytest.mark.parametrize("args, msg", [
