@@ -34,6 +34,7 @@ before any top-k / top-p truncation: the quantity the GRPO trainer recomputes. T
 logprobs of the untempered distribution.
 """
 import argparse
+import math
 import os
 import time
 from collections import deque
@@ -555,12 +556,15 @@ class Sampler:
         cfg = self.model.config
         old_where, old_gwhere, old_kv = self._old
         old = old_kv.pop(layer, None)
-        new = lambda n, t: torch.zeros(cfg.num_key_value_heads, n, t, cfg.head_dim, dtype=self.dtype,
-                                       device=self.device)
+        shapes = [(cfg.num_key_value_heads, n, t, cfg.head_dim) for p in self._parts
+                  for n, t in [(len(p.groups), max(p.shared_len))] * 2 + [(len(p.rows), p.cap)] * 2]
+        # one buffer per layer: large enough to be mmapped by malloc, so a re-layout gives the old one back to the
+        # OS instead of leaving a fragmented heap behind (many small rectangles grew RSS run by run)
+        flat = torch.zeros(sum(math.prod(s) for s in shapes), dtype=self.dtype, device=self.device)
+        views = [x.view(s) for x, s in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
         self._kv[layer] = []
-        for part in self._parts:
-            kv = (new(len(part.groups), max(part.shared_len)), new(len(part.groups), max(part.shared_len)),
-                  new(len(part.rows), part.cap), new(len(part.rows), part.cap))
+        for i, part in enumerate(self._parts):
+            kv = tuple(views[4 * i:4 * i + 4])
             for at, keys, was in ((0, part.groups, old_gwhere), (2, part.rows, old_where)):
                 moves, fresh = {}, []  # old part -> [(new slot, old slot)]; new slots to gather
                 for j, key in enumerate(keys):
