@@ -12,3 +12,16 @@ def shared():
     if not SHARED.is_dir():
         pytest.fail(f"shared data folder not found at {SHARED} (set FLEMING_SHARED)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def dist_env():
+    """A process group for training.py's FSDP code: a world of one unless the test already runs under one."""
+    import torch
+    import torch.distributed as dist
+    import training as T
+    started = not dist.is_initialized()
+    env = T.setup_dist() if started else T.DistEnv(dist.get_rank(), dist.get_world_size(), 0, torch.device("cpu"))
+    yield env
+    if started:
+        T.teardown_dist()

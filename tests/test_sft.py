@@ -70,16 +70,6 @@ def ckpt(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
 
 
-@pytest.fixture(scope="module")
-def dist_env():
-    started = not dist.is_initialized()
-    env = T.setup_dist() if started else T.DistEnv(dist.get_rank(), dist.get_world_size(), 0,
-                                                   torch.device("cpu"))
-    yield env
-    if started:
-        T.teardown_dist()
-
-
 # ------------------------------------------------------------------------------------- loss span
 
 def test_loss_span_is_the_assistant_turn_and_its_end_token(shared):

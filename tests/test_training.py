@@ -85,16 +85,6 @@ def test_metrics_truncate_and_plot(tmp_path, capsys):
     assert (tmp_path / "m.png").stat().st_size > 1000
 
 
-@pytest.fixture(scope="module")
-def dist_env():
-    started = not dist.is_initialized()
-    env = T.setup_dist() if started else T.DistEnv(dist.get_rank(), dist.get_world_size(), 0,
-                                                   torch.device("cpu"))
-    yield env
-    if started:
-        T.teardown_dist()
-
-
 def tiny_model(seed):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 10))
