@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.distributed as dist
 
 import training as T
 
