@@ -35,7 +35,7 @@ from collections import Counter
 from data.dedup import BenchIndex, decontaminate, dedup, tokens
 from data.filter import check as format_filter
 from data.prepare import convert_source
-from data.verify import _keyed, client_from_args, load_results, uid
+from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
 from eval.answer import build_prompt, extract_answer, format_error, format_ok, format_question
 from eval.llm import LLMError, run_step
 from eval.loaders import DATA_DIR, load_benchmark
@@ -444,17 +444,9 @@ def main(argv=None):
     src.add_argument("--records", help="input records JSONL (curated pool or KG questions)")
     src.add_argument("--huatuogpt", metavar="FILE", help="convert HuatuoGPT-o1 demo_data.json instead")
     ap.add_argument("--out", required=True, help="output folder (resumes from what is there)")
-    how = ap.add_mutually_exclusive_group()
-    how.add_argument("--endpoint", help="OpenAI-compatible base URL of the teacher, e.g. http://host:8000/v1")
-    how.add_argument("--model", help="local checkpoint dir as the teacher (sample.py)")
-    how.add_argument("--template", action="store_true",
-                     help="no teacher: write KG questions' trajectories from their sampled path")
-    ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
-    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    ap.add_argument("--retries", type=int, default=6, help="retries on 5xx, 429, timeouts")
-    ap.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
-    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    teacher = add_llm_args(ap, required=False)  # --endpoint / --model, the teacher's client flags
+    teacher.add_argument("--template", action="store_true",
+                         help="no teacher: write KG questions' trajectories from their sampled path")
     ap.add_argument("--k", type=int, default=4, help="candidates per item and round (pass@k)")
     ap.add_argument("--rounds", type=int, default=3, help="refinement rounds R for items with no passing candidate")
     ap.add_argument("--temperature", type=float, default=0.7)

@@ -77,8 +77,9 @@ def apply_verify(records, results, keep_flagged=False, review=None, stats=None):
     return out
 
 
-def add_llm_args(ap):
-    src = ap.add_mutually_exclusive_group(required=True)
+def add_llm_args(ap, required=True):
+    """The client flags every LLM step takes; returns the endpoint/model group (a step may add a third way)."""
+    src = ap.add_mutually_exclusive_group(required=required)
     src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     src.add_argument("--model", help="local checkpoint dir, generated with sample.py instead of an endpoint")
     ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
@@ -87,6 +88,7 @@ def add_llm_args(ap):
     ap.add_argument("--retries", type=int, default=6, help="retries on 5xx, 429, timeouts")
     ap.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
     ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    return src
 
 
 def client_from_args(a):
