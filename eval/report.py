@@ -66,13 +66,15 @@ def table(summaries, labels, reference=False):
 
 
 def detail(summaries, labels):
-    lines = ["| Model | Benchmark | Items | Samples/item | Accuracy | maj@n | Extraction fail % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Model | Benchmark | Items | Samples/item | Accuracy | maj@n | Extraction fail % | Format % | "
+             "Mean chars |", "|---|---|---|---|---|---|---|---|---|"]
     for s, label in zip(summaries, labels):
         for b, bs in s["benchmarks"].items():
+            chars = bs.get("mean_output_chars")
             lines.append(f"| {label} | {NAMES.get(b, b)} | {bs['n_done']}/{bs['n_expected']} | "
                          f"{bs.get('n_samples', '')} | {pct(bs['accuracy'])} | {pct(bs.get('maj_accuracy'))} | "
-                         f"{pct(bs['extraction_failure_rate'])} |")
+                         f"{pct(bs['extraction_failure_rate'])} | {pct(bs.get('format_rate'))} | "
+                         f"{'' if chars is None else f'{chars:.0f}'} |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@
 
 RUN_DIR holds config.json (the settings; a resume must use the same ones), one part file per
 benchmark and rank ({bench}.part{rank}.jsonl, rows: id, benchmark, prompt, output, extracted, gold,
-correct) and summary.json. Rank r of WORLD_SIZE takes items i % WORLD_SIZE == r. Items whose id is
+correct, format_ok) and summary.json. Rank r of WORLD_SIZE takes items i % WORLD_SIZE == r. Items whose id is
 already in any part file of the benchmark are skipped, so a killed run resumes where it stopped and
 a change of world size redoes nothing. With --n > 1, output / extracted / correct are lists of n,
 and the summary adds majority-vote accuracy (maj@n) and pass@k.
@@ -25,7 +25,7 @@ from collections import Counter
 
 from eval.llm import LLMError, make_client, run_step
 from eval.records import RecordError
-from eval.answer import build_prompt, score
+from eval.answer import build_prompt, format_ok, score
 from eval.loaders import BENCHMARKS, answer_skew, benchmark_path, load_benchmark, shuffle_options
 
 # settings that change the numbers: a resumed run must not mix them (the endpoint may move)
@@ -100,12 +100,15 @@ def pass_at_k(n, c, k):
 
 def make_row(rec, outputs, benchmark, prompt):
     scored = [score(rec, o) for o in outputs]
+    multi = bool(rec["meta"].get("multi_answer"))
+    formats = [format_ok(o, rec["options"], multi) for o in outputs]
     row = {"id": rec["id"], "benchmark": benchmark, "prompt": prompt, "gold": rec["answer"]}
     if len(outputs) == 1:
-        row.update(output=outputs[0], extracted=scored[0][0], correct=scored[0][1])
+        row.update(output=outputs[0], extracted=scored[0][0], correct=scored[0][1], format_ok=formats[0])
     else:
         maj = majority([e for e, _ in scored])
         row.update(output=outputs, extracted=[e for e, _ in scored], correct=[c for _, c in scored],
+                   format_ok=formats,
                    majority=maj, majority_correct=maj is not None and set(maj) == set(rec["answer"]))
     return row
 
@@ -132,17 +135,22 @@ def read_items(out, bench):
 
 
 def summarize_items(rows):
-    """Accuracy (mean over items of the fraction of correct samples), extraction-failure rate (over
-    samples) and, for n > 1, maj@n and pass@k."""
+    """Accuracy (mean over items of the fraction of correct samples), extraction-failure rate, format rate
+    (the reward's format check) and mean output length in characters (all three over samples) and, for
+    n > 1, maj@n and pass@k. Rows written before format_ok was recorded count as unknown."""
     if not rows:
         return {"n_done": 0, "accuracy": None, "extraction_failure_rate": None}
-    correct = [r["correct"] if isinstance(r["correct"], list) else [r["correct"]] for r in rows]
-    extracted = [r["extracted"] if isinstance(r["correct"], list) else [r["extracted"]] for r in rows]
+    as_list = lambda r, key: r.get(key) if isinstance(r["correct"], list) else [r.get(key)]  # noqa: E731
+    correct, extracted = [as_list(r, "correct") for r in rows], [as_list(r, "extracted") for r in rows]
+    outputs = [o for r in rows for o in as_list(r, "output")]
+    formats = [f for r in rows if "format_ok" in r for f in as_list(r, "format_ok")]
     n = min(len(c) for c in correct)
     s = {"n_done": len(rows), "n_samples": n,
          "accuracy": sum(sum(c) / len(c) for c in correct) / len(rows),
          "n_correct": sum(sum(c) for c in correct),
-         "extraction_failure_rate": sum(e is None for ex in extracted for e in ex) / sum(len(ex) for ex in extracted)}
+         "extraction_failure_rate": sum(e is None for ex in extracted for e in ex) / sum(len(ex) for ex in extracted),
+         "format_rate": sum(formats) / len(formats) if formats else None,
+         "mean_output_chars": sum(len(o or "") for o in outputs) / len(outputs)}
     if n > 1:
         s["maj_accuracy"] = sum(bool(r.get("majority_correct")) for r in rows) / len(rows)
         ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})

@@ -29,7 +29,7 @@ def items(bench, limit=LIMIT):
 
 def kind(rec):
     """What the fake model does with an item: stable per id, independent of the extractor."""
-    return ["gold", "wrong", "garbage", "gold_text", "wrong", "gold"][zlib.crc32(rec["id"].encode()) % 6]
+    return ["gold", "wrong", "garbage", "gold_text", "wrong", "gold", "think_gold"][zlib.crc32(rec["id"].encode()) % 7]
 
 
 def respond_for(recs):
@@ -42,7 +42,8 @@ def respond_for(recs):
         return {"gold": f"The findings point to ({a}).\n<answer>{a}</answer>",
                 "wrong": f"Considering everything...\n<answer>{w.lower()}</answer>",
                 "garbage": "I cannot decide between the options listed above.",
-                "gold_text": f"<answer>{r['options'][a]}</answer>\nThat is my final choice."}[kind(r)]
+                "gold_text": f"<answer>{r['options'][a]}</answer>\nThat is my final choice.",
+                "think_gold": f"<think>\nThe findings point to {a}.\n</think>\n<answer>{a}</answer>"}[kind(r)]
     return respond
 
 
@@ -99,11 +100,13 @@ def test_killed_run_resumes_without_redoing_items_and_report_matches(shared, tmp
     for b in benches:
         rows = read_rows(out, b)
         assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in recs[b])  # each item exactly once
-        want = {r["id"]: kind(r) in ("gold", "gold_text") for r in recs[b]}
+        want = {r["id"]: kind(r) in ("gold", "gold_text", "think_gold") for r in recs[b]}
         assert {r["id"]: r["correct"] for r in rows} == want
         assert {r["id"] for r in rows if r["extracted"] is None} == {r["id"] for r in recs[b] if kind(r) == "garbage"}
         assert all(r["gold"] == next(x["answer"] for x in recs[b] if x["id"] == r["id"]) for r in rows)
         assert all(r["prompt"][-1]["role"] == "user" and r["benchmark"] == b for r in rows)
+        # only <think>...</think><answer>X</answer> passes the reward's format check
+        assert {r["id"] for r in rows if r["format_ok"]} == {r["id"] for r in recs[b] if kind(r) == "think_gold"}
 
     cells = report_cells(out, capsys)
     accs = []
@@ -117,6 +120,9 @@ def test_killed_run_resumes_without_redoing_items_and_report_matches(shared, tmp
     assert cells["Extraction fail %"] == f"{100 * sum(r['extracted'] is None for r in rows) / len(rows):.2f}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["benchmarks"]["medqa"]["n_done"] == LIMIT
+    rows = read_rows(out, "medqa")
+    assert summary["benchmarks"]["medqa"]["format_rate"] == sum(kind(r) == "think_gold" for r in recs["medqa"]) / LIMIT
+    assert summary["benchmarks"]["medqa"]["mean_output_chars"] == sum(len(r["output"]) for r in rows) / LIMIT
 
 
 def test_ranks_split_the_items_and_the_summary_merges(shared, tmp_path, monkeypatch, capsys):
@@ -144,7 +150,7 @@ def test_ranks_split_the_items_and_the_summary_merges(shared, tmp_path, monkeypa
         run.main(args + ["--endpoint", srv.url])
         assert len(srv.log) == 30
     s = json.loads((out / "summary.json").read_text())
-    want = sum(kind(r) in ("gold", "gold_text") for r in recs) / 30
+    want = sum(kind(r) in ("gold", "gold_text", "think_gold") for r in recs) / 30
     assert s["complete"] and s["benchmarks"]["pubmedqa"]["accuracy"] == pytest.approx(want)
 
 
