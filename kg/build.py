@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import unicodedata
@@ -21,7 +22,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from kg.readers import NONCOMMERCIAL, READERS, Ref, SourceError
+from kg.readers import FILES, NONCOMMERCIAL, READERS, Ref, SourceError, verify
 
 TYPES = ["disease", "phenotype", "lab_finding", "imaging_finding", "inheritance", "onset", "drug", "drug_class",
          "gene", "anatomy", "agent"]
@@ -34,6 +35,10 @@ FINDINGS = ("phenotype", "lab_finding", "imaging_finding")
 ID_PRIORITY = ["DOID", "ORPHA", "OMIM", "DECIPHER", "HP", "DB", "NCBIGene", "UBERON", "UMLS", "MESH", "WD", "name"]
 DEFAULT_SOURCES = "hpo,do,drugcentral,hsdn,wikidata"
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# words that do not tell two disease labels apart ("Macular edema, cystoid" = "cystoid macular edema")
+GENERIC = {"of", "the", "and", "with", "or", "in", "to", "a", "type", "disease", "syndrome", "disorder", "due",
+           "form", "familial", "hereditary", "congenital", "isolated", "primary", "autosomal", "dominant", "recessive",
+           "x", "linked", "susceptibility"}
 
 
 @functools.lru_cache(maxsize=1 << 20)
@@ -66,6 +71,7 @@ class Builder:
         self.by_name = []    # keys to merge with an existing same-type entity of the same name
         self.hints = {}
         self.dropped = Counter()
+        self.checked_same = []  # (foreign id, DOID) xref identities to confirm by label before merging
 
     # ------------------------------------------------ what readers call
     def node(self, key, type, name, source, synonyms=(), rare=False):
@@ -81,7 +87,10 @@ class Builder:
     def edge(self, src, rel, dst, source, freq=math.nan, attr=None, optional=False):
         self.edges.append((src, RELS.index(rel), dst, SOURCES.index(source), freq, attr, optional))
 
-    def same(self, a, b, source=None):
+    def same(self, a, b, source=None, check_names=False):
+        if check_names:
+            self.checked_same.append((a, b, source))
+            return
         ra, rb = self._find(a), self._find(b)
         if ra != rb:
             self.parent[ra] = rb
@@ -104,6 +113,26 @@ class Builder:
         return root
 
     # ------------------------------------------------ merging and resolution
+    def _words(self, key):
+        n = self.nodes[key]
+        return [set(norm(x).split()) - GENERIC for x in [nm for _, nm in n["names"]] + sorted(n["syn"])]
+
+    def _merge_checked(self):
+        """An ontology xref is an identity only when the two labels name the same disease: DO maps some
+        common diseases to an OMIM entry for a hereditary form, and some ids to a different disease.
+        A refused identity becomes 'the foreign entry is a kind of the DOID disease'."""
+        for a, b, source in self.checked_same:
+            if a not in self.nodes or b not in self.nodes or not self.nodes[a]["names"]:
+                self.same(a, b)
+                continue
+            agree = any(x and y and len(x & y) >= 0.5 * max(len(x), len(y)) and (x & y)
+                        for x in self._words(a) for y in self._words(b))
+            if agree:
+                self.same(a, b)
+            else:
+                self.dropped["xref identity refused (labels differ)"] += 1
+                self.edge(a, "subclass_of", b, source)
+
     def _merge_by_name(self):
         later = set(self.by_name)
         index = defaultdict(set)
@@ -124,6 +153,7 @@ class Builder:
 
     def finish(self):
         """Merge, resolve references and return the graph as plain arrays (see Graph)."""
+        self._merge_checked()
         self._merge_by_name()
         groups = defaultdict(list)
         for key in self.nodes:
@@ -140,7 +170,9 @@ class Builder:
             ids.append(canon)
             names.append(name)
             types.append(TYPES.index(self.nodes[canon]["type"]))
-            rare.append(any(self.nodes[k]["rare"] for k in members))
+            # rarity from a rare-disease source: DO's rare slim decides for a DOID, else an Orphanet id
+            doids = [k for k in members if k.startswith("DOID:")]
+            rare.append(any(self.nodes[k]["rare"] for k in (doids or members)))
             srcs.append(int(np.bitwise_or.reduce([self.nodes[k]["src"] for k in members])))
             if len(members) > 1:
                 xrefs[canon] = members[1:]
@@ -221,17 +253,21 @@ class Builder:
 def build(root, sources, limit=None, hpo_diseases=None, extra=None):
     """Run the named readers over kg-sources `root`; return a Graph. `limit` reads only the first rows
     of each file and `hpo_diseases` keeps only those HPO diseases (small graphs for tests);
-    `extra` maps a reader name to keyword arguments (e.g. wikidata's disease_file)."""
+    `extra` maps a reader name to keyword arguments (e.g. wikidata's extra_diseases). Every source file
+    a folder's MANIFEST.md lists must match its sha256 there."""
     b = Builder()
     for s in sources:
         if s not in READERS:
             raise SourceError(f"unknown source {s!r}; choose from {sorted(READERS)}")
+    unchecked = verify(root, [f for s in sources for f in FILES[s]])
+    for s in sources:
         kw = dict((extra or {}).get(s, {}))
         if s == "hpo" and hpo_diseases is not None:
             kw["diseases"] = set(hpo_diseases)
         READERS[s](root, b, limit=limit, **kw)
     nodes, arrays, info = b.finish()
     info["sources"] = list(sources)
+    info["unverified_files"] = unchecked
     return Graph(nodes, arrays, info)
 
 
@@ -304,7 +340,19 @@ class Graph:
 
     # ------------------------------------------------ storage
     def save(self, out):
-        os.makedirs(out, exist_ok=True)
+        """Write into a temporary folder beside `out`, then swap it in: a kill leaves the old graph or the
+        new one, never a mix of the two."""
+        out = os.path.abspath(out)
+        tmp, old = f"{out}.tmp-{os.getpid()}", f"{out}.old-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._write(tmp)
+        if os.path.exists(out):
+            os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _write(self, out):
+        os.makedirs(out)
         with open(os.path.join(out, "nodes.json"), "w") as f:
             json.dump({"ids": self.ids, "names": self.names, "types": self.type.tolist(), "rare": self.rare.tolist(),
                        "sources": self.node_sources.tolist(), "xrefs": self.xrefs}, f)
@@ -320,14 +368,26 @@ class Graph:
         for name in ("nodes.json", "edges.npz", "meta.json"):
             if not os.path.isfile(os.path.join(path, name)):
                 raise SourceError(f"{os.path.join(path, name)}: not found; build the graph first (python -m kg.build)")
-        with open(os.path.join(path, "meta.json")) as f:
-            info = json.load(f)
+        def read(name, fn):
+            try:
+                return fn(os.path.join(path, name))
+            except (ValueError, OSError, EOFError, KeyError) as e:
+                raise SourceError(f"{os.path.join(path, name)}: unreadable ({type(e).__name__}: {e}); "
+                                  f"rebuild the graph") from None
+
+        def npz(p):
+            with np.load(p) as z:
+                return {k: z[k] for k in ("src", "dst", "rel", "freq", "prov", "attr")}
+
+        info = read("meta.json", lambda p: json.load(open(p)))
         if info.get("types") != TYPES or info.get("rels") != RELS:
             raise SourceError(f"{path}/meta.json: built by a different kg version (types/relations differ); rebuild")
-        with open(os.path.join(path, "nodes.json")) as f:
-            nodes = json.load(f)
-        with np.load(os.path.join(path, "edges.npz")) as z:
-            arrays = {k: z[k] for k in z.files}
+        nodes = read("nodes.json", lambda p: json.load(open(p)))
+        arrays = read("edges.npz", npz)
+        n = len(nodes.get("ids", []))
+        if len(arrays["src"]) and max(arrays["src"].max(), arrays["dst"].max()) >= n:
+            raise SourceError(f"{path}/edges.npz: edges name nodes beyond the {n:,} in nodes.json (files from "
+                              f"different builds); rebuild the graph")
         return cls(nodes, arrays, info)
 
     # ------------------------------------------------ report
@@ -366,8 +426,8 @@ def main(argv=None):
     ap.add_argument("--kg-sources", default=None, help="folder with hpo/, disease-ontology/, hetionet-upstream/, "
                     "wikidata-medical/ (default: ../shared/kg-sources beside the repo, or $FLEMING_SHARED/kg-sources)")
     ap.add_argument("--sources", default=DEFAULT_SOURCES, help=f"comma-separated readers (default {DEFAULT_SOURCES})")
-    ap.add_argument("--wikidata-diseases", default=None, help="a Wikidata-style disease JSONL file to read instead "
-                    "of the shared one (medicines are then not read)")
+    ap.add_argument("--wikidata-diseases", action="append", default=[], metavar="FILE",
+                    help="a Wikidata-style disease JSONL file read in addition to the shared one (repeatable)")
     ap.add_argument("--out", required=True, help="output folder for nodes.json, edges.npz, meta.json, stats.md")
     args = ap.parse_args(argv)
     root = args.kg_sources or os.path.join(os.environ.get("FLEMING_SHARED", os.path.join(
@@ -376,13 +436,18 @@ def main(argv=None):
     if any(s in NONCOMMERCIAL for s in sources):
         print(f"note: {', '.join(s for s in sources if s in NONCOMMERCIAL)} is licensed CC BY-NC-SA "
               f"(non-commercial use only); the graph in {args.out} inherits that.", file=sys.stderr)
-    extra = {"wikidata": {"disease_file": args.wikidata_diseases}} if args.wikidata_diseases else None
+    if args.wikidata_diseases and "wikidata" not in sources:
+        ap.error("--wikidata-diseases needs the wikidata source in --sources")
+    extra = {"wikidata": {"extra_diseases": args.wikidata_diseases}}
     t0 = time.time()
     try:
         g = build(root, sources, extra=extra)
     except SourceError as e:
         sys.exit(f"error: {e}")
     g.info["build_seconds"] = round(time.time() - t0, 1)
+    if g.info["unverified_files"]:
+        print("note: no MANIFEST.md checksum for " + ", ".join(g.info["unverified_files"]) + ": their "
+              "completeness is not verified", file=sys.stderr)
     g.save(args.out)
     nt, et = g.counts()
     print(f"built {len(g.ids):,} entities, {len(g.src):,} edges in {g.info['build_seconds']} s -> {args.out}")

@@ -11,6 +11,7 @@ infobox fields such as "symptoms", "causes", "treatment", "medication"), write o
 read_X(root, b) in the style of read_wikidata and add it to READERS.
 """
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -39,54 +40,99 @@ def _need(path):
     return path
 
 
+def lines(path, gz=False):
+    """Yield (lineno, text line) decoded as UTF-8 line by line, so a bad byte is reported at its line."""
+    with (gzip.open if gz else open)(_need(path), "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column "
+                                  f"{e.start + 1})") from None
+
+
+def manifest_sums(folder):
+    """{file path relative to folder: sha256} from the folder's MANIFEST.md tables (empty without one)."""
+    path = os.path.join(folder, "MANIFEST.md")
+    if not os.path.isfile(path):
+        return {}
+    sums = {}
+    for _, line in lines(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        sha = next((c for c in cells[1:] if re.fullmatch(r"[0-9a-f]{64}", c)), None)
+        if line.startswith("|") and sha:
+            sums[cells[0].strip("`")] = sha
+    return sums
+
+
+def verify(root, files):
+    """Fail on a source file that differs from the sha256 its folder's MANIFEST.md gives (a copy cut at a
+    line boundary parses cleanly and would silently build a smaller graph). Returns the files that no
+    MANIFEST covers, which the readers' own row checks are left to guard."""
+    unchecked, sums = [], {}
+    for rel in files:
+        folder, name = rel.split("/", 1)
+        if folder not in sums:
+            sums[folder] = manifest_sums(os.path.join(root, folder))
+        want = sums[folder].get(name)
+        if want is None:
+            unchecked.append(rel)
+            continue
+        h = hashlib.sha256()
+        with open(_need(os.path.join(root, rel)), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want:
+            raise SourceError(f"{os.path.join(root, rel)}: sha256 {h.hexdigest()[:12]}... differs from "
+                              f"{folder}/MANIFEST.md ({want[:12]}...): a truncated or modified copy")
+    return unchecked
+
+
 def tsv(path, header, limit=None, comment=None, gz=False, unquote=False):
     """Yield (lineno, columns) for each data row. `header` is the list of leading column names
     the first non-comment line must carry (None: the file has no header). A short row raises
     SourceError naming file:line. `limit` caps the data rows read (tests use slices)."""
     ncols = len(header) if header else 1
-    opener = gzip.open if gz else open
-    with opener(_need(path), "rt", encoding="utf-8") as f:
-        seen_header = header is None
-        n = 0
-        for lineno, line in enumerate(f, 1):
-            if comment and line.startswith(comment):
-                continue
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if unquote:
-                cols = [c.strip('"') for c in cols]
-            if not seen_header:
-                if [c.strip().lower() for c in cols[:ncols]] != [h.lower() for h in header]:
-                    raise SourceError(f"{path}:{lineno}: expected a header starting {header}, got {cols[:ncols]}")
-                seen_header = True
-                continue
-            if len(cols) < ncols:
-                raise SourceError(f"{path}:{lineno}: expected {ncols} tab-separated columns, got {len(cols)}")
-            yield lineno, cols
-            n += 1
-            if limit is not None and n >= limit:
-                return
+    seen_header = header is None
+    n = 0
+    for lineno, line in lines(path, gz):
+        if comment and line.startswith(comment):
+            continue
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if unquote:
+            cols = [c.strip('"') for c in cols]
         if not seen_header:
-            raise SourceError(f"{path}: empty file (no header line)")
+            if [c.strip().lower() for c in cols[:ncols]] != [h.lower() for h in header]:
+                raise SourceError(f"{path}:{lineno}: expected a header starting {header}, got {cols[:ncols]}")
+            seen_header = True
+            continue
+        if len(cols) < ncols:
+            raise SourceError(f"{path}:{lineno}: expected {ncols} tab-separated columns, got {len(cols)}")
+        yield lineno, cols
+        n += 1
+        if limit is not None and n >= limit:
+            return
+    if not seen_header:
+        raise SourceError(f"{path}: empty file (no header line)")
 
 
 def obo_terms(path):
     """Yield (lineno, {tag: [values]}) for each [Term] stanza of an OBO file."""
     term, start = None, 0
-    with open(_need(path), encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if line.startswith("["):
-                if term is not None:
-                    yield start, term
-                term, start = ({} if line == "[Term]" else None), lineno
-            elif term is not None and line and not line.startswith("!"):
-                tag, sep, val = line.partition(": ")
-                if not sep:
-                    raise SourceError(f"{path}:{lineno}: expected 'tag: value', got {line[:60]!r}")
-                term.setdefault(tag, []).append(val.split(" ! ")[0].strip())
+    for lineno, line in lines(path):
+        line = line.rstrip("\n")
+        if line.startswith("["):
+            if term is not None:
+                yield start, term
+            term, start = ({} if line == "[Term]" else None), lineno
+        elif term is not None and line and not line.startswith("!"):
+            tag, sep, val = line.partition(": ")
+            if not sep:
+                raise SourceError(f"{path}:{lineno}: expected 'tag: value', got {line[:60]!r}")
+            term.setdefault(tag, []).append(val.split(" ! ")[0].strip())
     if term is not None:
         yield start, term
 
@@ -106,8 +152,10 @@ HPO_FREQ = {"HP:0040280": 1.0, "HP:0040281": 0.9, "HP:0040282": 0.55, "HP:004028
             "HP:0040284": 0.025, "HP:0040285": 0.0}
 IMAGING = re.compile(r"\b(MRI|CT|computed tomography|radiograph\w*|ultraso\w+|sonograph\w*|echocardiogra\w*|"
                      r"imaging|x-ray|angiogra\w*|scintigra\w*|PET|roentgenogra\w*|fundoscop\w*)\b", re.I)
+# "urinary" alone is a symptom (urinary incontinence, urgency); a lab finding names what urine contains
 LAB = re.compile(r"(concentration|\bcirculating\b|\blevels?\b|\bactivity\b|\bcount\b|\btiters?\b|\bserum\b|\bplasma\b|"
-                 r"\burine\b|\burinary\b|aciduria|emia\b|penia\b|cytosis\b|\bEEG\b|electroencephalogra|"
+                 r"\b(protein|hemat|glycos|album|amino ?acid|calci|phosphat|oxal|cystin|hemoglobin|myoglobin|ket|"
+                 r"bilirubin)uria\b|aciduria|emia\b|penia\b|cytosis\b|\bEEG\b|electroencephalogra|"
                  r"\bECG\b|electrocardiogra|nerve conduction|electromyogra|\bEMG\b|biopsy)", re.I)
 
 
@@ -137,6 +185,9 @@ def parse_frequency(raw):
         n, m = raw.split("/")
         return int(n) / int(m) if int(m) else math.nan
     raise ValueError(f"unknown frequency {raw!r}")
+
+
+MAX_UNKNOWN = 0.01  # the 2025-01-16 release has none; a few are normal when the files are a day apart
 
 
 def read_hpo(root, b, limit=None, diseases=None):
@@ -183,17 +234,19 @@ def read_hpo(root, b, limit=None, diseases=None):
     path = os.path.join(d, "phenotype.hpoa")
     cols = ["database_id", "disease_name", "qualifier", "hpo_id", "reference", "evidence", "onset",
             "frequency", "sex", "modifier", "aspect"]
-    named = set()
+    named, rows, unknown = set(), 0, 0
     for lineno, c in tsv(path, cols, limit=limit, comment="#"):
         dis, name, qual, hp, freq, aspect = c[0], c[1], c[2], c[3], c[7], c[10]
         if diseases is not None and dis not in diseases:
             continue
         if not re.match(r"^(OMIM|ORPHA|DECIPHER):\d+$", dis) or not hp.startswith("HP:"):
             raise SourceError(f"{path}:{lineno}: bad disease id {dis!r} or HPO id {hp!r}")
-        if dis not in named:
-            b.node(dis, "disease", name, "hpo", rare=True)
+        if dis not in named:  # Orphanet lists rare diseases only; an OMIM entry may be a form of a common one
+            b.node(dis, "disease", name, "hpo", rare=dis.startswith("ORPHA:"))
             named.add(dis)
         hp = alt.get(hp, hp)
+        rows += 1
+        unknown += hp not in terms
         typ = keep.get(hp)
         if qual == "NOT" or typ is None:
             continue
@@ -205,6 +258,9 @@ def read_hpo(root, b, limit=None, diseases=None):
             continue  # HP:0040285 "Excluded" is a negative annotation
         rel = {"inheritance": "inheritance", "onset": "onset"}.get(typ, "has_phenotype")
         b.edge(dis, rel, hp, "hpo", freq=f)
+    if unknown > max(10, MAX_UNKNOWN * rows):
+        raise SourceError(f"{path}: {unknown:,} of {rows:,} annotations name HPO ids missing from {d}/hp.obo "
+                          f"(more than {MAX_UNKNOWN:.0%}): hp.obo is truncated or from another release")
 
     path = os.path.join(d, "genes_to_phenotype.txt")
     cols = ["ncbi_gene_id", "gene_symbol", "hpo_id", "hpo_name", "frequency", "disease_id"]
@@ -271,7 +327,7 @@ def read_do(root, b, limit=None):
         if pre == "UMLS" or pre == "MESH":
             b.alias(x, doid)  # joins SIDER (UMLS) and HSDN/MeSH-keyed items, never merges nodes
         elif len(by_d[(doid, {"OMIM": "MIM", "ORPHA": "ORDO"}[pre])]) == 1:
-            b.same(x, doid, "do")
+            b.same(x, doid, "do", check_names=True)
         else:
             b.edge(x, "subclass_of", doid, "do", optional=True)
 
@@ -380,21 +436,20 @@ def read_hsdn(root, b, limit=None):
 # ---------------------------------------------------------------- Wikidata-style JSON lines
 
 def jsonl(path, limit=None):
-    with open(_need(path), encoding="utf-8") as f:
-        n = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise SourceError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise SourceError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, obj
-            n += 1
-            if limit is not None and n >= limit:
-                return
+    n = 0
+    for lineno, line in lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise SourceError(f"{path}:{lineno}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise SourceError(f"{path}:{lineno}: expected a JSON object")
+        yield lineno, obj
+        n += 1
+        if limit is not None and n >= limit:
+            return
 
 
 def _qid(path, lineno, uri):
@@ -404,10 +459,24 @@ def _qid(path, lineno, uri):
     return f"WD:{m.group(1)}"
 
 
-def read_wikidata(root, b, limit=None, disease_file=None, medicine_file=None):
-    """Diseases (treatments, symptoms, causes) and medicines (conditions treated), labels only."""
+def read_wikidata(root, b, limit=None, extra_diseases=()):
+    """Diseases (treatments, symptoms, causes) and medicines (conditions treated), labels only.
+    `extra_diseases`: more files in the disease schema, read after (and in addition to) the shared one."""
     d = os.path.join(root, "wikidata-medical")
-    path = disease_file or os.path.join(d, "WikiDiseaseData.shared.jl")
+    for path in [os.path.join(d, "WikiDiseaseData.shared.jl"), *extra_diseases]:
+        _read_wikidata_diseases(path, b, limit)
+    path = os.path.join(d, "WikiMedicineData.shared.jl")
+    for lineno, o in jsonl(path, limit):
+        if "Medicine" not in o or "MedicineURI" not in o:
+            raise SourceError(f"{path}:{lineno}: record lacks 'Medicine' or 'MedicineURI'")
+        key = _qid(path, lineno, o["MedicineURI"])
+        b.node(key, "drug", o["Medicine"], "wikidata")
+        b.same_by_name(key)
+        for cond in o.get("ConditionsTreated") or []:
+            b.edge(key, "indicated_for", Ref("name", cond, ("disease",), "disease"), "wikidata")
+
+
+def _read_wikidata_diseases(path, b, limit):
     finding = ("phenotype", "lab_finding", "imaging_finding")
     for lineno, o in jsonl(path, limit):
         if "Disease" not in o or "DiseaseURI" not in o:
@@ -421,19 +490,18 @@ def read_wikidata(root, b, limit=None, disease_file=None, medicine_file=None):
             b.edge(key, "has_phenotype", Ref("name", s, finding, "phenotype"), "wikidata")
         for cause in o.get("Cause") or []:
             b.edge(key, "caused_by", Ref("name", cause, ("agent", "disease", "gene"), "agent"), "wikidata")
-    path = medicine_file or os.path.join(d, "WikiMedicineData.shared.jl")
-    if medicine_file is None and disease_file is not None:
-        return
-    for lineno, o in jsonl(path, limit):
-        if "Medicine" not in o or "MedicineURI" not in o:
-            raise SourceError(f"{path}:{lineno}: record lacks 'Medicine' or 'MedicineURI'")
-        key = _qid(path, lineno, o["MedicineURI"])
-        b.node(key, "drug", o["Medicine"], "wikidata")
-        b.same_by_name(key)
-        for cond in o.get("ConditionsTreated") or []:
-            b.edge(key, "indicated_for", Ref("name", cond, ("disease",), "disease"), "wikidata")
 
 
 READERS = {"hpo": read_hpo, "do": read_do, "drugcentral": read_drugcentral, "sider": read_sider,
            "hsdn": read_hsdn, "wikidata": read_wikidata}
 NONCOMMERCIAL = {"sider"}  # CC BY-NC-SA: only read when the user names it
+FILES = {  # what each reader reads, for the checksum check against each folder's MANIFEST.md
+    "hpo": ["hpo/hp.obo", "hpo/phenotype.hpoa", "hpo/genes_to_phenotype.txt"],
+    "do": ["disease-ontology/HumanDO.tsv", "disease-ontology/DO_rare_slim.obo", "disease-ontology/allXREFinDO.tsv",
+           "disease-ontology/DO-subClassOf-anonymous.tsv"],
+    "drugcentral": ["hetionet-upstream/hetionet/hetionet-v1.0-nodes.tsv", "hetionet-upstream/drugcentral/indications.tsv",
+                    "hetionet-upstream/drugcentral/targets.tsv", "hetionet-upstream/drugcentral/classes.tsv",
+                    "hetionet-upstream/drugcentral/drug-to-class.tsv"],
+    "sider": ["hetionet-upstream/sider4/indications.tsv", "hetionet-upstream/sider4/meddra_all_se.tsv.gz"],
+    "hsdn": ["hetionet-upstream/hsdn/symptoms-DO.tsv"],
+    "wikidata": ["wikidata-medical/WikiDiseaseData.shared.jl", "wikidata-medical/WikiMedicineData.shared.jl"]}

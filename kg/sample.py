@@ -8,6 +8,12 @@ Every question is a small conjunctive query over the graph: facts such as (?d ha
 (?drug indicated_for ?d), with one variable asked. The Checker evaluates the query on the graph
 (phenotype, onset and inheritance terms count their ontology descendants, as HPO's true-path rule
 says), and a question is kept only if the answer is among the consistent entities and no distractor is.
+Because the graph is incomplete, "not in the graph" is weak evidence that a distractor is wrong, so the
+checker also asks that each distractor break at least two stated facts, that no two options be one concept
+or numbered members of one disease series, and that every fact the gold rests on come from a curated
+source (HPO, the Disease Ontology, DrugCentral) or from two sources. kg/REVIEW.md is the manual review.
+
+    python -m kg.sample --audit out/kg_questions.jsonl    # shortcut solvers and option-pair counts
 """
 import argparse
 import hashlib
@@ -28,8 +34,14 @@ from kg.readers import SourceError
 from kg import verbalize
 
 CLOSURE = {"has_phenotype", "onset", "inheritance", "side_effect"}  # objects inherit down the is_a tree
-MODES = ["HP:0000006", "HP:0000007", "HP:0001417", "HP:0001419", "HP:0001423", "HP:0001427", "HP:0001450",
-         "HP:0010984", "HP:0010982", "HP:0001442"]  # modes of inheritance asked about (the others are qualifiers)
+# modes asked about: AD, AR, X-linked recessive, X-linked dominant, mitochondrial. Digenic, Y-linked, somatic
+# mosaicism... are rarely plausible and made the longest option a shortcut.
+MODES = ["HP:0000006", "HP:0000007", "HP:0001419", "HP:0001423", "HP:0001427"]
+TRUSTED = {"hpo", "do", "drugcentral"}  # curated; Wikidata (unvetted), HSDN (co-occurrence), SIDER (text mining) need a second
+# pharmacokinetic classes (what a drug does to other drugs' metabolism) are no answer to "what does it treat with"
+PK_CLASS = re.compile(r"cytochrome p450|p-glycoprotein|organic (anion|cation) transport|breast cancer resistance|"
+                      r"glucuronosyltransferase|\bugt\d", re.I)
+PRENATAL_ONSET = re.compile(r"fetal|antenatal|embryonal|trimester", re.I)
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
 MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class", "Physiologic Effect"}
 
@@ -52,6 +64,62 @@ def option_key(name):
     """Two options read as the same when their labels differ only in case, punctuation or a plural
     ("Cytochrome P450 2D6 Inhibitor" / "... Inhibitors")."""
     return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in norm(name).split())
+
+
+FILLER = {"of", "the", "and", "with", "or", "in", "to", "a", "an", "type", "disease", "syndrome", "disorder", "due",
+          "form", "class", "drug"}
+SAME_WORD = {"inhibitor": "antagonist", "blocker": "antagonist", "analogue": "analog"}
+
+
+def concept_words(name):
+    words = {SAME_WORD.get(w, w) for w in option_key(name).split()} - FILLER
+    return words or set(option_key(name).split())
+
+
+def same_concept(a, b):
+    """Labels of one concept: the same words in another order or wording ("Immunoneurologic disorder,
+    X-linked" / "X-linked immunoneurologic disorder", "H1 receptor inhibitor" / "... antagonist"), or one
+    label inside the other ("Prostaglandin analog" / "Prostaglandin E1 analog")."""
+    x, y = concept_words(a), concept_words(b)
+    return x <= y or y <= x
+
+
+DESIGNATOR = re.compile(r"^(\d+[a-z]?\d*|[a-z]\d*|[ivx]+[a-z]?|type|subtype|group|complementation|form|autosomal|"
+                        r"dominant|recessive|x|linked|susceptibility|to|with|without|or)$")
+
+
+def family_key(name):
+    """A disease series without its member's designator: 'Bardet-Biedl syndrome 3', '... 17' and
+    'Joubert syndrome with ocular defect' / 'Joubert syndrome 13' share a key; '' when nothing is left."""
+    words = norm(name).split()
+    for stop in ("with", "without", "due", "associated", "caused"):  # a "with ..." variant keeps its head
+        if stop in words[1:]:
+            words = words[:words.index(stop, 1)]
+    return " ".join(w for w in words if not DESIGNATOR.match(w))
+
+
+def siblings(a, b):
+    fa, fb = family_key(a), family_key(b)
+    return bool(fa) and fa == fb
+
+
+LEAK_FILLER = FILLER | {"abnormality", "abnormal", "increased", "decreased", "reduced", "elevated", "low", "high",
+                        "progressive", "early", "late", "onset", "juvenile", "adult", "infantile", "childhood",
+                        "severe", "mild", "acute", "chronic", "congenital", "hereditary", "familial", "primary",
+                        "deficiency", "autosomal", "dominant", "recessive", "linked", "like", "body", "cell", "cells"}
+
+
+def content_words(name):
+    return {w for w in norm(name).split() if len(w) >= 4 and w not in LEAK_FILLER}
+
+
+def shares_word(a, b):
+    """Do two labels share a content word (or its stem: 'parathyroid' in 'hyperparathyroidism')?"""
+    for x in content_words(a):
+        for y in content_words(b):
+            if x[:5] == y[:5] or (len(x) >= 6 and x in y) or (len(y) >= 6 and y in x):
+                return True
+    return False
 
 
 class Checker:
@@ -104,6 +172,41 @@ class Checker:
     def holds(self, s, rel, o):
         return s in self.subjects(rel, o)
 
+    def trusted(self, e):
+        """An edge from a curated source, or stated by two sources."""
+        src = self.g.provenance(e)
+        return bool(TRUSTED & set(src)) or len(src) >= 2
+
+    def misses(self, q, x):
+        """The fewest stated facts that option x breaks, over every value of the hidden variables (a link
+        between two variables must hold; the facts counted are those naming an entity)."""
+        unary, links = defaultdict(list), []
+        for s, r, o in q.facts:
+            sv, ov = isinstance(s, str), isinstance(o, str)
+            if sv and ov:
+                links.append((s, r, o))
+            elif sv:
+                unary[s].append(self.subjects(r, o))
+            elif ov:
+                unary[o].append(self.objects(s, r))
+
+        def cost(v, val, came):
+            c = sum(val not in ok for ok in unary[v])
+            for a, r, b in links:
+                if v not in (a, b) or came in (a, b):
+                    continue
+                w = b if a == v else a
+                nbrs = self.objects(val, r) if a == v else self.subjects(r, val)
+                nbrs = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
+                if not nbrs:
+                    return math.inf
+                c += min(cost(w, y, v) for y in nbrs)
+            return c
+        return cost(q.ask, x, None)
+
+    def needed_misses(self, q):
+        return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
+
     def answers(self, facts, var_types, ask):
         """All entities that can fill `ask` with every fact true (arc consistency; exact for tree queries)."""
         dom = {v: None for v in var_types}
@@ -139,24 +242,41 @@ class Checker:
 
     def check(self, q, options):
         """None if the question is sound, else the reason it is not."""
+        g = self.g
         ok = self.answers(q.facts, q.var_types, q.ask)
         if q.answer not in ok:
             return "answer not consistent with the stated facts"
-        if len(set(options)) != len(options) or len({option_key(self.g.names[o]) for o in options}) != len(options):
+        if len(set(options)) != len(options) or len({option_key(g.names[o]) for o in options}) != len(options):
             return "duplicate options"
+        for s, r, o in q.path:
+            e = g.find_edge(s, r, o)
+            if e is None or not self.trusted(e):
+                return f"gold fact {g.ids[s]} {r} {g.ids[o]} rests on one unconfirmed source"
+        need = self.needed_misses(q)
         for o in options:
             if o != q.answer and o in ok:
-                return f"distractor {self.g.ids[o]} also satisfies every stated fact"
+                return f"distractor {g.ids[o]} also satisfies every stated fact"
             if o != q.answer and self.related(o, q.answer):
-                return f"distractor {self.g.ids[o]} is an ancestor or descendant of the answer"
+                return f"distractor {g.ids[o]} is an ancestor or descendant of the answer"
+            if o != q.answer and self.misses(q, o) < need:
+                return f"distractor {g.ids[o]} breaks fewer than {need} stated facts"
+        for i, a in enumerate(options):
+            for b in options[i + 1:]:
+                if same_concept(g.names[a], g.names[b]):
+                    return f"options {g.ids[a]} and {g.ids[b]} name one concept"
+                if g.type_name(a) == "disease" and siblings(g.names[a], g.names[b]):
+                    return f"options {g.ids[a]} and {g.ids[b]} are sibling subtypes"
         return None
 
 
 # ---------------------------------------------------------------- templates
 
 class Sampler:
-    def __init__(self, g, alpha=1.0, rare_boost=2.0, min_findings=3, max_findings=6, only=None):
+    def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.02):
         self.g, self.ck = g, Checker(g)
+        # a vignette needs two findings that at most this share of annotated diseases have: "itch, rash and
+        # fever" is unique only inside an incomplete graph
+        self.specific = max(3, max_share * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")])))
         self.only = None if only is None else set(only)  # restrict focus entities (e.g. the diseases of one file)
         self.alpha, self.rare_boost = alpha, rare_boost
         self.min_findings, self.max_findings = min_findings, max_findings
@@ -165,14 +285,26 @@ class Sampler:
 
     # ---- pools of focus entities and rarity weights
     def usable_findings(self, d):
-        """(finding, freq) edges of a disease that a vignette may state: not rare in the disease."""
+        """Findings of a disease that a vignette may state: HPO terms (not MeSH headings), on a trusted edge,
+        not rare in the disease, sharing no word with its name ("elevated PTH" for hyperparathyroidism)."""
         g = self.g
         es = g.out_edges(d, "has_phenotype")
         f = g.freq[es]
         keep = np.isnan(f) | (f >= 0.3)
-        dn = norm(g.names[d])
-        # a finding named like the disease ("Papillary thyroid carcinoma" in papillary thyroid carcinoma) gives it away
-        return [int(x) for x in g.dst[es[keep]] if norm(g.names[x]) not in dn and dn not in norm(g.names[x])]
+        return [int(g.dst[e]) for e in es[keep] if g.ids[g.dst[e]].startswith("HP:") and self.ck.trusted(e)
+                and not shares_word(g.names[g.dst[e]], g.names[d])]
+
+    def drug_ok(self, x):
+        """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
+        DrugBank drugs under another name)."""
+        return self.g.type_name(x) == "drug" and bool(re.match(r"DB\d+$", self.g.ids[x]))
+
+    def trusted_in(self, x, rel):
+        """Subjects of x's incoming `rel` edges that a trusted edge states."""
+        return [int(self.g.src[e]) for e in self.g.in_edges(x, rel) if self.ck.trusted(e)]
+
+    def modes_of(self, d):
+        return set(self.g.out(d, "inheritance").tolist()) & set(self.modes)
 
     def pool(self, template):
         if template not in self._pools:
@@ -186,21 +318,22 @@ class Sampler:
                     if len(self.usable_findings(d)) < self.min_findings:
                         continue
                     rels = need[template]
-                    if "indicated_for" in rels and not len(g.inn(d, "indicated_for")):
+                    if "indicated_for" in rels and not any(self.drug_ok(x) for x in self.trusted_in(d, "indicated_for")):
                         continue
                     if "associated_gene" in rels and not len(g.out(d, "associated_gene")):
                         continue
                     if "caused_by" in rels and not any(self.is_organism(x) for x in g.out(d, "caused_by").tolist()):
                         continue
-                    if "inheritance" in rels and not set(g.out(d, "inheritance").tolist()) & set(self.modes):
-                        continue
-                    if template == "treatment_class" and not any(self._moa_classes(x) for x in g.inn(d, "indicated_for")):
+                    if "inheritance" in rels and len(self.modes_of(d)) != 1:
+                        continue  # a disease given two modes has two right answers
+                    if template == "treatment_class" and not any(self._moa_classes(x) for x in self.trusted_in(d, "indicated_for")):
                         continue
                     nodes.append(d)
             elif template == "drug_mechanism":
-                nodes = [x for x in g.of_type("drug").tolist() if self._moa_classes(x)]
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._moa_classes(x)]
             elif template == "drug_for_disease_target":
-                nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "targets")) and len(g.out(x, "indicated_for"))]
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and len(g.out(x, "targets"))
+                         and self._indications(x)]
             elif template == "side_effect":
                 nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3
                          and len(g.out(x, "indicated_for")) + len(g.out(x, "in_class"))]
@@ -209,7 +342,13 @@ class Sampler:
             if self.only is not None:
                 nodes = [x for x in nodes if x in self.only]
             nodes = np.array(nodes, dtype=np.int64)
-            self._pools[template] = (nodes, self.weights(nodes))
+            w = self.weights(nodes)
+            if template == "diagnosis_inheritance" and len(nodes):  # each mode the answer equally often
+                mode = np.array([min(self.modes_of(d)) for d in nodes.tolist()])
+                for m in set(mode.tolist()):
+                    w[mode == m] /= w[mode == m].sum()
+                w /= w.sum()
+            self._pools[template] = (nodes, w)
         return self._pools[template]
 
     def weights(self, nodes):
@@ -222,7 +361,15 @@ class Sampler:
     def _moa_classes(self, drug):
         g = self.g
         es = g.out_edges(drug, "in_class")
-        return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES]
+        return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES and not PK_CLASS.search(g.names[g.dst[e]])]
+
+    def _indications(self, drug):
+        g = self.g
+        return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
+
+    def _kin(self, drug):
+        """What makes two drugs alternatives: their targets and mechanism classes."""
+        return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
 
     # ---- the vignette: findings that point to one disease
     def vignette(self, d, rng):
@@ -234,6 +381,7 @@ class Sampler:
         found.sort(key=lambda p: math.log(len(ck.subjects("has_phenotype", p)) + 1) + rng.random() * 2
                    - (1.5 if g.type_name(p) != "phenotype" else 0))
         chosen, cons = [], None
+        nspec = lambda: sum(len(ck.subjects("has_phenotype", c)) <= self.specific for c in chosen)
         for p in found:
             if any(ck.related(p, c) for c in chosen):
                 continue
@@ -243,12 +391,13 @@ class Sampler:
                 continue
             chosen.append(p)
             cons = new
-            if len(chosen) >= self.max_findings or (len(chosen) >= self.min_findings and len(cons) == 1):
+            if len(chosen) >= self.max_findings or (len(chosen) >= self.min_findings and len(cons) == 1 and nspec() >= 2):
                 break
-        if len(chosen) < self.min_findings:
+        if len(chosen) < self.min_findings or nspec() < 2:
             return None, None
         facts = [("?d", "has_phenotype", p) for p in chosen]
-        onsets = g.out(d, "onset").tolist()
+        # a prenatal onset would make the stem a fetus, where most findings (and all lab values) cannot be seen
+        onsets = [x for x in g.out(d, "onset").tolist() if not PRENATAL_ONSET.search(g.names[x])]
         if len(onsets) == 1:
             facts.append(("?d", "onset", onsets[0]))
             cons = cons & ck.subjects("onset", onsets[0])
@@ -277,7 +426,10 @@ class Sampler:
         facts, cons = self.vignette(d, rng)
         if not facts:
             return None
-        nbrs = (self.g.inn(d, rel) if reverse else self.g.out(d, rel)).tolist()
+        if reverse:
+            nbrs = self.trusted_in(d, rel)
+        else:
+            nbrs = [int(self.g.dst[e]) for e in self.g.out_edges(d, rel) if self.ck.trusted(e)]
         nbrs = [x for x in nbrs if pick(x)]
         if not nbrs:
             return None
@@ -303,7 +455,10 @@ class Sampler:
         return q
 
     def t_diagnosis_treatment(self, d, rng):
-        return self._via_disease("diagnosis_treatment", d, rng, "indicated_for", "drug", lambda x: True, reverse=True)
+        q = self._via_disease("diagnosis_treatment", d, rng, "indicated_for", "drug", self.drug_ok, reverse=True)
+        if q:  # a drug sharing a target or class with one used for the disease may well be used for it too
+            q.context["avoid_kin"] = set().union(*[self._kin(x) for x in self.trusted_in(d, "indicated_for")])
+        return q
 
     def is_organism(self, x):
         """A named pathogen ("Streptococcus pneumoniae", "Alphavirus chikungunya"), not a broad group such as
@@ -321,7 +476,7 @@ class Sampler:
         facts, cons = self.vignette(d, rng)
         if not facts:
             return None
-        drugs = [x for x in self.g.inn(d, "indicated_for").tolist() if self._moa_classes(x)]
+        drugs = [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x) and self._moa_classes(x)]
         if not drugs:
             return None
         drug = rng.choice(drugs)
@@ -341,8 +496,8 @@ class Sampler:
         g = self.g
         c = rng.choice(self._moa_classes(drug))
         facts = [(drug, "in_class", "?c")]
-        ctx = {}
-        dis = g.out(drug, "indicated_for").tolist()
+        ctx = {"avoid_kin": set(g.out(drug, "targets").tolist())}  # a class whose drugs hit the same target fits too
+        dis = self._indications(drug)
         if dis:
             ctx["disease"] = rng.choice(dis)
             facts.append((drug, "indicated_for", ctx["disease"]))
@@ -365,16 +520,16 @@ class Sampler:
     def t_drug_for_disease_target(self, drug, rng):
         """Two facts on one drug: indicated for D and acting on gene G; distractors keep one fact, break the other."""
         g = self.g
-        d = rng.choice(g.out(drug, "indicated_for").tolist())
+        d = rng.choice(self._indications(drug))
         e = int(rng.choice(g.out_edges(drug, "targets").tolist()))
         t = int(g.dst[e])
         facts = [("?x", "indicated_for", d), ("?x", "targets", t)]
-        a = g.inn(d, "indicated_for").tolist()
-        b = g.inn(t, "targets").tolist()
-        rng.shuffle(a)
-        rng.shuffle(b)
-        cands = [x for pair in zip(a, b) for x in pair] + a + b
-        ctx = {"action": g.attrs[g.attr[e]]}
+        # distractors break both facts (a drug with the same target may be used for d without an edge saying
+        # so): drugs acting the same way on other targets, indicated for other diseases
+        action = g.attrs[g.attr[e]]
+        cands = [int(g.src[k]) for k in np.flatnonzero(g.rel == RELS.index("targets")) if g.attrs[g.attr[k]] == action]
+        rng.shuffle(cands)
+        ctx = {"action": action, "avoid_kin": self._kin(drug)}
         return Question("drug_for_disease_target", 1, facts, {"?x": ("drug",)}, "?x", drug, drug,
                         [(drug, "indicated_for", d), (drug, "targets", t)], cands, ctx)
 
@@ -417,19 +572,71 @@ class Sampler:
         cands = list(q.candidates)
         head = cands[:3 * k]
         rng.shuffle(head)  # some variety among the most plausible ones
-        pool = self.role_pool(q)
-        fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
-        chosen, names = [], {option_key(g.names[q.answer])}
-        for x in head + cands[3 * k:] + fallback:
-            if len(chosen) == k:
+        if q.template == "diagnosis_inheritance":
+            fallback, order = [], head + cands[3 * k:]  # the five modes and nothing else
+        else:
+            pool = self.role_pool(q)
+            fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
+            # every other distractor drawn the way answers are, so that "the option I have seen as an answer
+            # before" is no better than chance
+            like = self.answer_draws(q.template, rng, 3 * k)
+            order = [x for pair in zip(head, like) for x in pair] + head[len(like):] + like[len(head):]
+            order += cands[3 * k:] + fallback
+        chosen, need = [q.answer], ck.needed_misses(q)
+        avoid = q.context.get("avoid_kin", set())
+        stem_words = [g.names[o] for s, r, o in q.facts if s == "?d" and r == "has_phenotype"]
+        if any(shares_word(g.names[q.answer], w) for w in stem_words):
+            return None  # the stem gives the answer away ("abnormal mitochondria": mitochondrial inheritance)
+        for x in order:
+            if len(chosen) == k + 1:
                 break
-            if x in ok or x == q.answer or g.type_name(x) not in types or option_key(g.names[x]) in names:
+            if x in ok or x in chosen or g.type_name(x) not in types or not g.degree[x] or ck.related(x, q.answer):
                 continue
-            if ck.related(x, q.answer) or not g.degree[x]:
+            if g.type_name(x) == "drug" and (not self.drug_ok(x) or self._kin(x) & avoid):
+                continue
+            if g.type_name(x) == "drug_class" and (PK_CLASS.search(g.names[x]) or self._class_kin(x) & avoid):
+                continue
+            if any(same_concept(g.names[x], g.names[c]) or (g.type_name(x) == "disease" and siblings(g.names[x], g.names[c]))
+                   for c in chosen):
+                continue
+            if any(shares_word(g.names[x], w) for w in stem_words):
+                continue  # the answer shares no word with the stem, so neither may a distractor
+            if ck.misses(q, x) < need:
                 continue
             chosen.append(x)
-            names.add(option_key(g.names[x]))
-        return chosen if len(chosen) == k else None
+        return chosen[1:] if len(chosen) == k + 1 else None
+
+    def answers_of(self, template, x):
+        """The entities a question of this template drawn on focus x could ask for."""
+        g = self.g
+        if template in ("diagnosis", "drug_for_disease_target"):
+            return [x]
+        if template == "diagnosis_gene":
+            return [int(g.dst[e]) for e in g.out_edges(x, "associated_gene") if self.ck.trusted(e)]
+        if template == "diagnosis_treatment":
+            return [d for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d)]
+        if template == "diagnosis_cause":
+            return [c for c in g.out(x, "caused_by").tolist() if self.is_organism(c)]
+        if template == "treatment_class":
+            return [c for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d) for c in self._moa_classes(d)]
+        if template == "drug_mechanism":
+            return self._moa_classes(x)
+        return g.out(x, "side_effect").tolist()
+
+    def answer_draws(self, template, rng, k):
+        """k entities drawn as the template draws its answers: a focus by the pool weights, then one of its answers."""
+        nodes, w = self.pool(template)
+        out = []
+        for _ in range(k):
+            xs = self.answers_of(template, int(nodes[np.searchsorted(np.cumsum(w), rng.random() * w.sum())]))
+            if xs:
+                out.append(rng.choice(xs))
+        return out
+
+    def _class_kin(self, c):
+        """The targets of a class's drugs."""
+        g = self.g
+        return set().union(*[set(g.out(x, "targets").tolist()) for x in g.inn(c, "in_class").tolist()])
 
 
 # ---------------------------------------------------------------- generation
@@ -517,8 +724,9 @@ def record_to_question(g, rec):
     m = rec["meta"]
     node = lambda x: x if x.startswith("?") else g.index[x]
     facts = [(node(s), r, node(o)) for s, r, o in m["facts"]]
+    path = [(g.index[e["subject"]], e["relation"], g.index[e["object"]]) for e in m["path"]]
     q = Question(m["template"], m["hops"], facts, {k: tuple(v) for k, v in m["var_types"].items()}, m["masked"],
-                 g.index[m["answer_id"]], g.index[m["focus_id"]], [])
+                 g.index[m["answer_id"]], g.index[m["focus_id"]], path)
     return q, [g.index[m["option_ids"][l]] for l in rec["options"]]
 
 
@@ -539,9 +747,88 @@ def check_file(g, path):
     return n, bad
 
 
+# ---------------------------------------------------------------- audit: what a test-taker could exploit
+
+def _words5(text):
+    return {w[:5] for w in norm(text).split() if len(w) >= 4 and w not in LEAK_FILLER}
+
+
+def _trigrams(text):
+    t = f"  {norm(text)} "
+    return {t[i:i + 3] for i in range(len(t) - 2)}
+
+
+def _jaccard(a, b):
+    return len(a & b) / max(1, len(a | b))
+
+
+def _leave_one_out(recs, key):
+    """Per record, a scorer of option texts by how often `key(rec)` counts them in the *other* records."""
+    tot = Counter()
+    for r in recs:
+        tot.update(key(r))
+    return lambda r, text: tot[text] - key(r)[text]
+
+
+def solvers(recs):
+    """Shortcut solvers that read only the question file: name -> scoring function (rec, letter) -> float."""
+    gold = _leave_one_out(recs, lambda r: Counter({(r["meta"]["template"], r["options"][r["answer"]]): 1}))
+    seen = _leave_one_out(recs, lambda r: Counter(r["options"].values()))
+    return {
+        "longest option": lambda r, l: len(r["options"][l]),
+        "most word overlap with the stem": lambda r, l: len(_words5(r["options"][l]) & _words5(r["question"])),
+        "most frequent answer of its template": lambda r, l: gold(r, (r["meta"]["template"], r["options"][l])),
+        "most similar to the other options": lambda r, l: sum(
+            _jaccard(_trigrams(r["options"][l]), _trigrams(t)) for m, t in r["options"].items() if m != l),
+        "option seen least often in other questions": lambda r, l: -seen(r, r["options"][l]),
+    }
+
+
+def unconfirmed(rec):
+    """Path edges (the facts the gold rests on) that only one non-curated source states."""
+    return [e for e in rec["meta"]["path"] if not TRUSTED & set(e["sources"]) and len(e["sources"]) < 2]
+
+
+def audit(recs, seed=0):
+    """Accuracy of each shortcut solver (ties broken at random) and counts of suspect option pairs."""
+    rng = random.Random(seed)
+    result = {"n": len(recs), "chance": float(np.mean([1 / len(r["options"]) for r in recs])) if recs else 0.0,
+              "solvers": {}}
+    for name, score in solvers(recs).items():
+        right, by_t = 0, defaultdict(lambda: [0, 0])
+        for r in recs:
+            sc = {l: score(r, l) for l in r["options"]}
+            best = max(sc.values())
+            pick = rng.choice(sorted(l for l, v in sc.items() if v == best))
+            right += pick == r["answer"]
+            by_t[r["meta"]["template"]][0] += pick == r["answer"]
+            by_t[r["meta"]["template"]][1] += 1
+        result["solvers"][name] = {"accuracy": right / max(1, len(recs)),
+                                   "by_template": {t: (a / n, n) for t, (a, n) in by_t.items()}}
+    sib = same = unconf = 0
+    for r in recs:
+        opts = list(r["options"].values())
+        pairs = [(a, b) for i, a in enumerate(opts) for b in opts[i + 1:]]
+        same += sum(same_concept(a, b) for a, b in pairs)
+        if r["meta"].get("masked") == "?d":
+            sib += sum(siblings(a, b) for a, b in pairs)
+        unconf += bool(unconfirmed(r))
+    result.update(sibling_pairs=sib, same_concept_pairs=same, unconfirmed_golds=unconf)
+    return result
+
+
+def print_audit(res):
+    print(f"{res['n']} questions; chance {res['chance']:.1%}")
+    for name, v in res["solvers"].items():
+        worst = max(v["by_template"].items(), key=lambda kv: kv[1][0] if kv[1][1] >= 20 else 0)
+        print(f"  {name:44s} {v['accuracy']:6.1%}   (highest template: {worst[0]} {worst[1][0]:.1%} of {worst[1][1]})")
+    print(f"  sibling-subtype option pairs: {res['sibling_pairs']}; same-concept option pairs: "
+          f"{res['same_concept_pairs']}; golds resting on one unconfirmed source: {res['unconfirmed_golds']}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--graph", required=True, help="folder written by python -m kg.build")
+    ap.add_argument("--graph", help="folder written by python -m kg.build (not needed for --audit)")
     ap.add_argument("--out", help="output JSONL (appended to; ids already there are skipped, so a rerun resumes)")
     ap.add_argument("--n", type=int, default=1000, help="number of questions (an index that yields none is skipped)")
     ap.add_argument("--seed", type=int, default=0)
@@ -549,11 +836,18 @@ def main(argv=None):
     ap.add_argument("--mix", default=DEFAULT_MIX, help=f"template=weight list (default {DEFAULT_MIX})")
     ap.add_argument("--hops", default=None, help="keep only templates with these hop counts, e.g. 2,3")
     ap.add_argument("--alpha", type=float, default=1.0, help="rarity weight: focus drawn with prob ~ (degree+1)^-alpha")
-    ap.add_argument("--rare-boost", type=float, default=2.0, help="extra weight for rare-flagged diseases (HPO/Orphanet/DO rare)")
+    ap.add_argument("--rare-boost", type=float, default=8.0, help="extra weight for rare diseases (DO rare slim, "
+                    "Orphanet); --alpha 0 --rare-boost 1 draws uniformly")
     ap.add_argument("--split", default="train")
     ap.add_argument("--stats", default=None, help="Markdown stats report (default: OUT with .stats.md)")
     ap.add_argument("--check", default=None, help="instead of generating, re-check this JSONL against the graph")
+    ap.add_argument("--audit", default=None, help="instead of generating, run the shortcut solvers on this JSONL")
     args = ap.parse_args(argv)
+    if args.audit:
+        print_audit(audit(list(read_jsonl(args.audit)), args.seed))
+        return
+    if not args.graph:
+        ap.error("--graph is required unless --audit is given")
     try:
         g = Graph.load(args.graph)
     except SourceError as e:
@@ -633,7 +927,7 @@ def stats_markdown(g, s, recs, mix):
     n = max(len(recs), 1)
     lines.append(f"| all | | {len(recs):,} | {tot['rare'] / n:.1%} | {tot['urare'] / n:.1%} | {tot['low'] / n:.1%} | "
                  f"{tot['ulow'] / n:.1%} |")
-    lines += ["", "Rare-flagged: a disease annotated by HPO (OMIM/Orphanet/DECIPHER) or in DO's rare slim. Low-degree: "
+    lines += ["", "Rare-flagged: a disease in DO's rare slim, or (without a DOID) an Orphanet disease. Low-degree: "
               "focus degree at or below the 25th percentile of its template's pool. 'uniform' is the same share "
               "when the focus is drawn uniformly from the pool.", "",
               "Questions by hops: " + ", ".join(f"{h} hops {c:,}" for h, c in sorted(by_h.items())), "",

@@ -28,10 +28,22 @@ ASK = {
 }
 
 
+EPONYM_NEXT = {"sign", "syndrome", "disease", "malformation", "anomaly", "phenomenon", "reflex", "spots", "nodules",
+               "nodes", "bodies", "body", "bones", "cells", "lines", "ring", "sequence", "hernia", "fracture", "cyst",
+               "deformity", "contracture", "tumor", "palsy", "ulcer", "type"}
+
+ADJECTIVE = ("ic", "al", "ous", "ive", "ary", "ed", "ar", "ory", "ent", "ant", "oid", "ile", "less", "ing", "ful")
+
+
 def lower_first(name):
-    """'Global developmental delay' -> 'global developmental delay'; 'EEG abnormality' stays."""
-    first = name.split(" ")[0]
+    """'Global developmental delay' -> 'global developmental delay'; 'EEG abnormality', 'Horner syndrome',
+    "Beevor's sign" and 'Dandy-Walker malformation' (eponyms) stay."""
+    words = name.split(" ")
+    first = words[0]
     if sum(c.isupper() for c in first) > 1 or any(c.isdigit() for c in first):
+        return name
+    if first[:1].isupper() and (first.endswith("'s") or (len(words) > 1 and words[1].lower() in EPONYM_NEXT
+                                                         and not first.lower().endswith(ADJECTIVE))):
         return name
     return name[:1].lower() + name[1:]
 
