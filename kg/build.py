@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 import unicodedata
+import zipfile
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -371,7 +372,7 @@ class Graph:
         def read(name, fn):
             try:
                 return fn(os.path.join(path, name))
-            except (ValueError, OSError, EOFError, KeyError) as e:
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
                 raise SourceError(f"{os.path.join(path, name)}: unreadable ({type(e).__name__}: {e}); "
                                   f"rebuild the graph") from None
 

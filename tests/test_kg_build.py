@@ -1,11 +1,13 @@
 """kg/build.py: merging across sources, provenance, compact storage, CLI errors; one slow full build."""
 import json
+import os
 import time
 
 import numpy as np
 import pytest
 
 from kg.build import RELS, SOURCES, Graph, build, display, main, norm
+from kg.readers import SourceError
 
 # a few real HPO diseases: Graves disease (OMIM), ALS (Orphanet), Tourette syndrome (OMIM), Marfan (both)
 DISEASES = {"OMIM:275000", "ORPHA:803", "OMIM:137580", "OMIM:154700", "ORPHA:558"}
@@ -113,3 +115,94 @@ def test_full_build_counts(shared, tmp_path):
     assert 200_000 < hp < 254_621
     assert et["targets"] == 2991  # DrugCentral: 2,991 drug->gene rows, all distinct
     assert et["in_class"] == 10959
+
+
+def _hpo_copy(shared, tmp_path, manifest=True):
+    """A kg-sources folder whose hpo/ holds real copies (links) the test may replace one by one."""
+    src = shared / "kg-sources" / "hpo"
+    dst = tmp_path / "src" / "hpo"
+    dst.mkdir(parents=True)
+    for f in ("hp.obo", "phenotype.hpoa", "genes_to_phenotype.txt") + (("MANIFEST.md",) if manifest else ()):
+        (dst / f).symlink_to(src / f)
+    return dst
+
+
+def _cut(path, keep, before=None):
+    """Replace a linked file by its first `keep` share of lines (up to the next `before` line): a copy
+    cut at a line boundary (and, for an OBO file, between two stanzas, so each stanza parses)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    n = int(len(lines) * keep)
+    while before is not None and lines[n] != before:
+        n += 1
+    path.unlink()
+    path.write_bytes(b"".join(lines[:n]))
+
+
+def test_truncated_source_fails_on_the_manifest_checksum(shared, tmp_path):
+    d = _hpo_copy(shared, tmp_path)
+    _cut(d / "phenotype.hpoa", 0.5)
+    with pytest.raises(SystemExit) as e:
+        main(["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
+    assert "phenotype.hpoa: sha256" in str(e.value.code) and "MANIFEST.md" in str(e.value.code)
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_ontology_without_manifest_fails_on_dropped_rows(shared, tmp_path):
+    d = _hpo_copy(shared, tmp_path, manifest=False)
+    _cut(d / "hp.obo", 0.25, before=b"[Term]\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
+    assert "annotations name HPO ids missing from" in str(e.value.code) and "truncated" in str(e.value.code)
+
+
+def test_invalid_utf8_names_file_and_line(shared, tmp_path):
+    src = shared / "kg-sources" / "hetionet-upstream" / "hsdn" / "symptoms-DO.tsv"
+    dst = tmp_path / "kg" / "hetionet-upstream" / "hsdn" / "symptoms-DO.tsv"
+    dst.parent.mkdir(parents=True)
+    lines = src.read_bytes().splitlines(keepends=True)[:40]
+    lines[29] = lines[29].replace(b"a", b"\xff", 1)
+    dst.write_bytes(b"".join(lines))
+    with pytest.raises(SystemExit) as e:
+        main(["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
+    assert "symptoms-DO.tsv:30: not valid UTF-8" in str(e.value.code)
+
+
+KILL_DURING_SAVE = """
+import os, sys, numpy as np
+from kg.build import Graph
+g = Graph.load(sys.argv[1])
+g.names[0] = "new name"
+real = np.savez
+def dying(*a, **k):  # nodes.json of the new graph is written; the process dies before edges.npz
+    os._exit(9)
+np.savez = dying
+g.save(sys.argv[1])
+"""
+
+
+def test_kill_during_save_leaves_the_old_graph(small, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = tmp_path / "g"
+    small.save(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(out)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 9
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched: the new files went elsewhere
+    assert Graph.load(out).names == small.names
+    small.save(out)  # a later save replaces it (and the dead process's temporary folder does not block it)
+    assert Graph.load(out).names == small.names
+
+
+def test_load_errors_name_the_file(small, tmp_path):
+    out = tmp_path / "g"
+    small.save(out)
+    (out / "nodes.json").write_text('{"ids": [')
+    with pytest.raises(SourceError, match=r"nodes\.json: unreadable"):
+        Graph.load(out)
+    small.save(out)
+    (out / "edges.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(SourceError, match=r"edges\.npz: unreadable"):
+        Graph.load(out)

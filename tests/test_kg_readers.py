@@ -18,7 +18,7 @@ class Recorder:
     def edge(self, src, rel, dst, source, freq=None, attr=None, optional=False):
         self.edges.append((src, rel, dst, source))
 
-    def same(self, a, b, source=None):
+    def same(self, a, b, source=None, check_names=False):
         self.same_as.append((a, b))
 
     def alias(self, a, key):
@@ -104,4 +104,4 @@ def test_wrong_header_and_bad_json(shared, tmp_path):
     lines[3] = lines[3][:40] + "\n"
     bad.write_text("".join(lines))
     with pytest.raises(SourceError, match=r"d.jl:4: not valid JSON"):
-        read_wikidata(str(tmp_path), Recorder(), disease_file=str(bad))
+        read_wikidata(str(shared / "kg-sources"), Recorder(), limit=10, extra_diseases=[str(bad)])
