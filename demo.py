@@ -58,6 +58,7 @@ class Config:
     intermediate_size: int = 384
     # stages: --key=value options for sft.py and grpo.py (their --help lists them)
     launcher: str = ""          # "" = this Python; e.g. "torchrun --nproc_per_node=8"
+    cpu_threads: int = 0        # > 0: OMP_NUM_THREADS for every stage (0: leave it)
     sft: dict = field(default_factory=dict)
     grpo1: dict = field(default_factory=dict)
     grpo2: dict = field(default_factory=dict)
@@ -75,20 +76,23 @@ def difficulty(rec):
 def make_questions(cfg, path):
     """n_questions from kg.sample's templates, their focus diseases restricted to n_diseases of the graph (a
     small world: each disease is seen from several templates, so what one question teaches another uses)."""
+    from tqdm import tqdm
+
     from kg.build import Graph
     from kg.sample import Sampler, generate_one, parse_mix, to_record
 
     g = Graph.load(os.path.join(cfg.out_dir, "kg"))
-    only = None
-    if cfg.n_diseases:
-        full = Sampler(g)
-        rich = sorted(set(full.pool("diagnosis_gene")[0].tolist()) & set(full.pool("diagnosis_treatment")[0].tolist())
-                      & set(full.pool("diagnosis_inheritance")[0].tolist()))
-        only = random.Random(cfg.seed).sample(rich, min(cfg.n_diseases, len(rich)))
-    s = Sampler(g, only=only)
     mix = parse_mix(cfg.templates, Sampler.TEMPLATES)
+    only = None
+    if cfg.n_diseases:  # the diseases most templates can ask about, ties broken by a seeded shuffle
+        full = Sampler(g)
+        pools = [set(full.pool(t)[0].tolist()) for t in mix if t != "diagnosis"]
+        cands = random.Random(cfg.seed).sample(sorted(set().union(*pools)), len(set().union(*pools)))
+        only = sorted(cands, key=lambda d: -sum(d in p for p in pools))[:cfg.n_diseases]
+    s = Sampler(g, only=only)
     recs, seen = [], set()
-    for i in range(20 * cfg.n_questions):
+    bar = tqdm(total=cfg.n_questions, desc="questions")
+    for i in range(3 * cfg.n_questions):  # an index may give no question, or one already drawn
         if len(recs) >= cfg.n_questions:
             break
         got = generate_one(s, i, cfg.seed, mix, 5)
@@ -99,6 +103,8 @@ def make_questions(cfg, path):
             continue
         seen.add(r["meta"]["content_key"])
         recs.append({**r, "difficulty": difficulty(r)})
+        bar.update()
+    bar.close()
     write_jsonl(path, recs)
     return recs
 
@@ -205,6 +211,9 @@ def main(argv=None):
         cfg = T.parse_config(Config, sys.argv[1:] if argv is None else argv, prog="demo.py")
     except T.ConfigError as e:
         sys.exit(f"demo.py: error: {e}")
+    if cfg.cpu_threads:  # on a shared CPU, OpenMP threads spinning against other jobs slow a tiny model 5-20x
+        os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
+        torch.set_num_threads(cfg.cpu_threads)
     run = Run(cfg)
     p = run.p
     os.makedirs(cfg.out_dir, exist_ok=True)
