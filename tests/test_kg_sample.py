@@ -1,5 +1,6 @@
 """kg/sample.py: questions from a small real graph; every one passes the uniqueness checker and an
 independent brute-force re-check; letters balanced; rarity weighting; resume; an unseen Wikidata file."""
+import copy
 import json
 from collections import Counter
 from pathlib import Path
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 
 from eval.records import read_jsonl, validate_record
-from kg.build import RELS, build
-from kg.sample import (CLOSURE, Checker, Sampler, generate_one, main, parse_mix, record_to_question, to_record,
-                       DEFAULT_MIX, same_concept)
+from kg.build import RELS, SOURCES, build
+from kg.build import main as build_main
+from kg.sample import (CLOSURE, Checker, Question, Sampler, audit, generate_one, main, parse_mix, record_to_question,
+                       same_concept, siblings, to_record, DEFAULT_MIX)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kg" / "wikidata_diseases_unseen.jl"
 # real HPO diseases, several with DrugCentral drugs after the DO join
@@ -190,3 +192,109 @@ def test_extra_wikidata_file_is_additive_and_untrusted_alone(shared):
         assert x is None or Checker(g).check(*x) is None
     only_wd = [d for d in g.of_type("disease").tolist() if g.ids[d].startswith("WD:") and len(g.out(d, "has_phenotype"))]
     assert only_wd and all(not s.usable_findings(d) for d in only_wd)
+
+
+def test_distractor_must_break_two_facts(graph, questions):
+    """Keep only the facts a distractor satisfies plus one it breaks: the checker now rejects it."""
+    g, _ = graph
+    ck = Checker(g)
+    planted = 0
+    for _, (q, options), _ in questions:
+        if q.template != "diagnosis":
+            continue
+        x = next(o for o in options if o != q.answer)
+        fits = [f for f in q.facts if ck.holds(x, f[1], f[2])]
+        broken = [f for f in q.facts if not ck.holds(x, f[1], f[2])]
+        assert len(broken) >= 2  # what the sampler wrote already obeys the rule
+        if len(fits) < 1:
+            continue
+        q2 = Question(q.template, q.hops, fits + broken[:1], q.var_types, q.ask, q.answer, q.focus, q.path)
+        assert ck.misses(q2, x) == 1
+        assert "breaks fewer than 2 stated facts" in ck.check(q2, [q.answer, x])
+        planted += 1
+    assert planted >= 5
+
+
+def test_no_sibling_subtypes_or_same_concept_options(graph, questions):
+    assert siblings("Neu-Laxova syndrome 1", "Neu-Laxova syndrome 2")
+    assert siblings("Surfactant metabolism dysfunction, pulmonary, 4", "Surfactant metabolism dysfunction, pulmonary, 5")
+    assert siblings("Joubert syndrome 13", "Joubert syndrome with ocular defect")
+    assert siblings("Spastic paraplegia 4, autosomal dominant", "Spastic paraplegia 7, autosomal recessive")
+    assert not siblings("Meckel syndrome 10", "Joubert syndrome 35")
+    assert same_concept("Immunoneurologic disorder, X-linked", "X-linked immunoneurologic disorder")
+    assert same_concept("Trigonocephaly-short stature-developmental delay syndrome",
+                        "Trigonocephaly with short stature and developmental delay")
+    assert same_concept("Histamine-1 Receptor Inhibitor", "Histamine-1 Receptor Antagonist")
+    assert same_concept("Prostaglandin Analog", "Prostaglandin E1 Analog")
+    assert not same_concept("Autosomal dominant inheritance", "Autosomal recessive inheritance")
+    g, _ = graph
+    ck = Checker(g)
+    for want, rename in (("sibling subtypes", lambda a: a + " 2"), ("name one concept", lambda a: "X " + a)):
+        for _, (q, options), _ in questions:
+            if q.template == "diagnosis":
+                a, b = [o for o in options if o != q.answer][:2]
+                break
+        old = g.names[b]
+        g.names[b] = rename(g.names[a]) if want == "name one concept" else rename(g.names[a]) .replace(" 2", "") + " 2"
+        try:
+            if want == "sibling subtypes":
+                g.names[a], keep_a = g.names[a] + " 1", g.names[a]
+            why = ck.check(q, options)
+        finally:
+            g.names[b] = old
+            if want == "sibling subtypes":
+                g.names[a] = keep_a
+        assert want in why, why
+
+
+def test_gold_fact_needs_a_trusted_source(graph, questions):
+    g, _ = graph
+    ck = Checker(g)
+    q, options = next(x for _, x, _ in questions if x[0].template == "diagnosis_gene")
+    s, r, o = q.path[-1]
+    e = g.find_edge(s, r, o)
+    assert ck.check(q, options) is None
+    old = g.prov[e]
+    g.prov[e] = 1 << SOURCES.index("wikidata")  # the same fact, stated by Wikidata alone
+    try:
+        assert "rests on one unconfirmed source" in ck.check(q, options)
+        g.prov[e] |= 1 << SOURCES.index("hsdn")  # confirmed by a second source: accepted
+        assert ck.check(q, options) is None
+    finally:
+        g.prov[e] = old
+
+
+def test_audit_catches_a_planted_shortcut(questions):
+    recs = [r for _, _, r in questions]
+    res = audit(recs)
+    assert res["sibling_pairs"] == res["same_concept_pairs"] == res["unconfirmed_golds"] == 0
+    assert set(res["solvers"]) == {"longest option", "most word overlap with the stem",
+                                   "most frequent answer of its template", "most similar to the other options",
+                                   "option seen least often in other questions"}
+    bad = copy.deepcopy(recs)
+    for r in bad:  # the gold made the longest option, and a distractor renamed as a reordered gold
+        r["options"][r["answer"]] += " (as described in the literature)" * 20
+    assert audit(bad)["solvers"]["longest option"]["accuracy"] == 1.0
+    r = bad[0]
+    other = next(l for l in r["options"] if l != r["answer"])
+    r["options"][other] = " ".join(reversed(r["options"][r["answer"]].split()))
+    assert audit(bad)["same_concept_pairs"] >= 1
+
+
+@pytest.mark.slow
+def test_full_graph_shortcuts_near_chance_and_rarity_weighting(shared, tmp_path, capsys):
+    """2,000 questions from the full default graph: every shortcut solver within chance + 8 points, no
+    sibling/same-concept pairs or unconfirmed golds, and the rarity weighting moves the share of rare-disease
+    focus by at least 15 points against uniform sampling."""
+    build_main(["--kg-sources", str(shared / "kg-sources"), "--out", str(tmp_path / "kg")])
+    args = ["--graph", str(tmp_path / "kg"), "--n", "2000", "--seed", "1"]
+    main(args + ["--out", str(tmp_path / "q.jsonl")])
+    main(args + ["--out", str(tmp_path / "u.jsonl"), "--alpha", "0", "--rare-boost", "1"])
+    recs = list(read_jsonl(tmp_path / "q.jsonl"))
+    res = audit(recs)
+    for name, v in res["solvers"].items():
+        assert v["accuracy"] <= res["chance"] + 0.08, (name, v["accuracy"])
+    assert res["sibling_pairs"] == res["same_concept_pairs"] == res["unconfirmed_golds"] == 0
+    rare = lambda rs: np.mean([r["meta"]["focus_rare"] for r in rs if r["meta"]["masked"] != "?c"
+                               or r["meta"]["template"] == "treatment_class"])
+    assert rare(recs) - rare(list(read_jsonl(tmp_path / "u.jsonl"))) >= 0.15
