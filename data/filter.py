@@ -18,7 +18,8 @@ from eval.records import read_jsonl, validate_record, write_jsonl
 REASONS = (
     "empty_question", "bad_option_letters", "empty_option", "too_few_options", "duplicate_options",
     "answer_not_in_options", "mojibake", "replacement_char", "control_chars", "html_entity",
-    "html_markup", "image_only", "missing_figure", "missing_passage", "missing_table", "schema",
+    "html_markup", "image_only", "missing_figure", "missing_passage", "missing_table", "option_refers_to_options",
+    "question_too_short", "schema",
 )
 
 # --- encoding artifacts -------------------------------------------------------------------------
@@ -34,10 +35,19 @@ def _byte(ch):
     return _CP1252.get(ch, ord(ch) if ord(ch) < 256 else None)
 
 
+# Quotes and spaces that follow a letter in correct German / French text: "Straße“", "café »" (with a
+# no-break space) decode as UTF-8 by accident. After Â or Ã (which real text does not put there) they
+# are mojibake all the same: "Ã«" is ë, "Â\xa0" a no-break space.
+_TYPO = set("\u00a0\u00ab\u00bb\u201e\u201c\u201d\u2018\u2019\u201a\u2039\u203a\u2013\u2014\u2026")
+
+
 def has_mojibake(text):
     """True if some run of Latin-1/cp1252 characters is really UTF-8 bytes decoded wrongly
-    (`Ã©` -> é, `â€™` -> ’). Legit text such as `97.7°F` or `café` never decodes as UTF-8."""
+    (`Ã©` -> é, `â€™` -> ’). Legit text such as `97.7°F`, `café` or `„Straße“` is not flagged."""
     for m in _MOJI_RUN.finditer(text):
+        run = m.group()
+        if run[0] not in "\u00c2\u00c3" and set(run[1:]) <= _TYPO:
+            continue
         raw = bytes(_byte(c) for c in m.group())
         for end in range(len(raw), 1, -1):  # the longest valid UTF-8 prefix of the run
             try:
@@ -66,7 +76,8 @@ def has_html_entity(text):
 
 # Things an item can "show". The weak ones (smear, specimen, radiograph...) also occur as plain
 # nouns ("Which of the following radiographs should be taken?"), so only "<X> is shown" counts for them.
-_SEEN_WORDS = r"figures?|fig\.|images?|pictures?|photo(?:graph)?s?|diagrams?|illustrations?|exhibits?|graphs?|charts?"
+_SEEN_WORDS = (r"figures?|fig\.|images?|pictures?|photo(?:graph)?s?|diagrams?|illustrations?|exhibits?|graphs?|charts?|"
+               r"(?:photo|electron\s+)?micrographs?")
 _SEEN = r"(?:" + _SEEN_WORDS + r")(?![\w-])"
 _ANY = (r"(?:" + _SEEN_WORDS + r"|photomicrographs?|micrographs?|x[-‑‐ ]?rays?|radiographs?|"
         r"(?:ecg|ekg|electrocardiogram|eeg)s?|pedigree(?: chart)?|smears?|slides?|specimens?|tracings?|"
@@ -87,14 +98,31 @@ _FIGURE = re.compile("|".join([
     r"\b(?:marked|indicated|shown|pointed(?:\s+out)?|labell?ed)\s+(?:by|with|as)\s+(?:an?\s+|the\s+)?"
     r"(?:arrows?|arrowheads?|asterisks?|\*|letters?\s+[A-Z]\b)",
     r"\b(?:labell?ed|lettered)\s+(?:boxes|structures|areas|points|regions)\b",
+    # "the figure shows", "the photomicrograph reveals"; "based on the image", "in the graph" ("the
+    # patient's chart" is a record, so charts only with a verb of showing)
+    r"\b(?:the|this|these)\s+(?:" + _SEEN_WORDS + r"|radiographs?|x[-‑‐ ]?rays?|scans?|tracings?|smears?)\s+"
+    r"(?:shows?|showed|demonstrates?|depicts?|reveals?|illustrates?|displays?|represents?)\b",
+    r"\b(?:based\s+on|according\s+to|from|in|on|using|see)\s+the\s+(?:figures?|images?|pictures?|photo(?:graph)?s?|"
+    r"diagrams?|graphs?|illustrations?|(?:photo)?micrographs?)(?![\w-])",
+    r"\b(?:the|an?)\s+arrows?(?:heads?)?\b",
     # Chinese exam phrasing; 心电图示 ("the ECG shows") is text, not a picture.
     r"如图|见图|如下图|下图[中所是]|图中[所是]|上图|附图|暂无图",
     r"\[img\b|\b[\w~/.-]+\.(?:jpe?g|png|gif|bmp|tiff?)\b",  # an image file the text points at
 ]), re.I)
 # "Please refer to the summary above": a shared passage the item was cut from.
 _PASSAGE = re.compile(r"\brefer\s+to\s+the\s+(?:summary|abstract|passage|case|vignette)\s+(?:above|below)", re.I)
-_TABLE = re.compile(r"\b(?:(?:the|this)\s+(?:following\s+|above\s+|below\s+|given\s+|accompanying\s+)?table"
-                    r"(?!\s+(?:salt|sugar|tennis|top))\b|table\s+\d)|如下表|下表所示|下表[：:，,]|以下表格|见表\d*", re.I)
+# A table the item refers to: "the following table", "in the table", "the table shows", "Table 2"; not
+# "rolled off the table" or "table salt".
+_TABLE = re.compile(r"\b(?:(?:the|this)\s+(?:following|above|below|given|accompanying|attached)\s+table\b"
+                    r"|(?:in|from|see|using|use|to|according\s+to|based\s+on|shown\s+in|given\s+in|listed\s+in|"
+                    r"summari[sz]ed\s+in)\s+(?:the|this)\s+table\b(?!\s+(?:salt|sugar|tennis|top))"
+                    r"|(?:the|this)\s+table\s+(?:below|above|shows|lists|gives|summari[sz]es|presents|displays)\b"
+                    r"|\btable\s+\d)|如下表|下表所示|下表[：:，,]|以下表格|见表\d*", re.I)
+# Options that only point at other options: they break when options are shuffled or cut.
+_OPTION_REF = re.compile(r"(?:all|none|both|neither|any|either)\s+(?:of\s+)?(?:the\s+)?(?:above|these|those)"
+                         r"|(?:both|only|either|neither)?\s*\(?[a-e]\)?(?:\s*(?:,|and|&|or|nor|\+)\s*\(?[a-e]\)?)+"
+                         r"|以上(?:都|均|皆|全|各项)?(?:是|对|正确|不是|不对|错误|都不是|均不是)?|[a-e][和与及、][a-e](?:[和与及、][a-e])*"
+                         r"|[a-e]\s*\+\s*[a-e]", re.I)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 # "Results are shown." with nothing after it; "Labs are shown below: Na+ 139 ..." carries its content.
 _SHOWN = re.compile(r"\b(?:is|are|as)\s+(?:shown|pictured|depicted|displayed|illustrated)"
@@ -110,6 +138,17 @@ def references_missing_figure(question, options=()):
     if _FIGURE.search(question) or any(_FIGURE.search(o) for o in options):
         return True
     return any(not _has_content(question[m.end():m.end() + 400]) for m in _SHOWN.finditer(question))
+
+
+def refers_to_options(option):
+    return bool(_OPTION_REF.fullmatch(option.strip().strip(".:;!").strip()))
+
+
+def too_short(question):
+    """A bare topic ("Gingivitis", "大肠"): the stem that made it a question is lost."""
+    cjk = len(re.findall(r"[\u3400-\u9fff]", question))
+    latin = len(re.findall(r"[^\W\d_\u3400-\u9fff]+|\d+", question))
+    return latin + cjk < 2 or (latin == 0 and cjk < 3)
 
 
 def references_missing_table(text):
@@ -142,6 +181,10 @@ def check(rec, min_options=3):
         return "duplicate_options"
     if not isinstance(ans, str) or not ans or any(a not in opts for a in ans) or len(set(ans)) != len(ans):
         return "answer_not_in_options"
+    if too_short(q):
+        return "question_too_short"
+    if any(refers_to_options(o) for o in opts.values()):
+        return "option_refers_to_options"
     text = q + "\n" + "\n".join(opts.values())
     if has_mojibake(text):
         return "mojibake"

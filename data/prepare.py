@@ -24,6 +24,7 @@ or with --skip-bad is counted and skipped.
     python -m data.prepare --out work/data --endpoint http://h:8000/v1 --model-name gpt-oss-120b
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -31,12 +32,12 @@ import time
 from collections import Counter
 
 from data import anonymize as anon_mod
-from data.dedup import BenchIndex, decontaminate, dedup
+from data.decontam import N as GRAM_N, BenchIndex, bench_specs, check_json_file, decontaminate, load_benches
+from data.dedup import dedup
 from data.filter import filter_records
 from data.mix import mix, parse_weights, report
 from eval.records import RecordError, iter_jsonl, read_jsonl, validate_record, write_jsonl
-from eval.loaders import (BENCHMARKS, DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows,
-                          load_benchmark, pubmedqa_question)
+from eval.loaders import DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows, pubmedqa_question
 
 DEFAULT_SOURCES = [  # relative to the shared data dir; all but the first two are eval splits
     "medqa:train=medqa/medqa_train_small.jsonl",
@@ -135,12 +136,10 @@ def convert_source(spec, data_dir, skip_bad=False, stats=None):
     if not os.path.exists(path):
         raise RecordError(f"{path}: file not found (source {spec})")
     if fmt == "records":
-        bad = {}
-        recs = list(read_jsonl(path, validate=False, skip_bad=skip_bad, stats=bad))
-        stats["bad_lines:convert"] += bad.get("bad_lines", 0)
-        return recs
+        return _records(path, skip_bad, stats)
     split = split or "train"
     bad = {}  # invalid JSON lines skipped by iter_jsonl (with skip_bad)
+    check_json_file(path)
     rows = iter_jsonl(path, skip_bad, bad) if path.endswith(".jsonl") else iter_rows(path)
     out = []
     for index, (where, row) in enumerate(rows):
@@ -152,6 +151,23 @@ def convert_source(spec, data_dir, skip_bad=False, stats=None):
             msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             if not skip_bad:
                 raise RecordError(f"{path}:{where}: {msg}") from None
+            stats["bad_lines:convert"] += 1
+            continue
+        out.append(rec)
+    stats["bad_lines:convert"] += bad.get("bad_lines", 0)
+    return out
+
+
+def _records(path, skip_bad, stats):
+    """Our own records JSONL: content is the filter's business, but without a string id and source a
+    line cannot even be counted or deduplicated."""
+    bad, out = {}, []
+    for lineno, rec in iter_jsonl(path, skip_bad, bad):
+        missing = [f for f in ("id", "source") if not isinstance(rec, dict) or not isinstance(rec.get(f), str)
+                   or not rec[f].strip()] if isinstance(rec, dict) else ["an object"]
+        if missing:
+            if not skip_bad:
+                raise RecordError(f"{path}:{lineno}: no {' or '.join(missing)} (records need a string id and source)")
             stats["bad_lines:convert"] += 1
             continue
         out.append(rec)
@@ -181,14 +197,18 @@ class Run:
             self.stats[f"bad_lines:{os.path.basename(path)}"] += bad["bad_lines"]
         return recs
 
-    def step(self, i, name, fn, inp):
-        """Run fn(records, stats, dropped) -> records unless its output exists; returns the output path."""
+    def step(self, i, name, fn, inp, key):
+        """Run fn(records, stats, dropped) -> records unless its output exists under the same key (a hash
+        of the step's arguments and input files); returns the output path."""
         out = self.path(i, name)
         st_path = out + ".stats.json"
-        if os.path.exists(out) and os.path.exists(st_path) and not self.a.force:
-            self.stats.update(json.load(open(st_path)))
-            print(f"[{name}] done before: {out}")
+        done = _read_stats(st_path) if os.path.exists(out) and not self.a.force else None
+        if done and done.get("key") == key:
+            self.stats.update(done["stats"])
+            print(f"[{name}] done before with the same arguments and inputs: {out}")
             return out
+        if done:
+            print(f"[{name}] arguments or inputs changed since the last run: running it again")
         t0 = time.time()
         st, dropped = Counter(), []
         recs = fn(self.read(inp) if inp else None, st, dropped)
@@ -198,35 +218,53 @@ class Run:
         if dropped or name in ("filter", "dedup", "decontam", "verify"):
             write_jsonl(os.path.join(self.dir, "dropped", f"{name}.jsonl"), dropped)
         st[f"seconds:{name}"] = round(time.time() - t0, 2)
-        with open(st_path, "w") as f:
-            json.dump(st, f, indent=1, sort_keys=True)
+        tmp = f"{st_path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:  # written last and atomically: a stats file that reads is a finished step
+            json.dump({"key": key, "stats": st}, f, indent=1, sort_keys=True)
+        os.replace(tmp, st_path)
         self.stats.update(st)
         print(f"[{name}] {len(recs)} records -> {out} ({st[f'seconds:{name}']}s)")
         return out
 
 
-def benchmarks(a, stats):
-    """name -> records for every eval benchmark we can find (one per distinct file)."""
-    specs = a.bench or [n for n in BENCHMARKS]
-    out, files = {}, set()
-    for spec in specs:
-        name, _, path = spec.partition("=")
-        if name not in BENCHMARKS:
-            raise SystemExit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-        file = path or os.path.join(a.data_dir, BENCHMARKS[name][1])
-        if not os.path.exists(file):
-            print(f"[decontam] {name}: {file} not found, NOT decontaminated against it", file=sys.stderr)
-            stats[f"bench:missing:{name}"] += 1
-            continue
-        if file in files:
-            continue  # pubmedqa_test500 is a subset of pubmedqa's file
-        files.add(file)
-        bst = {}
-        out[name] = load_benchmark(name, path or None, data_dir=a.data_dir, skip_bad=True, stats=bst)
-        stats[f"bench:items:{name}"] = len(out[name])
-        if bst.get("bad_lines"):
-            stats[f"bench:unreadable_items:{name}"] = bst["bad_lines"]
-    return out
+def _read_stats(path):
+    """A finished step's {"key", "stats"}, or None when missing or torn (then the step is not done)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) and isinstance(d.get("stats"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def file_hash(path, _cache={}):
+    st = os.stat(path)
+    k = (path, st.st_size, st.st_mtime_ns)
+    if k not in _cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _cache[k] = h.hexdigest()
+    return _cache[k]
+
+
+def step_key(name, args, files=()):
+    """What a step's output depends on: its name, its arguments, the content of its input files."""
+    blob = json.dumps([name, args, [(f, file_hash(f)) for f in files]], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def warning_banner(stats, steps):
+    """The lines report.md opens with when the pools were not checked against every benchmark."""
+    missing = sorted(k.split(":", 2)[2] for k in stats if k.startswith("bench:missing:"))
+    if "decontam" not in steps:
+        return ["> **WARNING: decontamination did not run: the pools were checked against NO eval benchmark.**", ""]
+    if missing:
+        return [f"> **WARNING: NOT decontaminated against {', '.join(missing)}** (file missing or unreadable; "
+                "run with --allow-missing-bench). Scores on these benchmarks may be inflated by training on "
+                "their items.", ""]
+    return []
 
 
 def main(argv=None):
@@ -237,16 +275,24 @@ def main(argv=None):
     ap.add_argument("--source", action="append", default=[], metavar="FORMAT[:SPLIT]=PATH",
                     help=f"input (repeatable); default: {' '.join(DEFAULT_SOURCES)}")
     ap.add_argument("--bench", action="append", default=[], metavar="NAME[=PATH]",
-                    help="eval benchmark to decontaminate against (repeatable); default: every benchmark in "
-                         "eval.loaders.BENCHMARKS whose file exists")
+                    help="eval benchmark to decontaminate against, IN ADDITION to the defaults (every benchmark "
+                         "in eval.loaders.BENCHMARKS at its file under --data-dir); NAME=PATH reads a known "
+                         "benchmark from PATH, or a new NAME from PATH as records JSONL (repeatable)")
+    ap.add_argument("--bench-only", action="store_true",
+                    help="decontaminate against the --bench benchmarks only, not the defaults")
+    ap.add_argument("--allow-missing-bench", action="store_true",
+                    help="go on when a benchmark file is missing, unreadable or empty (default: error); "
+                         "report.md then opens with a warning naming it")
     ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
     ap.add_argument("--force", action="store_true", help="rerun steps whose output exists")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines instead of stopping")
     g = ap.add_argument_group("filter / dedup / decontamination")
     g.add_argument("--min-options", type=int, default=3)
     g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
-    g.add_argument("--min-coverage", type=float, default=0.7, help="contamination: token share under shared 13-grams")
-    g.add_argument("--max-df", type=int, default=10, help="13-grams in more items than this are boilerplate")
+    g.add_argument("--min-coverage", type=float, default=0.7,
+                   help="contamination: share of a benchmark item's tokens under shared n-grams")
+    g.add_argument("--gram", type=int, default=GRAM_N, help="n-gram length for long questions")
+    g.add_argument("--max-df", type=int, default=10, help="n-grams in more benchmark items than this are boilerplate")
     g = ap.add_argument_group("LLM steps (run only with --endpoint or --model)")
     g.add_argument("--endpoint", help="OpenAI-compatible base URL of the verifier / judge")
     g.add_argument("--model", help="local checkpoint dir for the verifier / judge (sample.py), instead of --endpoint")
@@ -281,20 +327,32 @@ def run_pipeline(a, steps):
     order = []
     prev = None
 
-    def do(i, name, fn):
+    def do(i, name, fn, args, files=()):
         nonlocal prev
         if name in steps:
-            prev = run.step(i, name, fn, prev)
+            key = step_key(name, args, [prev] * bool(prev) + list(files))
+            prev = run.step(i, name, fn, prev, key)
             order.append(name)
         elif os.path.exists(run.path(i, name)):
             prev = run.path(i, name)  # a step left out now but done before still feeds the next one
-            if os.path.exists(prev + ".stats.json"):
-                run.stats.update(json.load(open(prev + ".stats.json")))
+            done = _read_stats(prev + ".stats.json")
+            if done:
+                run.stats.update(done["stats"])
             order.append(name)
+
+    sources = a.source or DEFAULT_SOURCES
+    source_files = []
+    for spec in sources:
+        path = spec.partition("=")[2]
+        path = path if os.path.isabs(path) else os.path.join(a.data_dir, path)
+        if not os.path.exists(path):
+            raise RecordError(f"{path}: file not found (source {spec})")
+        source_files.append(path)
+    bench = bench_specs(a.bench, a.bench_only, a.data_dir)
 
     def convert(_, st, dropped):
         recs = []
-        for spec in a.source or DEFAULT_SOURCES:
+        for spec in sources:
             got = convert_source(spec, a.data_dir, a.skip_bad, st)
             recs += got
         keys = Counter((r["source"], r["id"]) for r in recs)
@@ -313,14 +371,15 @@ def run_pipeline(a, steps):
         return dedup(recs, a.near_dup, stats=st, dropped=dropped)
 
     def decon(recs, st, dropped):
-        index = BenchIndex(benchmarks(a, st))
-        return decontaminate(recs, index, a.min_coverage, a.max_df, st, dropped)
+        index = BenchIndex(load_benches(bench, a.data_dir, a.allow_missing_bench, st), n=a.gram, max_df=a.max_df)
+        return decontaminate(recs, index, a.min_coverage, stats=st, dropped=dropped)
 
-    do(1, "convert", convert)
-    do(2, "filter", filt)
-    do(3, "anonymize", lambda recs, st, dropped: anon_mod.anonymize(recs, st))
-    do(4, "dedup", dd)
-    do(5, "decontam", decon)
+    do(1, "convert", convert, [sources, a.skip_bad], source_files)
+    do(2, "filter", filt, [a.min_options])
+    do(3, "anonymize", lambda recs, st, dropped: anon_mod.anonymize(recs, st), [])
+    do(4, "dedup", dd, [a.near_dup])
+    do(5, "decontam", decon, [bench, a.gram, a.min_coverage, a.max_df, a.allow_missing_bench],
+       [p for _, p in bench if os.path.exists(p)])
     llm_steps = [s for s in ("verify", "difficulty") if s in steps]
     if llm_steps and not (a.endpoint or a.model):
         print(f"[{','.join(llm_steps)}] skipped: no --endpoint or --model (items keep difficulty=null, no pass rate)")
@@ -338,8 +397,9 @@ def run_pipeline(a, steps):
             run_difficulty(client, recs, res_d)
             return apply_difficulty(recs, res_d, st)
         try:
-            do(6, "verify", verify)
-            do(7, "difficulty", label)
+            who = [a.endpoint, a.model, a.model_name]
+            do(6, "verify", verify, who + [a.verify_n, a.keep_flagged])
+            do(7, "difficulty", label, who)
         except LLMError as e:
             sys.exit(f"error: {e}\nfinished items are saved; rerun the same command to resume")
 
@@ -355,11 +415,17 @@ def run_pipeline(a, steps):
         run.stats["seconds:mix"] = round(time.time() - t0, 2)
         order.append("mix")
         print(f"[mix] " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
-    with open(os.path.join(a.out, "report.md"), "w", encoding="utf-8") as f:
+    banner = warning_banner(run.stats, order)
+    path = os.path.join(a.out, "report.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(banner) + ("\n" if banner else ""))
         f.write(report(run.stats, [s for s in order if s != "mix"]))
         secs = {k.split(":", 1)[1]: v for k, v in run.stats.items() if k.startswith("seconds:")}
         f.write("\n## Seconds per step\n\n" + " | ".join(f"{k} {v}" for k, v in secs.items()) + "\n")
-    print(f"report: {os.path.join(a.out, 'report.md')}")
+    os.replace(path + ".tmp", path)
+    for line in banner[:1]:
+        print(line.strip("> *"), file=sys.stderr)
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":
