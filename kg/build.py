@@ -51,9 +51,10 @@ def norm(name):
 
 
 def display(name):
-    """Display form of a label: single spaces; an ALL-CAPS label (old OMIM titles) in sentence case."""
+    """Display form of a label: single spaces; an ALL-CAPS label of several words (old OMIM titles) in
+    sentence case; a one-word acronym ("CHANDS", "DDOST-CDG") stays."""
     s = re.sub(r"\s+", " ", name).strip()
-    if len(s) > 4 and s.upper() == s and any(c.isalpha() for c in s):
+    if len(s) > 4 and s.upper() == s and any(c.isalpha() for c in s) and " " in s:
         s = s.capitalize()
     return s
 

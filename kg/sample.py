@@ -42,8 +42,10 @@ TRUSTED = {"hpo", "do", "drugcentral"}  # curated; Wikidata (unvetted), HSDN (co
 PK_CLASS = re.compile(r"cytochrome p450|p-glycoprotein|organic (anion|cation) transport|breast cancer resistance|"
                       r"glucuronosyltransferase|\bugt\d", re.I)
 PRENATAL_ONSET = re.compile(r"fetal|antenatal|embryonal|trimester", re.I)
+GROUPING = re.compile(r"/|^abnormality of|^abnormal \w+ (morphology|physiology)$", re.I)  # HPO headings, not findings
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
-MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class", "Physiologic Effect"}
+# physiologic effects ("Decreased Blood Pressure", "Arteriolar Vasodilation") are shared by whole therapeutic areas
+MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class"}
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Checker:
     def __init__(self, g):
         self.g = g
         self._up, self._down, self._subj = {}, {}, {}
+        self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
 
     def _walk(self, n, step, cache):
         if n not in cache:
@@ -186,7 +189,7 @@ class Checker:
             if sv and ov:
                 links.append((s, r, o))
             elif sv:
-                unary[s].append(self.subjects(r, o))
+                unary[s].append(self.near(r, o))
             elif ov:
                 unary[o].append(self.objects(s, r))
 
@@ -203,6 +206,21 @@ class Checker:
                 c += min(cost(w, y, v) for y in nbrs)
             return c
         return cost(q.ask, x, None)
+
+    def near(self, rel, o):
+        """Subjects that have o, or a finding beside it under a specific parent ("hemarthrosis" beside "joint
+        hemorrhage"): a distractor that has a near neighbour of a stated finding does not really miss it,
+        the annotations are just coarser or finer than the stem."""
+        key = ("near", rel, o)
+        if key not in self._subj:
+            s = set(self.subjects(rel, o))
+            if rel == "has_phenotype":
+                for p in self.g.out(o, "subclass_of").tolist():
+                    sp = self.subjects(rel, p)
+                    if len(sp) <= self.near_limit:
+                        s |= sp
+            self._subj[key] = s
+        return self._subj[key]
 
     def needed_misses(self, q):
         return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
@@ -277,6 +295,14 @@ class Sampler:
         # a vignette needs two findings that at most this share of annotated diseases have: "itch, rash and
         # fever" is unique only inside an incomplete graph
         self.specific = max(3, max_share * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")])))
+        # members of a numbered series ("intellectual developmental disorder 61", "spinocerebellar ataxia 36")
+        # cannot be told apart from a vignette, nor can their genes or modes: never the focus of a question
+        fam = defaultdict(list)
+        for d in g.of_type("disease").tolist():
+            k = family_key(g.names[d])
+            if k and k != norm(g.names[d]):
+                fam[k].append(d)
+        self.series = {d for ms in fam.values() if len(ms) >= 3 for d in ms}
         self.only = None if only is None else set(only)  # restrict focus entities (e.g. the diseases of one file)
         self.alpha, self.rare_boost = alpha, rare_boost
         self.min_findings, self.max_findings = min_findings, max_findings
@@ -292,7 +318,7 @@ class Sampler:
         f = g.freq[es]
         keep = np.isnan(f) | (f >= 0.3)
         return [int(g.dst[e]) for e in es[keep] if g.ids[g.dst[e]].startswith("HP:") and self.ck.trusted(e)
-                and not shares_word(g.names[g.dst[e]], g.names[d])]
+                and not GROUPING.search(g.names[g.dst[e]]) and not shares_word(g.names[g.dst[e]], g.names[d])]
 
     def drug_ok(self, x):
         """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
@@ -315,13 +341,13 @@ class Sampler:
             if template in need:
                 nodes = []
                 for d in g.of_type("disease").tolist():
-                    if len(self.usable_findings(d)) < self.min_findings:
+                    if d in self.series or len(self.usable_findings(d)) < self.min_findings:
                         continue
                     rels = need[template]
                     if "indicated_for" in rels and not any(self.drug_ok(x) for x in self.trusted_in(d, "indicated_for")):
                         continue
-                    if "associated_gene" in rels and not len(g.out(d, "associated_gene")):
-                        continue
+                    if "associated_gene" in rels and len(self.answers_of("diagnosis_gene", d)) != 1:
+                        continue  # with several genes the asked one may be a minor or candidate gene
                     if "caused_by" in rels and not any(self.is_organism(x) for x in g.out(d, "caused_by").tolist()):
                         continue
                     if "inheritance" in rels and len(self.modes_of(d)) != 1:
@@ -372,8 +398,10 @@ class Sampler:
         return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
 
     # ---- the vignette: findings that point to one disease
-    def vignette(self, d, rng):
-        """Choose findings (and an onset) of disease d; return (facts on ?d, consistent diseases)."""
+    def vignette(self, d, rng, spec=2):
+        """Choose findings (and an onset) of disease d, `spec` of them specific; return (facts on ?d,
+        consistent diseases). A question that asks past the diagnosis (its gene, mode, treatment) wants 3:
+        the examinee must recognise the disease without seeing its name among the options."""
         g, ck = self.g, self.ck
         found = self.usable_findings(d)
         rng.shuffle(found)
@@ -391,9 +419,9 @@ class Sampler:
                 continue
             chosen.append(p)
             cons = new
-            if len(chosen) >= self.max_findings or (len(chosen) >= self.min_findings and len(cons) == 1 and nspec() >= 2):
+            if len(chosen) >= self.max_findings or (len(chosen) >= self.min_findings and len(cons) == 1 and nspec() >= spec):
                 break
-        if len(chosen) < self.min_findings or nspec() < 2:
+        if len(chosen) < self.min_findings or nspec() < spec:
             return None, None
         facts = [("?d", "has_phenotype", p) for p in chosen]
         # a prenatal onset would make the stem a fetus, where most findings (and all lab values) cannot be seen
@@ -423,7 +451,7 @@ class Sampler:
                         self.competitors(facts, cons))
 
     def _via_disease(self, name, d, rng, rel, ask_type, pick, reverse=False, hops=2):
-        facts, cons = self.vignette(d, rng)
+        facts, cons = self.vignette(d, rng, spec=3)
         if not facts:
             return None
         if reverse:
@@ -473,7 +501,7 @@ class Sampler:
 
     def t_treatment_class(self, d, rng):
         """3 hops: findings -> ?d <- indicated_for ?drug -> in_class ?c (a mechanism or established class)."""
-        facts, cons = self.vignette(d, rng)
+        facts, cons = self.vignette(d, rng, spec=3)
         if not facts:
             return None
         drugs = [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x) and self._moa_classes(x)]
@@ -496,7 +524,8 @@ class Sampler:
         g = self.g
         c = rng.choice(self._moa_classes(drug))
         facts = [(drug, "in_class", "?c")]
-        ctx = {"avoid_kin": set(g.out(drug, "targets").tolist())}  # a class whose drugs hit the same target fits too
+        # a class whose drugs hit the same target, or treat the same disease, may describe this drug too
+        ctx = {"avoid_kin": set(g.out(drug, "targets").tolist()) | set(self._indications(drug))}
         dis = self._indications(drug)
         if dis:
             ctx["disease"] = rng.choice(dis)
@@ -599,6 +628,8 @@ class Sampler:
             if any(same_concept(g.names[x], g.names[c]) or (g.type_name(x) == "disease" and siblings(g.names[x], g.names[c]))
                    for c in chosen):
                 continue
+            if g.type_name(x) in ("disease", "agent") and any(shares_word(g.names[x], g.names[c]) for c in chosen):
+                continue  # "AL amyloidosis" beside "heavy chain amyloidosis", two Orthoflaviviruses: too close to call
             if any(shares_word(g.names[x], w) for w in stem_words):
                 continue  # the answer shares no word with the stem, so neither may a distractor
             if ck.misses(q, x) < need:
@@ -634,9 +665,10 @@ class Sampler:
         return out
 
     def _class_kin(self, c):
-        """The targets of a class's drugs."""
+        """The targets of a class's drugs and the diseases they are indicated for."""
         g = self.g
-        return set().union(*[set(g.out(x, "targets").tolist()) for x in g.inn(c, "in_class").tolist()])
+        return set().union(*[set(g.out(x, "targets").tolist()) | set(self._indications(x))
+                             for x in g.inn(c, "in_class").tolist()])
 
 
 # ---------------------------------------------------------------- generation

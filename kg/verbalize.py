@@ -29,8 +29,7 @@ ASK = {
 
 
 EPONYM_NEXT = {"sign", "syndrome", "disease", "malformation", "anomaly", "phenomenon", "reflex", "spots", "nodules",
-               "nodes", "bodies", "body", "bones", "cells", "lines", "ring", "sequence", "hernia", "fracture", "cyst",
-               "deformity", "contracture", "tumor", "palsy", "ulcer", "type"}
+               "nodes", "sequence", "palsy", "deformity", "phenomenon", "triad"}
 
 ADJECTIVE = ("ic", "al", "ous", "ive", "ary", "ed", "ar", "ory", "ent", "ant", "oid", "ile", "less", "ing", "ful")
 
