@@ -17,7 +17,7 @@ num_kv_heads = 2
 intermediate_size = 384
 sft = dict(max_len=320, batch_size=16, micro_batch_size=16, max_steps=240, lr=3e-3, min_lr=3e-4, warmup_steps=10,
            val_size=32, eval_interval=60, ckpt_interval=60, grad_checkpointing=False)
-grpo1 = dict(prompts_per_step=8, k=8, max_new_tokens=200, max_steps=20, micro_batch=32, lr=2e-4, min_lr=2e-4,
+grpo1 = dict(prompts_per_step=8, k=8, max_new_tokens=200, max_steps=16, micro_batch=32, lr=2e-4, min_lr=2e-4,
              warmup_steps=2, ckpt_every=5, plateau_window=8, grad_checkpointing=False)
-grpo2 = dict(prompts_per_step=8, k=12, max_new_tokens=200, max_steps=16, micro_batch=32, lr=2e-4, min_lr=2e-4,
-             warmup_steps=2, ckpt_every=4, remine_every=8, mine_max=48, grad_checkpointing=False)
+grpo2 = dict(prompts_per_step=8, k=12, max_new_tokens=200, max_steps=12, micro_batch=32, lr=2e-4, min_lr=2e-4,
+             warmup_steps=2, ckpt_every=4, remine_every=6, mine_max=48, grad_checkpointing=False)
