@@ -86,7 +86,7 @@ def make_questions(cfg, path):
     only = None
     if cfg.n_diseases:  # the diseases most templates can ask about, ties broken by a seeded shuffle
         full = Sampler(g)
-        pools = [set(full.pool(t)[0].tolist()) for t in mix if t != "diagnosis"]
+        pools = [set(full.pool(t)[0].tolist()) for t in mix if t != "diagnosis" or len(mix) == 1]
         cands = random.Random(cfg.seed).sample(sorted(set().union(*pools)), len(set().union(*pools)))
         only = sorted(cands, key=lambda d: -sum(d in p for p in pools))[:cfg.n_diseases]
     s = Sampler(g, only=only)
@@ -105,6 +105,8 @@ def make_questions(cfg, path):
         recs.append({**r, "difficulty": difficulty(r)})
         bar.update()
     bar.close()
+    if not recs:
+        raise SystemExit(f"demo.py: no question could be drawn from {g.info.get('sources')} with templates={cfg.templates}")
     write_jsonl(path, recs)
     return recs
 
@@ -245,6 +247,8 @@ def main(argv=None):
         run.stage("base", p("base", "config.json"), make_base)
 
     held = list(read_jsonl(p("split", "held.jsonl")))
+    if not held:
+        sys.exit(f"demo.py: {p('split', 'held.jsonl')} is empty: more questions, or a larger --held")
     if cfg.eval_limit:
         held = random.Random(cfg.seed).sample(held, min(cfg.eval_limit, len(held)))
     models = {"base": base, "sft": p("sft", "hf"), "grpo1": p("grpo", "stage1", "hf"), "grpo2": p("grpo", "stage2", "hf")}
