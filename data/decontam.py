@@ -119,25 +119,41 @@ def load_benches(specs, data_dir=None, allow_missing=False, stats=None):
 
 # --- matching -------------------------------------------------------------------------------------
 
-def _csr(keys_per_item):
-    """Inverted index over items' distinct uint64 keys: (sorted keys, ptr, owner, df)."""
-    uniq = [np.unique(k) for k in keys_per_item]
-    h = np.concatenate(uniq) if uniq else np.zeros(0, np.uint64)
-    owner = np.repeat(np.arange(len(uniq)), [len(u) for u in uniq])
-    order = np.argsort(h, kind="stable")
+def _grams(seqs, n):
+    """(hash, owner, start) of every n-gram that lies inside one of the token lists seqs; the hashes are
+    gram_seq's, computed for all lists at once."""
+    lens = np.array([len(x) for x in seqs], dtype=np.int64)
+    th = token_hashes([t for x in seqs for t in x])
+    m = len(th) - n + 1
+    if m <= 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(seqs)), lens)
+    ok = owner[:m] == owner[n - 1:]
+    start = np.arange(m) - np.concatenate([[0], np.cumsum(lens)[:-1]])[owner[:m]]
+    return gram_seq(th, n)[ok], owner[:m][ok], start[ok]
+
+
+def _split(values, owner, count):
+    """values grouped by owner 0..count-1 (owner ascending)."""
+    return np.split(values, np.searchsorted(owner, np.arange(count), side="right")[:-1])
+
+
+def _csr(h, owner):
+    """Inverted index over (key, owner item) pairs, repeats dropped: (sorted keys, ptr, owner, df)."""
+    order = np.lexsort((owner, h))
     h, owner = h[order], owner[order]
+    first = np.ones(len(h), dtype=bool)
+    first[1:] = (h[1:] != h[:-1]) | (owner[1:] != owner[:-1])
+    h, owner = h[first], owner[first]
     keys, start, df = np.unique(h, return_index=True, return_counts=True)
     return keys, np.append(start, len(h)), owner, df
 
 
-def _lookup(index, grams):
-    """(query index, owner item) pairs, one per shared key (repeats kept, for counting)."""
+def _lookup(index, g, qid):
+    """(query, owner item) pairs, one per shared key (repeats kept, for counting)."""
     keys, ptr, owner, _ = index
-    sizes = np.array([len(g) for g in grams], dtype=np.int64)
-    if len(keys) == 0 or sizes.sum() == 0:
+    if len(keys) == 0 or len(g) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    g = np.concatenate(grams)
-    qid = np.repeat(np.arange(len(grams)), sizes)
     pos = np.minimum(np.searchsorted(keys, g), len(keys) - 1)
     hit = keys[pos] == g
     pos, qid = pos[hit], qid[hit]
@@ -148,17 +164,6 @@ def _lookup(index, grams):
 
 def _phrase(toks):
     return " " + " ".join(toks) + " "
-
-
-def _option_key(toks):
-    t = token_hashes(toks[:MAX_OPT])
-    return gram_seq(t, len(t))[0]
-
-
-def _short_keys(q, opts):
-    th = token_hashes(q)
-    qk = gram_seq(th, min(2, len(th))) if len(th) else np.zeros(0, np.uint64)
-    return np.concatenate([qk, np.array([_option_key(o) for o in opts if o], dtype=np.uint64)])
 
 
 def _gold_texts(rec):
@@ -177,30 +182,41 @@ class BenchIndex:
                 self.q.append(tokens(rec["question"]))
                 self.opts.append([t for t in (tokens(o) for o in rec["options"].values()) if t])
                 self.gold.append(_gold_texts(rec))
+        self.opt_str = [[" ".join(o) for o in opts] for opts in self.opts]
+        odf = Counter(o for opts in self.opt_str for o in set(opts))
+        self.rare_opts = [sum(odf[o] <= KEY_DF for o in opts) for opts in self.opt_str]  # yes/no/maybe: none
+        count = len(self.items)
         # long path: grams of the question and of each option of >= n tokens, never across them
-        self.seqs, self.starts, self.ntok = [], [], []
-        for q, opts in zip(self.q, self.opts):
-            segs = [q] + [o for o in opts if len(o) >= n] if len(q) >= short else []
-            seq, starts, off = [], [], 0
-            for s in segs:
-                seq.append(gram_seq(token_hashes(s), n))
-                starts.append(off + np.arange(len(s) - n + 1))
-                off += len(s)
-            self.seqs.append(np.concatenate(seq) if seq else np.zeros(0, np.uint64))
-            self.starts.append(np.concatenate(starts) if starts else np.zeros(0, np.int64))
-            self.ntok.append(off)
-        self.long = _csr(self.seqs)
-        self.boiler = self.long[0][self.long[3] > max_df]  # df over benchmark items only
-        self.seqs_clean = [s[~np.isin(s, self.boiler)] for s in self.seqs]
-        self.long = _csr(self.seqs_clean)
-        # short path: question bigrams and option phrases, rare ones only
-        keys = [_short_keys(q, o) for q, o in zip(self.q, self.opts)]
-        k, _, _, df = _csr(keys)
-        common = k[df > KEY_DF]
-        keys = [np.unique(x[~np.isin(x, common)]) for x in keys]
-        self.short_nkeys = np.array([len(x) for x in keys])
-        self.unindexed = int(sum(len(x) == 0 for x in keys))
-        self.short_index = _csr(keys)
+        segs, seg_item, seg_off, self.ntok = [], [], [], np.zeros(count, dtype=np.int64)
+        for b, (q, opts) in enumerate(zip(self.q, self.opts)):
+            off = 0
+            for x in ([q] + [o for o in opts if len(o) >= n] if len(q) >= short else []):
+                segs.append(x), seg_item.append(b), seg_off.append(off)
+                off += len(x)
+            self.ntok[b] = off
+        h, sown, st = _grams(segs, n)
+        item = np.array(seg_item, dtype=np.int64)[sown]
+        start = np.array(seg_off, dtype=np.int64)[sown] + st
+        self.seqs, self.starts = _split(h, item, count), _split(start, item, count)
+        keys, _, _, df = _csr(h, item)
+        self.boiler = keys[df > max_df]  # df over benchmark items only
+        keep = ~np.isin(h, self.boiler)
+        self.seqs_clean = _split(h[keep], item[keep], count)
+        self.long = _csr(h[keep], item[keep])
+        # short path: question bigrams (a one-word question: its word) and option phrases, rare ones only
+        parts = [_grams(self.q, 2)[:2], _grams([q if len(q) == 1 else [] for q in self.q], 1)[:2]]
+        prefix = [(o[:MAX_OPT], b) for b, opts in enumerate(self.opts) for o in opts]
+        for L in range(1, MAX_OPT + 1):
+            group = [(p, b) for p, b in prefix if len(p) == L]
+            g, ow, _ = _grams([p for p, _ in group], L)
+            parts.append((g, np.array([b for _, b in group], dtype=np.int64)[ow]))
+        h = np.concatenate([p[0] for p in parts])
+        item = np.concatenate([p[1] for p in parts])
+        keys, _, _, df = _csr(h, item)
+        keep = ~np.isin(h, keys[df > KEY_DF])
+        self.short_index = _csr(h[keep], item[keep])
+        self.short_nkeys = np.bincount(self.short_index[2], minlength=count)
+        self.unindexed = int((self.short_nkeys == 0).sum())
 
 
 def _coverage(starts, seq, shared, n, ntok):
@@ -234,21 +250,17 @@ def _window_share(q, flat):
 def _short_match(index, b, qtext, own, flat, gold, q_share):
     """Whether a training item copies bench item b by its question words and options: its question
     text as a phrase string, its own options (token strings), all its tokens, its gold option texts."""
-    q = index.q[b]
-    share = _window_share(q, flat) if q else 0.0
-    if share < 0.3:
+    opts = index.opt_str[b]
+    found = sum(o in own or f" {o} " in qtext for o in opts)
+    if found < min(len(opts), max(2, len(opts) - 1)):
         return False
-    opts = index.opts[b]
-    found = [o for o in opts if " ".join(o) in own or _phrase(o) in qtext]
-    if len(found) < min(len(opts), max(2, len(opts) - 1)):
-        return False
-    bench_opts = {" ".join(o) for o in opts}
-    if gold and gold <= bench_opts and not gold & index.gold[b]:
+    if gold and gold <= set(opts) and not gold & index.gold[b]:
         return False  # a minimal pair: the same options, another answer
-    # the more of the item is there, the fewer of its question words need be: every option, and the
-    # same gold answer among them, is the item with its question reworded
-    every = len(found) == len(opts) and len(opts) >= 3
-    return share >= (0.3 if every and gold & index.gold[b] else 0.5 if every else q_share)
+    # the more of the item is there, the fewer of its question words need be: every option (when they
+    # are the item's own, not yes/no/maybe), and the same gold answer among them, is the item reworded
+    every = found == len(opts) and len(opts) >= 3 and index.rare_opts[b] >= 2
+    need = 0.3 if every and gold & index.gold[b] else 0.5 if every else q_share
+    return bool(index.q[b]) and _window_share(index.q[b], flat) >= need
 
 
 def contamination(records, index, min_coverage=0.7, q_share=0.6, chunk=2000):
@@ -259,11 +271,11 @@ def contamination(records, index, min_coverage=0.7, q_share=0.6, chunk=2000):
     for lo in range(0, len(records), chunk):
         recs = records[lo:lo + chunk]
         segs = [[tokens(r["question"])] + [tokens(o) for o in r["options"].values()] for r in recs]
-        flat = [[t for s in ss for t in s] for ss in segs]
-        ths = [token_hashes(f) for f in flat]
+        flat = [[t for x in ss for t in x] for ss in segs]
         # long path
-        grams = [gram_seq(th, n) if len(th) >= n else np.zeros(0, np.uint64) for th in ths]
-        rid, bid = _lookup(index.long, [np.unique(g) for g in grams])
+        h, ow, _ = _grams(flat, n)
+        grams = _split(h, ow, len(recs))
+        rid, bid = _lookup(index.long, h, ow)
         for r, b in np.unique(np.stack([rid, bid], 1), axis=0).tolist() if len(rid) else []:
             shared = np.intersect1d(grams[r], index.seqs_clean[b])
             cov = _coverage(index.starts[b], index.seqs[b], shared, n, index.ntok[b])
@@ -272,9 +284,14 @@ def contamination(records, index, min_coverage=0.7, q_share=0.6, chunk=2000):
             if cov >= min_coverage and (out[lo + r] is None or cov > out[lo + r][1]):
                 out[lo + r] = (b, float(cov), "long")
         # short path: candidates share >= 2 rare keys (or all of an item's keys)
-        keys = [np.unique(np.concatenate([gram_seq(th, L) for L in range(1, MAX_OPT + 1) if len(th) >= L]))
-                if len(th) else np.zeros(0, np.uint64) for th in ths]
-        rid, bid = _lookup(index.short_index, keys)
+        parts = [_grams(flat, L)[:2] for L in range(1, MAX_OPT + 1)]
+        h = np.concatenate([p[0] for p in parts])
+        ow = np.concatenate([p[1] for p in parts])
+        order = np.lexsort((h, ow))
+        h, ow = h[order], ow[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (ow[1:] != ow[:-1])
+        rid, bid = _lookup(index.short_index, h[first], ow[first])
         if not len(rid):
             continue
         pairs, counts = np.unique(np.stack([rid, bid], 1), axis=0, return_counts=True)

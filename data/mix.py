@@ -135,7 +135,7 @@ def report(stats, steps, title="Data preparation report"):
     dc = _by(stats, "decontam")
     if dc:
         benches = sorted({k.split(":", 1)[1] for k in dc})
-        lines += ["## Decontamination (13-gram overlap with eval benchmarks)", "",
+        lines += ["## Decontamination (training items that copy an eval benchmark item)", "",
                   _table(["source"] + benches, [[s] + [dc.get(f"{s}:{b}", 0) for b in benches]
                                                 for s in sorted({k.split(':', 1)[0] for k in dc})]), ""]
     for name, prefix in (("Anonymization", "anon"), ("Label verification", "verify"), ("Difficulty labels", "difficulty"),

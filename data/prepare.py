@@ -261,9 +261,9 @@ def warning_banner(stats, steps):
     if "decontam" not in steps:
         return ["> **WARNING: decontamination did not run: the pools were checked against NO eval benchmark.**", ""]
     if missing:
-        return [f"> **WARNING: NOT decontaminated against {', '.join(missing)}** (file missing or unreadable; "
-                "run with --allow-missing-bench). Scores on these benchmarks may be inflated by training on "
-                "their items.", ""]
+        return [f"> **WARNING: NOT decontaminated against {', '.join(missing)}** (file missing, unreadable or "
+                "empty; the run went on under --allow-missing-bench). Scores on these benchmarks may be inflated "
+                "by training on their items.", ""]
     return []
 
 
@@ -424,7 +424,7 @@ def run_pipeline(a, steps):
         f.write("\n## Seconds per step\n\n" + " | ".join(f"{k} {v}" for k, v in secs.items()) + "\n")
     os.replace(path + ".tmp", path)
     for line in banner[:1]:
-        print(line.strip("> *"), file=sys.stderr)
+        print(line.replace("*", "").lstrip("> "), file=sys.stderr)
     print(f"report: {path}")
 
 

@@ -58,7 +58,7 @@ def run(tmp_path, *extra, out="out"):
     o = str(tmp_path / out)
     main(["--out", o, "--source", "medqa:train=medqa/medqa_train_small.jsonl",
           "--source", "huatuo:train=huatuogpt_o1_demo/demo_data.json",
-          "--bench", "medqa", "--bench", "medmcqa", *extra])
+          "--bench", "medqa", "--bench", "medmcqa", "--bench-only", *extra])
     return o
 
 
@@ -67,12 +67,13 @@ def test_end_to_end_real_files_and_resume(shared, tmp_path, capsys):
     pools = {k: list(read_jsonl(os.path.join(o, f"{k}.jsonl"))) for k in ("sft", "rl", "val")}  # validates
     total = sum(map(len, pools.values()))
     md = open(os.path.join(o, "report.md")).read()
-    # 50 MedQA train + 198 HuatuoGPT demo in; figures, duplicate options, 1 repeat, 3 MedMCQA leaks out
+    # 50 MedQA train + 198 HuatuoGPT demo in; figures, duplicate options, "all of the above" options out,
+    # then 4 MedMCQA dev items (3 verbatim, 1 reworded)
     assert "| medqa | 50 | 45 | 45 | 45 | 45 |" in md
-    assert "| huatuo | 198 | 188 | 188 | 187 | 184 |" in md
-    assert total == 45 + 184
+    assert "| huatuo | 198 | 187 | 187 | 187 | 183 |" in md
+    assert total == 45 + 183 and "WARNING" not in md
     dropped = list(read_jsonl(os.path.join(o, "dropped", "decontam.jsonl"), validate=False))
-    assert {d["meta"]["contaminated_by"][0] for d in dropped} == {"medmcqa"} and len(dropped) == 3
+    assert {d["meta"]["contaminated_by"][0] for d in dropped} == {"medmcqa"} and len(dropped) == 4
     first = {k: open(os.path.join(o, f"{k}.jsonl")).read() for k in ("sft", "rl", "val")}
     capsys.readouterr()
     run(tmp_path, "--data-dir", str(shared / "data"))  # resumes: every step already done
@@ -93,7 +94,7 @@ def test_malformed_line_stops_with_file_line_or_is_skipped(shared, tmp_path):
         main(args)
     assert f"{src}:3: invalid JSON" in str(e.value.code)
     main(args + ["--skip-bad"])
-    st = json.load(open(tmp_path / "o" / "01_convert.jsonl.stats.json"))
+    st = json.load(open(tmp_path / "o" / "01_convert.jsonl.stats.json"))["stats"]
     assert st["bad_lines:convert"] == 2 and st["count:convert:medqa"] == 4
 
 
@@ -114,7 +115,7 @@ def test_llm_steps_through_the_driver(shared, tmp_path):
         srv.fail_first[items[0]["question"]] = 1
         o = str(tmp_path / "llm")
         main(["--out", o, "--source", "medqa:train=medqa/medqa_train_small.jsonl", "--bench", "medqa",
-              "--data-dir", str(shared / "data"), "--endpoint", srv.url, "--model-name", "judge",
+              "--bench-only", "--data-dir", str(shared / "data"), "--endpoint", srv.url, "--model-name", "judge",
               "--backoff", "0.01", "--concurrency", "4", "--val-frac", "0"])
     finally:
         srv.close()
@@ -129,3 +130,106 @@ def test_llm_steps_through_the_driver(shared, tmp_path):
     assert all(r["meta"]["pass_rate"] == 1.0 for r in pools)
     for r in pools:
         validate_record(r)
+
+
+# ----------------------------------------------------------------------------- benchmarks and the step cache
+
+def records_file(path, recs):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in recs:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def copies(shared, n_each=2):
+    """Training records that copy real MedQA test and MedMCQA dev items, plus clean MedQA train items."""
+    d = str(shared / "data")
+    mq, mm = load_benchmark("medqa", data_dir=d)[:n_each], load_benchmark("medmcqa", data_dir=d)[100:100 + n_each]
+    clean = convert_source("medqa:train=medqa/medqa_train_small.jsonl", d)[:10]
+    return [{**r, "id": f"copy-{r['id']}", "source": "web", "split": "train"} for r in mq + mm] + \
+           [{**r, "source": "web"} for r in clean]
+
+
+def test_named_benchmarks_add_to_defaults_missing_ones_fail(shared, tmp_path, capsys):
+    d = str(shared / "data")
+    own_item = {"id": "o1", "source": "own", "split": "test", "question": "Which enzyme is deficient in the "
+                "fictional Zorblat storage disease of the left earlobe?", "options": {"A": "Zorbase", "B": "Kinase Q",
+                "C": "Lyase R"}, "answer": "A", "difficulty": None, "meta": {}}
+    own = records_file(tmp_path / "own_bench.jsonl", [own_item])
+    train = copies(shared) + [{**own_item, "id": "leak", "source": "web", "split": "train"}]
+    src = records_file(tmp_path / "train.jsonl", train)
+    args = ["--out", str(tmp_path / "o"), "--source", f"records={src}", "--data-dir", d, "--bench", f"own={own}",
+            "--val-frac", "0"]
+    with pytest.raises(SystemExit) as e:  # the held-out benchmarks are not in shared/data
+        main(args)
+    assert "medxpertqa" in str(e.value.code) and "--allow-missing-bench" in str(e.value.code)
+    main(args + ["--allow-missing-bench"])
+    md = open(tmp_path / "o" / "report.md").read()
+    first = md.splitlines()[0]
+    assert first.startswith("> **WARNING") and all(b in first for b in ("medxpertqa", "careqa", "jmed", "medbullets"))
+    st = json.load(open(tmp_path / "o" / "05_decontam.jsonl.stats.json"))["stats"]
+    assert {"bench:items:medqa", "bench:items:medmcqa", "bench:items:pubmedqa", "bench:items:cmexam",
+            "bench:items:own"} <= set(st)
+    kept = {r["id"] for k in ("sft", "rl") for r in read_jsonl(tmp_path / "o" / f"{k}.jsonl")}
+    formatted = {r["id"] for r in read_jsonl(tmp_path / "o" / "02_filter.jsonl")}
+    assert kept == {r["id"] for r in train[:-1] if not r["id"].startswith("copy-")} & formatted and len(kept) >= 8
+    # an empty benchmark file is an error too
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "o2"), "--source", f"records={src}", "--data-dir", d,
+              "--bench", f"own={empty}", "--bench-only"])
+    assert "empty.jsonl" in str(e.value.code) and "no item" in str(e.value.code)
+
+
+def test_rerun_with_changed_arguments_reruns_the_step(shared, tmp_path, capsys):
+    d = str(shared / "data")
+    src = records_file(tmp_path / "train.jsonl", copies(shared))
+    o = tmp_path / "o"
+    base = ["--out", str(o), "--data-dir", d, "--source", f"records={src}", "--bench-only", "--val-frac", "0"]
+    main(base + ["--bench", "medqa"])
+    pool = lambda: {r["id"] for k in ("sft", "rl") for r in read_jsonl(o / f"{k}.jsonl")}
+    assert sum(i.startswith("copy-medqa") for i in pool()) == 0 and sum(i.startswith("copy-") for i in pool()) == 2
+    capsys.readouterr()
+    main(base + ["--bench", "medqa", "--bench", "medmcqa"])  # the natural fix: name the other benchmark too
+    log = capsys.readouterr().out
+    assert "[decontam] arguments or inputs changed" in log and log.count("done before") == 4
+    assert not any(i.startswith("copy-") for i in pool())
+    # another source: convert reruns, and every step after it
+    src2 = records_file(tmp_path / "train2.jsonl", copies(shared)[:-3])
+    main(["--out", str(o), "--data-dir", d, "--source", f"records={src2}", "--bench-only", "--bench", "medqa",
+          "--bench", "medmcqa", "--val-frac", "0"])
+    assert "done before" not in capsys.readouterr().out and len(pool()) == 7
+    # the same file edited in place is another input too
+    records_file(tmp_path / "train2.jsonl", copies(shared)[:-4])
+    main(["--out", str(o), "--data-dir", d, "--source", f"records={src2}", "--bench-only", "--bench", "medqa",
+          "--bench", "medmcqa", "--val-frac", "0"])
+    assert len(pool()) == 6
+    # a torn stats file (a kill while writing) means "not done", not a crash
+    (o / "02_filter.jsonl.stats.json").write_text('{"key": "abc", "sta')
+    capsys.readouterr()
+    main(["--out", str(o), "--data-dir", d, "--source", f"records={src2}", "--bench-only", "--bench", "medqa",
+          "--bench", "medmcqa", "--val-frac", "0"])
+    log = capsys.readouterr().out
+    assert "[filter] done before" not in log and "[convert] done before" in log and len(pool()) == 6
+
+
+def test_records_without_id_or_source_and_json_with_trailing_data(shared, tmp_path):
+    d = str(shared / "data")
+    recs = copies(shared)[:4]
+    recs[1] = {k: v for k, v in recs[1].items() if k != "id"}
+    recs[2] = {**recs[2], "source": ""}
+    src = records_file(tmp_path / "r.jsonl", recs)
+    args = ["--out", str(tmp_path / "o"), "--data-dir", d, "--source", f"records={src}", "--steps", "convert"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert f"{src}:2: no id" in str(e.value.code)
+    main(args + ["--skip-bad"])
+    st = json.load(open(tmp_path / "o" / "01_convert.jsonl.stats.json"))["stats"]
+    assert st["bad_lines:convert"] == 2 and st["count:convert:web"] == 2
+    raw = json.loads((shared / "data/huatuogpt_o1_demo/demo_data.json").read_text())[:3]
+    bad = tmp_path / "demo.json"
+    bad.write_text(json.dumps(raw, indent=1) + "\n" + json.dumps(raw[:1]) + "\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "o3"), "--data-dir", d, "--source", f"huatuo:train={bad}", "--steps", "convert"])
+    assert f"{bad}:" in str(e.value.code) and "JSON Lines?" in str(e.value.code)
