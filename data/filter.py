@@ -104,7 +104,7 @@ _FIGURE = re.compile("|".join([
     r"(?:shows?|showed|demonstrates?|depicts?|reveals?|illustrates?|displays?|represents?)\b",
     r"\b(?:based\s+on|according\s+to|from|in|on|using|see)\s+the\s+(?:figures?|images?|pictures?|photo(?:graph)?s?|"
     r"diagrams?|graphs?|illustrations?|(?:photo)?micrographs?)(?![\w-])",
-    r"\b(?:the|an?)\s+arrows?(?:heads?)?\b",
+    r"\b(?:the|an?)\s+arrows?(?:heads?)?(?![\w-])",
     # Chinese exam phrasing; 心电图示 ("the ECG shows") is text, not a picture.
     r"如图|见图|如下图|下图[中所是]|图中[所是]|上图|附图|暂无图",
     r"\[img\b|\b[\w~/.-]+\.(?:jpe?g|png|gif|bmp|tiff?)\b",  # an image file the text points at

@@ -90,3 +90,77 @@ def test_dropped_records_carry_reason_and_kept_are_valid(medqa):
     for r in kept:
         validate_record(r)
     json.dumps(kept)  # JSON-serializable
+
+
+# ----------------------------------------------------------------------------- one rule, what it drops, what it keeps
+
+@pytest.mark.parametrize("text", [
+    "The figure shows a cross-section of the kidney. Which structure is labelled?",
+    "Based on the image, which nerve is injured?",
+    "Which cell type does the arrow point to?",
+    "The accompanying photomicrograph is from a lymph node biopsy. What is the diagnosis?",
+    "What is the most likely value of x in the graph?",
+    "The photomicrograph reveals which of the following inclusions?",
+])
+def test_figure_phrasings_dropped(medqa, text):
+    rec = next(r for r in medqa if check(r) is None)
+    assert check(edited(rec, question=text)) == "missing_figure"
+
+
+@pytest.mark.parametrize("text", [
+    "The patient's chart shows two prior admissions. Which drug is most appropriate?",
+    "She rolled off the table during the exam and hit her head. What is the next step?",
+    "He adds table salt to every meal. Which electrolyte disturbance is most likely?",
+    "An arrowhead-shaped lesion is not described; which enzyme is deficient in this disorder?",
+    "Which of the following radiographs should be taken first?",
+])
+def test_plain_text_lookalikes_kept(medqa, text):
+    rec = next(r for r in medqa if check(r) is None)
+    assert check(edited(rec, question=text)) is None
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("Which drug is most effective according to the table?", "missing_table"),
+    ("The table below lists four drugs. Which is safest?", "missing_table"),
+    ("Use the following table to answer: which is safest?", "missing_table"),
+    ("She fell and rolled off the table. Which bone is most likely fractured?", None),
+    ("Results are shown in the table below:\nNa 139\nK 4.1\nCl 101\nHCO3 24", None),  # the table is there
+])
+def test_table_only_when_a_table_is_referred_to(medqa, text, reason):
+    rec = next(r for r in medqa if check(r) is None)
+    assert check(edited(rec, question=text)) == reason
+
+
+@pytest.mark.parametrize("opt,drop", [
+    ("All of the above", True), ("None of the above", True), ("Both A and B", True), ("A and C", True),
+    ("a, b and c", True), ("All of these", True), ("以上都是", True), ("A和B", True),
+    ("Vitamin A and B12", False), ("Hepatitis A", False), ("Type A and type B", False), ("Both kidneys", False),
+])
+def test_options_that_refer_to_other_options(medqa, opt, drop):
+    rec = next(r for r in medqa if check(r) is None and r["answer"] != "D")
+    got = check(edited(rec, options={**rec["options"], "D": opt}))
+    assert got == ("option_refers_to_options" if drop else None)
+
+
+def test_real_option_references_counted(shared):
+    mm = convert_source("medmcqa:dev=medmcqa/medmcqa.jsonl", str(shared / "data"))
+    st = Counter()
+    filter_records(mm, st)
+    assert 150 <= st["drop:option_refers_to_options"] <= 300  # MedMCQA's "All of the above" items
+
+
+@pytest.mark.parametrize("q,drop", [
+    ("Gingivitis", True), ("Pickling:", True), ("FDP", True), ("大肠", True),
+    ("Skeletal muscles:", False), ("Ceramide is:", False), ("AB型血", False), ("女，38岁。", False),
+])
+def test_questions_too_short_to_be_questions(medqa, q, drop):
+    rec = next(r for r in medqa if check(r) is None)
+    assert (check(edited(rec, question=q)) == "question_too_short") == drop
+
+
+def test_mojibake_spares_german_and_french_quotes():
+    for ok in ("Er sagte „Straße“ und ging.", "Le « café » est prêt.", "Il dit «\u00a0été\u00a0» hier.",
+               "l'été » fini", "Müller’s sign", "„Größe“"):
+        assert not has_mojibake(ok), ok
+    for bad in ("Ã«", "Â\u00a0mg", "â€œquotedâ€\u009d", "StraÃŸe"):
+        assert has_mojibake(bad), bad
