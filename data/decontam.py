@@ -3,18 +3,21 @@
 
 An item is compared with every benchmark item over its question AND its options, in two ways:
 
-- long questions (>= n tokens): word n-grams (n = 8, chosen by `--measure`, see below). The
-  benchmark item counts as copied when the tokens under n-grams it shares with the training item
-  cover >= min_coverage of its question and long options (or of a long training text). n-grams in
+- long questions (>= SHORT = 30 tokens): word n-grams (n = 8 and min_coverage = 0.6, chosen by
+  `--measure`). The benchmark item counts as copied when the tokens under n-grams it shares with
+  the training item cover >= min_coverage of its question and long options (or of a long training
+  text): a case copied with a few words changed and asked anew is caught. n-grams in
   more than max_df benchmark items are exam boilerplate ("Which of the following is the most
   appropriate next step in management") and never count; that frequency is taken over the
   benchmark items only, so ten training items copying one vignette cannot hide each other.
-- short questions (< SHORT tokens, e.g. MedMCQA's median of 11, "Drug of choice for X is"): n-grams
-  cannot see them, and a two-word edit breaks every gram. Such an item counts as copied when at
-  least q_share of its question's distinct tokens occur in the training text AND all its options
-  but one (at least two) occur there as phrases, in any order. A training item that asks over the
-  same options but whose gold answer is another of those options is a minimal pair ("drug of choice
-  for absence / for myoclonic seizures"), not a copy: it teaches nothing about this item's answer.
+- every question, short ones above all (MedMCQA's median is 11 tokens, "Drug of choice for X is"):
+  n-grams cannot see them, and a two-word edit breaks every gram. The item counts as copied when all
+  its options but one (at least two) occur in the training item, as its options or as phrases in its
+  text, in any order, AND q_share = 0.6 of its question's distinct content words occur within one
+  window of the question's length (0.5 when every option is there; 0.3 when, besides, the gold
+  answer is the same and the options are the item's own, not yes/no/maybe). A training item over the
+  same options whose gold answer is another of them is a minimal pair ("drug of choice for absence /
+  for myoclonic seizures"), not a copy: it teaches nothing about this item's answer.
 
 Candidates come from inverted indexes (rare n-grams; rare question bigrams and option phrases), so
 matching stays near-linear in the pool size. Chinese has no spaces: each CJK character is a token.
@@ -36,8 +39,9 @@ from data.dedup import gram_seq, token_hashes, tokens
 from eval.loaders import BENCHMARKS, _is_json_lines, benchmark_path, load_benchmark
 from eval.records import RecordError, read_jsonl, write_jsonl
 
-N = 8          # gram length for long questions (measured: see --measure and the README table)
-SHORT = 30     # questions under this many tokens also take the short-question path
+N = 8          # gram length for long questions, and
+MIN_COVERAGE = 0.6  # the share of a long item its shared grams must cover (both measured: --measure, README)
+SHORT = 30     # questions under this many tokens take no n-gram path (a shared stem is most of them)
 MAX_OPT = 8    # an option phrase is looked up by its first MAX_OPT tokens
 KEY_DF = 50    # short-path keys (question bigrams, option phrases) in more bench items than this are not indexed
 
@@ -263,7 +267,7 @@ def _short_match(index, b, qtext, own, flat, gold, q_share):
     return bool(index.q[b]) and _window_share(index.q[b], flat) >= need
 
 
-def contamination(records, index, min_coverage=0.7, q_share=0.6, chunk=2000):
+def contamination(records, index, min_coverage=MIN_COVERAGE, q_share=0.6, chunk=2000):
     """For each record: (benchmark item index, score, path) of a copied benchmark item, or None.
     score is the coverage (long path) or 1.0 (short path)."""
     out = [None] * len(records)
@@ -305,7 +309,7 @@ def contamination(records, index, min_coverage=0.7, q_share=0.6, chunk=2000):
     return out
 
 
-def decontaminate(records, index, min_coverage=0.7, q_share=0.6, stats=None, dropped=None):
+def decontaminate(records, index, min_coverage=MIN_COVERAGE, q_share=0.6, stats=None, dropped=None):
     """Drop records that copy a benchmark item; count per source and benchmark as
     "decontam:<source>:<benchmark>"; dropped records get meta.contaminated_by [bench, id, score, path]."""
     stats = Counter() if stats is None else stats
@@ -402,7 +406,7 @@ def _real_overlap(rec, brec):
     return len(ga & gb) >= 0.5 * len(ga | gb) and len(a & b) >= 0.6 * len(b)
 
 
-def measure(data_dir, ns=(6, 8, 10, 13), per=25, clean_files=(), seed=0, show=5, coverages=(0.7,)):
+def measure(data_dir, ns=(6, 8, 10, 13), per=25, clean_files=(), seed=0, show=5, coverages=(MIN_COVERAGE,)):
     """Recall on planted copies and removals of clean items, for each gram length: a Markdown table."""
     from data.prepare import convert_source
     from eval.loaders import load_benchmark
@@ -466,12 +470,12 @@ def main():
                          "file of it), or a new NAME=PATH of records JSONL")
     ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--n", type=int, default=N, help="gram length for long questions")
-    ap.add_argument("--min-coverage", type=float, default=0.7)
+    ap.add_argument("--min-coverage", type=float, default=MIN_COVERAGE)
     ap.add_argument("--dropped", help="write dropped records here")
     ap.add_argument("--measure", action="store_true", help="print the planted-copy table and exit")
     ap.add_argument("--ns", default="6,8,10,13", help="--measure: gram lengths to try")
     ap.add_argument("--per", type=int, default=25, help="--measure: items per benchmark and size")
-    ap.add_argument("--coverages", default="0.7", help="--measure: min coverages to try")
+    ap.add_argument("--coverages", default=str(MIN_COVERAGE), help="--measure: min coverages to try")
     ap.add_argument("--clean", action="append", default=[], help="--measure: more clean records JSONL (e.g. kg/ items)")
     a = ap.parse_args()
     if a.measure:

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 
 from data import anonymize as anon_mod
-from data.decontam import N as GRAM_N, BenchIndex, bench_specs, check_json_file, decontaminate, load_benches
+from data.decontam import MIN_COVERAGE, N as GRAM_N, BenchIndex, bench_specs, check_json_file, decontaminate, load_benches
 from data.dedup import dedup
 from data.filter import filter_records
 from data.mix import mix, parse_weights, report
@@ -289,7 +289,7 @@ def main(argv=None):
     g = ap.add_argument_group("filter / dedup / decontamination")
     g.add_argument("--min-options", type=int, default=3)
     g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
-    g.add_argument("--min-coverage", type=float, default=0.7,
+    g.add_argument("--min-coverage", type=float, default=MIN_COVERAGE,
                    help="contamination: share of a benchmark item's tokens under shared n-grams")
     g.add_argument("--gram", type=int, default=GRAM_N, help="n-gram length for long questions")
     g.add_argument("--max-df", type=int, default=10, help="n-grams in more benchmark items than this are boilerplate")
