@@ -7,6 +7,11 @@ Readers (kg/readers.py) state nodes, edges and xrefs; the Builder merges entitie
 xrefs (or, for label-only sources, exact normalized names) say are the same, resolves references,
 and writes a compact graph: nodes.json (id, name, type per node) + edges.npz (src, dst, rel,
 frequency, provenance bitmask, attribute) + meta.json + stats.md. Graph.load reads it in about a second.
+
+Every source file that its folder's MANIFEST.md lists must match the sha256 there (a copy cut at a line
+boundary otherwise parses cleanly into a smaller graph); HPO annotations to unknown HPO ids fail above 1%.
+--wikidata-diseases FILE (repeatable) adds a disease file in the Wikidata schema to the shared one. The graph
+is written to a temporary folder and swapped in, so a killed build leaves the previous graph whole.
 """
 import argparse
 import functools
