@@ -318,6 +318,9 @@ def verdicts(res):
            "a training answer of its template, so where SFT left the policy near chance (20%) there is little to sharpen)")
     say(g1["accuracy"] > s["accuracy"], f"RL stage 1 lifted held-out accuracy {s['accuracy']:.1%} -> {g1['accuracy']:.1%}",
         f"RL stage 1 did not lift held-out accuracy ({s['accuracy']:.1%} -> {g1['accuracy']:.1%})" + why)
+    if not b["n_hard"]:
+        out.append("stage 2 on the hard subset: no held-out question has 2+ hops (one-hop templates only)")
+        return out + [f"(one question is {1 / max(b['n'], 1):.1%} of the held-out set: differences of a few questions are noise)"]
     say(g2["hard_accuracy"] > g1["hard_accuracy"],
         f"RL stage 2 lifted hard (2+ hop) held-out accuracy {g1['hard_accuracy']:.1%} -> {g2['hard_accuracy']:.1%}",
         f"RL stage 2 did not lift hard held-out accuracy ({g1['hard_accuracy']:.1%} -> {g2['hard_accuracy']:.1%})" + why)
