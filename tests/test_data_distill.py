@@ -258,11 +258,11 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     bench = load_bench([], str(shared / "data"))
     limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25}
     sft, dropped, stats = convert_huatuogpt(str(path), bench, limits)
-    assert stats == {"items": 198, "kept": 184, "drop:item_missing_figure": 8, "drop:item_duplicate_options": 2,
-                     "dedup:exact:huatuo": 1, "dedup:exact_conflicting_answer:huatuo": 1,  # same answer, shuffled
-                     "decontam:huatuo:medqa": 0, "decontam:huatuo:medmcqa": 3, "decontam:huatuo:pubmedqa": 0,
+    assert stats == {"items": 198, "kept": 183, "drop:item_missing_figure": 7, "drop:item_duplicate_options": 2,
+                     "drop:item_option_refers_to_options": 2,
+                     "decontam:huatuo:medqa": 0, "decontam:huatuo:medmcqa": 4, "decontam:huatuo:pubmedqa": 0,
                      "decontam:huatuo:mmlu_pro_biology": 0, "decontam:huatuo:mmlu_pro_health": 0}
-    assert len(dropped) == 14
+    assert len(dropped) == 15
     raw = json.loads(path.read_text())
     first = sft[0]
     i = int(first["id"].rsplit("-", 1)[1])
@@ -278,5 +278,5 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     raw[kept[2]]["Complex_CoT"] = "Let me think again. " * 80
     (tmp_path / "demo.json").write_text(json.dumps(raw))
     sft2, _, stats2 = convert_huatuogpt(str(tmp_path / "demo.json"), {"medqa": bench["medqa"]}, limits)
-    assert len(sft2) == 181 + 3  # the 3 MedMCQA copies stay: only MedQA this time
+    assert len(sft2) == 180 + 4  # the 4 MedMCQA copies stay: only MedQA this time
     assert (stats2["drop:response_contradicts"], stats2["drop:leakage"], stats2["drop:repetition"]) == (1, 1, 1)
