@@ -316,16 +316,17 @@ def verdicts(res):
         f"CoT SFT left the format rate at {s['format_rate']:.0%} (base {b['format_rate']:.0%}): too few SFT steps")
     why = (" (RL on the training questions sharpens what the policy already gets right; a held-out answer is never "
            "a training answer of its template, so where SFT left the policy near chance (20%) there is little to sharpen)")
-    say(g1["accuracy"] > s["accuracy"], f"RL stage 1 lifted held-out accuracy {s['accuracy']:.1%} -> {g1['accuracy']:.1%}",
-        f"RL stage 1 did not lift held-out accuracy ({s['accuracy']:.1%} -> {g1['accuracy']:.1%})" + why)
+    noise = lambda n: 2 * (2 * 0.16 / max(n, 1)) ** 0.5  # 2 s.e. of a difference of two accuracies near chance
+    say(g1["accuracy"] - s["accuracy"] > noise(b["n"]), f"RL stage 1 lifted held-out accuracy {s['accuracy']:.1%} -> {g1['accuracy']:.1%}",
+        f"RL stage 1 did not lift held-out accuracy beyond noise ({s['accuracy']:.1%} -> {g1['accuracy']:.1%}, "
+        f"noise +-{noise(b['n']):.1%})" + why)
     if not b["n_hard"]:
         out.append("stage 2 on the hard subset: no held-out question has 2+ hops (one-hop templates only)")
-        return out + [f"(one question is {1 / max(b['n'], 1):.1%} of the held-out set: differences of a few questions are noise)"]
-    say(g2["hard_accuracy"] > g1["hard_accuracy"],
+        return out
+    say(g2["hard_accuracy"] - g1["hard_accuracy"] > noise(b["n_hard"]),
         f"RL stage 2 lifted hard (2+ hop) held-out accuracy {g1['hard_accuracy']:.1%} -> {g2['hard_accuracy']:.1%}",
-        f"RL stage 2 did not lift hard held-out accuracy ({g1['hard_accuracy']:.1%} -> {g2['hard_accuracy']:.1%})" + why)
-    n = res["base"]["n"]
-    out.append(f"(one question is {1 / max(n, 1):.1%} of the held-out set: differences of a few questions are noise)")
+        f"RL stage 2 did not lift hard held-out accuracy beyond noise ({g1['hard_accuracy']:.1%} -> "
+        f"{g2['hard_accuracy']:.1%}, noise +-{noise(b['n_hard']):.1%})" + why)
     return out
 
 
