@@ -1,6 +1,6 @@
 """CoT cold-start SFT: fine-tune a Hugging Face checkpoint on chat records, with FSDP2.
 
-    python sft.py config/sft_demo_cpu.py                                     # one process
+    python sft.py config/sft_smollm2.py                                      # one process
     torchrun --nproc_per_node=8 sft.py config/sft_smollm2.py --lr=2e-5       # nccl on GPUs, gloo on CPU
     python sft.py --help                                                     # every option and its default
 
