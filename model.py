@@ -106,6 +106,8 @@ class ModelConfig:
                  head_dim=self.head_dim, rms_norm_eps=self.rms_norm_eps,
                  max_position_embeddings=self.max_position_embeddings,
                  tie_word_embeddings=self.tie_word_embeddings, hidden_act="silu")
+        if self.eos_token_id is not None:  # a config built in code has no raw to carry it
+            d["eos_token_id"] = self.eos_token_id
         d.setdefault("architectures", [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
                                         "llama": "LlamaForCausalLM"}[self.model_type]])
         if self.model_type != "qwen2":

@@ -171,6 +171,10 @@ def test_config_roundtrip_keeps_style(tmp_path, shared):
     d = cfg.to_dict()
     assert d["rope_theta"] == 1e6 and "rope_parameters" not in d and d["sliding_window"] == 131072
     assert M.ModelConfig.from_dict(d) == cfg
+    built = M.ModelConfig(model_type="qwen3", vocab_size=300, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                          eos_token_id=7)  # no raw config.json behind it
+    assert built.to_dict()["eos_token_id"] == 7 and M.ModelConfig.from_dict(built.to_dict()).eos_token_id == 7
 
 
 def test_load_in_bf16_directly(tmp_path):
