@@ -1,4 +1,5 @@
-# GRPO stage 1 of the real SmolLM2-135M-Instruct after its CoT cold start (config/sft_smollm2.py), on 2 CPU
+# GRPO stage 1 of the real SmolLM2-135M-Instruct after its CoT cold start (config/sft_smollm2.py; the README's
+# run started from its longer variant, --max_len=1024 --max_steps=120), on 2 CPU
 # cores: 30 steps x 4 prompts x 4 rollouts x 256 new tokens, about 1-2 minutes a step.
 # The pool: MedQA train (data.prepare's decontaminated items) + KG questions not seen in SFT:
 #   .venv/bin/python -m data.prepare --out runs/pool_data --skip-bad
