@@ -204,14 +204,6 @@ def dedup(records, threshold=0.8, n=3, stats=None, dropped=None, hasher=None):
     return kept
 
 
-def __getattr__(name):
-    # decontamination moved to data/decontam.py; old imports (data/distill.py) still resolve
-    if name in ("BenchIndex", "decontaminate", "contamination"):
-        import data.decontam
-        return getattr(data.decontam, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def main():
     ap = argparse.ArgumentParser(description="Drop exact and near-duplicate records (MinHash + LSH); exact "
                                              "duplicates with different answers go to --dropped for review.")

@@ -32,7 +32,8 @@ import re
 import sys
 from collections import Counter
 
-from data.dedup import BenchIndex, decontaminate, dedup, tokens
+from data.decontam import BenchIndex, decontaminate
+from data.dedup import dedup, tokens
 from data.filter import check as format_filter
 from data.prepare import convert_source
 from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
@@ -363,7 +364,7 @@ def convert_huatuogpt(path, bench, limits, system=None):
     """HuatuoGPT-o1 demo items -> SFT records: think = Complex_CoT, answer = answer_idx. Dropped, by reason:
     the format filter on the item, a Response whose extracted letter contradicts answer_idx, the trajectory
     checks of the teacher path (leakage, length, repetition, language), duplicates (data.dedup), overlap with
-    an eval benchmark (13-gram coverage, data.dedup.decontaminate)."""
+    an eval benchmark (data.decontam.decontaminate)."""
     stats = Counter()
     with open(path, encoding="utf-8") as f:
         raw = json.load(f)
