@@ -11,7 +11,9 @@ says), and a question is kept only if the answer is among the consistent entitie
 Because the graph is incomplete, "not in the graph" is weak evidence that a distractor is wrong, so the
 checker also asks that each distractor break at least two stated facts, that no two options be one concept
 or numbered members of one disease series, and that every fact the gold rests on come from a curated
-source (HPO, the Disease Ontology, DrugCentral) or from two sources. kg/REVIEW.md is the manual review.
+source (HPO, the Disease Ontology, DrugCentral) or from two sources. A rare-disease vignette opens with a
+hallmark: a finding most of the disease's patients have (HPO frequency) that few other diseases share.
+kg/REVIEW.md is the manual review.
 
     python -m kg.sample --audit out/kg_questions.jsonl    # shortcut solvers and option-pair counts
 """
@@ -46,6 +48,7 @@ GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|p
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
 # physiologic effects ("Decreased Blood Pressure", "Arteriolar Vasodilation") are shared by whole therapeutic areas
 MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class"}
+HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
 
 
 @dataclass
@@ -290,8 +293,11 @@ class Checker:
 # ---------------------------------------------------------------- templates
 
 class Sampler:
-    def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.005):
+    def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.005,
+                 hallmark_max=10):
         self.g, self.ck = g, Checker(g)
+        # a rare disease is recognisable from a finding most of its patients have and few other diseases share
+        self.hallmark_max = hallmark_max
         # a vignette needs two findings that at most this share of annotated diseases have: "itch, rash and
         # fever" is unique only inside an incomplete graph
         self.specific = max(3, max_share * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")])))
@@ -320,6 +326,15 @@ class Sampler:
         return [int(g.dst[e]) for e in es[keep] if g.ids[g.dst[e]].startswith("HP:") and self.ck.trusted(e)
                 and not GROUPING.search(g.names[g.dst[e]]) and not shares_word(g.names[g.dst[e]], g.names[d])]
 
+    def hallmarks(self, d):
+        """Usable findings that characterise d: annotated in at least 80% of its patients (HPO's very frequent
+        and obligate) and found in at most hallmark_max diseases of the graph. Without one, a vignette of
+        findings that are unique only in combination names nothing a clinician ties to the disease."""
+        g = self.g
+        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        return [p for p in self.usable_findings(d) if freq[p] >= HALLMARK_FREQ
+                and len(self.ck.subjects("has_phenotype", p)) <= self.hallmark_max]
+
     def drug_ok(self, x):
         """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
         DrugBank drugs under another name)."""
@@ -344,6 +359,8 @@ class Sampler:
                     if d in self.series or len(self.usable_findings(d)) < self.min_findings:
                         continue
                     rels = need[template]
+                    if "indicated_for" not in rels and not self.hallmarks(d):
+                        continue  # a rare-disease question (the drug templates' diseases are common, frequency-less)
                     if "indicated_for" in rels and not any(self.drug_ok(x) for x in self.trusted_in(d, "indicated_for")):
                         continue
                     if "associated_gene" in rels and len(self.answers_of("diagnosis_gene", d)) != 1:
@@ -410,6 +427,11 @@ class Sampler:
         freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
         found.sort(key=lambda p: math.log(len(ck.subjects("has_phenotype", p)) + 1) + rng.random() * 2
                    - (1.5 if g.type_name(p) != "phenotype" else 0) - (1.5 if freq.get(p, 0) >= 0.8 else 0))
+        hall = self.hallmarks(d)
+        if hall:  # the stem opens with one finding that characterises the disease
+            first = rng.choice(hall)
+            found.remove(first)
+            found.insert(0, first)
         chosen, cons = [], None
         nspec = lambda: sum(len(ck.subjects("has_phenotype", c)) <= self.specific for c in chosen)
         for p in found:
@@ -687,11 +709,11 @@ def parse_mix(s, available):
     return mix
 
 
-# diagnosis_inheritance and diagnosis_cause are left out by default: in kg/REVIEW.md 1 of 8 and 0 of 3 were
-# acceptable (the mode of a syndrome nobody can identify; an organism behind fever, cough and headache).
-# Ask for them with --mix.
-DEFAULT_MIX = ("diagnosis=3,diagnosis_gene=1.5,diagnosis_treatment=1.5,treatment_class=1,drug_mechanism=1,"
-               "drug_for_disease_target=1,side_effect=1")
+# diagnosis_gene, diagnosis_inheritance and diagnosis_cause are left out by default: in kg/REVIEW.md 14 of 35, 1 of 8
+# and 0 of 3 were acceptable (the gene or mode of a syndrome few can identify; an organism behind fever, cough and
+# headache). Ask for them with --mix.
+DEFAULT_MIX = ("diagnosis=3,diagnosis_treatment=1.5,treatment_class=1,drug_mechanism=1,drug_for_disease_target=1,"
+               "side_effect=1")
 
 
 def letter_slot(seed, i, n_opt):

@@ -33,7 +33,8 @@ def graph(shared, tmp_path_factory):
 def questions(graph):
     g, _ = graph
     s = Sampler(g)
-    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", ""), Sampler.TEMPLATES)
+    # gene questions are out of the default mix but still drawn on request, and checked like the others
+    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", "") + ",diagnosis_gene=1.5", Sampler.TEMPLATES)
     out = []
     for i in range(250):
         got = generate_one(s, i, 0, mix, 5)
@@ -245,6 +246,29 @@ def test_no_sibling_subtypes_or_same_concept_options(graph, questions):
             if want == "sibling subtypes":
                 g.names[a] = keep_a
         assert want in why, why
+
+
+def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
+    """A diagnosis or gene question states a finding that most patients of its disease have (HPO frequency
+    >= 80%) and few other diseases share; a disease without one is not asked about."""
+    g, _ = graph
+    s = Sampler(g)
+    n = 0
+    for _, (q, _), _ in questions:
+        if q.template in ("diagnosis", "diagnosis_gene"):
+            p = q.facts[0][2]
+            e = g.find_edge(q.focus, "has_phenotype", p)
+            assert g.freq[e] >= 0.8 and len(s.ck.subjects("has_phenotype", p)) <= s.hallmark_max
+            n += 1
+    assert n >= 30
+    d = int(s.pool("diagnosis")[0][0])
+    es = [g.find_edge(d, "has_phenotype", p) for p in s.hallmarks(d)]
+    old = g.freq[es].copy()
+    g.freq[es] = 0.5  # its hallmarks now seen in half the patients only
+    try:
+        assert d not in Sampler(g).pool("diagnosis")[0]
+    finally:
+        g.freq[es] = old
 
 
 def test_gold_fact_needs_a_trusted_source(graph, questions):
