@@ -84,15 +84,17 @@ def _head_logprobs(h, targets, weight, temperature):
     return lp, ent
 
 
-def token_logprobs(model, ids, targets, mask, temperature=1.0, chunk=1024):
-    """log pi(targets[b, t] | ids[b, :t+1]) in fp32 and the entropy of that distribution, both [B, T],
-    zero where mask is 0. The model returns hidden states; the head (lm_head) runs only at masked
-    positions, `chunk` rows at a time under activation checkpointing, so neither forward nor backward
-    holds more than [chunk, vocab] fp32 logits (never an fp32 [B, T, vocab]: 4.6 GB for a 152k
-    vocabulary at 8k tokens). temperature is the sampler's (0, greedy, means 1: untempered)."""
-    h = model(ids, return_hidden=True)
-    where = mask.bool()
-    hs, ts = h[where], targets[where]
+def token_logprobs(model, batch, temperature=1.0, chunk=1024):
+    """log pi(y_bt | prompt_b, y_b<t) in fp32 for every completion token of a packed batch (completion_batch),
+    and the entropy of that distribution, both [B, L] (completions x tokens), zero where batch.mask is 0.
+    The model returns hidden states; the head (lm_head) runs only at the positions in batch.src, `chunk` rows
+    at a time under activation checkpointing, so neither forward nor backward holds more than [chunk, vocab]
+    fp32 logits (never an fp32 [tokens, vocab]: 4.6 GB for a 152k vocabulary at 8k tokens). temperature is
+    the sampler's (0, greedy, means 1: untempered)."""
+    h = model(batch.ids, position_ids=batch.position_ids, segment_ids=batch.segment_ids,
+              prefix_ids=batch.prefix_ids, return_hidden=True)[0]  # [T, hidden]: the packed row
+    where = batch.mask.bool()
+    hs, ts = h[batch.src[where]], batch.targets[where]
     weight = model.lm_head.weight
     temperature = temperature or 1.0
     lps, ents = [], []
@@ -101,8 +103,8 @@ def token_logprobs(model, ids, targets, mask, temperature=1.0, chunk=1024):
                              use_reentrant=False)
         lps.append(lp)
         ents.append(ent)
-    lp_out = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)
-    ent_out = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)
+    lp_out = torch.zeros(where.shape, dtype=torch.float32, device=h.device)
+    ent_out = torch.zeros(where.shape, dtype=torch.float32, device=h.device)
     if lps:
         lp_out = lp_out.masked_scatter(where, torch.cat(lps))
         ent_out = ent_out.masked_scatter(where, torch.cat(ents))
@@ -156,29 +158,61 @@ def grpo_loss(logp, mask, adv, n_seqs, n_tokens=None, agg="sum", max_len=None, o
 
 # ------------------------------------------------------------------------------------------ batches
 
-def completion_batch(prompts, completions, truncated="zero", pad_id=0):
-    """Rows prompt + completion, right-padded with pad_id. Returns ids, targets (ids shifted left: the
-    logits at t predict token t+1), mask (1 where the target is a completion token) and the sampler's
-    logprobs at the same places, all [B, T]. The mask comes from each completion's length, never from
-    pad == eos: the stop token is part of token_ids and carries loss (pad_id may equal it).
+@dataclass
+class Batch:
+    """One micro-batch of the update, packed in one row with each prompt written once (prefix sharing: the k
+    completions of a prompt attend to one copy of it, so the forward costs P + sum_i |y_i| tokens instead of
+    sum_i (P + |y_i|); 4.5x fewer for P = 250, k = 8, |y| = 32).
+    ids, position_ids, segment_ids, prefix_ids: [1, T], the row and its tree mask (model.dense_attention);
+    src, targets, mask, old: [B, L] per completion token: the row position whose hidden state predicts it,
+    the token, 1 if it carries loss, the sampler's logprob."""
+    ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    prefix_ids: torch.Tensor
+    src: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    old: torch.Tensor
+
+    def to(self, device):
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+
+def completion_batch(prompts, completions, truncated="zero"):
+    """The packed Batch of completions[i] after prompts[i]; a prompt equal to the one before it is not
+    written again. The mask comes from each completion's length, never from pad == eos: the stop token is
+    part of token_ids and carries loss (pad ids may equal it). The first token of a completion is predicted
+    by the prompt's last position, the others by the completion's own previous token.
     truncated="zero": a completion cut at max_new_tokens keeps its full loss (its reward is 0);
     "mask": it is left out of the loss (its row of the mask is 0)."""
     if truncated not in ("zero", "mask"):
         raise ValueError(f"truncated={truncated!r}: use 'zero' (reward 0, full loss) or 'mask'")
-    T = max(len(p) + len(c.token_ids) for p, c in zip(prompts, completions))
-    B = len(prompts)
-    ids = torch.full((B, T), pad_id, dtype=torch.long)
-    mask = torch.zeros(B, T)
-    old = torch.zeros(B, T)
+    B, L = len(completions), max([len(c.token_ids) for c in completions], default=0)
+    ids, pos, seg, pre = [], [], [], []
+    src, targets = torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
+    mask, old = torch.zeros(B, L), torch.zeros(B, L)
+    last = None
     for b, (p, c) in enumerate(zip(prompts, completions)):
-        n = len(c.token_ids)
-        ids[b, :len(p) + n] = torch.tensor(list(p) + list(c.token_ids))
+        if last is None or (p is not last and list(p) != list(last)):
+            last, prompt_seg, prompt_end = p, (seg[-1] + 1 if seg else 1), len(ids) + len(p)
+            ids += p
+            pos += range(len(p))
+            seg += [prompt_seg] * len(p)
+            pre += [prompt_seg] * len(p)
+        n, at = len(c.token_ids), len(ids)
+        ids += c.token_ids
+        pos += range(len(p), len(p) + n)
+        seg += [seg[-1] + 1] * n
+        pre += [prompt_seg] * n
+        src[b, :n] = torch.tensor([prompt_end - 1] + list(range(at, at + n - 1)))[:n]
+        targets[b, :n] = torch.tensor(list(c.token_ids), dtype=torch.long)
         if truncated == "mask" and c.finish_reason == "length":
             continue
-        mask[b, len(p) - 1:len(p) - 1 + n] = 1
-        old[b, len(p) - 1:len(p) - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
-    targets = torch.cat([ids[:, 1:], torch.full((B, 1), pad_id, dtype=torch.long)], 1)
-    return ids, targets, mask, old
+        mask[b, :n] = 1
+        old[b, :n] = torch.tensor(c.logprobs, dtype=torch.float32)
+    row = lambda x: torch.tensor(x, dtype=torch.long)[None]
+    return Batch(row(ids), row(pos), row(seg), row(pre), src, targets, mask, old)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -397,7 +431,7 @@ def _permutation(n, seed, epoch):
 
 # ------------------------------------------------------------------------------------------- update
 
-def update(cfg, policy, opt, groups, env, pad_id, ref=None):
+def update(cfg, policy, opt, groups, env, ref=None):
     """One optimizer step on this rank's groups (ppo_epochs steps with clipping): eq. 2 advantages, trainer
     logprobs, eq. 1 loss normalized by the global counts, backward per micro-batch. Returns local sums for
     the metrics (first epoch) and the gradient norm."""
@@ -405,36 +439,32 @@ def update(cfg, policy, opt, groups, env, pad_id, ref=None):
     prompts = [g.prompt for g in groups for _ in g.completions]
     comps = [c for g in groups for c in g.completions]
     adv = advantages(torch.tensor([g.rewards for g in groups]), cfg.std_norm).flatten().to(dev)
-    ids, targets, mask, sampler_lp = (t.to(dev) for t in completion_batch(prompts, comps, cfg.truncated, pad_id))
-    n_seqs = max(all_reduce_sum(int((mask.sum(1) > 0).sum()), dev), 1)  # global: same gradient on 1 or N ranks
-    n_tokens = max(all_reduce_sum(mask.sum().item(), dev), 1)
-    lens = [len(p) + len(c.token_ids) for p, c in zip(prompts, comps)]
     starts = range(0, len(comps), cfg.micro_batch)
-
-    def part(t, s):  # one micro-batch, its padding trimmed
-        return t[s:s + cfg.micro_batch, :max(lens[s:s + cfg.micro_batch])]
+    batches = [completion_batch(prompts[s:s + cfg.micro_batch], comps[s:s + cfg.micro_batch], cfg.truncated)
+               .to(dev) for s in starts]
+    local_seqs = sum(int((b.mask.sum(1) > 0).sum()) for b in batches)
+    n_seqs = max(all_reduce_sum(local_seqs, dev), 1)  # global: same gradient on 1 or N ranks
+    n_tokens = max(all_reduce_sum(sum(b.mask.sum().item() for b in batches), dev), 1)
 
     def no_grad_logprobs(net):
         with torch.no_grad():
-            return [token_logprobs(net, part(ids, s), part(targets, s), part(mask, s), cfg.temperature,
-                                   cfg.logprob_chunk)[0] for s in starts]
+            return [token_logprobs(net, b, cfg.temperature, cfg.logprob_chunk)[0] for b in batches]
 
     old = None
     if cfg.clip_eps > 0:
-        old = [part(sampler_lp, s) for s in starts] if cfg.old_logprobs == "sampler" else no_grad_logprobs(policy)
+        old = [b.old for b in batches] if cfg.old_logprobs == "sampler" else no_grad_logprobs(policy)
     ref_lp = no_grad_logprobs(ref) if cfg.kl_beta else None
-    sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": mask.sum().item()}
+    sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": sum(b.mask.sum().item() for b in batches)}
     for epoch in range(cfg.ppo_epochs):
-        for j, s in enumerate(starts):
-            m = part(mask, s)
-            lp, ent = token_logprobs(policy, part(ids, s), part(targets, s), m, cfg.temperature, cfg.logprob_chunk)
-            loss = grpo_loss(lp, m, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
+        for j, (s, b) in enumerate(zip(starts, batches)):
+            lp, ent = token_logprobs(policy, b, cfg.temperature, cfg.logprob_chunk)
+            loss = grpo_loss(lp, b.mask, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
                              old[j] if old else None, cfg.clip_eps, ref_lp[j] if ref_lp else None, cfg.kl_beta)
             (loss * env.world).backward()  # FSDP averages gradients over ranks; a globally normalized loss sums
             if epoch == 0:
                 sums["loss"] += loss.item()
-                sums["mismatch"] += ((lp.detach() - part(sampler_lp, s)).abs() * m).sum().item()
-                sums["entropy"] += (ent * m).sum().item()
+                sums["mismatch"] += ((lp.detach() - b.old).abs() * b.mask).sum().item()
+                sums["entropy"] += (ent * b.mask).sum().item()
         grad_norm = clip_grad_norm(policy.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -523,7 +553,7 @@ def _train(cfg, env, stage_dir, reward_fn):
         sampler_free(sampler)
         t1 = _now(dev)
         set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
-        sums, grad_norm = update(cfg, policy, opt, groups, env, 0, ref)  # pad id: any (the mask is from lengths)
+        sums, grad_norm = update(cfg, policy, opt, groups, env, ref)
         t2 = _now(dev)
         sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
         t3 = _now(dev)

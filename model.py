@@ -199,30 +199,41 @@ def apply_rope(x, cos, sin):
 
 # -------------------------------------------------------------------------------------------- attention
 
-def dense_attention(segment_ids=None):
+def dense_attention(segment_ids=None, prefix_ids=None):
     """Causal self-attention over the tokens of one forward call.
 
     segment_ids [B, T] (optional): a token sees only earlier tokens with the same id. Padding is a
     segment of its own (use the 0/1 attention mask as segment ids), packed sequences get 1, 2, 3, ...
+    prefix_ids [B, T] (optional, with segment_ids): a token also sees the earlier tokens of segment
+    prefix_ids (its own id where it has no prefix). GRPO packs a prompt once with its k completions, each
+    completion's prefix id naming the prompt's segment, so the shared prompt is computed once (a tree mask).
     Returns attend(q, k, v, layer_idx) -> [B, T, H, D] for q [B, T, H, D], k/v [B, T, KV, D].
     The sampler passes its own attend (paged KV cache) to Transformer.forward instead.
     """
-    mask = cu_seqlens = None
+    mask = runs = None
     if segment_ids is not None:
         T = segment_ids.shape[1]
         causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
-        mask = ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]  # [B, 1, T, T]
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        if prefix_ids is not None:
+            same |= prefix_ids[:, :, None] == segment_ids[:, None, :]
+        mask = (same & causal)[:, None]  # [B, 1, T, T]
 
     def attend(q, k, v, layer_idx):
-        nonlocal cu_seqlens
-        if flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        nonlocal runs
+        if _use_flash(q):
             if segment_ids is None:
                 return flash_attn_func(q, k, v, causal=True)
-            if cu_seqlens is None:
-                cu_seqlens, max_len = _segment_runs(segment_ids)
+            if runs is None:  # once per forward: the layers share the layout
+                runs = _varlen_layout(segment_ids, prefix_ids)
+            cu_q, cu_k, max_q, max_k, key_index = runs
             B, T = q.shape[:2]
-            out = flash_attn_varlen_func(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), cu_seqlens,
-                                         cu_seqlens, max_len, max_len, causal=True)
+            k, v = k.flatten(0, 1), v.flatten(0, 1)
+            if key_index is not None:  # each completion's keys: its prompt's, then its own
+                k, v = k[key_index], v[key_index]
+            # causal with fewer queries than keys aligns bottom-right: query i of a completion sees the
+            # whole prompt and the completion's first i + 1 tokens
+            out = flash_attn_varlen_func(q.flatten(0, 1), k, v, cu_q, cu_k, max_q, max_k, causal=True)
             return out.view(B, T, *out.shape[1:])
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            attn_mask=mask, is_causal=mask is None, enable_gqa=True)
@@ -231,14 +242,47 @@ def dense_attention(segment_ids=None):
     return attend
 
 
+def _use_flash(q):
+    return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+
+
 def _segment_runs(segment_ids):
-    """cu_seqlens (int32) of the runs of equal ids in the row-major flattened [B, T] (rows never merge)."""
+    """Start offsets (and the end) of the runs of equal ids in the row-major flattened [B, T] (rows never merge)."""
     B, T = segment_ids.shape
     new = torch.ones_like(segment_ids, dtype=torch.bool)
     new[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
     starts = new.flatten().nonzero().flatten()
-    cu = torch.cat([starts, starts.new_tensor([B * T])]).to(torch.int32)
-    return cu, int((cu[1:] - cu[:-1]).max())
+    return torch.cat([starts, starts.new_tensor([B * T])])
+
+
+def _varlen_layout(segment_ids, prefix_ids=None):
+    """flash_attn_varlen arguments for dense_attention: cu_seqlens of the queries and of the keys, their
+    maxima, and the flattened key index (None without prefixes: the keys are the queries' own runs)."""
+    cu = _segment_runs(segment_ids)
+    lens = cu[1:] - cu[:-1]
+    if prefix_ids is None:
+        cu = cu.to(torch.int32)
+        return cu, cu, int(lens.max()), int(lens.max()), None
+    T = segment_ids.shape[1]
+    seg, pre = segment_ids.flatten().tolist(), prefix_ids.flatten().tolist()
+    bounds = cu.tolist()
+    where = {}  # (row, segment id) -> its run (a segment is one run: packing writes it contiguously)
+    pieces, k_lens = [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        where[a // T, seg[a]] = (a, b)
+        own = torch.arange(a, b)
+        if pre[a] != seg[a]:
+            if (a // T, pre[a]) not in where:
+                raise ValueError(f"prefix_ids: segment {pre[a]} must come before the tokens that attend to it")
+            pa, pb = where[a // T, pre[a]]
+            own = torch.cat([torch.arange(pa, pb), own])
+        pieces.append(own)
+        k_lens.append(len(own))
+    k_lens = torch.tensor(k_lens)
+    cu_k = torch.cat([k_lens.new_zeros(1), k_lens.cumsum(0)]).to(torch.int32)
+    dev = segment_ids.device
+    return (cu.to(torch.int32).to(dev), cu_k.to(dev), int(lens.max()), int(k_lens.max()),
+            torch.cat(pieces).to(dev))
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -343,17 +387,18 @@ class Transformer(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
-    def forward(self, input_ids, position_ids=None, segment_ids=None, attend=None, return_hidden=False):
+    def forward(self, input_ids, position_ids=None, segment_ids=None, attend=None, return_hidden=False,
+                prefix_ids=None):
         """input_ids [B, T] -> logits [B, T, vocab] (or final hidden states [B, T, hidden]).
 
-        position_ids default to 0..T-1 per row; segment_ids restrict attention (see dense_attention);
+        position_ids default to 0..T-1 per row; segment_ids and prefix_ids restrict attention (see dense_attention);
         attend replaces the attention function (the sampler's paged cache uses this).
         """
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         if attend is None:
-            attend = dense_attention(segment_ids)
+            attend = dense_attention(segment_ids, prefix_ids)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.rope(position_ids, x.dtype)
         for layer in self.model.layers:

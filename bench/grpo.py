@@ -57,7 +57,7 @@ def run_ours(a, recs):
         groups = grpo.rollout(sampler, tok, batch, cfg, step, 0, stop, reward_fn)
         grpo.sampler_free(sampler)
         t1 = time.perf_counter()
-        grpo.update(cfg, policy, opt, groups, env, 0)
+        grpo.update(cfg, policy, opt, groups, env)
         t2 = time.perf_counter()
         sampler.load_weights(policy)
         t3 = time.perf_counter()

@@ -130,15 +130,21 @@ def test_unknown_aggregation_is_an_error():
 EOS = 0  # pad id == eos id on purpose (Qwen): the mask must still cover the EOS token
 
 
-def test_completion_mask_from_lengths_eos_carries_loss():
-    prompts = [[5, 6, 7], [5, 6]]
+def test_completion_batch_packs_each_prompt_once_eos_carries_loss():
+    p1, p2 = [5, 6, 7], [5, 6]
     comps = [NS(token_ids=[8, 9, EOS], logprobs=[-0.1, -0.2, -0.3], finish_reason="eos"),
-             NS(token_ids=[4], logprobs=[-0.4], finish_reason="eos")]
-    ids, targets, mask, old = grpo.completion_batch(prompts, comps, pad_id=EOS)
-    assert ids.tolist() == [[5, 6, 7, 8, 9, 0], [5, 6, 4, 0, 0, 0]]
-    assert mask.tolist() == [[0, 0, 1, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
-    assert targets[mask.bool()].tolist() == [8, 9, EOS, 4]  # the EOS token is a target with loss
-    assert old[mask.bool()].tolist() == pytest.approx([-0.1, -0.2, -0.3, -0.4])
+             NS(token_ids=[4], logprobs=[-0.4], finish_reason="eos"),
+             NS(token_ids=[3, 2], logprobs=[-0.5, -0.6], finish_reason="eos")]
+    b = grpo.completion_batch([p1, p1, p2], comps)
+    assert b.ids.tolist() == [[5, 6, 7, 8, 9, 0, 4, 5, 6, 3, 2]]   # p1, its two completions, p2, its one
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 3, 0, 1, 2, 3]]
+    assert b.segment_ids.tolist() == [[1, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5]]
+    assert b.prefix_ids.tolist() == [[1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4]]
+    # completion tokens and the row position predicting each: the prompt's last token, then their own
+    assert b.targets.tolist() == [[8, 9, EOS], [4, 0, 0], [3, 2, 0]]
+    assert b.src.tolist() == [[2, 3, 4], [2, 0, 0], [8, 9, 0]]
+    assert b.mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]  # the EOS token is a target with loss
+    assert b.old[b.mask.bool()].tolist() == pytest.approx([-0.1, -0.2, -0.3, -0.4, -0.5, -0.6])
 
 
 @pytest.mark.parametrize("truncated", ["zero", "mask"])
@@ -146,9 +152,9 @@ def test_truncated_completion_flag(truncated):
     prompts = [[5, 6], [5, 6]]
     comps = [NS(token_ids=[3, 4], logprobs=[-1.0, -1.0], finish_reason="length"),
              NS(token_ids=[3, EOS], logprobs=[-1.0, -1.0], finish_reason="eos")]
-    _, _, mask, _ = grpo.completion_batch(prompts, comps, truncated=truncated, pad_id=EOS)
-    assert mask[1].tolist() == [0, 1, 1, 0]
-    assert mask[0].tolist() == ([0, 1, 1, 0] if truncated == "zero" else [0, 0, 0, 0])
+    mask = grpo.completion_batch(prompts, comps, truncated=truncated).mask
+    assert mask[1].tolist() == [1, 1]
+    assert mask[0].tolist() == ([1, 1] if truncated == "zero" else [0, 0])
     with pytest.raises(ValueError, match="truncated="):
         grpo.completion_batch(prompts, comps, truncated="drop")
 
@@ -163,24 +169,32 @@ def tiny(vocab=50, seed=0, layers=2, tie=True):
     return M.Transformer.from_config(cfg)
 
 
-def test_token_logprobs_chunked_equal_full_forward():
+def test_token_logprobs_shared_prompt_equal_full_forward():
+    """Packed with each prompt once and the head in chunks, the logprobs, entropies and gradients equal those
+    of a plain forward over each prompt + completion alone."""
     m = tiny()
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 50, (3, 9), generator=g)
-    targets = torch.cat([ids[:, 1:], torch.zeros(3, 1, dtype=torch.long)], 1)
-    mask = torch.zeros(3, 9)
-    mask[0, 2:8], mask[1, 4:6], mask[2, 0:3] = 1, 1, 1
-    lp, ent = grpo.token_logprobs(m, ids, targets, mask, temperature=0.7, chunk=4)
-    (lp * torch.arange(27.0).view(3, 9)).sum().backward()  # any weighting: compare gradients too
+    rand = lambda n: torch.randint(1, 50, (n,), generator=g).tolist()
+    p1, p2 = rand(5), rand(3)
+    comps = [NS(token_ids=rand(n), logprobs=[0.0] * n, finish_reason="eos") for n in (4, 1, 6, 2)]
+    prompts = [p1, p1, p1, p2]
+    b = grpo.completion_batch(prompts, comps)
+    assert b.ids.shape[1] == 5 + 3 + 4 + 1 + 6 + 2  # each prompt once
+    weight = torch.arange(1.0, 1 + b.mask.numel()).view(b.mask.shape) / b.mask.numel()  # compare gradients too
+    lp, ent = grpo.token_logprobs(m, b, temperature=0.7, chunk=4)
+    (lp * weight).sum().backward()
     grads = [p.grad.clone() for p in m.parameters()]
     m.zero_grad()
-    full = torch.log_softmax(m(ids).float() / 0.7, -1)
-    ref = full.gather(-1, targets[..., None])[..., 0] * mask
-    ref_ent = -(full.exp() * full).sum(-1) * mask
-    (ref * torch.arange(27.0).view(3, 9)).sum().backward()
-    torch.testing.assert_close(lp, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=1e-5)
-    assert lp[mask == 0].abs().max() == 0
+    total = 0
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        n = len(c.token_ids)
+        full = torch.log_softmax(m(torch.tensor([p + c.token_ids])).float()[0, len(p) - 1:-1] / 0.7, -1)
+        ref = full.gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
+        torch.testing.assert_close(lp[i, :n], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ent[i, :n], -(full.exp() * full).sum(-1), atol=1e-5, rtol=1e-5)
+        total = total + (ref * weight[i, :n]).sum()
+    total.backward()
+    assert lp[b.mask == 0].abs().max() == 0
     for a, p in zip(grads, m.parameters()):
         torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import model as M
@@ -85,10 +86,75 @@ def test_packed_segments_equal_separate_sequences(tmp_path):
     assert (packed - alone).abs().max().item() < TOL
 
 
-def test_segment_runs_for_varlen():
+def test_varlen_layout_for_flash():
     seg = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 2, 2, 2]])
-    cu, max_len = M._segment_runs(seg)
-    assert cu.tolist() == [0, 2, 5, 7, 10] and max_len == 3
+    cu, cu_k, max_q, max_k, index = M._varlen_layout(seg)
+    assert cu.tolist() == cu_k.tolist() == [0, 2, 5, 7, 10] and max_q == max_k == 3 and index is None
+    # a prompt (1) and two completions (2, 3) that see it; row 2 pads with a segment of its own
+    seg = torch.tensor([[1, 1, 2, 2, 3], [1, 2, 2, 0, 0]])
+    pre = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    cu, cu_k, max_q, max_k, index = M._varlen_layout(seg, pre)
+    assert cu.tolist() == [0, 2, 4, 5, 6, 8, 10] and max_q == 2
+    assert cu_k.tolist() == [0, 2, 6, 9, 10, 13, 15] and max_k == 4
+    assert index.tolist() == [0, 1, 0, 1, 2, 3, 0, 1, 4, 5, 5, 6, 7, 8, 9]
+    with pytest.raises(ValueError, match="must come before"):
+        M._varlen_layout(torch.tensor([[2, 1]]), torch.tensor([[1, 1]]))
+
+
+def shared_prompt_batch(prompt, comps):
+    """One packed row: the prompt once, then each completion (its own segment, prefix = the prompt)."""
+    ids = torch.cat([prompt] + comps)[None]
+    seg = torch.cat([torch.ones(len(prompt), dtype=torch.long)]
+                    + [torch.full((len(c),), j + 2) for j, c in enumerate(comps)])[None]
+    pre = torch.ones_like(seg)
+    pos = torch.cat([torch.arange(len(prompt))] + [torch.arange(len(prompt), len(prompt) + len(c)) for c in comps])
+    return ids, pos[None], seg, pre
+
+
+def test_shared_prompt_equals_each_completion_alone(tmp_path):
+    """GRPO's update layout (tree mask): a completion's logits equal those of prompt + completion alone."""
+    hf, path = tiny_hf("qwen3", tmp_path)
+    ours = M.Transformer.from_pretrained(path).eval()
+    prompt = torch.randint(0, 300, (6,))
+    comps = [torch.randint(0, 300, (n,)) for n in (4, 1, 7)]
+    ids, pos, seg, pre = shared_prompt_batch(prompt, comps)
+    with torch.no_grad():
+        packed = ours(ids, position_ids=pos, segment_ids=seg, prefix_ids=pre)[0]
+        at = len(prompt)
+        assert (packed[:at] - hf(input_ids=prompt[None]).logits[0]).abs().max().item() < TOL
+        for c in comps:
+            alone = hf(input_ids=torch.cat([prompt, c])[None]).logits[0, len(prompt):]
+            assert (packed[at:at + len(c)] - alone).abs().max().item() < TOL
+            at += len(c)
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
+    """flash_attn_varlen_func's contract in plain torch: causal aligned bottom-right, GQA by head groups."""
+    out = []
+    for i in range(len(cu_q) - 1):
+        qi, ki, vi = q[cu_q[i]:cu_q[i + 1]], k[cu_k[i]:cu_k[i + 1]], v[cu_k[i]:cu_k[i + 1]]
+        Lq, Lk = len(qi), len(ki)
+        allowed = torch.arange(Lk)[None, :] <= torch.arange(Lq)[:, None] + (Lk - Lq)
+        o = F.scaled_dot_product_attention(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1),
+                                           attn_mask=allowed, enable_gqa=True)
+        out.append(o.transpose(0, 1))
+    return torch.cat(out)
+
+
+def test_flash_varlen_path_matches_the_masked_path(monkeypatch):
+    """The GPU path's layout (cu_seqlens, gathered prompt keys) checked on CPU against a reference kernel."""
+    torch.manual_seed(0)
+    prompt, comps = torch.randint(0, 300, (5,)), [torch.randint(0, 300, (n,)) for n in (3, 1, 6)]
+    ids, pos, seg, pre = shared_prompt_batch(prompt, comps)
+    T = ids.shape[1]
+    q, k, v = torch.randn(1, T, 4, 8), torch.randn(1, T, 2, 8), torch.randn(1, T, 2, 8)
+    for prefix in (None, pre):
+        want = M.dense_attention(seg, prefix)(q, k, v, 0)
+        monkeypatch.setattr(M, "_use_flash", lambda q: True)
+        monkeypatch.setattr(M, "flash_attn_varlen_func", _reference_varlen)
+        got = M.dense_attention(seg, prefix)(q, k, v, 0)
+        monkeypatch.undo()
+        assert (got - want).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])
