@@ -296,9 +296,29 @@ def collect(records, seen, limits, teacher, system):
 # ----------------------------------------------------------------------------- no teacher: the KG path
 
 
+# Phrasings of the templated trajectory, one picked per question id. A single fixed opening ("The key findings
+# are A, B, C, ...") over 400 examples taught SmolLM2-135M to open every MedQA answer by copying the stem's
+# findings into one list, and 12 of its 13 extraction failures were greedy loops inside that list. So the
+# opening names at most two findings and stops, and every sentence comes in several forms.
+OPENINGS = ("The most telling findings are {a}.", "Two findings stand out: {a}.", "What matters most here: {a}.",
+            "The clues to start from are {a}.")
+DIAGNOSES = ("{D} explains them{also}, so it is the most likely diagnosis.",
+             "{D} accounts for them{also}; it is the most likely diagnosis.",
+             "With{also_} these, the picture points to {d}.")
+CLOSINGS = ("Of the options, only {x} fits every stated fact, so the answer is {L}.",
+            "Each of the other options fails at least one of these facts, which leaves {x}: the answer is {L}.",
+            "None of the other options fits all of these facts, so the best answer is {L}, {x}.",
+            "Checking each option against these facts leaves only {x}, so the answer is option {L}.")
+
+
+def _pick(forms, rec, salt):
+    """One of `forms`, chosen by a stable hash of the record id (reruns write the same trajectory)."""
+    return forms[sum(map(ord, f"{salt}:{rec['id']}")) % len(forms)]
+
+
 def templated(rec):
-    """A trajectory written from a KG question's sampled path (meta.path): the findings, the entity they
-    point to, each further hop, the answer. None for a record without a path."""
+    """A trajectory written from a KG question's sampled path (meta.path): two telling findings, the entity
+    the findings point to, the other findings, each further hop, the answer. None for a record without a path."""
     path = rec["meta"].get("path")
     if not path:
         return None
@@ -309,9 +329,11 @@ def templated(rec):
         d = findings[0]["subject_name"]
         shown = [lower_first(e["object_name"]) for e in findings if e["relation"] == "has_phenotype"]
         onset = [lower_first(e["object_name"]) for e in findings if e["relation"] == "onset"]
-        lines.append(f"The key findings are {join(shown)}" + (f", with {onset[0]}." if onset else "."))
-        lines.append(f"{d[:1].upper() + d[1:]} features {join(shown)}" + (f" and has {onset[0]}" if onset else "")
-                     + ", so it accounts for the whole picture and is the most likely diagnosis.")
+        lead, more = shown[:2], shown[2:] + [f"{o} onset" if "onset" not in o else o for o in onset]
+        lines.append(_pick(OPENINGS, rec, "open").format(a=join(lead)))
+        also = f" and also {join(more)}" if more else ""
+        also_ = f" {join(more)} beside" if more else ""
+        lines.append(_pick(DIAGNOSES, rec, "dx").format(D=d[:1].upper() + d[1:], d=d, also=also, also_=also_))
         rest = [e for e in path if e not in findings]
     else:
         rest = list(path)
@@ -319,7 +341,7 @@ def templated(rec):
     # hops that do not mention the answer first, then the ones that reach it
     rest.sort(key=lambda e: ans_text.lower() in (e["subject_name"].lower(), e["object_name"].lower()))
     lines += [fact_text(e) for e in rest]
-    lines.append(f"Of the options, only {ans_text} fits every stated fact, so the answer is {letter}.")
+    lines.append(_pick(CLOSINGS, rec, "close").format(x=ans_text, L=letter))
     return "<think>\n" + "\n".join(lines) + f"\n</think>\n<answer>{letter}</answer>"
 
 
