@@ -78,6 +78,9 @@ SAME_WORD = {"inhibitor": "antagonist", "blocker": "antagonist", "analogue": "an
 
 def concept_words(name):
     words = {SAME_WORD.get(w, w) for w in option_key(name).split()} - FILLER
+    # "histamine h1" is "histamine-1": a subtype letter that repeats another word's initial
+    words = {w[1:] if re.fullmatch(r"[a-z]\d+[a-z]?", w) and any(v != w and v[0] == w[0] for v in words) else w
+             for w in words}
     return words or set(option_key(name).split())
 
 
@@ -335,6 +338,14 @@ class Sampler:
         return [p for p in self.usable_findings(d) if freq[p] >= HALLMARK_FREQ
                 and len(self.ck.subjects("has_phenotype", p)) <= self.hallmark_max]
 
+    def established(self, d):
+        """A disease with a known gene, or one the Disease Ontology or OMIM names too. An Orphanet-only entity
+        without a gene is a clinical grouping (radiation proctitis, hydatidiform mole, TEMPI syndrome) whose
+        defining setting (an exposure, a pregnancy) no HPO term states, or a syndrome described once."""
+        g = self.g
+        names = [g.ids[d]] + g.xrefs.get(g.ids[d], [])
+        return any(k.startswith(("DOID:", "OMIM:")) for k in names) or bool(self.answers_of("diagnosis_gene", d))
+
     def drug_ok(self, x):
         """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
         DrugBank drugs under another name)."""
@@ -359,7 +370,7 @@ class Sampler:
                     if d in self.series or len(self.usable_findings(d)) < self.min_findings:
                         continue
                     rels = need[template]
-                    if "indicated_for" not in rels and not self.hallmarks(d):
+                    if "indicated_for" not in rels and not (self.hallmarks(d) and self.established(d)):
                         continue  # a rare-disease question (the drug templates' diseases are common, frequency-less)
                     if "indicated_for" in rels and not any(self.drug_ok(x) for x in self.trusted_in(d, "indicated_for")):
                         continue
@@ -375,7 +386,7 @@ class Sampler:
             elif template == "drug_mechanism":
                 nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._moa_classes(x)]
             elif template == "drug_for_disease_target":
-                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and len(g.out(x, "targets"))
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._targets(x)
                          and self._indications(x)]
             elif template == "side_effect":
                 nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3
@@ -409,6 +420,11 @@ class Sampler:
     def _indications(self, drug):
         g = self.g
         return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
+
+    def _targets(self, drug):
+        """Target edges of a drug whose gene has a symbol (a bacterial gene known only as "NCBIGene:908646"
+        would put a raw id in the stem)."""
+        return [e for e in self.g.out_edges(drug, "targets").tolist() if ":" not in self.g.names[self.g.dst[e]]]
 
     def _kin(self, drug):
         """What makes two drugs alternatives: their targets and mechanism classes."""
@@ -574,7 +590,7 @@ class Sampler:
         """Two facts on one drug: indicated for D and acting on gene G; distractors keep one fact, break the other."""
         g = self.g
         d = rng.choice(self._indications(drug))
-        e = int(rng.choice(g.out_edges(drug, "targets").tolist()))
+        e = int(rng.choice(self._targets(drug)))
         t = int(g.dst[e])
         facts = [("?x", "indicated_for", d), ("?x", "targets", t)]
         # distractors break both facts (a drug with the same target may be used for d without an edge saying

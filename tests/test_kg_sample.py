@@ -227,6 +227,8 @@ def test_no_sibling_subtypes_or_same_concept_options(graph, questions):
                         "Trigonocephaly with short stature and developmental delay")
     assert same_concept("Histamine-1 Receptor Inhibitor", "Histamine-1 Receptor Antagonist")
     assert same_concept("Prostaglandin Analog", "Prostaglandin E1 Analog")
+    assert same_concept("Histamine-1 Receptor Inhibitor", "Histamine H1 Receptor Antagonists")
+    assert not same_concept("Histamine-1 Receptor Inhibitor", "Histamine H2 Receptor Antagonists")
     assert not same_concept("Autosomal dominant inheritance", "Autosomal recessive inheritance")
     g, _ = graph
     ck = Checker(g)
@@ -269,6 +271,38 @@ def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
         assert d not in Sampler(g).pool("diagnosis")[0]
     finally:
         g.freq[es] = old
+
+
+def test_rare_disease_needs_a_gene_or_a_second_vocabulary(graph, monkeypatch):
+    """An Orphanet-only disease without a gene (a clinical grouping such as radiation proctitis) is not asked."""
+    g, _ = graph
+    s = Sampler(g)
+    nodes = s.pool("diagnosis")[0].tolist()
+    assert nodes and all(s.established(d) for d in nodes)
+    d = nodes[0]
+    old = g.ids[d]
+    g.ids[d] = "ORPHA:0"  # known to Orphanet alone
+    try:
+        assert s.established(d) == bool(s.answers_of("diagnosis_gene", d))
+        monkeypatch.setattr(Sampler, "answers_of", lambda self, t, x: [])  # and without a gene
+        assert not s.established(d) and d not in Sampler(g).pool("diagnosis")[0]
+    finally:
+        g.ids[d] = old
+
+
+def test_target_named_by_an_id_is_not_asked(graph, questions):
+    g, _ = graph
+    qs = [q for _, (q, _), _ in questions if q.template == "drug_for_disease_target"]
+    assert qs and all(":" not in g.names[q.facts[1][2]] for q in qs)
+    drug, t = qs[0].focus, qs[0].facts[1][2]
+    s = Sampler(g)
+    assert any(g.dst[e] == t for e in s._targets(drug))
+    old = g.names[t]
+    g.names[t] = "NCBIGene:908646"
+    try:
+        assert not any(g.dst[e] == t for e in s._targets(drug))
+    finally:
+        g.names[t] = old
 
 
 def test_gold_fact_needs_a_trusted_source(graph, questions):
