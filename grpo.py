@@ -6,6 +6,7 @@ Where things are (search for the name):
     grpo_loss()       L = -(1/k) sum_i A_i log pi(y_i|x), and the optional variants          (eq. 1)
     zero_signal()     groups whose k rewards are all equal (the paper's "reward sparsity")
     token_logprobs()  fp32 log pi per completion token, the head run in chunks
+    completion_batch() the update's packed row: each prompt once, its k completions attending to it
     Plateau           stage 1's stop rule
     mine()            stage 2's adaptive hard-sample miner
 

@@ -211,33 +211,32 @@ def dense_attention(segment_ids=None, prefix_ids=None):
     The sampler passes its own attend (paged KV cache) to Transformer.forward instead.
     """
     mask = runs = None
-    if segment_ids is not None:
+    if segment_ids is not None and prefix_ids is None:
         T = segment_ids.shape[1]
         causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
-        same = segment_ids[:, :, None] == segment_ids[:, None, :]
-        if prefix_ids is not None:
-            same |= prefix_ids[:, :, None] == segment_ids[:, None, :]
-        mask = (same & causal)[:, None]  # [B, 1, T, T]
+        mask = ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]  # [B, 1, T, T]
 
     def attend(q, k, v, layer_idx):
         nonlocal runs
-        if _use_flash(q):
-            if segment_ids is None:
-                return flash_attn_func(q, k, v, causal=True)
-            if runs is None:  # once per forward: the layers share the layout
-                runs = _varlen_layout(segment_ids, prefix_ids)
-            cu_q, cu_k, max_q, max_k, key_index = runs
-            B, T = q.shape[:2]
-            k, v = k.flatten(0, 1), v.flatten(0, 1)
-            if key_index is not None:  # each completion's keys: its prompt's, then its own
-                k, v = k[key_index], v[key_index]
-            # causal with fewer queries than keys aligns bottom-right: query i of a completion sees the
-            # whole prompt and the completion's first i + 1 tokens
-            out = flash_attn_varlen_func(q.flatten(0, 1), k, v, cu_q, cu_k, max_q, max_k, causal=True)
-            return out.view(B, T, *out.shape[1:])
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=mask, is_causal=mask is None, enable_gqa=True)
-        return o.transpose(1, 2)
+        flash = _use_flash(q)
+        if segment_ids is None and flash:
+            return flash_attn_func(q, k, v, causal=True)
+        if prefix_ids is None and not flash:
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               attn_mask=mask, is_causal=mask is None, enable_gqa=True)
+            return o.transpose(1, 2)
+        if runs is None:  # once per forward: the layers share the layout
+            runs = _varlen_layout(segment_ids, prefix_ids)
+        cu_q, cu_k, max_q, max_k, key_index = runs
+        B, T = q.shape[:2]
+        k, v = k.flatten(0, 1), v.flatten(0, 1)
+        if key_index is not None:  # each completion's keys: its prompt's, then its own
+            k, v = k[key_index], v[key_index]
+        # causal with fewer queries than keys aligns bottom-right: query i of a completion sees the
+        # whole prompt and the completion's first i + 1 tokens
+        out = (flash_attn_varlen_func if flash else _varlen_sdpa)(q.flatten(0, 1), k, v, cu_q, cu_k, max_q, max_k,
+                                                                  causal=True)
+        return out.view(B, T, *out.shape[1:])
 
     return attend
 
@@ -284,6 +283,32 @@ def _varlen_layout(segment_ids, prefix_ids=None):
     return (cu.to(torch.int32).to(dev), cu_k.to(dev), int(lens.max()), int(k_lens.max()),
             torch.cat(pieces).to(dev))
 
+
+
+def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
+    """flash_attn_varlen_func's contract (q [Nq, H, D], k/v [Nk, KV, D], sequence i = rows cu[i]:cu[i+1],
+    causal aligned bottom-right) with SDPA, for CPU and GPUs without flash-attn. The sequences are padded
+    into a batch, those without a prefix (as many keys as queries: the prompts) apart from those with one
+    (the completions), so a short completion never pads to a prompt's length."""
+    lq, lk = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
+    out = q.new_empty(q.shape)
+    for seqs in ((lk == lq).nonzero().flatten(), (lk != lq).nonzero().flatten()):
+        if not len(seqs):
+            continue
+        nq, nk = lq[seqs], lk[seqs]
+        iq = cu_q[seqs, None] + torch.arange(int(nq.max()), device=q.device)  # [S, Lq] rows of q
+        ik = cu_k[seqs, None] + torch.arange(int(nk.max()), device=q.device)
+        q_ok = iq < cu_q[seqs + 1, None]
+        k_ok = ik < cu_k[seqs + 1, None]
+        allowed = k_ok[:, None, :]
+        if causal:  # key j is visible to query i when j <= i + (keys - queries)
+            allowed = allowed & (torch.arange(ik.shape[1], device=q.device)[None, None, :]
+                                 <= torch.arange(iq.shape[1], device=q.device)[None, :, None] + (nk - nq)[:, None, None])
+        Q = q[iq.clamp(max=len(q) - 1)].transpose(1, 2)  # [S, H, Lq, D]
+        K, V = (x[ik.clamp(max=len(k) - 1)].transpose(1, 2) for x in (k, v))
+        o = F.scaled_dot_product_attention(Q, K, V, attn_mask=allowed[:, None], enable_gqa=True)
+        out[iq[q_ok]] = o.transpose(1, 2)[q_ok]
+    return out
 
 # ---------------------------------------------------------------------------------------------- modules
 

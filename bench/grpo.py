@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/grpo.py                  # SmolLM2-135M-Instruct, 2 MedQA prompts x k=8, 32 new tokens
     .venv/bin/python bench/grpo.py --prompts 4 --k 8 --max_new_tokens 128 --steps 4  # closer to a real step
+    python bench/grpo.py --shape qwen2.5-0.5b --prompts 8 --k 8 --max_new_tokens 512   # one GPU, bf16
+
+--shape builds a randomly initialised model of a published shape (SmolLM2's tokenizer, written beside it so
+both sides load the same directory); random weights rarely emit EOS, so every completion runs to
+max_new_tokens on both sides. On a GPU both sides train in bf16 with fp32 master weights (ours: FSDP2's
+mixed precision; TRL: bf16=True) and ours samples in bf16.
 
 Both sides: the same checkpoint in fp32, the same prompts (MedQA test items in the model's chat template via
 eval.answer.build_prompt), k rollouts per prompt at temperature 1, at most max_new_tokens new tokens (EOS
@@ -35,32 +41,52 @@ from sample import Sampler  # noqa: E402
 from training import fsdp_wrap, setup_dist, teardown_dist  # noqa: E402
 
 SHARED = os.environ.get("FLEMING_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+SHAPES = {  # published configs (Qwen2.5-0.5B / 1.5B config.json), the vocabulary kept at Qwen's size
+    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, head_dim=64,
+                         qkv_bias=True, tie_word_embeddings=True, rope_theta=1000000.0),
+    "qwen2.5-1.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                         num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, head_dim=128,
+                         qkv_bias=True, tie_word_embeddings=True, rope_theta=1000000.0),
+}
+
+
+def random_checkpoint(shape, tokenizer_dir):
+    """A randomly initialised model of `shape` saved with the tokenizer of tokenizer_dir; returns its dir."""
+    from model import ModelConfig
+    cfg = ModelConfig(**SHAPES[shape], max_position_embeddings=32768)
+    torch.manual_seed(0)
+    net = Transformer.from_config(cfg)
+    out = os.path.join(tempfile.mkdtemp(prefix="grpo-bench-"), shape)
+    net.save_pretrained(out, tokenizer_dir=tokenizer_dir)
+    return out
 
 
 def run_ours(a, recs):
     env = setup_dist()
+    cuda = env.device.type == "cuda"
     cfg = grpo.Config(k=a.k, max_new_tokens=a.max_new_tokens, micro_batch=a.prompts * a.k, lr=1e-6,
                       grad_checkpointing=False)
     tok = Tokenizer.from_pretrained(a.model)
-    policy = Transformer.from_pretrained(a.model)
+    policy = Transformer.from_pretrained(a.model, device=env.device)  # fp32 master weights
     policy.train()
-    fsdp_wrap(policy, policy.model.layers, env.device)
+    fsdp_wrap(policy, policy.model.layers, env.device, bf16=cuda)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    net = Transformer.from_pretrained(a.model)
+    net = Transformer.from_pretrained(a.model, dtype=torch.bfloat16 if cuda else torch.float32, device=env.device)
     sampler = Sampler(net, tok)
     stop = grpo._stop_ids(tok, net)
     reward_fn = grpo.reward
     rows = []
     for step in range(a.steps):
         batch = recs[step * a.prompts:(step + 1) * a.prompts]
-        t0 = time.perf_counter()
+        t0 = grpo._now(env.device)
         groups = grpo.rollout(sampler, tok, batch, cfg, step, 0, stop, reward_fn)
         grpo.sampler_free(sampler)
-        t1 = time.perf_counter()
+        t1 = grpo._now(env.device)
         grpo.update(cfg, policy, opt, groups, env)
-        t2 = time.perf_counter()
+        t2 = grpo._now(env.device)
         sampler.load_weights(policy)
-        t3 = time.perf_counter()
+        t3 = grpo._now(env.device)
         tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
         rows.append({"rollout": t1 - t0, "sync": t3 - t2, "update": t2 - t1, "tokens": tokens})
         print(f"ours step {step}: rollout {t1 - t0:.2f}s, sync {t3 - t2:.3f}s, update {t2 - t1:.2f}s, {tokens} tokens")
@@ -76,14 +102,22 @@ def run_trl(a, recs):
     tok = transformers.AutoTokenizer.from_pretrained(a.model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    cuda = torch.cuda.is_available()
     model = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    if cuda:
+        model.to("cuda")
     rows, clock = [], {"gen": 0.0, "tokens": 0, "t0": 0.0}
     generate = model.generate
 
+    def now():
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def timed_generate(*args, **kw):
-        t = time.perf_counter()
+        t = now()
         out = generate(*args, **kw)
-        clock["gen"] += time.perf_counter() - t
+        clock["gen"] += now() - t
         prompt_len = (kw.get("input_ids") if "input_ids" in kw else args[0]).shape[1]
         gen = out[:, prompt_len:]
         ends = (gen == tok.eos_token_id).int()
@@ -101,10 +135,10 @@ def run_trl(a, recs):
 
     class Timer(transformers.TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
-            clock.update(gen=0.0, tokens=0, t0=time.perf_counter())
+            clock.update(gen=0.0, tokens=0, t0=now())
 
         def on_step_end(self, args, state, control, **kw):
-            total = time.perf_counter() - clock["t0"]
+            total = now() - clock["t0"]
             rows.append({"rollout": clock["gen"], "sync": 0.0, "update": total - clock["gen"],
                          "tokens": clock["tokens"]})
             print(f"TRL  step {len(rows) - 1}: rollout {clock['gen']:.2f}s, update {total - clock['gen']:.2f}s, "
@@ -114,7 +148,7 @@ def run_trl(a, recs):
     cfg = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=a.prompts * a.k,
                      num_generations=a.k, max_completion_length=a.max_new_tokens, max_steps=a.steps,
                      learning_rate=1e-6, beta=0.0, temperature=1.0, top_p=1.0, report_to=[], save_strategy="no",
-                     logging_steps=1, use_cpu=True, bf16=False, gradient_checkpointing=False, shuffle_dataset=False,
+                     logging_steps=1, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=False, shuffle_dataset=False,
                      seed=0, disable_tqdm=True)
     GRPOTrainer(model=model, reward_funcs=reward_fn, args=cfg, train_dataset=ds, processing_class=tok,
                 callbacks=[Timer()]).train()
@@ -123,7 +157,9 @@ def run_trl(a, recs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=os.path.join(ROOT, ".cache", "smollm2-135m-instruct"))
+    p.add_argument("--model", default=os.path.join(ROOT, ".cache", "smollm2-135m-instruct"),
+                   help="checkpoint dir (with --shape: only its tokenizer is used)")
+    p.add_argument("--shape", choices=sorted(SHAPES), help="a random model of this published shape instead")
     p.add_argument("--prompts", type=int, default=2)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=32)
@@ -133,9 +169,11 @@ def main():
     torch.set_num_threads(a.threads)
     if not os.path.exists(os.path.join(a.model, "config.json")):
         sys.exit(f"error: no checkpoint at {a.model} (run convert_gguf.py, see the README)")
+    if a.shape:
+        a.model = random_checkpoint(a.shape, a.model)
     recs = load_medqa(os.path.join(SHARED, "data", "medqa", "phrases_no_exclude_test.jsonl"))[:a.prompts * a.steps]
-    print(f"{a.model}: {a.prompts} prompts x k={a.k}, <= {a.max_new_tokens} new tokens, {a.steps} steps, "
-          f"{a.threads} threads")
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {a.threads} threads"
+    print(f"{a.model}: {a.prompts} prompts x k={a.k}, <= {a.max_new_tokens} new tokens, {a.steps} steps, {where}")
     ours, trl = run_ours(a, recs), run_trl(a, recs)
     warm = slice(1, None) if a.steps > 1 else slice(None)
     med = lambda rows, key: statistics.median(r[key] for r in rows[warm])

@@ -141,8 +141,8 @@ def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     return torch.cat(out)
 
 
-def test_flash_varlen_path_matches_the_masked_path(monkeypatch):
-    """The GPU path's layout (cu_seqlens, gathered prompt keys) checked on CPU against a reference kernel."""
+def test_flash_varlen_path_matches_the_cpu_path(monkeypatch):
+    """The GPU path (cu_seqlens, gathered prompt keys, flash-attn) with a reference kernel equals the CPU path."""
     torch.manual_seed(0)
     prompt, comps = torch.randint(0, 300, (5,)), [torch.randint(0, 300, (n,)) for n in (3, 1, 6)]
     ids, pos, seg, pre = shared_prompt_batch(prompt, comps)
