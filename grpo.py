@@ -182,8 +182,8 @@ class Batch:
 
 def completion_batch(prompts, completions, truncated="zero"):
     """The packed Batch of completions[i] after prompts[i]; a prompt equal to the one before it is not
-    written again. The mask comes from each completion's length, never from pad == eos: the stop token is
-    part of token_ids and carries loss (pad ids may equal it). The first token of a completion is predicted
+    written again. The mask comes from each completion's length, never from a token id: the stop token is
+    part of token_ids and carries loss (Qwen's pad id equals its EOS). The first token of a completion is predicted
     by the prompt's last position, the others by the completion's own previous token.
     truncated="zero": a completion cut at max_new_tokens keeps its full loss (its reward is 0);
     "mask": it is left out of the loss (its row of the mask is 0)."""
