@@ -9,9 +9,10 @@ Every question is a small conjunctive query over the graph: facts such as (?d ha
 (phenotype, onset and inheritance terms count their ontology descendants, as HPO's true-path rule
 says), and a question is kept only if the answer is among the consistent entities and no distractor is.
 Because the graph is incomplete, "not in the graph" is weak evidence that a distractor is wrong, so the
-checker also asks that each distractor break at least two stated facts, that no two options be one concept
-or numbered members of one disease series, and that every fact the gold rests on come from a curated
-source (HPO, the Disease Ontology, DrugCentral) or from two sources. A rare-disease vignette opens with a
+checker also asks that each distractor break at least two stated facts and share no finding that few
+diseases have (the one an examinee keys on), that no two options be one concept or numbered members of
+one disease series, and that every fact the gold rests on come from a curated source (HPO, the Disease
+Ontology, DrugCentral) or from two sources. A rare-disease vignette opens with a
 hallmark: a finding most of the disease's patients have (HPO frequency) that few other diseases share.
 kg/REVIEW.md is the manual review.
 
@@ -44,11 +45,13 @@ TRUSTED = {"hpo", "do", "drugcentral"}  # curated; Wikidata (unvetted), HSDN (co
 PK_CLASS = re.compile(r"cytochrome p450|p-glycoprotein|organic (anion|cation) transport|breast cancer resistance|"
                       r"glucuronosyltransferase|\bugt\d", re.I)
 PRENATAL_ONSET = re.compile(r"fetal|antenatal|embryonal|trimester", re.I)
-GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|physiology)$", re.I)  # HPO headings
+GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|physiology)$|^abnormal .* or ",
+                      re.I)  # HPO headings ("Abnormal circulating enzyme concentration or activity")
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
 # physiologic effects ("Decreased Blood Pressure", "Arteriolar Vasodilation") are shared by whole therapeutic areas
 MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class"}
 HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
+HALLMARK_MAX = 10    # ... of a finding that at most this many diseases have: it characterises them
 
 
 @dataclass
@@ -228,6 +231,17 @@ class Checker:
             self._subj[key] = s
         return self._subj[key]
 
+    def shared_key_finding(self, q, x):
+        """A stated finding that at most HALLMARK_MAX diseases have (or a near neighbour of it) which disease
+        option x has too: the examinee keys on it ("fish odor": trimethylaminuria beside dimethylglycine
+        dehydrogenase deficiency), so x is a differential however many other facts it misses."""
+        if q.var_types.get(q.ask) != ("disease",):
+            return None
+        for s, r, o in q.facts:
+            if s == q.ask and r == "has_phenotype" and len(self.subjects(r, o)) <= HALLMARK_MAX and x in self.near(r, o):
+                return o
+        return None
+
     def needed_misses(self, q):
         return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
 
@@ -284,6 +298,8 @@ class Checker:
                 return f"distractor {g.ids[o]} is an ancestor or descendant of the answer"
             if o != q.answer and self.misses(q, o) < need:
                 return f"distractor {g.ids[o]} breaks fewer than {need} stated facts"
+            if o != q.answer and self.shared_key_finding(q, o) is not None:
+                return f"distractor {g.ids[o]} has the specific finding {g.ids[self.shared_key_finding(q, o)]}"
         for i, a in enumerate(options):
             for b in options[i + 1:]:
                 if same_concept(g.names[a], g.names[b]):
@@ -297,7 +313,7 @@ class Checker:
 
 class Sampler:
     def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.005,
-                 hallmark_max=10):
+                 hallmark_max=HALLMARK_MAX):
         self.g, self.ck = g, Checker(g)
         # a rare disease is recognisable from a finding most of its patients have and few other diseases share
         self.hallmark_max = hallmark_max
@@ -673,7 +689,7 @@ class Sampler:
                 continue  # "AL amyloidosis" beside "heavy chain amyloidosis", two Orthoflaviviruses: too close to call
             if any(shares_word(g.names[x], w) for w in stem_words):
                 continue  # the answer shares no word with the stem, so neither may a distractor
-            if ck.misses(q, x) < need:
+            if ck.misses(q, x) < need or ck.shared_key_finding(q, x) is not None:
                 continue
             chosen.append(x)
         return chosen[1:] if len(chosen) == k + 1 else None

@@ -11,8 +11,8 @@ import pytest
 from eval.records import read_jsonl, validate_record
 from kg.build import RELS, SOURCES, build
 from kg.build import main as build_main
-from kg.sample import (CLOSURE, Checker, Question, Sampler, audit, generate_one, main, parse_mix, record_to_question,
-                       same_concept, siblings, to_record, DEFAULT_MIX)
+from kg.sample import (CLOSURE, GROUPING, Checker, Question, Sampler, audit, generate_one, main, option_key, parse_mix,
+                       record_to_question, same_concept, siblings, to_record, DEFAULT_MIX)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kg" / "wikidata_diseases_unseen.jl"
 # real HPO diseases, several with DrugCentral drugs after the DO join
@@ -216,6 +216,29 @@ def test_distractor_must_break_two_facts(graph, questions):
     assert planted >= 5
 
 
+def test_distractor_must_not_share_a_specific_finding(graph, questions):
+    """A disease that has a stated finding few diseases have is a differential, whatever else it misses."""
+    g, _ = graph
+    ck = Checker(g)
+    planted = 0
+    for _, (q, options), _ in questions:
+        if q.template != "diagnosis":
+            continue
+        assert not any(ck.shared_key_finding(q, o) for o in options if o != q.answer)
+        ok = ck.answers(q.facts, q.var_types, q.ask)
+        for _, r, p in q.facts:
+            if r != "has_phenotype" or len(ck.subjects(r, p)) > 10:
+                continue
+            xs = [x for x in ck.subjects(r, p) if x not in ok and not ck.related(x, q.answer)
+                  and ck.misses(q, x) >= ck.needed_misses(q) and option_key(g.names[x]) != option_key(g.names[q.answer])]
+            if xs:  # a disease the other rules let through, sharing the specific finding p
+                assert ck.shared_key_finding(q, xs[0]) is not None  # p, or an earlier one it shares too
+                assert "has the specific finding" in ck.check(q, [q.answer, xs[0]])
+                planted += 1
+                break
+    assert planted >= 3
+
+
 def test_no_sibling_subtypes_or_same_concept_options(graph, questions):
     assert siblings("Neu-Laxova syndrome 1", "Neu-Laxova syndrome 2")
     assert siblings("Surfactant metabolism dysfunction, pulmonary, 4", "Surfactant metabolism dysfunction, pulmonary, 5")
@@ -263,6 +286,8 @@ def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
             assert g.freq[e] >= 0.8 and len(s.ck.subjects("has_phenotype", p)) <= s.hallmark_max
             n += 1
     assert n >= 30
+    assert GROUPING.search("Abnormal circulating enzyme concentration or activity")  # a heading, never stated
+    assert not GROUPING.search("Elevated circulating creatine kinase concentration")
     d = int(s.pool("diagnosis")[0][0])
     es = [g.find_edge(d, "has_phenotype", p) for p in s.hallmarks(d)]
     old = g.freq[es].copy()
