@@ -1,7 +1,8 @@
 # CoT cold start of the real SmolLM2-135M-Instruct on 2 CPU cores: 80 steps x 4 examples of the trajectories that
 # fit in 768 tokens (about 140 of the 184 HuatuoGPT-o1 chains and the 400 templated KG trajectories), about 17
 # minutes at ~130 training tokens/s. Short chains matter for a 135M model: with max_len=1024 and 120 steps it
-# learnt longer reasoning and looped more under greedy decoding (37% extraction failures on MedQA against 13%).
+# learnt longer reasoning and looped more under greedy decoding (37% extraction failures on MedQA against 13%);
+# varied KG templates (data.distill --template) then took the failures to 7% (first 100 MedQA items, greedy).
 # Data (the paths below):
 #   .venv/bin/python -m data.distill --huatuogpt ../shared/data/huatuogpt_o1_demo/demo_data.json --out runs/sft_data/huatuogpt
 #   .venv/bin/python -m kg.build --out runs/kg
