@@ -2,7 +2,8 @@
 import pytest
 
 from kg.build import build
-from kg.sample import Question, Sampler, generate_one, parse_mix
+from kg.check import Question
+from kg.sample import Sampler, generate_one, parse_mix
 from kg.verbalize import ONSET, join, llm_rewrite, lower_first, stem
 
 

@@ -1,0 +1,387 @@
+"""What makes a sampled question sound, and what a test-taker could exploit in a file of them.
+
+The Checker evaluates a question's query on the graph (phenotype, onset and inheritance terms count their
+ontology descendants, as HPO's true-path rule says): the answer must be among the entities consistent with
+every stated fact and no distractor may be. Because the graph is incomplete, "not in the graph" is weak
+evidence that a distractor is wrong, so each distractor must also break at least two stated facts and share
+no finding that few diseases have (the one an examinee keys on); no two options may be one concept reworded
+or numbered members of one disease series; every fact the gold rests on must come from a curated source
+(HPO, the Disease Ontology, DrugCentral) or from two sources. audit() runs shortcut solvers on a written file.
+kg/sample.py draws the questions; `python -m kg.sample --check/--audit FILE` runs this module on a file.
+"""
+import math
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eval.records import read_jsonl
+from kg.build import RELS, norm
+
+CLOSURE = {"has_phenotype", "onset", "inheritance", "side_effect"}  # objects inherit down the is_a tree
+TRUSTED = {"hpo", "do", "drugcentral"}  # curated; Wikidata (unvetted), HSDN (co-occurrence), SIDER (text mining) need a second
+HALLMARK_MAX = 10  # a finding that at most this many diseases have characterises them
+
+
+@dataclass
+class Question:
+    template: str
+    hops: int
+    facts: list          # (s, rel, o); ints are nodes, "?x" strings are variables
+    var_types: dict      # variable -> acceptable node types
+    ask: str             # the masked variable
+    answer: int
+    focus: int           # the entity the path was drawn from (rarity is measured on it)
+    path: list           # the walked chain as (node, rel, node) triples, hidden nodes included
+    candidates: list = field(default_factory=list)  # distractor candidates, most plausible first
+    context: dict = field(default_factory=dict)     # extra wording hints for verbalize (e.g. drug action)
+
+
+def option_key(name):
+    """Two options read as the same when their labels differ only in case, punctuation or a plural
+    ("Cytochrome P450 2D6 Inhibitor" / "... Inhibitors")."""
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in norm(name).split())
+
+
+FILLER = {"of", "the", "and", "with", "or", "in", "to", "a", "an", "type", "disease", "syndrome", "disorder", "due",
+          "form", "class", "drug", "receptor", "hormone"}
+SAME_WORD = {"inhibitor": "antagonist", "blocker": "antagonist", "analogue": "analog", "progestational": "progestin"}
+
+
+def concept_words(name):
+    words = {SAME_WORD.get(w, w) for w in option_key(name).split()} - FILLER
+    # "histamine h1" is "histamine-1": a subtype letter that repeats another word's initial
+    words = {w[1:] if re.fullmatch(r"[a-z]\d+[a-z]?", w) and any(v != w and v[0] == w[0] for v in words) else w
+             for w in words}
+    return words or set(option_key(name).split())
+
+
+def same_concept(a, b):
+    """Labels of one concept: the same words in another order or wording ("Immunoneurologic disorder,
+    X-linked" / "X-linked immunoneurologic disorder", "H1 receptor inhibitor" / "... antagonist"), or one
+    label inside the other ("Prostaglandin analog" / "Prostaglandin E1 analog")."""
+    x, y = concept_words(a), concept_words(b)
+    return x <= y or y <= x
+
+
+DESIGNATOR = re.compile(r"^(\d+[a-z]?\d*|[a-z]\d*|[ivx]+[a-z]?|type|subtype|group|complementation|form|autosomal|"
+                        r"dominant|recessive|x|linked|susceptibility|to|with|without|or)$")
+
+
+def family_key(name):
+    """A disease series without its member's designator: 'Bardet-Biedl syndrome 3', '... 17' and
+    'Joubert syndrome with ocular defect' / 'Joubert syndrome 13' share a key; '' when nothing is left."""
+    words = norm(name).split()
+    for stop in ("with", "without", "due", "associated", "caused"):  # a "with ..." variant keeps its head
+        if stop in words[1:]:
+            words = words[:words.index(stop, 1)]
+    return " ".join(w for w in words if not DESIGNATOR.match(w))
+
+
+def siblings(a, b):
+    fa, fb = family_key(a), family_key(b)
+    return bool(fa) and fa == fb
+
+
+LEAK_FILLER = FILLER | {"abnormality", "abnormal", "increased", "decreased", "reduced", "elevated", "low", "high",
+                        "progressive", "early", "late", "onset", "juvenile", "adult", "infantile", "childhood",
+                        "severe", "mild", "acute", "chronic", "congenital", "hereditary", "familial", "primary",
+                        "deficiency", "autosomal", "dominant", "recessive", "linked", "like", "body", "cell", "cells"}
+
+
+def content_words(name):
+    return {w for w in norm(name).split() if len(w) >= 4 and w not in LEAK_FILLER}
+
+
+def shares_word(a, b):
+    """Do two labels share a content word (or its stem: 'parathyroid' in 'hyperparathyroidism')?"""
+    for x in content_words(a):
+        for y in content_words(b):
+            if x[:5] == y[:5] or (len(x) >= 6 and x in y) or (len(y) >= 6 and y in x):
+                return True
+    return False
+
+
+class Checker:
+    """Evaluates a question's facts on the graph: which entities could fill the asked slot."""
+
+    def __init__(self, g):
+        self.g = g
+        self._up, self._down, self._subj = {}, {}, {}
+        self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
+
+    def _walk(self, n, step, cache):
+        if n not in cache:
+            seen, todo = {n}, [n]
+            while todo:
+                for m in step(todo.pop(), "subclass_of").tolist():
+                    if m not in seen:
+                        seen.add(m)
+                        todo.append(m)
+            cache[n] = seen
+        return cache[n]
+
+    def ancestors(self, n):
+        return self._walk(n, self.g.out, self._up)
+
+    def descendants(self, n):
+        return self._walk(n, self.g.inn, self._down)
+
+    def related(self, a, b):
+        """a and b stand in an is_a line (one is the other's ancestor): never both among options."""
+        return a in self.ancestors(b) or b in self.ancestors(a)
+
+    def subjects(self, rel, o):
+        key = (rel, o)
+        if key not in self._subj:
+            objs = self.descendants(o) if rel in CLOSURE else (o,)
+            s = set()
+            for x in objs:
+                s.update(self.g.inn(x, rel).tolist())
+            if len(self._subj) > 200_000:
+                self._subj.clear()
+            self._subj[key] = s
+        return self._subj[key]
+
+    def objects(self, s, rel):
+        out = set(self.g.out(s, rel).tolist())
+        if rel in CLOSURE:
+            for x in list(out):
+                out |= self.ancestors(x)
+        return out
+
+    def holds(self, s, rel, o):
+        return s in self.subjects(rel, o)
+
+    def trusted(self, e):
+        """An edge from a curated source, or stated by two sources."""
+        src = self.g.provenance(e)
+        return bool(TRUSTED & set(src)) or len(src) >= 2
+
+    def misses(self, q, x):
+        """The fewest stated facts that option x breaks, over every value of the hidden variables (a link
+        between two variables must hold; the facts counted are those naming an entity)."""
+        unary, links = defaultdict(list), []
+        for s, r, o in q.facts:
+            sv, ov = isinstance(s, str), isinstance(o, str)
+            if sv and ov:
+                links.append((s, r, o))
+            elif sv:
+                unary[s].append(self.near(r, o))
+            elif ov:
+                unary[o].append(self.objects(s, r))
+
+        def cost(v, val, came):
+            c = sum(val not in ok for ok in unary[v])
+            for a, r, b in links:
+                if v not in (a, b) or came in (a, b):
+                    continue
+                w = b if a == v else a
+                nbrs = self.objects(val, r) if a == v else self.subjects(r, val)
+                nbrs = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
+                if not nbrs:
+                    return math.inf
+                c += min(cost(w, y, v) for y in nbrs)
+            return c
+        return cost(q.ask, x, None)
+
+    def near(self, rel, o):
+        """Subjects that have o, or a finding beside it under a specific parent ("hemarthrosis" beside "joint
+        hemorrhage"): a distractor that has a near neighbour of a stated finding does not really miss it,
+        the annotations are just coarser or finer than the stem."""
+        key = ("near", rel, o)
+        if key not in self._subj:
+            s = set(self.subjects(rel, o))
+            if rel == "has_phenotype":
+                for p in self.g.out(o, "subclass_of").tolist():
+                    sp = self.subjects(rel, p)
+                    if len(sp) <= self.near_limit:
+                        s |= sp
+            self._subj[key] = s
+        return self._subj[key]
+
+    def shared_key_finding(self, q, x):
+        """A stated finding that at most HALLMARK_MAX diseases have (or a near neighbour of it) which disease
+        option x has too: the examinee keys on it ("fish odor": trimethylaminuria beside dimethylglycine
+        dehydrogenase deficiency), so x is a differential however many other facts it misses."""
+        if q.var_types.get(q.ask) != ("disease",):
+            return None
+        for s, r, o in q.facts:
+            if s == q.ask and r == "has_phenotype" and len(self.subjects(r, o)) <= HALLMARK_MAX and x in self.near(r, o):
+                return o
+        return None
+
+    def needed_misses(self, q):
+        return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
+
+    def answers(self, facts, var_types, ask):
+        """All entities that can fill `ask` with every fact true (arc consistency; exact for tree queries)."""
+        dom = {v: None for v in var_types}
+        for s, r, o in facts:
+            sv, ov = isinstance(s, str), isinstance(o, str)
+            if sv and not ov:
+                dom[s] = self.subjects(r, o) if dom[s] is None else dom[s] & self.subjects(r, o)
+            elif ov and not sv:
+                dom[o] = self.objects(s, r) if dom[o] is None else dom[o] & self.objects(s, r)
+            elif not sv and not ov and not self.holds(s, r, o):
+                return set()  # the question states something the graph does not
+        for v, types in var_types.items():
+            if dom[v] is not None:
+                dom[v] = {x for x in dom[v] if self.g.type_name(x) in types}
+        links = [(s, r, o) for s, r, o in facts if isinstance(s, str) and isinstance(o, str)]
+        for _ in range(2 * len(links) + 1):
+            changed = False
+            for a, r, b in links:
+                if dom[a] is not None:
+                    reach = set().union(*[self.objects(x, r) for x in dom[a]]) if dom[a] else set()
+                    new = reach if dom[b] is None else dom[b] & reach
+                    new = {x for x in new if self.g.type_name(x) in var_types[b]}
+                    changed |= new != dom[b]
+                    dom[b] = new
+                if dom[b] is not None:
+                    back = set().union(*[self.subjects(r, y) for y in dom[b]]) if dom[b] else set()
+                    new = back if dom[a] is None else dom[a] & back
+                    changed |= new != dom[a]
+                    dom[a] = new
+            if not changed:
+                break
+        return dom[ask] or set()
+
+    def check(self, q, options):
+        """None if the question is sound, else the reason it is not."""
+        g = self.g
+        ok = self.answers(q.facts, q.var_types, q.ask)
+        if q.answer not in ok:
+            return "answer not consistent with the stated facts"
+        if len(set(options)) != len(options) or len({option_key(g.names[o]) for o in options}) != len(options):
+            return "duplicate options"
+        for s, r, o in q.path:
+            e = g.find_edge(s, r, o)
+            if e is None or not self.trusted(e):
+                return f"gold fact {g.ids[s]} {r} {g.ids[o]} rests on one unconfirmed source"
+        need = self.needed_misses(q)
+        for o in options:
+            if o != q.answer and o in ok:
+                return f"distractor {g.ids[o]} also satisfies every stated fact"
+            if o != q.answer and self.related(o, q.answer):
+                return f"distractor {g.ids[o]} is an ancestor or descendant of the answer"
+            if o != q.answer and self.misses(q, o) < need:
+                return f"distractor {g.ids[o]} breaks fewer than {need} stated facts"
+            if o != q.answer and self.shared_key_finding(q, o) is not None:
+                return f"distractor {g.ids[o]} has the specific finding {g.ids[self.shared_key_finding(q, o)]}"
+        for i, a in enumerate(options):
+            for b in options[i + 1:]:
+                if same_concept(g.names[a], g.names[b]):
+                    return f"options {g.ids[a]} and {g.ids[b]} name one concept"
+                if g.type_name(a) == "disease" and siblings(g.names[a], g.names[b]):
+                    return f"options {g.ids[a]} and {g.ids[b]} are sibling subtypes"
+        return None
+
+
+def record_to_question(g, rec):
+    """Rebuild the query of a written record, to re-check it against a graph."""
+    m = rec["meta"]
+    node = lambda x: x if x.startswith("?") else g.index[x]
+    facts = [(node(s), r, node(o)) for s, r, o in m["facts"]]
+    path = [(g.index[e["subject"]], e["relation"], g.index[e["object"]]) for e in m["path"]]
+    q = Question(m["template"], m["hops"], facts, {k: tuple(v) for k, v in m["var_types"].items()}, m["masked"],
+                 g.index[m["answer_id"]], g.index[m["focus_id"]], path)
+    return q, [g.index[m["option_ids"][l]] for l in rec["options"]]
+
+
+def check_file(g, path):
+    ck, bad, n = Checker(g), Counter(), 0
+    for rec in read_jsonl(path):
+        n += 1
+        try:
+            q, options = record_to_question(g, rec)
+        except KeyError as e:
+            bad[f"id {e} not in graph"] += 1
+            continue
+        why = ck.check(q, options)
+        if why is None and options[ord(rec["answer"]) - ord("A")] != q.answer:
+            why = "answer letter does not point at the answer entity"
+        if why:
+            bad[why.split(" ")[0] + " " + why.split(" ", 2)[-1] if why.startswith("distractor") else why] += 1
+    return n, bad
+
+
+# ---------------------------------------------------------------- audit: what a test-taker could exploit
+
+def _words5(text):
+    return {w[:5] for w in norm(text).split() if len(w) >= 4 and w not in LEAK_FILLER}
+
+
+def _trigrams(text):
+    t = f"  {norm(text)} "
+    return {t[i:i + 3] for i in range(len(t) - 2)}
+
+
+def _jaccard(a, b):
+    return len(a & b) / max(1, len(a | b))
+
+
+def _leave_one_out(recs, key):
+    """Per record, a scorer of option texts by how often `key(rec)` counts them in the *other* records."""
+    tot = Counter()
+    for r in recs:
+        tot.update(key(r))
+    return lambda r, text: tot[text] - key(r)[text]
+
+
+def solvers(recs):
+    """Shortcut solvers that read only the question file: name -> scoring function (rec, letter) -> float."""
+    gold = _leave_one_out(recs, lambda r: Counter({(r["meta"]["template"], r["options"][r["answer"]]): 1}))
+    seen = _leave_one_out(recs, lambda r: Counter(r["options"].values()))
+    return {
+        "longest option": lambda r, l: len(r["options"][l]),
+        "most word overlap with the stem": lambda r, l: len(_words5(r["options"][l]) & _words5(r["question"])),
+        "most frequent answer of its template": lambda r, l: gold(r, (r["meta"]["template"], r["options"][l])),
+        "most similar to the other options": lambda r, l: sum(
+            _jaccard(_trigrams(r["options"][l]), _trigrams(t)) for m, t in r["options"].items() if m != l),
+        "option seen least often in other questions": lambda r, l: -seen(r, r["options"][l]),
+    }
+
+
+def unconfirmed(rec):
+    """Path edges (the facts the gold rests on) that only one non-curated source states."""
+    return [e for e in rec["meta"]["path"] if not TRUSTED & set(e["sources"]) and len(e["sources"]) < 2]
+
+
+def audit(recs, seed=0):
+    """Accuracy of each shortcut solver (ties broken at random) and counts of suspect option pairs."""
+    rng = random.Random(seed)
+    result = {"n": len(recs), "chance": float(np.mean([1 / len(r["options"]) for r in recs])) if recs else 0.0,
+              "solvers": {}}
+    for name, score in solvers(recs).items():
+        right, by_t = 0, defaultdict(lambda: [0, 0])
+        for r in recs:
+            sc = {l: score(r, l) for l in r["options"]}
+            best = max(sc.values())
+            pick = rng.choice(sorted(l for l, v in sc.items() if v == best))
+            right += pick == r["answer"]
+            by_t[r["meta"]["template"]][0] += pick == r["answer"]
+            by_t[r["meta"]["template"]][1] += 1
+        result["solvers"][name] = {"accuracy": right / max(1, len(recs)),
+                                   "by_template": {t: (a / n, n) for t, (a, n) in by_t.items()}}
+    sib = same = unconf = 0
+    for r in recs:
+        opts = list(r["options"].values())
+        pairs = [(a, b) for i, a in enumerate(opts) for b in opts[i + 1:]]
+        same += sum(same_concept(a, b) for a, b in pairs)
+        if r["meta"].get("masked") == "?d":
+            sib += sum(siblings(a, b) for a, b in pairs)
+        unconf += bool(unconfirmed(r))
+    result.update(sibling_pairs=sib, same_concept_pairs=same, unconfirmed_golds=unconf)
+    return result
+
+
+def print_audit(res):
+    print(f"{res['n']} questions; chance {res['chance']:.1%}")
+    for name, v in res["solvers"].items():
+        worst = max(v["by_template"].items(), key=lambda kv: kv[1][0] if kv[1][1] >= 20 else 0)
+        print(f"  {name:44s} {v['accuracy']:6.1%}   (highest template: {worst[0]} {worst[1][0]:.1%} of {worst[1][1]})")
+    print(f"  sibling-subtype option pairs: {res['sibling_pairs']}; same-concept option pairs: "
+          f"{res['same_concept_pairs']}; golds resting on one unconfirmed source: {res['unconfirmed_golds']}")
