@@ -77,7 +77,9 @@ def zero_signal(rewards):
 
 def _head_logprobs(h, targets, weight, temperature):
     """fp32 log-softmax of one chunk of logits, gathered at the targets, and the entropy (no grad)."""
-    z = F.linear(h, weight).float() / temperature  # [chunk, vocab]: the only logits alive at a time
+    z = F.linear(h, weight).float()  # [chunk, vocab]: the only logits alive at a time
+    if temperature != 1.0:
+        z = z / temperature
     lse = z.logsumexp(-1)
     lp = z.gather(-1, targets[:, None])[:, 0] - lse
     with torch.no_grad():
