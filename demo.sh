@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole paper on this machine (about 15 minutes on 2 CPU cores), outputs in runs/demo:
+# The whole paper on this machine (about 4 minutes on 2 quiet CPU cores), outputs in runs/demo:
 #   KG -> synthetic questions -> leak-free split by answer -> templated CoT targets -> a tiny Qwen3-shaped model
 #   -> CoT SFT -> GRPO stage 1 -> GRPO stage 2, held-out eval after each, then the Table-4 ablation
 #   (runs/demo/ablation.md) and the training curves (runs/demo/curves.png).

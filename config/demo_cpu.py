@@ -1,4 +1,4 @@
-# The whole paper on a 2-core CPU in about 15 minutes (python demo.py config/demo_cpu.py; bash demo.sh runs it):
+# The whole paper on a 2-core CPU in about 4 minutes (python demo.py config/demo_cpu.py; bash demo.sh runs it):
 # 1500 KG questions asked for (about 1,040 pass the checker) on a small world of diseases, split leak-free by answer, templated CoT targets, a 1M-parameter
 # Qwen3-shaped model with its own BPE tokenizer, CoT SFT, GRPO stage 1 and stage 2, held-out eval after each.
 # Needs only ../shared/kg-sources. Every setting of the run is here; --key=value overrides one.
