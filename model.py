@@ -284,7 +284,6 @@ def _varlen_layout(segment_ids, prefix_ids=None):
             torch.cat(pieces).to(dev))
 
 
-
 def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     """flash_attn_varlen_func's contract (q [Nq, H, D], k/v [Nk, KV, D], sequence i = rows cu[i]:cu[i+1],
     causal aligned bottom-right) with SDPA, for CPU and GPUs without flash-attn. The sequences are padded
@@ -309,6 +308,7 @@ def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
         o = F.scaled_dot_product_attention(Q, K, V, attn_mask=allowed[:, None], enable_gqa=True)
         out[iq[q_ok]] = o.transpose(1, 2)[q_ok]
     return out
+
 
 # ---------------------------------------------------------------------------------------------- modules
 
