@@ -301,8 +301,9 @@ def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
         k_ok = ik < cu_k[seqs + 1, None]
         allowed = k_ok[:, None, :]
         if causal:  # key j is visible to query i when j <= i + (keys - queries)
-            allowed = allowed & (torch.arange(ik.shape[1], device=q.device)[None, None, :]
-                                 <= torch.arange(iq.shape[1], device=q.device)[None, :, None] + (nk - nq)[:, None, None])
+            i = torch.arange(iq.shape[1], device=q.device)[None, :, None]
+            j = torch.arange(ik.shape[1], device=q.device)[None, None, :]
+            allowed = allowed & (j <= i + (nk - nq)[:, None, None])
         Q = q[iq.clamp(max=len(q) - 1)].transpose(1, 2)  # [S, H, Lq, D]
         K, V = (x[ik.clamp(max=len(k) - 1)].transpose(1, 2) for x in (k, v))
         o = F.scaled_dot_product_attention(Q, K, V, attn_mask=allowed[:, None], enable_gqa=True)
