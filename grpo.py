@@ -185,8 +185,8 @@ class Batch:
 def completion_batch(prompts, completions, truncated="zero"):
     """The packed Batch of completions[i] after prompts[i]; a prompt equal to the one before it is not
     written again. The mask comes from each completion's length, never from a token id: the stop token is
-    part of token_ids and carries loss (Qwen's pad id equals its EOS). The first token of a completion is predicted
-    by the prompt's last position, the others by the completion's own previous token.
+    part of token_ids and carries loss (Qwen's pad id equals its EOS). The first token of a completion is
+    predicted by the prompt's last position, the others by the completion's own previous token.
     truncated="zero": a completion cut at max_new_tokens keeps its full loss (its reward is 0);
     "mask": it is left out of the loss (its row of the mask is 0)."""
     if truncated not in ("zero", "mask"):
@@ -446,8 +446,9 @@ def update(cfg, policy, opt, groups, env, ref=None):
     batches = [completion_batch(prompts[s:s + cfg.micro_batch], comps[s:s + cfg.micro_batch], cfg.truncated)
                .to(dev) for s in starts]
     local_seqs = sum(int((b.mask.sum(1) > 0).sum()) for b in batches)
+    local_tokens = sum(b.mask.sum().item() for b in batches)
     n_seqs = max(all_reduce_sum(local_seqs, dev), 1)  # global: same gradient on 1 or N ranks
-    n_tokens = max(all_reduce_sum(sum(b.mask.sum().item() for b in batches), dev), 1)
+    n_tokens = max(all_reduce_sum(local_tokens, dev), 1)
 
     def no_grad_logprobs(net):
         with torch.no_grad():
@@ -457,7 +458,7 @@ def update(cfg, policy, opt, groups, env, ref=None):
     if cfg.clip_eps > 0:
         old = [b.old for b in batches] if cfg.old_logprobs == "sampler" else no_grad_logprobs(policy)
     ref_lp = no_grad_logprobs(ref) if cfg.kl_beta else None
-    sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": sum(b.mask.sum().item() for b in batches)}
+    sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": local_tokens}
     for epoch in range(cfg.ppo_epochs):
         for j, (s, b) in enumerate(zip(starts, batches)):
             lp, ent = token_logprobs(policy, b, cfg.temperature, cfg.logprob_chunk)
