@@ -1,33 +1,38 @@
 """The whole paper on one machine, with its Table-4 ablation (base, +CoT SFT, +RL stage 1, +RL stage 2).
 
-    python demo.py config/demo_cpu.py            # 2-core CPU, a tiny Qwen3-shaped model, ~15 minutes
-    python demo.py config/demo_1gpu.py           # one GPU, a real checkpoint; config/demo_8gpu.py: torchrun x 8
+    python demo.py config/demo_cpu.py                  # 2-core CPU, a tiny Qwen3-shaped model, one seed
+    python demo.py config/demo_cpu.py --seeds=0,1,2    # three seeds: mean and standard error of each row
+    python demo.py config/demo_1gpu.py                 # one GPU, a real checkpoint; config/demo_8gpu.py: torchrun x 8
 
-Stages, each skipped when its output exists (a rerun resumes; a killed SFT / GRPO stage continues from its
-last checkpoint):
-  kg        python -m kg.build                          -> kg/
-  questions kg.sample's templates on a small world of diseases (n_diseases; 0 = the whole graph)
-  split     kg.split: leak-free train / held-out by answer entity (the disease, for a diagnosis question)
-  cot       python -m data.distill --template           -> cot/sft.jsonl (CoT targets written from the KG paths)
-  base      a tiny Qwen3-shaped model and a BPE tokenizer trained on the training text (or base_model)
-  sft, grpo1, grpo2   sft.py, grpo.py --stage 1, grpo.py --stage 2, run as `launcher script --key=value ...`
-  eval      greedy on the held-out questions after each stage -> eval/<stage>.jsonl (resumed by id)
-then the ablation table (ablation.md) and the training curves (curves.png).
+Stages, each skipped when its output exists (a rerun resumes; a killed training stage continues from its last
+checkpoint):
+  kg         python -m kg.build                                  -> kg/ (shared by the seeds)
+  world      kg.world: n_diseases of the graph, their facts, 1-3 hop questions, held-out = new compositions
+  knowledge  THE KNOWLEDGE PHASE, standing in for pretraining: sft.py on the world's facts (several phrasings
+             each) and its one-hop questions answered directly -> the "base" model, which knows the facts
+  sft        CoT cold start: sft.py on chains of thought over the training questions (one sentence per hop)
+  grpo1/2    grpo.py --stage 1 (Easy + Moderate until the plateau), --stage 2 (mined hard items, more rollouts),
+             options shuffled per rollout
+  eval       held-out greedy after each stage (base: answering directly, without reasoning, the paper's
+             non-inference row); pass@1 and pass@k at temperature 1 on training and held-out questions
+then the ablation table (ablation.md, ablation.json) and the curves (curves.png).
 """
 import json
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import torch
 
 import training as T
 from eval.answer import build_prompt, format_ok
-from eval.records import read_jsonl, write_jsonl
+from eval.records import iter_jsonl, read_jsonl, write_jsonl
 
 ROWS = (("base", "base"), ("sft", "+CoT SFT"), ("grpo1", "+RL stage 1"), ("grpo2", "+RL stage 2"))
 CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" \
@@ -40,14 +45,16 @@ TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 class Config:
     out_dir: str = "runs/demo"
     seed: int = 0
-    # data
+    seeds: str = ""             # "0,1,2": one run per seed in out_dir/seed<s>, then mean +- s.e. (overrides seed)
+    # the world (kg.world)
     kg_sources: str = "hpo,do,drugcentral,hsdn,wikidata"
-    n_diseases: int = 120       # the world the questions are drawn from (0: the whole graph)
-    n_questions: int = 2000
-    templates: str = "diagnosis=3,diagnosis_gene=1.5,diagnosis_inheritance=1,diagnosis_treatment=1.5,treatment_class=1"
-    held: float = 0.2           # share of questions held out (kg.split)
-    eval_limit: int = 0         # held-out questions evaluated (0: all)
-    eval_max_tokens: int = 192
+    n_diseases: int = 100
+    held: float = 0.6           # share of the 2-3 hop compositions held out
+    options: int = 5
+    fact_copies: int = 3        # each fact sentence's copies per epoch of the knowledge phase (its QAs: one)
+    eval_max_tokens: int = 96
+    pass_k: int = 8             # samples per question for pass@1 / pass@k (temperature 1)
+    pass_n: int = 100           # questions per split (training, held-out) scored for pass@k
     # model: base_model = an HF checkpoint dir; "" = build a tiny Qwen3-shaped one with the settings below
     base_model: str = ""
     vocab_size: int = 2048
@@ -56,9 +63,10 @@ class Config:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 384
-    # stages: --key=value options for sft.py and grpo.py (their --help lists them)
+    # stages: --key=value options for sft.py (knowledge, sft) and grpo.py (grpo1, grpo2); their --help lists them
     launcher: str = ""          # "" = this Python; e.g. "torchrun --nproc_per_node=8"
     cpu_threads: int = 0        # > 0: OMP_NUM_THREADS for every stage (0: leave it)
+    knowledge: dict = field(default_factory=dict)
     sft: dict = field(default_factory=dict)
     grpo1: dict = field(default_factory=dict)
     grpo2: dict = field(default_factory=dict)
@@ -66,57 +74,39 @@ class Config:
 
 # ------------------------------------------------------------------------------------------------ data
 
-def difficulty(rec):
-    """The demo's difficulty label, from the path length (the paper asks an LLM): 1 hop easy, 2 moderate, 3+
-    difficult. Stage 1 trains on Easy + Moderate, stage 2 weights Difficult up; the hard subset is 2+ hops."""
-    hops = rec["meta"].get("hops", 1)
-    return "easy" if hops <= 1 else "moderate" if hops == 2 else "difficult"
+def cot_target(rec):
+    """The assistant's CoT answer: one sentence per hop (the facts, in their own words), then the option's text."""
+    return f"<think>{rec['meta']['cot']}</think>\n<answer>{rec['meta']['answer_text']}</answer>"
 
 
-def make_questions(cfg, path):
-    """n_questions from kg.sample's templates, their focus diseases restricted to n_diseases of the graph (a
-    small world: each disease is seen from several templates, so what one question teaches another uses)."""
-    from tqdm import tqdm
+def direct_target(rec):
+    """The answer without reasoning: the option's text in the tag."""
+    return f"<answer>{rec['meta']['answer_text']}</answer>"
 
-    from kg.build import Graph
-    from kg.sample import Sampler, generate_one, parse_mix, to_record
 
-    g = Graph.load(os.path.join(cfg.out_dir, "kg"))
-    mix = parse_mix(cfg.templates, Sampler.TEMPLATES)
-    only = None
-    if cfg.n_diseases:  # the diseases most templates can ask about, ties broken by a seeded shuffle
-        full = Sampler(g)
-        pools = [set(full.pool(t)[0].tolist()) for t in mix if t != "diagnosis" or len(mix) == 1]
-        cands = random.Random(cfg.seed).sample(sorted(set().union(*pools)), len(set().union(*pools)))
-        only = sorted(cands, key=lambda d: -sum(d in p for p in pools))[:cfg.n_diseases]
-    s = Sampler(g, only=only)
-    recs, seen = [], set()
-    bar = tqdm(total=cfg.n_questions, desc="questions")
-    for i in range(3 * cfg.n_questions):  # an index may give no question, or one already drawn
-        if len(recs) >= cfg.n_questions:
-            break
-        got = generate_one(s, i, cfg.seed, mix, 5)
-        if got is None:
-            continue
-        r = to_record(g, *got, i, cfg.seed)
-        if r["meta"]["content_key"] in seen:
-            continue
-        seen.add(r["meta"]["content_key"])
-        recs.append({**r, "difficulty": difficulty(r)})
-        bar.update()
-    bar.close()
-    if not recs:
-        raise SystemExit(f"demo.py: no question could be drawn from {g.info.get('sources')} with templates={cfg.templates}")
-    write_jsonl(path, recs)
-    return recs
+def chat(rec, target, direct):
+    return {"id": rec["id"], "messages": build_prompt(rec, direct=direct) + [{"role": "assistant", "content": target}]}
+
+
+def make_corpora(world_dir, out, fact_copies=1):
+    """knowledge.jsonl (the facts as documents, fact_copies times each, + every one-hop question answered
+    directly) and cot.jsonl (every training question with its chain of thought)."""
+    facts = [{**r, "id": f"{r['id']}.{c}"} for c in range(fact_copies)
+             for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
+    train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
+    one_hop = [chat(r, direct_target(r), True) for r in train if r["meta"]["hops"] == 1]
+    write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + one_hop)
+    write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in train])
 
 
 # ----------------------------------------------------------------------------------------------- model
 
-def build_base(cfg, out, texts):
+def build_base(cfg, out, texts, entities=()):
     """A random Qwen3-shaped model (tied head, q/k norm) with a byte-level BPE tokenizer trained on `texts`,
-    in Hugging Face layout, so sft.py, grpo.py and the sampler load it as any checkpoint."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    in Hugging Face layout, so sft.py, grpo.py and the sampler load it as any checkpoint. Each name in
+    `entities` becomes one token (a whole-word match): at this scale, recalling a fact is then predicting one
+    token, and copying a name one copy, not a spelling of five subword pieces."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     import model as M
 
@@ -127,6 +117,7 @@ def build_base(cfg, out, texts):
     tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS,
                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tk.add_tokens(TAGS)  # the format's tags as single tokens (not special: decoding keeps them)
+    tk.add_tokens([AddedToken(e, single_word=True) for e in sorted(set(entities))])
     tk.save(os.path.join(out + ".tok", "tokenizer.json"))
     with open(os.path.join(out + ".tok", "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML}, f)
@@ -147,34 +138,83 @@ def build_base(cfg, out, texts):
 
 # ------------------------------------------------------------------------------------------------ eval
 
-def evaluate(model_dir, recs, path, max_tokens):
-    """Greedy completions of the held-out questions, one JSONL row per id (resumed); returns the rows."""
+def evaluate(model_dir, recs, path, max_tokens, n=1, seed=0):
+    """Completions of recs (greedy, or n samples at temperature 1), one JSONL row per id (resumed); returns the
+    rows."""
     from eval.llm import make_client, run_step
     from eval.run import make_row
 
     def row(rec, outs):
         r = make_row(rec, outs, "held", None)
-        r.update(format_ok=format_ok(outs[0], rec["options"]), difficulty=rec["difficulty"],
-                 template=rec["meta"]["template"])
+        ok = [format_ok(o, rec["options"]) for o in outs]
+        r.update(format_ok=ok[0] if n == 1 else ok, difficulty=rec["difficulty"], template=rec["meta"]["template"],
+                 hops=rec["meta"]["hops"], n_options=len(rec["options"]))
         del r["prompt"]
         return r
 
-    run_step(make_client(model_dir=model_dir), recs, path, build_prompt, row, max_tokens=max_tokens, desc="eval")
-    return [r for _, r in read_jsonl_rows(path)]
+    run_step(make_client(model_dir=model_dir), recs, path, build_prompt, row,
+             n=n, temperature=1.0 if n > 1 else 0.0, max_tokens=max_tokens, seed=seed, desc=os.path.basename(path))
+    return [r for _, r in iter_jsonl(path, skip_bad=True)]
 
 
-def read_jsonl_rows(path):
-    from eval.records import iter_jsonl
-    return iter_jsonl(path, skip_bad=True)
+@torch.no_grad()
+def score_options(model_dir, recs, path):
+    """The base row: the model answering directly, without reasoning, read as the option whose answer tag it
+    finds most likely (sum of the log-probabilities of "<answer>text</answer>" after the direct prompt), the way
+    base models are scored on multiple choice. It always names an option, so it measures what the model knows,
+    not whether it can write a format. Rows as evaluate()'s, written to path."""
+    import model as M
+    from eval.records import append_jsonl, done_ids
+
+    done = done_ids(path)
+    tok, net = M.Tokenizer.from_pretrained(model_dir), M.Transformer.from_pretrained(model_dir).eval()
+    for rec in (r for r in recs if r["id"] not in done):
+        head = tok.apply_chat_template(build_prompt(rec, direct=True))
+        tails = [tok.encode(f"<answer>{o}</answer>") for o in rec["options"].values()]
+        L = len(head) + max(map(len, tails))
+        ids = torch.zeros(len(tails), L, dtype=torch.long)
+        for i, t in enumerate(tails):
+            ids[i, :len(head) + len(t)] = torch.tensor(head + t)
+        logp = net(ids).float().log_softmax(-1)
+        scores = [logp[i, len(head) - 1 + torch.arange(len(t)), torch.tensor(t)].sum().item()
+                  for i, t in enumerate(tails)]
+        pick = list(rec["options"])[max(range(len(scores)), key=scores.__getitem__)]
+        append_jsonl(path, [{"id": rec["id"], "gold": rec["answer"], "extracted": pick, "correct": pick == rec["answer"],
+                             "format_ok": True, "difficulty": rec["difficulty"], "template": rec["meta"]["template"],
+                             "hops": rec["meta"]["hops"], "n_options": len(rec["options"])}])
+    return [r for _, r in iter_jsonl(path, skip_bad=True)]
 
 
 def summarize(rows):
-    hard = [r for r in rows if r["difficulty"] != "easy"]
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
-    return {"n": len(rows), "accuracy": mean([r["correct"] for r in rows]),
-            "hard_accuracy": mean([r["correct"] for r in hard]), "n_hard": len(hard),
-            "format_rate": mean([r["format_ok"] for r in rows]),
-            "extraction_failures": mean([r["extracted"] is None for r in rows])}
+    by = lambda h: [r["correct"] for r in rows if r["hops"] == h]
+    return {"n": len(rows), "accuracy": mean([r["correct"] for r in rows]), "hop2_accuracy": mean(by(2)),
+            "hard_accuracy": mean(by(3)), "n_hard": len(by(3)), "format_rate": mean([r["format_ok"] for r in rows]),
+            "extraction_failures": mean([r["extracted"] is None for r in rows]),
+            "letters": dict(sorted(Counter(r["extracted"] or "none" for r in rows).items())),
+            "gold_letters": dict(sorted(Counter(r["gold"] for r in rows).items()))}
+
+
+def pass_at(rows):
+    """pass@1 (mean share correct over the n samples), pass@n (any correct) and what guessing gives."""
+    if not rows:
+        return {}
+    n = len(rows[0]["correct"])
+    mean = lambda xs: sum(xs) / len(xs)
+    return {"n": len(rows), "k": n, "pass1": mean([mean(r["correct"]) for r in rows]),
+            "passk": mean([any(r["correct"]) for r in rows]),
+            "guess1": mean([1 / r["n_options"] for r in rows]),
+            "guessk": mean([1 - (1 - 1 / r["n_options"]) ** n for r in rows])}
+
+
+def paired_gain(a, b):
+    """(mean gain of b over a, its standard error) on the same questions (rows matched by id)."""
+    ca = {r["id"]: r["correct"] for r in a}
+    d = [float(r["correct"]) - float(ca[r["id"]]) for r in b if r["id"] in ca]
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    m = sum(d) / len(d)
+    return m, (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -224,110 +264,215 @@ def main(argv=None):
     if cfg.cpu_threads:  # on a shared CPU, OpenMP threads spinning against other jobs slow a tiny model 5-20x
         os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
         torch.set_num_threads(cfg.cpu_threads)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    kg_dir = os.path.join(cfg.out_dir, "kg")
+    t0 = time.time()
+    Run(cfg).stage("kg", os.path.join(kg_dir, "meta.json"), lambda: subprocess.run(
+        [sys.executable, "-m", "kg.build", "--sources", cfg.kg_sources, "--out", kg_dir], check=True))
+    if not cfg.seeds:
+        return run_seed(cfg, kg_dir)
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",")]
+    except ValueError:
+        sys.exit(f"demo.py: error: --seeds={cfg.seeds}: comma-separated integers")
+    results = {s: run_seed(replace(cfg, seed=s, out_dir=os.path.join(cfg.out_dir, f"seed{s}")), kg_dir) for s in seeds}
+    report_seeds(cfg, results, time.time() - t0)
+
+
+def run_seed(cfg, kg_dir):
+    """One seed's whole pipeline in cfg.out_dir; returns its ablation.json."""
     run = Run(cfg)
     p = run.p
     os.makedirs(cfg.out_dir, exist_ok=True)
     t_start = time.time()
-    py = [sys.executable, "-m"]
 
-    run.stage("kg", p("kg", "meta.json"), lambda: subprocess.run(
-        py + ["kg.build", "--sources", cfg.kg_sources, "--out", p("kg")], check=True))
-    run.stage("questions", p("questions.jsonl"), lambda: make_questions(cfg, p("questions.jsonl")))
-    run.stage("split", p("split", "held.jsonl"), lambda: subprocess.run(
-        py + ["kg.split", "--records", p("questions.jsonl"), "--out", p("split"), "--held", str(cfg.held),
-              "--seed", str(cfg.seed)], check=True))
-    run.stage("cot", p("cot", "sft.jsonl"), lambda: subprocess.run(
-        py + ["data.distill", "--records", p("split", "train.jsonl"), "--out", p("cot"), "--template"], check=True))
-    base = cfg.base_model or p("base")
+    def make_world():
+        from kg.build import Graph
+        from kg.world import build_world, write
 
-    def make_base():
-        texts = [m["content"] for _, r in read_jsonl_rows(p("cot", "sft.jsonl")) for m in r["messages"]]
-        print(f"   {build_base(cfg, base, texts) / 1e6:.2f}M parameters")
+        world = build_world(Graph.load(kg_dir), cfg.n_diseases, cfg.seed)
+        fs, train, test = write(world, p("world"), cfg.seed, cfg.held, cfg.options)
+        print(f"   {len(world['diseases'])} diseases, {len(fs)} fact sentences, {len(train)} training questions, "
+              f"{len(test)} held-out (2-3 hop compositions never asked in training)")
+        make_corpora(p("world"), p("world"), cfg.fact_copies)
+    run.stage("world", p("world", "cot.jsonl"), make_world)
+
+    base = cfg.base_model or p("init")
+
+    def make_init():
+        texts = [r.get("text") or "\n".join(m["content"] for m in r["messages"])
+                 for name in ("knowledge.jsonl", "cot.jsonl") for _, r in iter_jsonl(p("world", name))]
+        world = json.load(open(p("world", "world.json")))
+        names = [n for d, w in world["diseases"].items() for n in [d, w["drug"], w["gene"], *w["findings"]] if n]
+        names += [x[k] for x in world["drugs"].values() for k in ("class", "target")]
+        print(f"   {build_base(cfg, base, texts, names) / 1e6:.2f}M parameters (random weights), "
+              f"{len(set(names))} entity tokens")
     if not cfg.base_model:
-        run.stage("base", p("base", "config.json"), make_base)
+        run.stage("init", p("init", "config.json"), make_init)
 
-    held = list(read_jsonl(p("split", "held.jsonl")))
-    if not held:
-        sys.exit(f"demo.py: {p('split', 'held.jsonl')} is empty: more questions, or a larger --held")
-    if cfg.eval_limit:
-        held = random.Random(cfg.seed).sample(held, min(cfg.eval_limit, len(held)))
-    models = {"base": base, "sft": p("sft", "hf"), "grpo1": p("grpo", "stage1", "hf"), "grpo2": p("grpo", "stage2", "hf")}
+    train = list(read_jsonl(p("world", "train.jsonl")))
+    held = list(read_jsonl(p("world", "held.jsonl")))
+    rng = random.Random(cfg.seed)
+    multi_train = [r for r in train if r["meta"]["hops"] > 1]
+    probe = {"train": rng.sample(multi_train, min(cfg.pass_n, len(multi_train))),
+             "held": rng.sample(held, min(cfg.pass_n, len(held)))}
+    facts_probe = rng.sample([r for r in train if r["meta"]["hops"] == 1], min(cfg.pass_n, len(train)))
+    models = {"base": p("knowledge", "hf"), "sft": p("sft", "hf"), "grpo1": p("grpo", "stage1", "hf"),
+              "grpo2": p("grpo", "stage2", "hf")}
 
-    def ev(name):
-        run.stage(f"eval {name}", p("eval", f"{name}.done"), lambda: (
-            evaluate(models[name], held, p("eval", f"{name}.jsonl"), cfg.eval_max_tokens),
-            open(p("eval", f"{name}.done"), "w").close()))
-
-    def train(name, script, opts, out_dir, ckpt_dir):
+    def train_stage(name, script, opts, ckpt_dir):
         resume = T.latest_checkpoint(ckpt_dir) is not None or (
-            script == "sft.py" and os.path.exists(os.path.join(out_dir, "metrics.jsonl")))
+            script == "sft.py" and os.path.exists(os.path.join(ckpt_dir, "metrics.jsonl")))
         run.stage(name, models[name], lambda: run.script(script, {**opts, **({"resume": True} if resume else {})}))
 
+    def ev(name):
+        direct = name == "base"
+
+        def go():
+            if direct:  # and how much of the world the base model knows: one-hop questions, answered directly
+                score_options(models[name], held, p("eval", f"{name}.jsonl"))
+                score_options(models[name], facts_probe, p("eval", "base_facts.jsonl"))
+            else:
+                evaluate(models[name], held, p("eval", f"{name}.jsonl"), cfg.eval_max_tokens)
+                for split, recs in probe.items():
+                    evaluate(models[name], recs, p("eval", f"{name}_pass_{split}.jsonl"), cfg.eval_max_tokens,
+                             n=cfg.pass_k, seed=cfg.seed)
+            open(p("eval", f"{name}.done"), "w").close()
+        run.stage(f"eval {name}", p("eval", f"{name}.done"), go)
+
+    train_stage("base", "sft.py", {"init_from": base, "train_file": p("world", "knowledge.jsonl"),
+                                   "out_dir": p("knowledge"), "seed": cfg.seed, **cfg.knowledge}, p("knowledge"))
     ev("base")
-    train("sft", "sft.py", {"init_from": base, "train_file": p("cot", "sft.jsonl"), "out_dir": p("sft"), **cfg.sft},
-          p("sft"), p("sft"))
+    train_stage("sft", "sft.py", {"init_from": models["base"], "train_file": p("world", "cot.jsonl"),
+                                  "out_dir": p("sft"), "seed": cfg.seed, **cfg.sft}, p("sft"))
     ev("sft")
     for s in (1, 2):
-        opts = {"stage": s, "model": models["sft"] if s == 1 else models["grpo1"], "data": p("split", "train.jsonl"),
-                "out_dir": p("grpo"), "seed": cfg.seed, **(cfg.grpo1 if s == 1 else cfg.grpo2)}
-        train(f"grpo{s}", "grpo.py", opts, p("grpo"), p("grpo", f"stage{s}"))
+        opts = {"stage": s, "model": models["sft"] if s == 1 else models["grpo1"], "data": p("world", "train.jsonl"),
+                "out_dir": p("grpo"), "seed": cfg.seed, "shuffle_options": True, **(cfg.grpo1 if s == 1 else cfg.grpo2)}
+        train_stage(f"grpo{s}", "grpo.py", opts, p("grpo", f"stage{s}"))
         ev(f"grpo{s}")
-    report(run, held, time.time() - t_start)
+    return report(run, held, time.time() - t_start)
 
 
 # --------------------------------------------------------------------------------------------- report
 
+def pct(x):
+    return f"{100 * x:.1f}%"
+
+
+def load_results(run):
+    p = run.p
+    rows = {k: [r for _, r in iter_jsonl(p("eval", f"{k}.jsonl"), skip_bad=True)] for k, _ in ROWS}
+    res = {k: summarize(rows[k]) for k, _ in ROWS}
+    for k, _ in ROWS[1:]:
+        res[k]["pass"] = {s: pass_at([r for _, r in iter_jsonl(p("eval", f"{k}_pass_{s}.jsonl"), skip_bad=True)])
+                          for s in ("train", "held")}
+    facts = [r for _, r in iter_jsonl(p("eval", "base_facts.jsonl"), skip_bad=True)]
+    res["base"]["facts_known"] = sum(r["correct"] for r in facts) / max(len(facts), 1)
+    gains = {}
+    for (a, _), (b, _) in zip(ROWS, ROWS[1:]):
+        for sub, keep in (("all", lambda r: True), ("hop2", lambda r: r["hops"] == 2), ("hard", lambda r: r["hops"] == 3)):
+            gains[f"{b}:{sub}"] = paired_gain([r for r in rows[a] if keep(r)], [r for r in rows[b] if keep(r)])
+    return res, gains
+
+
 def report(run, held, wall):
     p, times = run.p, run.times
-    res = {k: summarize([r for _, r in read_jsonl_rows(p("eval", f"{k}.jsonl"))]) for k, _ in ROWS}
-    parts = {"base": ("kg", "questions", "split", "cot", "base"), "sft": ("sft",), "grpo1": ("grpo1",),
-             "grpo2": ("grpo2",)}
+    res, gains = load_results(run)
+    parts = {"base": ("world", "init", "base"), "sft": ("sft",), "grpo1": ("grpo1",), "grpo2": ("grpo2",)}
     spent = lambda names, key: sum(times.get(n, {}).get(key, 0.0) for n in names)
-    pct = lambda x: f"{100 * x:.1f}%"
-    n_hard = res["base"]["n_hard"]
-    lines = [f"Held-out: {len(held)} KG questions ({n_hard} with 2+ hops: 'hard'), 5 options (chance 20%), greedy.",
-             "", "| model | accuracy | hard (2+ hops) | format rate | extraction failures | stage wall (CPU) time | "
-             "eval wall time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    b = res["base"]
+    lines = [f"Held-out: {len(held)} questions, each a 2-3 hop composition of known facts never asked in training "
+             f"({b['n_hard']} with 3 hops: 'hard'); 5 options, shuffled per item (chance 20%); greedy.",
+             f"The base model (after the knowledge phase) answers {pct(b['facts_known'])} of one-hop fact questions.",
+             "", "| model | accuracy | 2 hops | 3 hops (hard) | format rate | extraction failures | gain (+- s.e.) | "
+             "answer letters | stage wall (CPU) time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for k, name in ROWS:
         r = res[k]
-        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['hard_accuracy'])} | {pct(r['format_rate'])} | "
-                     f"{pct(r['extraction_failures'])} | {spent(parts[k], 'wall'):.0f} s ({spent(parts[k], 'cpu'):.0f} s) "
-                     f"| {spent(['eval ' + k], 'wall'):.0f} s |")
-    lines += ["", f"Total: {spent(times, 'wall') / 60:.1f} min wall time, {spent(times, 'cpu') / 60:.1f} min CPU time "
-              f"(the data and base-model row includes building the KG and the questions: "
-              f"{spent(parts['base'], 'wall'):.0f} s); this invocation: {wall / 60:.1f} min.", ""]
-    lines += verdicts(res)
+        g = gains.get(f"{k}:all")
+        gain = f"{100 * g[0]:+.1f} +- {100 * g[1]:.1f}" if g else ""
+        letters = " ".join(f"{l}:{c}" for l, c in r["letters"].items())
+        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['hop2_accuracy'])} | {pct(r['hard_accuracy'])} | "
+                     f"{pct(r['format_rate'])} | {pct(r['extraction_failures'])} | {gain} | {letters} | "
+                     f"{spent(parts[k], 'wall'):.0f} s ({spent(parts[k], 'cpu'):.0f} s) |")
+    lines += ["", "base answers without reasoning (the paper's non-inference row); the others reason first.", "",
+              "RL's headroom: pass@1 and pass@k at temperature 1, against what guessing among the options gives.", "",
+              "| model | split | pass@1 | pass@k | guessing pass@1 | guessing pass@k |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for k, name in ROWS[1:]:
+        for s, q in res[k]["pass"].items():
+            if q:
+                lines.append(f"| {name} | {s} ({q['n']}, k={q['k']}) | {pct(q['pass1'])} | {pct(q['passk'])} | "
+                             f"{pct(q['guess1'])} | {pct(q['guessk'])} |")
+    lines += ["", f"Total: {spent(times, 'wall') / 60:.1f} min wall time, {spent(times, 'cpu') / 60:.1f} min CPU time; "
+              f"this invocation: {wall / 60:.1f} min.", ""]
+    lines += verdicts(res, gains)
     text = "\n".join(lines) + "\n"
     with open(p("ablation.md"), "w") as f:
         f.write(text)
+    out = {"results": res, "gains": gains, "times": times}
     with open(p("ablation.json"), "w") as f:
-        json.dump({"results": res, "times": times}, f, indent=1)
+        json.dump(out, f, indent=1)
     plot(run, res)
     print("\n" + text + f"\nwritten: {p('ablation.md')}, {p('curves.png')}")
-
-
-def verdicts(res):
-    """Whether each stage did its job, in words (the issue: say so when one does not)."""
-    b, s, g1, g2 = (res[k] for k, _ in ROWS)
-    out = []
-    def say(ok, good, bad):
-        out.append(("helped: " if ok else "DID NOT HELP: ") + (good if ok else bad))
-    say(s["format_rate"] > b["format_rate"] + 0.2, f"CoT SFT lifted the format rate {b['format_rate']:.0%} -> {s['format_rate']:.0%}",
-        f"CoT SFT left the format rate at {s['format_rate']:.0%} (base {b['format_rate']:.0%}): too few SFT steps")
-    why = (" (RL on the training questions sharpens what the policy already gets right; a held-out answer is never "
-           "a training answer of its template, so where SFT left the policy near chance (20%) there is little to sharpen)")
-    noise = lambda n: 2 * (2 * 0.16 / max(n, 1)) ** 0.5  # 2 s.e. of a difference of two accuracies near chance
-    say(g1["accuracy"] - s["accuracy"] > noise(b["n"]), f"RL stage 1 lifted held-out accuracy {s['accuracy']:.1%} -> {g1['accuracy']:.1%}",
-        f"RL stage 1 did not lift held-out accuracy beyond noise ({s['accuracy']:.1%} -> {g1['accuracy']:.1%}, "
-        f"noise +-{noise(b['n']):.1%})" + why)
-    if not b["n_hard"]:
-        out.append("stage 2 on the hard subset: no held-out question has 2+ hops (one-hop templates only)")
-        return out
-    say(g2["hard_accuracy"] - g1["hard_accuracy"] > noise(b["n_hard"]),
-        f"RL stage 2 lifted hard (2+ hop) held-out accuracy {g1['hard_accuracy']:.1%} -> {g2['hard_accuracy']:.1%}",
-        f"RL stage 2 did not lift hard held-out accuracy beyond noise ({g1['hard_accuracy']:.1%} -> "
-        f"{g2['hard_accuracy']:.1%}, noise +-{noise(b['n_hard']):.1%})" + why)
     return out
+
+
+def verdicts(res, gains):
+    """Whether each stage did its job, in words: HELPED when its held-out gain exceeds two standard errors of the
+    paired difference, DID NOT HELP otherwise."""
+    out = []
+    for (a, an), (b, bn) in zip(ROWS, ROWS[1:]):
+        m, se = gains[f"{b}:all"]
+        ok = m > 2 * se
+        out.append(f"{'HELPED' if ok else 'DID NOT HELP'}: {bn} vs {an}: held-out accuracy {pct(res[a]['accuracy'])} -> "
+                   f"{pct(res[b]['accuracy'])} ({100 * m:+.1f} points, 2 s.e. = {200 * se:.1f})")
+    h2, hh = gains["grpo2:hop2"][0], gains["grpo2:hard"][0]
+    out.append(f"RL stage 2's gain is {'largest' if hh > h2 else 'NOT largest'} on the hard (3-hop) questions: "
+               f"{100 * hh:+.1f} points there, {100 * h2:+.1f} on 2-hop ones")
+    top = max((c / max(res[k]["n"], 1), l, name) for k, name in ROWS for l, c in res[k]["letters"].items() if l != "none")
+    out.append(f"the most common answer letter of any row: {top[1]} in {pct(top[0])} of {top[2]}'s answers")
+    return out
+
+
+def report_seeds(cfg, results, wall):
+    """Mean and standard error across seeds of each row, and the per-seed table."""
+    seeds = list(results)
+    mse = lambda xs: (sum(xs) / len(xs), (sum((x - sum(xs) / len(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)
+                                          / len(xs)) ** 0.5)
+    fmt = lambda xs: "{:.1f} +- {:.1f}".format(*(100 * v for v in mse(xs)))
+    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): a new world, split, model and training run each. "
+             "Mean +- standard error across seeds.", "",
+             "| model | accuracy | 2 hops | 3 hops (hard) | format rate |", "| --- | ---: | ---: | ---: | ---: |"]
+    get = lambda k, key: [results[s]["results"][k][key] for s in seeds]
+    for k, name in ROWS:
+        lines.append(f"| {name} | {fmt(get(k, 'accuracy'))} | {fmt(get(k, 'hop2_accuracy'))} | "
+                     f"{fmt(get(k, 'hard_accuracy'))} | {fmt(get(k, 'format_rate'))} |")
+    lines += ["", "Per seed (held-out accuracy; gain over the row above +- its paired s.e.):", "",
+              "| seed | " + " | ".join(n for _, n in ROWS) + " |", "| ---" * (len(ROWS) + 1) + " |"]
+    for s in seeds:
+        cells = []
+        for k, _ in ROWS:
+            acc = results[s]["results"][k]["accuracy"]
+            g = results[s]["gains"].get(f"{k}:all")
+            cells.append(pct(acc) + (f" ({100 * g[0]:+.1f} +- {100 * g[1]:.1f})" if g else ""))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["", "pass@1 / pass@k (temperature 1) on held-out, mean across seeds:", "",
+              "| model | pass@1 | pass@k | guessing pass@k |", "| --- | ---: | ---: | ---: |"]
+    for k, name in ROWS[1:]:
+        q = [results[s]["results"][k]["pass"]["held"] for s in seeds]
+        lines.append(f"| {name} | {fmt([x['pass1'] for x in q])} | {fmt([x['passk'] for x in q])} | "
+                     f"{pct(q[0]['guessk'])} |")
+    lines += [""]
+    for s in seeds:
+        lines += [f"seed {s}: " + v for v in verdicts(results[s]["results"], results[s]["gains"])]
+    lines += ["", f"this invocation: {wall / 60:.1f} min"]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(cfg.out_dir, "ablation.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(cfg.out_dir, "ablation.json"), "w") as f:
+        json.dump({str(s): r for s, r in results.items()}, f, indent=1)
+    print("\n" + text)
 
 
 def plot(run, res):
@@ -336,31 +481,40 @@ def plot(run, res):
     import matplotlib.pyplot as plt
 
     sft = T.Metrics(run.p("sft", "metrics.jsonl")).rows()
+    know = T.Metrics(run.p("knowledge", "metrics.jsonl")).rows()
     g = [T.Metrics(run.p("grpo", f"stage{s}", "metrics.jsonl")).rows() for s in (1, 2)]
     offset = len(g[0])
     grpo = [(r["step"], r) for r in g[0]] + [(offset + r["step"], r) for r in g[1]]
-    fig, ax = plt.subplots(2, 3, figsize=(14, 7))
+    fig, ax = plt.subplots(2, 3, figsize=(15, 7.5))
     ax = ax.flatten()
-    ax[0].plot([r["step"] for r in sft], [r["loss"] for r in sft], label="train")
-    val = [(r["step"], r["val_loss"]) for r in sft if "val_loss" in r]
-    if val:
-        ax[0].plot(*zip(*val), "o-", label="val")
-    ax[0].set_title("CoT SFT loss")
+    ax[0].plot([r["step"] for r in know], [r["loss"] for r in know], label="knowledge phase")
+    ax[0].plot([r["step"] for r in sft], [r["loss"] for r in sft], label="CoT SFT")
+    ax[0].set_yscale("log")
+    ax[0].set_title("training loss")
     ax[0].legend()
-    for a, key, title in zip(ax[1:5], ("reward", "accuracy", "zero_signal_frac", "response_len"),
-                             ("GRPO reward", "GRPO rollout accuracy", "zero-signal groups", "response length (tokens)")):
+    for a, key, title in zip(ax[1:4], ("reward", "accuracy", "zero_signal_frac"),
+                             ("GRPO reward", "GRPO rollout accuracy", "zero-signal groups")):
         a.plot([s for s, _ in grpo], [r[key] for _, r in grpo], ".-")
         a.axvline(offset + 0.5, color="gray", ls="--")
         a.set_title(title + " (stage 1 | stage 2)")
+        a.set_xlabel("step")
     names = [n for _, n in ROWS]
     x = range(len(names))
-    for key, off in (("accuracy", -0.3), ("hard_accuracy", -0.1), ("format_rate", 0.1), ("extraction_failures", 0.3)):
-        ax[5].bar([i + off for i in x], [res[k][key] for k, _ in ROWS], width=0.2, label=key)
-    ax[5].set_xticks(list(x), names)
-    ax[5].set_title("held-out after each stage")
+    for key, off in (("accuracy", -0.3), ("hop2_accuracy", -0.1), ("hard_accuracy", 0.1), ("format_rate", 0.3)):
+        ax[4].bar([i + off for i in x], [res[k][key] for k, _ in ROWS], width=0.2, label=key)
+    ax[4].set_xticks(list(x), names)
+    ax[4].set_title("held-out after each stage (greedy)")
+    ax[4].legend(fontsize=7)
+    for s, style in (("train", "o-"), ("held", "s--")):
+        qs = [res[k]["pass"][s] for k, _ in ROWS[1:]]
+        if all(qs):
+            ax[5].plot(names[1:], [q["pass1"] for q in qs], style, label=f"pass@1 {s}")
+            ax[5].plot(names[1:], [q["passk"] for q in qs], style, label=f"pass@{qs[0]['k']} {s}")
+            ax[5].axhline(qs[0]["guessk"], color="gray", ls=":")
+            ax[5].axhline(qs[0]["guess1"], color="gray", ls=":")
+    ax[5].set_title("pass@1 / pass@k (temperature 1); dotted: guessing")
     ax[5].legend(fontsize=7)
-    for a in ax[:5]:
-        a.set_xlabel("step")
+    for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(run.p("curves.png"), dpi=90)

@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from eval.answer import build_prompt, format_ok, score
-from eval.records import RecordError, append_jsonl, read_jsonl
+from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, Tokenizer, Transformer
 from sample import Sampler, SamplingParams
 from training import (ConfigError, Metrics, all_reduce_sum, clip_grad_norm, fsdp_wrap, full_state_dict,
@@ -237,6 +237,7 @@ class Config:
     rollout_chunk: int = 0            # prompts per generate() call (0 = all of a rank's); draws depend on it
     kv_fraction: float = 0.8          # of the memory left after the trainer and the sampler's weights
     seed: int = 0
+    shuffle_options: bool = False     # each group sees its item's options in a fresh order (seed, step, id): no letter pays
     # reward (eq. 3) and masks
     w_correct: float = 1.0
     w_format: float = 1.0
@@ -320,7 +321,10 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
     """k completions per record from the current policy (prefix sharing: the k samples of a prompt share its
     KV blocks), scored by reward_fn. Each generate() call is seeded by (seed, step, global index of its first
     prompt), so a rank's rollouts equal those of one process when rollout_chunk is the same. `step` may be
-    any tag (mining and refills pass their own)."""
+    any tag (mining and refills pass their own). With cfg.shuffle_options each record's options are permuted by
+    (seed, step, id) first, and the group is scored against its own order."""
+    if cfg.shuffle_options:
+        recs = [shuffle_options(r, random.Random(f"{cfg.seed}:{step}:{r['id']}")) for r in recs]
     prompts = [tok.apply_chat_template(build_prompt(r)) for r in recs]
     chunk = cfg.rollout_chunk or len(recs) or 1
     groups = []

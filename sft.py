@@ -6,7 +6,9 @@
 
 Input: JSONL, one record per line, {"id", "messages": [{"role": "system"}?, {"role": "user"},
 {"role": "assistant", "content": "<think>...</think>\\n<answer>X</answer>"}]}. The loss is on the
-assistant's tokens and its end-of-turn token only. Examples are packed into rows of max_len tokens with
+assistant's tokens and its end-of-turn token only. A record {"id", "text"} instead is a plain document (no chat
+template, the loss on every token after the first and on the end token): continued pretraining, as demo.py's
+knowledge phase does. Examples are packed into rows of max_len tokens with
 exact boundaries: segment ids keep attention inside each example and positions restart at 0.
 
 Normalization: every optimizer step sees `batch_size` examples (over all ranks and micro-batches). Its loss
@@ -106,9 +108,15 @@ def load_examples(paths, tok):
         except RecordError as e:
             raise DataError(str(e)) from None
         for lineno, rec in rows:
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str) and "messages" not in rec:
+                ids = tok.encode(rec["text"]) + [tok.eos_id]
+                if len(ids) < 2:
+                    raise DataError(f"{path}:{lineno}: empty 'text'")
+                out.append({"id": rec.get("id", f"{path}:{lineno}"), "ids": ids, "start": 1})
+                continue
             msgs = rec.get("messages") if isinstance(rec, dict) else None
             if not isinstance(msgs, list):
-                raise DataError(f"{path}:{lineno}: no 'messages' list")
+                raise DataError(f"{path}:{lineno}: no 'messages' list (nor a 'text' document)")
             try:
                 ids, start = tokenize_chat(tok, msgs)
             except (ValueError, AttributeError, TypeError) as e:

@@ -73,9 +73,11 @@ def format_question(rec):
     return f"{rec['question'].strip()}\n\n{opts}"
 
 
-def instruction(rec):
+def instruction(rec, direct=False):
     letters = list(rec["options"])
     choices = ", ".join(letters[:-1]) + f" or {letters[-1]}"
+    if direct:  # the paper's non-inference baseline: the answer without reasoning
+        return f"Without reasoning, give the single best option ({choices}) inside <answer></answer>."
     if rec["meta"].get("multi_answer"):
         return ("This question has more than one correct option. Think through the problem step by step, "
                 f"then give ALL the correct letters (from {choices}) together inside <answer></answer>, "
@@ -84,11 +86,11 @@ def instruction(rec):
             f"({choices}) inside <answer></answer>, with nothing else in the tags.")
 
 
-def build_prompt(rec, system=None):
+def build_prompt(rec, system=None, direct=False):
     """Chat messages for one record: [{"role": "system"?}, {"role": "user"}]. model.py renders the
-    chat template; the reasoning and the <answer> tag are the assistant's to write."""
+    chat template; the reasoning and the <answer> tag are the assistant's to write (direct: the tag only)."""
     msgs = [{"role": "system", "content": system}] if system else []
-    msgs.append({"role": "user", "content": f"{format_question(rec)}\n\n{instruction(rec)}"})
+    msgs.append({"role": "user", "content": f"{format_question(rec)}\n\n{instruction(rec, direct)}"})
     return msgs
 
 

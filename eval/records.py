@@ -27,6 +27,16 @@ def make_record(id, source, split, question, options, answer, difficulty=None, m
     return rec
 
 
+def shuffle_options(rec, rng):
+    """A copy of rec with its option texts in the order of rng's permutation, the answer letter(s) following their
+    text: a letter carries no meaning a policy could learn to prefer."""
+    letters = list(rec["options"])
+    order = rng.sample(letters, len(letters))
+    new = {chr(ord("A") + i): rec["options"][old] for i, old in enumerate(order)}
+    moved = {old: chr(ord("A") + i) for i, old in enumerate(order)}
+    return {**rec, "options": new, "answer": "".join(sorted(moved[a] for a in rec["answer"]))}
+
+
 def validate_record(rec):
     """Raise ValueError with the reason if `rec` breaks the schema; return it unchanged otherwise."""
     if not isinstance(rec, dict):

@@ -1,6 +1,6 @@
-"""demo.py: the whole pipeline on the micro preset (KG -> questions -> split -> CoT -> tiny model -> SFT -> GRPO
-stage 1 -> stage 2 -> held-out eval after each), every stage's output, the format rate rising after SFT, the
-ablation table and picture; a rerun redoes nothing. Plus the pieces: difficulty labels, summary, base model."""
+"""demo.py: the whole pipeline on the micro preset (KG -> world -> knowledge phase -> CoT SFT -> GRPO stage 1 ->
+stage 2 -> held-out eval after each, pass@k), every stage's output, the split rule, the ablation table and picture;
+a rerun redoes nothing. Plus the pieces: summary, pass@k, paired gains, base model and its entity tokens."""
 import json
 import time
 from pathlib import Path
@@ -10,36 +10,50 @@ import pytest
 import demo
 import model as M
 from eval.records import read_jsonl
-from kg.split import check_leak
+from kg.world import check_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_difficulty_from_hops():
-    assert [demo.difficulty({"meta": {"hops": h}}) for h in (1, 2, 3, 4)] == ["easy", "moderate", "difficult",
-                                                                               "difficult"]
-
-
-def test_summarize_counts_hard_format_and_failures():
-    rows = [{"correct": True, "format_ok": True, "extracted": "A", "difficulty": "easy"},
-            {"correct": False, "format_ok": False, "extracted": None, "difficulty": "moderate"},
-            {"correct": True, "format_ok": False, "extracted": "B", "difficulty": "difficult"},
-            {"correct": False, "format_ok": True, "extracted": "C", "difficulty": "moderate"}]
+def test_summarize_counts_hops_format_failures_and_letters():
+    rows = [{"correct": True, "format_ok": True, "extracted": "A", "gold": "A", "hops": 2},
+            {"correct": False, "format_ok": False, "extracted": None, "gold": "B", "hops": 3},
+            {"correct": True, "format_ok": False, "extracted": "B", "gold": "B", "hops": 3},
+            {"correct": False, "format_ok": True, "extracted": "C", "gold": "A", "hops": 2}]
     s = demo.summarize(rows)
-    assert (s["accuracy"], s["hard_accuracy"], s["n_hard"]) == (0.5, 1 / 3, 3)
+    assert (s["accuracy"], s["hop2_accuracy"], s["hard_accuracy"], s["n_hard"]) == (0.5, 0.5, 0.5, 2)
     assert (s["format_rate"], s["extraction_failures"]) == (0.5, 0.25)
+    assert s["letters"] == {"A": 1, "B": 1, "C": 1, "none": 1} and s["gold_letters"] == {"A": 2, "B": 2}
+
+
+def test_pass_at_k_and_guessing():
+    rows = [{"correct": [True, False, False, False], "n_options": 5},
+            {"correct": [False] * 4, "n_options": 5}]
+    q = demo.pass_at(rows)
+    assert (q["k"], q["pass1"], q["passk"]) == (4, 0.125, 0.5)
+    assert abs(q["guess1"] - 0.2) < 1e-12 and abs(q["guessk"] - (1 - 0.8 ** 4)) < 1e-12
+
+
+def test_paired_gain_matches_ids_and_its_standard_error():
+    a = [{"id": str(i), "correct": i % 2 == 0} for i in range(10)]
+    b = [{"id": str(i), "correct": True} for i in reversed(range(10))]
+    m, se = demo.paired_gain(a, b)
+    assert m == 0.5 and abs(se - (0.25 * 10 / 9 / 10) ** 0.5) < 1e-12
+    assert demo.paired_gain(a, a) == (0.0, 0.0)
 
 
 def test_base_model_loads_and_its_tokenizer_keeps_the_tags(tmp_path):
     cfg = demo.Config(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     text = "<think>\nThe key findings are fever and rash.\n</think>\n<answer>B</answer>"
-    n = demo.build_base(cfg, str(tmp_path / "base"), [text, "Which of the following is the most likely diagnosis?"] * 20)
+    n = demo.build_base(cfg, str(tmp_path / "base"), [text, "Which of the following is the most likely diagnosis?"] * 20,
+                        entities=["fever", "rash", "Lyme disease"])
     tok = M.Tokenizer.from_pretrained(str(tmp_path / "base"))
     net = M.Transformer.from_pretrained(str(tmp_path / "base"))
     assert n == net.num_parameters() and net.config.model_type == "qwen3"
     assert tok.decode(tok.encode(text)) == text
-    for tag in demo.TAGS:
+    for tag in demo.TAGS + ["Lyme disease"]:  # tags and entity names are one token each
         assert len(tok.encode(tag)) == 1
+    assert tok.decode(tok.encode("Lyme diseases point to fever.")) == "Lyme diseases point to fever."
     ids = tok.apply_chat_template([{"role": "user", "content": "hi"}])
     assert tok.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"  # no default system prompt
     assert net.config.eos_token_id == tok.eos_id
@@ -51,27 +65,36 @@ def test_micro_pipeline_end_to_end_then_rerun_redoes_nothing(tmp_path, capsys):
     t0 = time.time()
     demo.main([str(ROOT / "config" / "demo_micro.py"), f"--out_dir={out}"])
     first = time.time() - t0
-    for f in ("kg/meta.json", "questions.jsonl", "split/train.jsonl", "split/held.jsonl", "cot/sft.jsonl",
-              "base/config.json", "sft/hf/model.safetensors", "grpo/stage1/hf/model.safetensors",
-              "grpo/stage2/hf/model.safetensors", "grpo/stage1/metrics.jsonl", "grpo/stage2/metrics.jsonl",
-              "eval/base.jsonl", "eval/sft.jsonl", "eval/grpo1.jsonl", "eval/grpo2.jsonl", "ablation.md",
-              "curves.png"):
+    for f in ("kg/meta.json", "world/world.json", "world/facts.jsonl", "world/train.jsonl", "world/held.jsonl",
+              "world/knowledge.jsonl", "world/cot.jsonl", "init/config.json", "knowledge/hf/model.safetensors",
+              "sft/hf/model.safetensors", "grpo/stage1/hf/model.safetensors", "grpo/stage2/hf/model.safetensors",
+              "grpo/stage1/metrics.jsonl", "grpo/stage2/metrics.jsonl", "eval/base.jsonl", "eval/base_facts.jsonl",
+              "eval/sft.jsonl", "eval/grpo1.jsonl", "eval/grpo2.jsonl", "eval/sft_pass_held.jsonl",
+              "eval/grpo2_pass_train.jsonl", "ablation.md", "curves.png"):
         assert (out / f).exists(), f
-    train, held = list(read_jsonl(out / "split/train.jsonl")), list(read_jsonl(out / "split/held.jsonl"))
-    assert held and check_leak(train, held) == []
+    # the split rule: held-out = multi-hop compositions never asked in training, every hop a stated fact
+    train, held = list(read_jsonl(out / "world/train.jsonl")), list(read_jsonl(out / "world/held.jsonl"))
+    facts = [json.loads(line)["text"] for line in (out / "world/facts.jsonl").read_text().splitlines()]
+    assert held and check_split(train, held, facts) == []
+    # the knowledge phase holds the facts and the one-hop questions; CoT SFT every training question
+    know = [json.loads(line) for line in (out / "world/knowledge.jsonl").read_text().splitlines()]
+    assert sum("text" in r for r in know) == 3 * len(facts)
+    assert sum("messages" in r for r in know) == sum(r["meta"]["hops"] == 1 for r in train)
     res = json.loads((out / "ablation.json").read_text())["results"]
-    n_held = len(list(read_jsonl(out / "eval/base.jsonl", validate=False)))
-    assert all(res[k]["n"] == n_held for k in ("base", "sft", "grpo1", "grpo2"))
-    print(f"micro pipeline {first:.0f} s; format rate base {res['base']['format_rate']:.2f} -> "
-          f"sft {res['sft']['format_rate']:.2f}")
-    assert res["sft"]["format_rate"] > res["base"]["format_rate"] + 0.2
+    assert all(res[k]["n"] == len(held) for k in ("base", "sft", "grpo1", "grpo2"))
+    assert res["base"]["extraction_failures"] == 0  # the base row always names an option
+    for k in ("sft", "grpo1", "grpo2"):
+        assert {"train", "held"} <= set(res[k]["pass"]) and res[k]["pass"]["held"]["k"] == 4
+    print(f"micro pipeline {first:.0f} s; format rate sft {res['sft']['format_rate']:.2f}")
+    assert res["sft"]["format_rate"] > 0.5
     table = (out / "ablation.md").read_text()
     for name in ("base", "+CoT SFT", "+RL stage 1", "+RL stage 2"):
         assert f"| {name} |" in table
+    assert "pass@1" in table and ("HELPED" in table or "DID NOT HELP" in table)
     times = (out / "times.json").read_text()
     capsys.readouterr()
     demo.main([str(ROOT / "config" / "demo_micro.py"), f"--out_dir={out}"])
     log = capsys.readouterr().out
     assert (out / "times.json").read_text() == times  # nothing ran again
-    for stage in ("kg", "questions", "split", "cot", "base", "sft", "grpo1", "grpo2", "eval grpo2"):
+    for stage in ("kg", "world", "init", "base", "sft", "grpo1", "grpo2", "eval grpo2"):
         assert f"== {stage}: done" in log
