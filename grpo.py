@@ -262,7 +262,8 @@ class Config:
     grad_checkpointing: bool = True
     bf16: bool = True                 # on GPU: bf16 compute, fp32 master weights; CPU runs fp32
     ckpt_every: int = 50
-    # stage 1: difficulty labels and the plateau
+    # stage 1: difficulty labels, the Easy/Moderate blend and the plateau
+    easy_share: float = 0.5           # share of each step's prompts drawn from Easy items (the rest Moderate): 1:1 blend
     plateau_window: int = 20          # steps in each moving mean
     plateau_delta: float = 0.01       # stop when the moving mean reward gains less than this over a window
     plateau_zero_frac: float = 0.8    # ... or the moving zero-signal fraction reaches this
@@ -286,6 +287,8 @@ def check_config(cfg):
         raise ConfigError(f"--ppo_epochs={cfg.ppo_epochs} reuses rollouts: it needs --clip_eps > 0")
     if cfg.prompts_per_step < 1 or cfg.micro_batch < 1:
         raise ConfigError("--prompts_per_step and --micro_batch must be >= 1")
+    if not 0 <= cfg.easy_share <= 1:
+        raise ConfigError(f"--easy_share={cfg.easy_share}: a share between 0 and 1")
 
 
 def resolve(cfg, world):
@@ -421,10 +424,23 @@ def mine(recs, rates, pass_below, difficult_weight):
             for i, r in enumerate(recs) if r["id"] in rates and rates[r["id"]] < pass_below]
 
 
+def blend(pools, easy_share, n):
+    """(Easy, Moderate) prompts per step: easy_share of n from Easy, the rest from Moderate; all from one pool when
+    the other is empty."""
+    if not pools["moderate"]:
+        return n, 0
+    if not pools["easy"]:
+        return 0, n
+    n_easy = round(easy_share * n)
+    return n_easy, n - n_easy
+
+
 def draw(pool, start, n, seed):
     """Records start..start+n of an endless stream over `pool` (indices), reshuffled each epoch by (seed, epoch):
     a function of the position only, so resuming needs just the position."""
     out = []
+    if not n:
+        return out
     for i in range(start, start + n):
         epoch, j = divmod(i, len(pool))
         out.append(pool[_permutation(len(pool), seed, epoch)[j]])
@@ -532,18 +548,24 @@ def _train(cfg, env, stage_dir, reward_fn):
 
     if cfg.stage == 1:
         labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn)
-        pool = [i for i, r in enumerate(recs) if labels[r["id"]] in ("easy", "moderate")]
+        pools = {lab: [i for i, r in enumerate(recs) if labels[r["id"]] == lab] for lab in ("easy", "moderate")}
+        pool = pools["easy"] + pools["moderate"]
         if not pool:
             raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
-        log(env, f"stage 1: {len(pool)} Easy + Moderate records of {len(recs)}")
+        log(env, f"stage 1: {len(pools['easy'])} Easy + {len(pools['moderate'])} Moderate records of {len(recs)}, "
+                 f"drawn {blend(pools, cfg.easy_share, cfg.prompts_per_step)[0]}:"
+                 f"{blend(pools, cfg.easy_share, cfg.prompts_per_step)[1]} per step")
     per_rank = cfg.prompts_per_step // env.world
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
     while state["step"] < cfg.max_steps and not state["done"]:
         step = state["step"]
         if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
             remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn)
-        if cfg.stage == 1:
-            chosen = draw(pool, state["drawn"], cfg.prompts_per_step, cfg.seed)
+        if cfg.stage == 1:  # the paper's "balanced blend of Easy and Moderate"
+            n_easy, n_mod = blend(pools, cfg.easy_share, cfg.prompts_per_step)
+            at = state["drawn"] // cfg.prompts_per_step
+            chosen = draw(pools["easy"], at * n_easy, n_easy, cfg.seed) + \
+                draw(pools["moderate"], at * n_mod, n_mod, cfg.seed + 1)
             state["drawn"] += cfg.prompts_per_step
         else:
             rng = random.Random(f"{cfg.seed}:step:{step}")

@@ -292,6 +292,46 @@ def test_draw_is_a_function_of_position():
     assert whole[:5] != whole[5:10] or whole[5:10] != whole[10:] + grpo.draw(pool, 12, 3, 1)
 
 
+def test_stage1_blend_is_balanced_and_falls_back_to_one_pool():
+    pools = {"easy": list(range(100)), "moderate": list(range(100, 110))}
+    assert grpo.blend(pools, 0.5, 16) == (8, 8)  # 1:1 however unequal the pools
+    assert grpo.blend(pools, 0.25, 16) == (4, 12)
+    assert grpo.blend({"easy": [1], "moderate": []}, 0.5, 16) == (16, 0)
+    assert grpo.blend({"easy": [], "moderate": [1]}, 0.5, 16) == (0, 16)
+    assert grpo.draw([1, 2], 5, 0, seed=0) == []
+    with pytest.raises(grpo.ConfigError, match="easy_share"):
+        grpo.check_config(grpo.Config(easy_share=1.5))
+
+
+def test_rollout_shuffles_options_per_step_and_scores_against_its_own_order():
+    rec = {"id": "q1", "source": "t", "split": "train", "question": "Which?", "difficulty": "easy", "meta": {},
+           "options": {"A": "alpha", "B": "beta", "C": "gamma", "D": "delta"}, "answer": "C"}
+
+    class Tok:  # renders the user turn, so the test sees the option order the policy saw
+        def apply_chat_template(self, msgs):
+            return [msgs[-1]["content"]]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return ids
+
+    class Sampler:
+        def generate(self, prompts, params):
+            # every completion answers with the text of option "gamma", whatever its letter
+            return [[NS(token_ids="<think>x</think>\n<answer>gamma</answer>", finish_reason="eos")] * params.n
+                    for _ in prompts]
+
+    cfg = grpo.Config(k=2, shuffle_options=True, seed=3)
+    seen = set()
+    for step in range(12):
+        (g,) = grpo.rollout(Sampler(), Tok(), [rec], cfg, step, 0, (0,), grpo.reward)
+        assert g.rec["options"][g.rec["answer"]] == "gamma" and g.correct == [True, True]
+        assert g.prompt[0].index(f"{g.rec['answer']}. gamma") >= 0
+        seen.add(g.rec["answer"])
+    assert len(seen) >= 3  # the gold letter moves from step to step
+    (g,) = grpo.rollout(Sampler(), Tok(), [rec], grpo.Config(k=2), 0, 0, (0,), grpo.reward)
+    assert g.rec is rec  # off by default: the record as written
+
+
 def test_difficulty_from_pass_rate():
     assert [grpo.difficulty_from_pass_rate(p) for p in (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)] == \
         ["easy", "easy", "moderate", "moderate", "difficult", "difficult"]
