@@ -17,6 +17,7 @@ checkpoint):
              non-inference row); pass@1 and pass@k at temperature 1 on training and held-out questions
 then the ablation table (ablation.md, ablation.json) and the curves (curves.png).
 """
+import hashlib
 import json
 import os
 import random
@@ -52,6 +53,7 @@ class Config:
     held: float = 0.6           # share of the 2-3 hop compositions held out
     options: int = 5
     fact_copies: int = 3        # each fact sentence's copies per epoch of the knowledge phase (its QAs: one)
+    sft_share: float = 1.0      # share of the multi-hop training questions in the CoT cold-start set (RL: all)
     eval_max_tokens: int = 96
     pass_k: int = 8             # samples per question for pass@1 / pass@k (temperature 1)
     pass_n: int = 100           # questions per split (training, held-out) scored for pass@k
@@ -88,15 +90,22 @@ def chat(rec, target, direct):
     return {"id": rec["id"], "messages": build_prompt(rec, direct=direct) + [{"role": "assistant", "content": target}]}
 
 
-def make_corpora(world_dir, out, fact_copies=1):
+def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0):
     """knowledge.jsonl (the facts as documents, fact_copies times each, + every one-hop question answered
-    directly) and cot.jsonl (every training question with its chain of thought)."""
+    directly) and cot.jsonl: the cold-start set, every one-hop training question and sft_share of the multi-hop
+    ones (picked by a hash of the composition) with their chains of thought. RL trains on all of them."""
     facts = [{**r, "id": f"{r['id']}.{c}"} for c in range(fact_copies)
              for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
     train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
     one_hop = [chat(r, direct_target(r), True) for r in train if r["meta"]["hops"] == 1]
     write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + one_hop)
-    write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in train])
+    cold = [r for r in train if r["meta"]["hops"] == 1 or _unit(f"cold start:{seed}:{r['meta']['composition']}") < sft_share]
+    write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in cold])
+
+
+def _unit(key):
+    """A stable number in [0, 1) for a string."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 16 ** 8
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -294,7 +303,7 @@ def run_seed(cfg, kg_dir):
         fs, train, test = write(world, p("world"), cfg.seed, cfg.held, cfg.options)
         print(f"   {len(world['diseases'])} diseases, {len(fs)} fact sentences, {len(train)} training questions, "
               f"{len(test)} held-out (2-3 hop compositions never asked in training)")
-        make_corpora(p("world"), p("world"), cfg.fact_copies)
+        make_corpora(p("world"), p("world"), cfg.fact_copies, cfg.sft_share, cfg.seed)
     run.stage("world", p("world", "cot.jsonl"), make_world)
 
     base = cfg.base_model or p("init")
@@ -472,7 +481,41 @@ def report_seeds(cfg, results, wall):
         f.write(text)
     with open(os.path.join(cfg.out_dir, "ablation.json"), "w") as f:
         json.dump({str(s): r for s, r in results.items()}, f, indent=1)
-    print("\n" + text)
+    plot_seeds(cfg, results, mse)
+    print("\n" + text + f"\nwritten: {os.path.join(cfg.out_dir, 'ablation.md')}, {os.path.join(cfg.out_dir, 'seeds.png')}")
+
+
+def plot_seeds(cfg, results, mse):
+    """seeds.png: each row's held-out accuracy (all, 2 hops, 3 hops) as mean +- s.e. over the seeds, and pass@1 /
+    pass@k on training and held-out questions beside guessing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds, names = list(results), [n for _, n in ROWS]
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
+    for key, off, label in (("accuracy", -0.25, "all"), ("hop2_accuracy", 0, "2 hops"), ("hard_accuracy", 0.25, "3 hops")):
+        stats = [mse([results[s]["results"][k][key] for s in seeds]) for k, _ in ROWS]
+        ax[0].bar([i + off for i in range(len(ROWS))], [m for m, _ in stats], 0.25, yerr=[e for _, e in stats],
+                  capsize=3, label=label)
+    ax[0].set_xticks(range(len(ROWS)), names)
+    ax[0].set_title(f"held-out accuracy (greedy), mean +- s.e. over {len(seeds)} seeds")
+    ax[0].legend()
+    for split, style in (("train", "o-"), ("held", "s--")):
+        for key in ("pass1", "passk"):
+            stats = [mse([results[s]["results"][k]["pass"][split][key] for s in seeds]) for k, _ in ROWS[1:]]
+            ax[1].errorbar(names[1:], [m for m, _ in stats], [e for _, e in stats], fmt=style, capsize=3,
+                           label=f"{key.replace('pass', 'pass@')} {split}")
+    q = results[seeds[0]]["results"]["sft"]["pass"]["held"]
+    for g in (q["guess1"], q["guessk"]):
+        ax[1].axhline(g, color="gray", ls=":")
+    ax[1].set_title(f"pass@1 / pass@{q['k']} at temperature 1 (dotted: guessing)")
+    ax[1].legend(fontsize=8)
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(cfg.out_dir, "seeds.png"), dpi=90)
+    plt.close(fig)
 
 
 def plot(run, res):

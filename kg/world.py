@@ -94,7 +94,7 @@ def build_world(g, n, seed=0, n_findings=3):
     names = lambda xs: sorted({g.names[int(x)] for x in xs})
     world, drugs, used_genes, kg = {}, {}, set(), {}
     for d in cands:
-        if len(world) >= n:
+        if n and len(world) >= n:
             break
         dname = g.names[d]
         drug = _pick_drug(g, d, drugs)
@@ -328,13 +328,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--graph", required=True, help="a kg.build folder")
     ap.add_argument("--out", required=True, help="folder for world.json, facts.jsonl, train.jsonl, held.jsonl")
-    ap.add_argument("--diseases", type=int, default=100, help="diseases in the world")
+    ap.add_argument("--diseases", type=int, default=100, help="diseases in the world (0: every one that qualifies)")
     ap.add_argument("--held", type=float, default=0.6, help="share of the 2-3 hop compositions held out")
     ap.add_argument("--options", type=int, default=5, help="options per question (>= 2)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    if a.diseases < 2 or a.options < 2 or not 0 < a.held < 1:
-        ap.error("--diseases and --options must be >= 2, --held strictly between 0 and 1")
+    if a.diseases == 1 or a.diseases < 0 or a.options < 2 or not 0 < a.held < 1:
+        ap.error("--diseases must be 0 (all) or >= 2, --options >= 2, --held strictly between 0 and 1")
     if not os.path.exists(os.path.join(a.graph, "meta.json")):
         sys.exit(f"error: --graph {a.graph}: no kg.build graph there (meta.json missing)")
     world = build_world(Graph.load(a.graph), a.diseases, a.seed)

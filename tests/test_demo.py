@@ -42,6 +42,13 @@ def test_paired_gain_matches_ids_and_its_standard_error():
     assert demo.paired_gain(a, a) == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "config").glob("demo_*.py")))
+def test_every_demo_preset_parses(preset):
+    import training as T
+    cfg = T.parse_config(demo.Config, [str(ROOT / "config" / preset)], prog="demo.py")
+    assert cfg.knowledge and cfg.sft and cfg.grpo1 and cfg.grpo2  # every stage configured
+
+
 def test_base_model_loads_and_its_tokenizer_keeps_the_tags(tmp_path):
     cfg = demo.Config(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     text = "<think>\nThe key findings are fever and rash.\n</think>\n<answer>B</answer>"

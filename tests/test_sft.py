@@ -104,6 +104,24 @@ def test_bad_records_name_file_and_line(ckpt, tmp_path):
         sft.load_examples(str(tmp_path / "nope.jsonl"), tok)
 
 
+def test_text_documents_train_on_every_token_and_mix_with_chats(ckpt, tmp_path):
+    """{"text"} records (demo.py's knowledge phase): no chat template, the loss on every token after the first
+    and on the end token; chat records in the same file keep their assistant-only span."""
+    tok = M.Tokenizer.from_pretrained(str(ckpt))
+    f = tmp_path / "k.jsonl"
+    doc = "Scurvy is treated with ascorbic acid."
+    write_jsonl(f, [{"id": "fact0", "text": doc}, records(1)[0]])
+    (d, c) = sft.load_examples(str(f), tok)
+    assert d["ids"] == tok.encode(doc) + [tok.eos_id] and d["start"] == 1
+    assert sft.n_loss_tokens(d) == len(tok.encode(doc))  # every token but the first, plus the end token
+    assert c["start"] > 1 and tok.decode(c["ids"][:c["start"]]).endswith("assistant\n")
+    b = sft.pack([d], max_len=64)
+    assert b["targets"][b["loss_mask"]].tolist() == d["ids"][1:]
+    f.write_text('{"id": "x", "text": ""}\n')
+    with pytest.raises(sft.DataError, match="k.jsonl:1: empty 'text'"):
+        sft.load_examples(str(f), tok)
+
+
 # ---------------------------------------------------------------------------------------- packing
 
 HAND = [{"id": "a", "ids": [11, 12, 13, 14, 15], "start": 3},  # loss on 14, 15
