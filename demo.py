@@ -437,7 +437,7 @@ def verdicts(res, gains):
         out.append(f"{'HELPED' if ok else 'DID NOT HELP'}: {bn} vs {an}: held-out accuracy {pct(res[a]['accuracy'])} -> "
                    f"{pct(res[b]['accuracy'])} ({100 * m:+.1f} points, 2 s.e. = {200 * se:.1f})")
     h2, hh = gains["grpo2:hop2"][0], gains["grpo2:hard"][0]
-    out.append(f"RL stage 2's gain is {'largest' if hh > h2 else 'NOT largest'} on the hard (3-hop) questions: "
+    out.append(f"RL stage 2's gain is {'largest' if hh > max(h2, 0) else 'NOT largest'} on the hard (3-hop) questions: "
                f"{100 * hh:+.1f} points there, {100 * h2:+.1f} on 2-hop ones")
     top = max((c / max(res[k]["n"], 1), l, name) for k, name in ROWS for l, c in res[k]["letters"].items() if l != "none")
     out.append(f"the most common answer letter of any row: {top[1]} in {pct(top[0])} of {top[2]}'s answers")
