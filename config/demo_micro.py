@@ -1,5 +1,5 @@
 # The demo pipeline in about a minute (tests/test_demo.py): every stage runs on a toy scale (a world of 30
-# diseases, a 0.2M-parameter model); only the format is expected to be learnt.
+# diseases, a 0.2M-parameter model); only the shape of a chain of thought is expected to be learnt.
 #   python demo.py config/demo_micro.py --out_dir=/tmp/demo_micro
 out_dir = "runs/demo_micro"
 seed = 0
@@ -16,9 +16,9 @@ num_heads = 4
 num_kv_heads = 2
 intermediate_size = 192
 knowledge = dict(max_len=256, batch_size=32, micro_batch_size=32, max_steps=60, lr=5e-3, min_lr=5e-4,
-                 warmup_steps=3, val_size=0, eval_interval=60, ckpt_interval=60, grad_checkpointing=False)
-sft = dict(max_len=256, batch_size=16, micro_batch_size=16, max_steps=60, lr=5e-3, min_lr=5e-4, warmup_steps=3,
-           val_size=0, eval_interval=60, ckpt_interval=60, grad_checkpointing=False)
+                 warmup_steps=3, val_size=0, eval_interval=100, ckpt_interval=100, grad_checkpointing=False)
+sft = dict(max_len=256, batch_size=16, micro_batch_size=16, max_steps=100, lr=5e-3, min_lr=5e-4, warmup_steps=3,
+           val_size=0, eval_interval=100, ckpt_interval=100, grad_checkpointing=False)
 grpo1 = dict(prompts_per_step=4, k=4, max_new_tokens=64, max_steps=2, micro_batch=16, lr=1e-4, min_lr=1e-4,
              warmup_steps=1, ckpt_every=2, grad_checkpointing=False)
 grpo2 = dict(prompts_per_step=4, k=4, max_new_tokens=64, max_steps=2, micro_batch=16, lr=1e-4, min_lr=1e-4,
