@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shlex
 import subprocess
 import sys

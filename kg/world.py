@@ -259,7 +259,6 @@ def questions(world, seed=0, n_options=5):
                 continue
             opts = wrong + [path[-1]]
             rng.shuffle(opts)
-            w = world["diseases"].get(a) or {}
             stem = f"A patient presents with {_join(list(path[0]))}." if kind == "findings" else ""
             q = QUESTION[t].format(stem=stem, a=a)
             key = f"{t}:{_node_key(path[0])}"
@@ -268,7 +267,7 @@ def questions(world, seed=0, n_options=5):
                 hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()[:12], "kg_world", "train", q, opts, letter,
                 difficulty(len(hops)),
                 {"template": t, "hops": len(hops), "path": [_node_key(p) for p in path], "composition": key,
-                 "cot": cot(world, t, path), "answer_text": path[-1], "disease": w and a}))
+                 "cot": cot(world, t, path), "answer_text": path[-1]}))
     return recs
 
 
