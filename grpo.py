@@ -111,6 +111,9 @@ def token_logprobs(model, batch, temperature=1.0, chunk=1024):
     if lps:
         lp_out = lp_out.masked_scatter(where, torch.cat(lps))
         ent_out = ent_out.masked_scatter(where, torch.cat(ents))
+    else:  # nothing to score (every completion masked, e.g. all cut under --truncated=mask): a zero that still
+        # reaches every parameter, so backward runs and each FSDP rank joins the same gradient collectives
+        lp_out = lp_out + 0.0 * (h.sum() + weight.sum())
     return lp_out, ent_out
 
 

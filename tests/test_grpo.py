@@ -261,6 +261,22 @@ def test_toy_task_reward_rises(tmp_path):
     assert (tmp_path / "out" / "stage1" / "hf" / "model.safetensors").exists()
 
 
+def test_truncated_mask_with_every_completion_cut_runs(tmp_path):
+    """--truncated=mask when a whole micro-batch was cut at max_new_tokens: no loss token is left, and the step must
+    still run backward (a rank that skipped it would leave the others waiting in FSDP's collectives)."""
+    d, data = write_toy(tmp_path)
+    grpo.main(toy_args(d, data, tmp_path / "out", max_steps=2, max_new_tokens=1, truncated="mask"),
+              reward_fn=toy_reward)
+    rows = read_metrics(tmp_path / "out" / "stage1" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["grad_norm"]) for r in rows)
+    m = M.Transformer.from_pretrained(str(d))
+    b = grpo.completion_batch([[5, 6]], [NS(token_ids=[7], logprobs=[0.0], finish_reason="length")], "mask")
+    assert b.mask.sum() == 0
+    lp, _ = grpo.token_logprobs(m, b)
+    lp.sum().backward()  # the empty batch still reaches every parameter, with zero gradients
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+
+
 # ------------------------------------------------------------------------------- stage pieces
 
 def test_plateau_on_flat_reward_or_zero_signal():
