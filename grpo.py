@@ -420,11 +420,31 @@ class Plateau:
 
 # ------------------------------------------------------------------------------- stage 2 (hard samples)
 
-def mine(recs, rates, pass_below, difficult_weight):
+def mine(recs, rates, pass_below, difficult_weight, labels=None):
     """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
-    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight."""
-    return [(i, difficult_weight if r["difficulty"] == "difficult" else 1.0)
+    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {id:
+    difficulty} (stage2_labels); None = each record's own."""
+    level = (lambda r: labels.get(r["id"])) if labels is not None else (lambda r: r["difficulty"])
+    return [(i, difficult_weight if level(r) == "difficult" else 1.0)
             for i, r in enumerate(recs) if r["id"] in rates and rates[r["id"]] < pass_below]
+
+
+def stage2_labels(cfg, recs):
+    """({id: difficulty}, a line saying where the labels came from) for stage 2's miner: the data file's labels,
+    and for records without one the pass-rate labels stage 1 wrote (<out_dir>/stage1/labels.jsonl)."""
+    labels = {r["id"]: r["difficulty"] for r in recs}
+    missing = [i for i, d in labels.items() if d is None]
+    if not missing:
+        return labels, "stage 2: Difficult items from the data file's labels"
+    path = os.path.join(cfg.out_dir, "stage1", "labels.jsonl")
+    if not os.path.exists(path):
+        return labels, (f"stage 2: {len(missing)} of {len(recs)} records have no difficulty label and stage 1 wrote "
+                        f"none ({path} missing): none of them is weighted as Difficult")
+    rates = {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)}
+    got = [i for i in missing if i in rates]
+    labels.update((i, difficulty_from_pass_rate(rates[i])) for i in got)
+    return labels, (f"stage 2: difficulty from the data file for {len(recs) - len(missing)} records, from stage 1's "
+                    f"pass rates ({path}) for {len(got)}, none for {len(missing) - len(got)}")
 
 
 def blend(pools, easy_share, n):
@@ -558,12 +578,15 @@ def _train(cfg, env, stage_dir, reward_fn):
         log(env, f"stage 1: {len(pools['easy'])} Easy + {len(pools['moderate'])} Moderate records of {len(recs)}, "
                  f"drawn {blend(pools, cfg.easy_share, cfg.prompts_per_step)[0]}:"
                  f"{blend(pools, cfg.easy_share, cfg.prompts_per_step)[1]} per step")
+    if cfg.stage == 2:
+        labels, where = stage2_labels(cfg, recs)
+        log(env, where)
     per_rank = cfg.prompts_per_step // env.world
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
     while state["step"] < cfg.max_steps and not state["done"]:
         step = state["step"]
         if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
-            remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn)
+            remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels)
         if cfg.stage == 1:  # the paper's "balanced blend of Easy and Moderate"
             n_easy, n_mod = blend(pools, cfg.easy_share, cfg.prompts_per_step)
             at = state["drawn"] // cfg.prompts_per_step
@@ -621,7 +644,7 @@ def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):
     return labels
 
 
-def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn):
+def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels=None):
     """Stage 2: score the pool (or mine_max items of it) with k samples from the current policy and keep the
     items it keeps failing, Difficult ones weighted up (mine())."""
     r = state["mine_round"]
@@ -629,12 +652,12 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn):
         random.Random(f"{cfg.seed}:mine:{r}").sample(recs, cfg.mine_max)
     rates = pass_rates(sampler, tok, cand, cfg, env, f"mining round {r}", os.path.join(stage_dir, f"mine_{r:04d}.jsonl"),
                        reward_fn)
-    mined = mine(recs, rates, cfg.mine_pass_below, cfg.difficult_weight)
+    mined = mine(recs, rates, cfg.mine_pass_below, cfg.difficult_weight, labels)
     if not mined:
         log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
         mined = [(i, 1.0) for i in range(len(recs))]
     else:
-        hard = sum(recs[i]["difficulty"] == "difficult" for i, _ in mined)
+        hard = sum((labels or {}).get(recs[i]["id"], recs[i]["difficulty"]) == "difficult" for i, _ in mined)
         log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items failed more often "
                  f"than not ({hard} Difficult, weight {cfg.difficult_weight})")
     state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)

@@ -300,6 +300,22 @@ def test_miner_keeps_failures_weights_difficult():
     assert grpo.mine(recs, {}, 0.5, 3.0) == []  # unscored items are not mined
 
 
+def test_stage2_weights_difficult_by_stage1_labels_when_the_data_has_none(tmp_path):
+    recs = [{"id": str(i), "difficulty": None} for i in range(4)] + [{"id": "4", "difficulty": "difficult"}]
+    cfg = grpo.Config(out_dir=str(tmp_path))
+    labels, where = grpo.stage2_labels(cfg, recs)
+    assert "stage 1 wrote none" in where and labels["0"] is None and labels["4"] == "difficult"
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "labels.jsonl").write_text(
+        "".join(f'{{"id": "{i}", "pass_rate": {p}}}\n' for i, p in (("0", 0.0), ("1", 0.5), ("2", 1.0))))
+    labels, where = grpo.stage2_labels(cfg, recs)
+    assert labels == {"0": "difficult", "1": "moderate", "2": "easy", "3": None, "4": "difficult"}
+    assert "stage 1's pass rates" in where and "for 3, none for 1" in where
+    rates = {str(i): 0.0 for i in range(5)}  # all failing
+    assert grpo.mine(recs, rates, 0.5, 2.0) == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]  # before: x2 on one
+    assert grpo.mine(recs, rates, 0.5, 2.0, labels) == [(0, 2.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]
+
+
 def test_draw_is_a_function_of_position():
     pool = [10, 11, 12, 13, 14]
     whole = grpo.draw(pool, 0, 12, seed=1)
