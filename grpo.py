@@ -234,16 +234,16 @@ class Config:
     # rollouts
     prompts_per_step: int = 32        # prompts per optimizer step over all ranks (each gets k rollouts)
     k: int = 0                        # rollouts per prompt; 0 = 8 in stage 1, 16 in stage 2
-    max_new_tokens: int = 1024
-    temperature: float = 1.0
+    max_new_tokens: int = 1024        # rollout length cap; a completion cut there has no answer (see truncated)
+    temperature: float = 1.0          # rollout temperature; the trainer divides its logits by it too (0: greedy, untempered)
     top_p: float = 1.0                # < 1: rollouts come from the truncated distribution, the loss uses the full one
     rollout_chunk: int = 0            # prompts per generate() call (0 = all of a rank's); draws depend on it
     kv_fraction: float = 0.8          # of the memory left after the trainer and the sampler's weights
-    seed: int = 0
+    seed: int = 0                     # data order, rollout draws, option shuffles, mining samples
     shuffle_options: bool = False     # each group sees its item's options in a fresh order (seed, step, id): no letter pays
     # reward (eq. 3) and masks
-    w_correct: float = 1.0
-    w_format: float = 1.0
+    w_correct: float = 1.0            # reward for an extracted answer equal to the gold (eval.answer.score)
+    w_format: float = 1.0             # reward for a well-formed completion (eval.answer.format_ok)
     truncated: str = "zero"           # a completion cut at max_new_tokens: "zero" = reward 0, full loss; "mask" = no loss
     drop_zero_signal: bool = False    # drop groups whose k rewards are all equal and refill the batch
     # loss (eq. 1, 2) and its variants, all off by default
@@ -254,17 +254,17 @@ class Config:
     old_logprobs: str = "sampler"     # pi_old for the ratio: "sampler" (its logprobs) or "recompute" (trainer forward)
     kl_beta: float = 0.0              # k3 KL to the frozen starting policy (the paper: none)
     # optimization
-    lr: float = 1e-6
+    lr: float = 1e-6                  # AdamW peak learning rate, betas (0.9, 0.99)
     min_lr: float = 1e-6              # cosine from lr to min_lr after warmup; = lr keeps it constant
-    warmup_steps: int = 10
+    warmup_steps: int = 10            # linear warmup steps
     max_steps: int = 1000             # per stage
     micro_batch: int = 8              # completions per forward/backward
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0         # AdamW weight decay (every parameter)
+    grad_clip: float = 1.0            # max global gradient norm (0: no clipping)
     logprob_chunk: int = 1024         # completion tokens per chunk of the fp32 head
-    grad_checkpointing: bool = True
+    grad_checkpointing: bool = True   # recompute each block in backward (activation checkpointing)
     bf16: bool = True                 # on GPU: bf16 compute, fp32 master weights; CPU runs fp32
-    ckpt_every: int = 50
+    ckpt_every: int = 50              # steps between checkpoints (and at the stage's last step)
     # stage 1: difficulty labels, the Easy/Moderate blend and the plateau
     easy_share: float = 0.5           # share of each step's prompts drawn from Easy items (the rest Moderate): 1:1 blend
     plateau_window: int = 20          # steps in each moving mean
