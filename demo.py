@@ -147,22 +147,25 @@ def build_base(cfg, out, texts, entities=()):
 # ------------------------------------------------------------------------------------------------ eval
 
 def evaluate(model_dir, recs, path, max_tokens, n=1, seed=0):
-    """Completions of recs (greedy, or n samples at temperature 1), one JSONL row per id (resumed); returns the
-    rows."""
+    """Completions of recs (greedy, or n samples at temperature 1), one JSONL row per id (resumed)."""
     from eval.llm import make_client, run_step
     from eval.run import make_row
 
     def row(rec, outs):
         r = make_row(rec, outs, "held", None)
         ok = [format_ok(o, rec["options"]) for o in outs]
-        r.update(format_ok=ok[0] if n == 1 else ok, difficulty=rec["difficulty"], template=rec["meta"]["template"],
-                 hops=rec["meta"]["hops"], n_options=len(rec["options"]))
+        r.update(format_ok=ok[0] if n == 1 else ok, **_tags(rec))
         del r["prompt"]
         return r
 
     run_step(make_client(model_dir=model_dir), recs, path, build_prompt, row,
              n=n, temperature=1.0 if n > 1 else 0.0, max_tokens=max_tokens, seed=seed, desc=os.path.basename(path))
-    return [r for _, r in iter_jsonl(path, skip_bad=True)]
+
+
+def _tags(rec):
+    """What the report splits an eval row by."""
+    return {"difficulty": rec["difficulty"], "template": rec["meta"]["template"], "hops": rec["meta"]["hops"],
+            "n_options": len(rec["options"])}
 
 
 @torch.no_grad()
@@ -170,7 +173,7 @@ def score_options(model_dir, recs, path):
     """The base row: the model answering directly, without reasoning, read as the option whose answer tag it
     finds most likely (sum of the log-probabilities of "<answer>text</answer>" after the direct prompt), the way
     base models are scored on multiple choice. It always names an option, so it measures what the model knows,
-    not whether it can write a format. Rows as evaluate()'s, written to path."""
+    not whether it can write a format. Rows as evaluate()'s, appended to path (resumed by id)."""
     import model as M
     from eval.records import append_jsonl, done_ids
 
@@ -188,9 +191,7 @@ def score_options(model_dir, recs, path):
                   for i, t in enumerate(tails)]
         pick = list(rec["options"])[max(range(len(scores)), key=scores.__getitem__)]
         append_jsonl(path, [{"id": rec["id"], "gold": rec["answer"], "extracted": pick, "correct": pick == rec["answer"],
-                             "format_ok": True, "difficulty": rec["difficulty"], "template": rec["meta"]["template"],
-                             "hops": rec["meta"]["hops"], "n_options": len(rec["options"])}])
-    return [r for _, r in iter_jsonl(path, skip_bad=True)]
+                             "format_ok": True, **_tags(rec)}])
 
 
 def summarize(rows):
@@ -310,11 +311,11 @@ def run_seed(cfg, kg_dir):
     def make_init():
         texts = [r.get("text") or "\n".join(m["content"] for m in r["messages"])
                  for name in ("knowledge.jsonl", "cot.jsonl") for _, r in iter_jsonl(p("world", name))]
-        world = json.load(open(p("world", "world.json")))
-        names = [n for d, w in world["diseases"].items() for n in [d, w["drug"], w["gene"], *w["findings"]] if n]
-        names += [x[k] for x in world["drugs"].values() for k in ("class", "target")]
+        from kg.world import entity_names
+
+        names = entity_names(json.load(open(p("world", "world.json"))))
         print(f"   {build_base(cfg, base, texts, names) / 1e6:.2f}M parameters (random weights), "
-              f"{len(set(names))} entity tokens")
+              f"{len(names)} entity tokens")
     if not cfg.base_model:
         run.stage("init", p("init", "config.json"), make_init)
 

@@ -351,7 +351,7 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     records and gather the rates. With `path`, rates are appended there (JSONL keyed by id) batch by batch
     and ids already there are skipped, so a killed labelling or mining round resumes."""
     reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
-    done = {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)} if path and os.path.exists(path) else {}
+    done = read_rates(path) if path and os.path.exists(path) else {}
     todo = [r for r in recs if r["id"] not in done]
     batch = 16 * env.world
     bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
@@ -369,6 +369,11 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     bar.close()
     sampler_free(sampler)
     return done
+
+
+def read_rates(path):
+    """{id: pass rate} from a pass_rates() file (stage 1's labels.jsonl, a mining round)."""
+    return {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)}
 
 
 def _stop_ids(tok, net):
@@ -424,8 +429,8 @@ def mine(recs, rates, pass_below, difficult_weight, labels=None):
     """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
     pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {id:
     difficulty} (stage2_labels); None = each record's own."""
-    level = (lambda r: labels.get(r["id"])) if labels is not None else (lambda r: r["difficulty"])
-    return [(i, difficult_weight if level(r) == "difficult" else 1.0)
+    labels = labels if labels is not None else {r["id"]: r["difficulty"] for r in recs}
+    return [(i, difficult_weight if labels.get(r["id"]) == "difficult" else 1.0)
             for i, r in enumerate(recs) if r["id"] in rates and rates[r["id"]] < pass_below]
 
 
@@ -440,7 +445,7 @@ def stage2_labels(cfg, recs):
     if not os.path.exists(path):
         return labels, (f"stage 2: {len(missing)} of {len(recs)} records have no difficulty label and stage 1 wrote "
                         f"none ({path} missing): none of them is weighted as Difficult")
-    rates = {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)}
+    rates = read_rates(path)
     got = [i for i in missing if i in rates]
     labels.update((i, difficulty_from_pass_rate(rates[i])) for i in got)
     return labels, (f"stage 2: difficulty from the data file for {len(recs) - len(missing)} records, from stage 1's "
@@ -575,9 +580,9 @@ def _train(cfg, env, stage_dir, reward_fn):
         pool = pools["easy"] + pools["moderate"]
         if not pool:
             raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
+        n_easy, n_mod = blend(pools, cfg.easy_share, cfg.prompts_per_step)  # prompts per step from each pool
         log(env, f"stage 1: {len(pools['easy'])} Easy + {len(pools['moderate'])} Moderate records of {len(recs)}, "
-                 f"drawn {blend(pools, cfg.easy_share, cfg.prompts_per_step)[0]}:"
-                 f"{blend(pools, cfg.easy_share, cfg.prompts_per_step)[1]} per step")
+                 f"drawn {n_easy}:{n_mod} per step")
     if cfg.stage == 2:
         labels, where = stage2_labels(cfg, recs)
         log(env, where)
@@ -588,7 +593,6 @@ def _train(cfg, env, stage_dir, reward_fn):
         if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
             remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels)
         if cfg.stage == 1:  # the paper's "balanced blend of Easy and Moderate"
-            n_easy, n_mod = blend(pools, cfg.easy_share, cfg.prompts_per_step)
             at = state["drawn"] // cfg.prompts_per_step
             chosen = draw(pools["easy"], at * n_easy, n_easy, cfg.seed) + \
                 draw(pools["moderate"], at * n_mod, n_mod, cfg.seed + 1)
@@ -644,7 +648,7 @@ def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):
     return labels
 
 
-def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels=None):
+def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels):
     """Stage 2: score the pool (or mine_max items of it) with k samples from the current policy and keep the
     items it keeps failing, Difficult ones weighted up (mine())."""
     r = state["mine_round"]
@@ -657,7 +661,7 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels=Non
         log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
         mined = [(i, 1.0) for i in range(len(recs))]
     else:
-        hard = sum((labels or {}).get(recs[i]["id"], recs[i]["difficulty"]) == "difficult" for i, _ in mined)
+        hard = sum(labels[recs[i]["id"]] == "difficult" for i, _ in mined)
         log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items failed more often "
                  f"than not ({hard} Difficult, weight {cfg.difficult_weight})")
     state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)

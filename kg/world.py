@@ -156,6 +156,12 @@ def relation(world, s, rel):
     return drugs[s][rel]
 
 
+def entity_names(world):
+    """Every name the world's facts mention (diseases, drugs, genes, findings, classes, targets)."""
+    names = {n for d, w in world["diseases"].items() for n in [d, w["drug"], w["gene"], *w["findings"]] if n}
+    return sorted(names | {x[k] for x in world["drugs"].values() for k in ("class", "target")})
+
+
 # --------------------------------------------------------------------------------------------- facts
 
 def facts(world):
@@ -194,8 +200,8 @@ def anchors(world, kind):
 
 
 def chain(world, template, anchor):
-    """(path of entity names from the anchor to the answer, stem). A findings anchor is given as its disease;
-    None where the world lacks a hop (no gene)."""
+    """The path of entity names from the anchor to the answer (a findings anchor is given as its disease, and
+    its node is the tuple of findings); None where the world lacks a hop (no gene)."""
     kind, hops = TEMPLATES[template]
     node = tuple(world["diseases"][anchor]["findings"]) if kind == "findings" else anchor
     path = [node]
