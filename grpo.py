@@ -1,8 +1,8 @@
 """GRPO, the paper's two-stage RL with verifiable rewards (Fleming-R1, section 3.3).
 
 Where things are (search for the name):
-    reward()          r_i = w_correct * [extracted answer == gold] + w_format * [format_ok]   (eq. 3)
-    advantages()      A_i = r_i - mean_j r_j over the k samples of a prompt                   (eq. 2)
+    reward()          r_i = w_correct * [extracted answer == gold] + w_format * [format_ok]   (the rule reward)
+    advantages()      A_i = r_i - b, b = (1/k) sum_j r_j over the k samples of a prompt       (eq. 2, eq. 3)
     grpo_loss()       L = -(1/k) sum_i A_i log pi(y_i|x), and the optional variants          (eq. 1)
     zero_signal()     groups whose k rewards are all equal (the paper's "reward sparsity")
     token_logprobs()  fp32 log pi per completion token, the head run in chunks
@@ -38,10 +38,10 @@ from training import (ConfigError, Metrics, all_reduce_sum, clip_grad_norm, fsdp
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 
 
-# ----------------------------------------------------------------------------------------- reward (eq. 3)
+# ---------------------------------------------------------------------------------------------- reward
 
 def reward(rec, text, finish_reason, w_correct=1.0, w_format=1.0):
-    """(r, correct, well_formed) of one completion. Eq. 3: r = w_correct * correct + w_format * format,
+    """(r, correct, well_formed) of one completion: r = w_correct * correct + w_format * format,
     with the shared extractor (eval.answer.score) and format check (eval.answer.format_ok). Nothing else:
     the paper leaves length out on purpose. A truncated completion ("length") has no answer: r = 0
     (whether it also leaves the loss is the `truncated` flag, see completion_batch)."""
@@ -52,10 +52,11 @@ def reward(rec, text, finish_reason, w_correct=1.0, w_format=1.0):
     return w_correct * correct + w_format * fmt, correct, fmt
 
 
-# ------------------------------------------------------------------------------------ advantage (eq. 2)
+# ------------------------------------------------------------------------------ advantage (eq. 2, eq. 3)
 
 def advantages(rewards, std_norm=False, eps=1e-6):
-    """rewards [groups, k] -> A [groups, k]. Eq. 2: A_i = r_i - (1/k) sum_j r_j.
+    """rewards [groups, k] -> A [groups, k]. Eq. 2: A_i = r_i - b, with eq. 3's group-mean baseline
+    b = (1/k) sum_j r_j.
     std_norm (DeepSeekMath's GRPO, off by default): A_i / (std_j r_j + eps), std with Bessel's correction;
     an all-equal group then gives 0 / eps = 0. A group of one sample has no baseline: A = 0."""
     r = rewards.float()
@@ -232,16 +233,16 @@ class Config:
     out_dir: str = "out/grpo"         # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, hf/
     resume: bool = False              # continue from the newest checkpoint in <out_dir>/stage<s>/ckpt
     # rollouts
-    prompts_per_step: int = 32        # prompts per optimizer step over all ranks (each gets k rollouts)
-    k: int = 0                        # rollouts per prompt; 0 = 8 in stage 1, 16 in stage 2
-    max_new_tokens: int = 1024        # rollout length cap; a completion cut there has no answer (see truncated)
+    prompts_per_step: int = 0         # prompts per optimizer step over all ranks; 0 = the stage's (STAGE_DEFAULTS)
+    k: int = 0                        # rollouts per prompt; 0 = the stage's: 8 in stage 1, 16 in stage 2
+    max_new_tokens: int = 2048        # rollout length cap; a completion cut there has no answer (see truncated)
     temperature: float = 1.0          # rollout temperature; the trainer divides its logits by it too (0: greedy, untempered)
     top_p: float = 1.0                # < 1: rollouts come from the truncated distribution, the loss uses the full one
     rollout_chunk: int = 0            # prompts per generate() call (0 = all of a rank's); draws depend on it
     kv_fraction: float = 0.8          # of the memory left after the trainer and the sampler's weights
     seed: int = 0                     # data order, rollout draws, option shuffles, mining samples
     shuffle_options: bool = False     # each group sees its item's options in a fresh order (seed, step, id): no letter pays
-    # reward (eq. 3) and masks
+    # reward and masks
     w_correct: float = 1.0            # reward for an extracted answer equal to the gold (eval.answer.score)
     w_format: float = 1.0             # reward for a well-formed completion (eval.answer.format_ok)
     truncated: str = "zero"           # a completion cut at max_new_tokens: "zero" = reward 0, full loss; "mask" = no loss
@@ -257,8 +258,8 @@ class Config:
     lr: float = 1e-6                  # AdamW peak learning rate, betas (0.9, 0.99)
     min_lr: float = 1e-6              # cosine from lr to min_lr after warmup; = lr keeps it constant
     warmup_steps: int = 10            # linear warmup steps
-    max_steps: int = 1000             # per stage
-    micro_batch: int = 8              # completions per forward/backward
+    max_steps: int = 0                # per stage; 0 = the stage's (stage 1 usually stops earlier, at its plateau)
+    micro_batch: int = 4              # completions per forward/backward
     weight_decay: float = 0.0         # AdamW weight decay (every parameter)
     grad_clip: float = 1.0            # max global gradient norm (0: no clipping)
     logprob_chunk: int = 1024         # completion tokens per chunk of the fp32 head
@@ -277,6 +278,11 @@ class Config:
     mine_max: int = 0                 # score at most this many items per round (0 = the whole pool)
 
 
+# The paper's two runs: the same 256 completions per step, stage 2 with more rollouts per (hard) prompt.
+STAGE_DEFAULTS = {1: dict(prompts_per_step=32, k=8, max_steps=1000),
+                  2: dict(prompts_per_step=16, k=16, max_steps=500)}
+
+
 def check_config(cfg):
     if cfg.stage not in (1, 2):
         raise ConfigError(f"--stage={cfg.stage}: 1 or 2")
@@ -288,17 +294,17 @@ def check_config(cfg):
         raise ConfigError(f"--old_logprobs={cfg.old_logprobs}: 'sampler' or 'recompute'")
     if cfg.ppo_epochs > 1 and cfg.clip_eps <= 0:
         raise ConfigError(f"--ppo_epochs={cfg.ppo_epochs} reuses rollouts: it needs --clip_eps > 0")
-    if cfg.prompts_per_step < 1 or cfg.micro_batch < 1:
-        raise ConfigError("--prompts_per_step and --micro_batch must be >= 1")
+    if cfg.prompts_per_step < 0 or cfg.k < 0 or cfg.max_steps < 0 or cfg.micro_batch < 1:
+        raise ConfigError("--prompts_per_step, --k and --max_steps must be >= 0 (0: the stage's), --micro_batch >= 1")
     if not 0 <= cfg.easy_share <= 1:
         raise ConfigError(f"--easy_share={cfg.easy_share}: a share between 0 and 1")
 
 
 def resolve(cfg, world):
     """Fill the stage-dependent defaults; returns (cfg, stage dir)."""
+    cfg = dataclasses.replace(cfg, **{key: getattr(cfg, key) or value for key, value in STAGE_DEFAULTS[cfg.stage].items()})
     if cfg.prompts_per_step % world:
         raise ConfigError(f"--prompts_per_step={cfg.prompts_per_step} must be a multiple of the {world} ranks")
-    k = cfg.k or (8 if cfg.stage == 1 else 16)
     model = cfg.model or ("out/sft/hf" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "hf"))
     if not os.path.exists(os.path.join(model, "config.json")):
         hint = " (stage 2 starts from stage 1's final checkpoint: run stage 1 first, or pass --model)" \
@@ -306,7 +312,7 @@ def resolve(cfg, world):
         raise ConfigError(f"--model: no checkpoint at {model}{hint}")
     if not os.path.exists(cfg.data):
         raise ConfigError(f"--data: {cfg.data} not found (records JSONL, e.g. data.prepare's rl.jsonl)")
-    return dataclasses.replace(cfg, k=k, model=model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
+    return dataclasses.replace(cfg, model=model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
 
 
 # ------------------------------------------------------------------------------------------ rollouts

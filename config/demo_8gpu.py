@@ -1,6 +1,6 @@
 # The demo pipeline on 8 GPUs with the paper's student, Qwen2.5-7B-Instruct: the knowledge phase, SFT and both
 # GRPO stages run under torchrun (FSDP2), the held-out eval on one GPU; not yet run. The paper's public-data mix
-# is data.prepare + config/sft_*.py / config/grpo_stage1.py / config/grpo_stage2.py.
+# is data.prepare + config/sft_*.py, then grpo.py --stage 1 and --stage 2 (its defaults).
 # Data and model it expects: ../shared/kg-sources and the checkpoint (config.json, safetensors, tokenizer files):
 #   huggingface-cli download Qwen/Qwen2.5-7B-Instruct --local-dir models/Qwen2.5-7B-Instruct   (beforehand, online)
 #   pip install -r requirements-gpu.txt; python demo.py config/demo_8gpu.py --seeds=0,1,2

@@ -512,3 +512,31 @@ def test_loss_variants_run_in_the_loop(tmp_path):
     rows = read_metrics(tmp_path / "out" / "stage1" / "metrics.jsonl")
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) and r["logprob_mismatch"] < 1e-4 for r in rows)
     assert rows[0]["truncated_frac"] > 0  # max_new_tokens=6 cuts some, and they were masked without error
+
+
+# ------------------------------------------------------------------- the README's commands are the defaults
+
+def test_readme_stage_commands_resolve_to_the_settings_the_readme_states(tmp_path):
+    """The README's two `grpo.py --stage N` lines say their prompts per step and k; grpo.py must resolve them to
+    exactly that (there was a preset file that disagreed with the README), with the same completions per step."""
+    import re
+    from training import parse_config
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "rl.jsonl").write_text("")
+    lines = [line for line in (REPO / "README.md").read_text().splitlines() if "grpo.py --stage" in line]
+    assert len(lines) == 2, lines
+    completions = set()
+    for line in lines:
+        command, _, comment = line.partition("#")
+        args = command.split("grpo.py", 1)[1].split()
+        prompts, k = map(int, re.search(r"(\d+) prompts x k = (\d+)", comment).groups())
+        cfg = parse_config(grpo.Config, args + [f"--model={tmp_path}", f"--data={tmp_path / 'rl.jsonl'}"])
+        cfg, _ = grpo.resolve(cfg, world=8)
+        assert (cfg.prompts_per_step, cfg.k) == (prompts, k), line
+        completions.add(cfg.prompts_per_step * cfg.k)
+    assert completions == {256}
+    # an explicit value wins over the stage's default
+    cfg, _ = grpo.resolve(parse_config(grpo.Config, ["--stage=2", "--k=4", f"--model={tmp_path}",
+                                                     f"--data={tmp_path / 'rl.jsonl'}"]), world=1)
+    assert (cfg.k, cfg.prompts_per_step, cfg.max_steps) == (4, 16, 500)
