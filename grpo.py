@@ -77,7 +77,8 @@ def zero_signal(rewards):
 # ------------------------------------------------------------------------------------ token logprobs
 
 def _head_logprobs(h, targets, weight, temperature):
-    """fp32 log-softmax of one chunk of logits, gathered at the targets, and the entropy (no grad)."""
+    """fp32 log-softmax of one chunk of logits, gathered at the targets, and the entropy (no grad).
+    weight holds the sampler's rows only, so both normalise over the same vocabulary."""
     z = F.linear(h, weight).float()  # [chunk, vocab]: the only logits alive at a time
     if temperature != 1.0:
         z = z / temperature
@@ -88,18 +89,19 @@ def _head_logprobs(h, targets, weight, temperature):
     return lp, ent
 
 
-def token_logprobs(model, batch, temperature=1.0, chunk=1024):
+def token_logprobs(model, batch, temperature=1.0, chunk=1024, vocab=None):
     """log pi(y_bt | prompt_b, y_b<t) in fp32 for every completion token of a packed batch (completion_batch),
     and the entropy of that distribution, both [B, L] (completions x tokens), zero where batch.mask is 0.
     The model returns hidden states; the head (lm_head) runs only at the positions in batch.src, `chunk` rows
     at a time under activation checkpointing, so neither forward nor backward holds more than [chunk, vocab]
     fp32 logits (never an fp32 [tokens, vocab]: 4.6 GB for a 152k vocabulary at 8k tokens). temperature is
-    the sampler's (0, greedy, means 1: untempered)."""
+    the sampler's (0, greedy, means 1: untempered). vocab: the rows the sampler draws from (its vocab_size:
+    the tokenizer's, e.g. 151,665 of Qwen2.5's 152,064 head rows); None = every row."""
     h = model(batch.ids, position_ids=batch.position_ids, segment_ids=batch.segment_ids,
               prefix_ids=batch.prefix_ids, return_hidden=True)[0]  # [T, hidden]: the packed row
     where = batch.mask.bool()
     hs, ts = h[batch.src[where]], batch.targets[where]
-    weight = model.lm_head.weight
+    weight = model.lm_head.weight[:vocab]
     temperature = temperature or 1.0
     lps, ents = [], []
     for s in range(0, len(hs), chunk):
@@ -488,7 +490,7 @@ def _permutation(n, seed, epoch):
 
 # ------------------------------------------------------------------------------------------- update
 
-def update(cfg, policy, opt, groups, env, ref=None):
+def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
     """One optimizer step on this rank's groups (ppo_epochs steps with clipping): eq. 2 advantages, trainer
     logprobs, eq. 1 loss normalized by the global counts, backward per micro-batch. Returns local sums for
     the metrics (first epoch) and the gradient norm."""
@@ -506,7 +508,7 @@ def update(cfg, policy, opt, groups, env, ref=None):
 
     def no_grad_logprobs(net):
         with torch.no_grad():
-            return [token_logprobs(net, b, cfg.temperature, cfg.logprob_chunk)[0] for b in batches]
+            return [token_logprobs(net, b, cfg.temperature, cfg.logprob_chunk, vocab)[0] for b in batches]
 
     old = None
     if cfg.clip_eps > 0:
@@ -515,7 +517,7 @@ def update(cfg, policy, opt, groups, env, ref=None):
     sums = {"loss": 0.0, "mismatch": 0.0, "entropy": 0.0, "tokens": local_tokens}
     for epoch in range(cfg.ppo_epochs):
         for j, (s, b) in enumerate(zip(starts, batches)):
-            lp, ent = token_logprobs(policy, b, cfg.temperature, cfg.logprob_chunk)
+            lp, ent = token_logprobs(policy, b, cfg.temperature, cfg.logprob_chunk, vocab)
             loss = grpo_loss(lp, b.mask, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
                              old[j] if old else None, cfg.clip_eps, ref_lp[j] if ref_lp else None, cfg.kl_beta)
             (loss * env.world).backward()  # FSDP averages gradients over ranks; a globally normalized loss sums
@@ -619,7 +621,7 @@ def _train(cfg, env, stage_dir, reward_fn):
         sampler_free(sampler)
         t1 = _now(dev)
         set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
-        sums, grad_norm = update(cfg, policy, opt, groups, env, ref)
+        sums, grad_norm = update(cfg, policy, opt, groups, env, ref, sampler.vocab_size)
         t2 = _now(dev)
         sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
         t3 = _now(dev)

@@ -169,6 +169,28 @@ def tiny(vocab=50, seed=0, layers=2, tie=True):
     return M.Transformer.from_config(cfg)
 
 
+def test_trainer_normalises_over_the_samplers_vocabulary():
+    """A tokenizer shorter than the head (Qwen2.5: 151,665 tokens, 152,064 rows): the sampler never draws the
+    extra rows, so the trainer's log pi must leave them out too, or its logprobs differ from the sampler's by
+    the extra rows' mass and the logged mismatch measures that, not numerics."""
+    from sample import Sampler, SamplingParams
+
+    m, vocab = tiny(vocab=64), 40
+    with torch.no_grad():  # give the rows past the tokenizer real mass, as an untrained tail of rows may
+        m.lm_head.weight[vocab:] *= 4
+    prompts = [[3, 5, 7, 9], [11, 13]]
+    outs = Sampler(m, vocab_size=vocab, block_size=4).generate(prompts, SamplingParams(n=2, max_new_tokens=6,
+                                                                                      temperature=1.0, seed=1))
+    comps = [c for o in outs for c in o]
+    assert max(t for c in comps for t in c.token_ids) < vocab
+    b = grpo.completion_batch([p for p in prompts for _ in range(2)], comps)
+    with torch.no_grad():
+        lp = grpo.token_logprobs(m, b, vocab=vocab)[0]
+        full = grpo.token_logprobs(m, b)[0]
+    gap = lambda x: ((x - b.old).abs() * b.mask).sum() / b.mask.sum()
+    assert gap(lp) < 1e-5 < 1e-2 < gap(full)
+
+
 def test_token_logprobs_shared_prompt_equal_full_forward():
     """Packed with each prompt once and the head in chunks, the logprobs, entropies and gradients equal those
     of a plain forward over each prompt + completion alone."""
