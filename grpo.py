@@ -355,24 +355,25 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
 
 
 def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
-    """{id: share of k samples answered correctly} for recs, by the current policy: the ranks split the
-    records and gather the rates. With `path`, rates are appended there (JSONL keyed by id) batch by batch
-    and ids already there are skipped, so a killed labelling or mining round resumes."""
+    """{key: share of k samples answered correctly} for recs (key(): source and id), by the current policy: the
+    ranks split the records and gather the rates. With `path`, rates are appended there (JSONL rows with source
+    and id) batch by batch and records already there are skipped, so a killed labelling or mining round resumes."""
     reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
     done = read_rates(path) if path and os.path.exists(path) else {}
-    todo = [r for r in recs if r["id"] not in done]
+    todo = [r for r in recs if key(r) not in done]
     batch = 16 * env.world
     bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
     for b in range(0, len(todo), batch):
         mine = todo[b + env.rank:b + batch:env.world]
         groups = rollout(sampler, tok, mine, cfg, tag, b + env.rank, _stop_ids(tok, sampler.model), reward_fn) if mine else []
-        rows = [{"id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)} for g in groups]
+        rows = [{"source": g.rec["source"], "id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)}
+                for g in groups]
         everything = [None] * env.world
         dist.all_gather_object(everything, rows)
         rows = [row for part in everything for row in part]
         if path and env.main:
             append_jsonl(path, rows)
-        done.update((row["id"], row["pass_rate"]) for row in rows)
+        done.update((key(row), row["pass_rate"]) for row in rows)
         bar.update(len(rows))
     bar.close()
     sampler_free(sampler)
@@ -380,8 +381,28 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
 
 
 def read_rates(path):
-    """{id: pass rate} from a pass_rates() file (stage 1's labels.jsonl, a mining round)."""
-    return {row["id"]: row["pass_rate"] for row in read_jsonl(path, validate=False)}
+    """{key: pass rate} from a pass_rates() file (stage 1's labels.jsonl, a mining round)."""
+    return {key(row): row["pass_rate"] for row in read_jsonl(path, validate=False)}
+
+
+def key(rec):
+    """A record's identity wherever state is kept (pass rates, labels, mining): ids are unique only within a
+    source, so two sources numbering 1, 2, 3 ... must not share a pass rate."""
+    return rec["source"], rec["id"]
+
+
+def read_pool(path):
+    """The RL pool's records; a (source, id) seen twice is an error naming both lines."""
+    recs, seen = [], {}
+    for lineno, rec in enumerate(read_jsonl(path), 1):
+        if key(rec) in seen:
+            raise RecordError(f"{path}:{lineno}: source {rec['source']!r} id {rec['id']!r} is already record "
+                              f"{seen[key(rec)]}: (source, id) must be unique in the pool")
+        seen[key(rec)] = lineno
+        recs.append(rec)
+    if not recs:
+        raise RecordError(f"{path}: no records")
+    return recs
 
 
 def _stop_ids(tok, net):
@@ -435,17 +456,17 @@ class Plateau:
 
 def mine(recs, rates, pass_below, difficult_weight, labels=None):
     """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
-    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {id:
+    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {key:
     difficulty} (stage2_labels); None = each record's own."""
-    labels = labels if labels is not None else {r["id"]: r["difficulty"] for r in recs}
-    return [(i, difficult_weight if labels.get(r["id"]) == "difficult" else 1.0)
-            for i, r in enumerate(recs) if r["id"] in rates and rates[r["id"]] < pass_below]
+    labels = labels if labels is not None else {key(r): r["difficulty"] for r in recs}
+    return [(i, difficult_weight if labels.get(key(r)) == "difficult" else 1.0)
+            for i, r in enumerate(recs) if key(r) in rates and rates[key(r)] < pass_below]
 
 
 def stage2_labels(cfg, recs):
-    """({id: difficulty}, a line saying where the labels came from) for stage 2's miner: the data file's labels,
+    """({key: difficulty}, a line saying where the labels came from) for stage 2's miner: the data file's labels,
     and for records without one the pass-rate labels stage 1 wrote (<out_dir>/stage1/labels.jsonl)."""
-    labels = {r["id"]: r["difficulty"] for r in recs}
+    labels = {key(r): r["difficulty"] for r in recs}
     missing = [i for i, d in labels.items() if d is None]
     if not missing:
         return labels, "stage 2: Difficult items from the data file's labels"
@@ -550,9 +571,7 @@ def train(cfg, reward_fn=None):
 
 def _train(cfg, env, stage_dir, reward_fn):
     torch.manual_seed(cfg.seed)
-    recs = list(read_jsonl(cfg.data))
-    if not recs:
-        raise RecordError(f"{cfg.data}: no records")
+    recs = read_pool(cfg.data)
     tok = Tokenizer.from_pretrained(cfg.model)
     dev, bf16 = env.device, env.device.type == "cuda" and cfg.bf16
     policy = Transformer.from_pretrained(cfg.model, dtype=torch.float32, device=dev)  # fp32 master weights
@@ -584,7 +603,7 @@ def _train(cfg, env, stage_dir, reward_fn):
 
     if cfg.stage == 1:
         labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn)
-        pools = {lab: [i for i, r in enumerate(recs) if labels[r["id"]] == lab] for lab in ("easy", "moderate")}
+        pools = {lab: [i for i, r in enumerate(recs) if labels[key(r)] == lab] for lab in ("easy", "moderate")}
         pool = pools["easy"] + pools["moderate"]
         if not pool:
             raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
@@ -644,10 +663,10 @@ def _train(cfg, env, stage_dir, reward_fn):
 
 
 def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):
-    """{id: difficulty}: the record's own label, or for records without one the current policy's, from its pass
+    """{key: difficulty}: the record's own label, or for records without one the current policy's, from its pass
     rate over k samples (kept in labels.jsonl)."""
     todo = [r for r in recs if r["difficulty"] is None]
-    labels = {r["id"]: r["difficulty"] for r in recs}
+    labels = {key(r): r["difficulty"] for r in recs}
     if todo:
         log(env, f"stage 1: {len(todo)} of {len(recs)} records have no difficulty label: labelling them by the "
                  f"policy's pass rate over k={cfg.k} samples (easy >= 0.75 > moderate >= 0.25 > difficult)")
@@ -669,7 +688,7 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels):
         log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
         mined = [(i, 1.0) for i in range(len(recs))]
     else:
-        hard = sum(labels[recs[i]["id"]] == "difficult" for i, _ in mined)
+        hard = sum(labels[key(recs[i])] == "difficult" for i, _ in mined)
         log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items failed more often "
                  f"than not ({hard} Difficult, weight {cfg.difficult_weight})")
     state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)

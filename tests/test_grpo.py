@@ -1,5 +1,6 @@
 """grpo.py: reward, advantage, loss aggregations and masks against hand-computed values; chunked fp32 logprobs
 against the model's plain forward; the loop on a toy task; FSDP and kill/resume against one process."""
+import json
 import math
 from types import SimpleNamespace as NS
 
@@ -316,26 +317,49 @@ def test_plateau_on_flat_reward_or_zero_signal():
 
 
 def test_miner_keeps_failures_weights_difficult():
-    recs = [{"id": str(i), "difficulty": d} for i, d in enumerate(["easy", "difficult", "moderate", "difficult"])]
-    rates = {"0": 0.1, "1": 0.25, "2": 0.5, "3": 0.9}  # "2" is not below 0.5; "3" passes
+    recs = [{"source": "s", "id": str(i), "difficulty": d}
+            for i, d in enumerate(["easy", "difficult", "moderate", "difficult"])]
+    rates = {("s", "0"): 0.1, ("s", "1"): 0.25, ("s", "2"): 0.5, ("s", "3"): 0.9}  # "2" is not below 0.5; "3" passes
     assert grpo.mine(recs, rates, 0.5, 3.0) == [(0, 1.0), (1, 3.0)]
     assert grpo.mine(recs, {}, 0.5, 3.0) == []  # unscored items are not mined
 
 
 def test_stage2_weights_difficult_by_stage1_labels_when_the_data_has_none(tmp_path):
-    recs = [{"id": str(i), "difficulty": None} for i in range(4)] + [{"id": "4", "difficulty": "difficult"}]
+    recs = [{"source": "s", "id": str(i), "difficulty": None} for i in range(4)] + \
+        [{"source": "s", "id": "4", "difficulty": "difficult"}]
     cfg = grpo.Config(out_dir=str(tmp_path))
     labels, where = grpo.stage2_labels(cfg, recs)
-    assert "stage 1 wrote none" in where and labels["0"] is None and labels["4"] == "difficult"
+    assert "stage 1 wrote none" in where and labels["s", "0"] is None and labels["s", "4"] == "difficult"
     (tmp_path / "stage1").mkdir()
-    (tmp_path / "stage1" / "labels.jsonl").write_text(
-        "".join(f'{{"id": "{i}", "pass_rate": {p}}}\n' for i, p in (("0", 0.0), ("1", 0.5), ("2", 1.0))))
+    (tmp_path / "stage1" / "labels.jsonl").write_text("".join(
+        f'{{"source": "s", "id": "{i}", "pass_rate": {p}}}\n' for i, p in (("0", 0.0), ("1", 0.5), ("2", 1.0))))
     labels, where = grpo.stage2_labels(cfg, recs)
-    assert labels == {"0": "difficult", "1": "moderate", "2": "easy", "3": None, "4": "difficult"}
+    assert labels == {("s", "0"): "difficult", ("s", "1"): "moderate", ("s", "2"): "easy", ("s", "3"): None,
+                      ("s", "4"): "difficult"}
     assert "stage 1's pass rates" in where and "for 3, none for 1" in where
-    rates = {str(i): 0.0 for i in range(5)}  # all failing
+    rates = {("s", str(i)): 0.0 for i in range(5)}  # all failing
     assert grpo.mine(recs, rates, 0.5, 2.0) == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]  # before: x2 on one
     assert grpo.mine(recs, rates, 0.5, 2.0, labels) == [(0, 2.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]
+
+
+def test_state_is_keyed_by_source_and_id(tmp_path):
+    """Two sources that both number their records 1, 2, ...: each keeps its own pass rate and label (keyed by id
+    alone, the second source's rate overwrote the first's), and a pool with one (source, id) twice is refused."""
+    recs = [{"source": src, "id": "1", "difficulty": None} for src in ("medqa", "kg")]
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "labels.jsonl").write_text('{"source": "medqa", "id": "1", "pass_rate": 0.0}\n'
+                                                      '{"source": "kg", "id": "1", "pass_rate": 1.0}\n')
+    labels, _ = grpo.stage2_labels(grpo.Config(out_dir=str(tmp_path)), recs)
+    assert labels == {("medqa", "1"): "difficult", ("kg", "1"): "easy"}
+    rates = grpo.read_rates(tmp_path / "stage1" / "labels.jsonl")
+    assert grpo.mine(recs, rates, 0.5, 2.0, labels) == [(0, 2.0)]  # only medqa's item 1 fails
+    pool = tmp_path / "rl.jsonl"
+    rec = dict(REC, difficulty=None)
+    pool.write_text("".join(json.dumps(dict(rec, source=s)) + "\n" for s in ("medqa", "kg", "medqa")))
+    with pytest.raises(grpo.RecordError, match=r"rl.jsonl:3: source 'medqa' id '1' is already record 1"):
+        grpo.read_pool(pool)
+    pool.write_text("".join(pool.read_text().splitlines(keepends=True)[:2]))
+    assert [r["source"] for r in grpo.read_pool(pool)] == ["medqa", "kg"]  # the same id in two sources is fine
 
 
 def test_draw_is_a_function_of_position():
