@@ -659,6 +659,11 @@ def _train(cfg, env, stage_dir, reward_fn):
             save_checkpoint(stage_dir, step, policy, opt, {**state, "plateau": plateau.state_dict()}, env)
             metrics.plot(os.path.join(stage_dir, "curves.png"))
     bar.close()
+    if env.main and cfg.grad_clip > 0:  # eq. 1 sums over tokens (agg=sum): the gradient grows with length
+        rows = metrics.rows()
+        clipped = sum(r.get("clipped", 0) for r in rows)
+        log(env, f"gradient clipped to {cfg.grad_clip} on {clipped} of {len(rows)} steps (see grad_norm in "
+                 f"metrics.jsonl; a clipped step moves lr * grad_clip / grad_norm less than eq. 1 asks)")
     export(policy, cfg, stage_dir, env, bf16)
 
 
@@ -727,7 +732,8 @@ def step_metrics(cfg, env, step, groups, sums, grad_norm, opt, times):
     return {"step": step, "stage": cfg.stage, "k": cfg.k, "reward": r / n, "accuracy": c / n, "format_rate": f / n,
             "zero_signal_frac": zero / ngroups, "response_len": length / n, "truncated_frac": trunc / n,
             "entropy": entropy / max(tokens, 1), "logprob_mismatch": mismatch / max(tokens, 1), "loss": loss,
-            "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"], "rollout_s": round(times[0], 4),
+            "grad_norm": grad_norm, "clipped": int(0 < cfg.grad_clip < grad_norm), "lr": opt.param_groups[0]["lr"],
+            "rollout_s": round(times[0], 4),
             "sync_s": round(times[1], 4), "update_s": round(times[2], 4)}
 
 

@@ -284,6 +284,18 @@ def test_toy_task_reward_rises(tmp_path):
     assert (tmp_path / "out" / "stage1" / "hf" / "model.safetensors").exists()
 
 
+def test_clipped_steps_are_logged(tmp_path, capsys):
+    """Eq. 1 sums log pi over tokens, so the gradient norm grows with completion length and grad_clip may rescale
+    every step: each metrics row says whether it fired, and the stage's end says on how many steps."""
+    d, data = write_toy(tmp_path)
+    grpo.main(toy_args(d, data, tmp_path / "tiny_clip", max_steps=2, grad_clip=1e-9), reward_fn=toy_reward)
+    rows = read_metrics(tmp_path / "tiny_clip" / "stage1" / "metrics.jsonl")
+    assert [r["clipped"] for r in rows] == [1, 1] and all(r["grad_norm"] > 1e-9 for r in rows)
+    assert "gradient clipped to 1e-09 on 2 of 2 steps" in capsys.readouterr().out
+    grpo.main(toy_args(d, data, tmp_path / "no_clip", max_steps=2, grad_clip=0), reward_fn=toy_reward)
+    assert [r["clipped"] for r in read_metrics(tmp_path / "no_clip" / "stage1" / "metrics.jsonl")] == [0, 0]
+
+
 def test_truncated_mask_with_every_completion_cut_runs(tmp_path):
     """--truncated=mask when a whole micro-batch was cut at max_new_tokens: no loss token is left, and the step must
     still run backward (a rank that skipped it would leave the others waiting in FSDP's collectives)."""
