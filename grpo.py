@@ -365,7 +365,8 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
     for b in range(0, len(todo), batch):
         mine = todo[b + env.rank:b + batch:env.world]
-        groups = rollout(sampler, tok, mine, cfg, tag, b + env.rank, _stop_ids(tok, sampler.model), reward_fn) if mine else []
+        stops = tok.stop_ids(sampler.model.config.eos_token_id)
+        groups = rollout(sampler, tok, mine, cfg, tag, b + env.rank, stops, reward_fn) if mine else []
         rows = [{"source": g.rec["source"], "id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)}
                 for g in groups]
         everything = [None] * env.world
@@ -403,11 +404,6 @@ def read_pool(path):
     if not recs:
         raise RecordError(f"{path}: no records")
     return recs
-
-
-def _stop_ids(tok, net):
-    eos = net.config.eos_token_id
-    return tuple(sorted({tok.eos_id, *([eos] if isinstance(eos, int) else eos or [])}))
 
 
 def sampler_free(sampler):
@@ -631,10 +627,11 @@ def _train(cfg, env, stage_dir, reward_fn):
         mine_recs = [recs[i] for i in chosen[first:first + per_rank]]
 
         t0 = _now(dev)
-        groups = rollout(sampler, tok, mine_recs, cfg, step, first, _stop_ids(tok, net), reward_fn)
+        groups = rollout(sampler, tok, mine_recs, cfg, step, first, tok.stop_ids(net.config.eos_token_id), reward_fn)
         rolled = list(groups)
         if cfg.drop_zero_signal:
-            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=_stop_ids(tok, net), reward_fn=reward_fn)
+            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=tok.stop_ids(net.config.eos_token_id),
+                           reward_fn=reward_fn)
             idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
             groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
         sampler_free(sampler)

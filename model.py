@@ -519,6 +519,7 @@ class Transformer(nn.Module):
             for name in TOKENIZER_FILES + ("generation_config.json",):
                 if os.path.exists(os.path.join(tokenizer_dir, name)):
                     shutil.copy(os.path.join(tokenizer_dir, name), tmp)
+            _write_stop_ids(tmp, self.config.eos_token_id)
         if os.path.exists(out_dir):  # swap: the old checkpoint survives until the new one is complete
             old = tmp + ".old"
             os.rename(out_dir, old)
@@ -529,6 +530,20 @@ class Transformer(nn.Module):
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())  # tied weights count once
+
+
+def _write_stop_ids(path, eos_token_id):
+    """generation_config.json's eos_token_id = every token that ends a reply (Tokenizer.stop_ids), so that
+    transformers' generate() on an SFT'd base checkpoint stops at the end of the chat turn it was taught."""
+    try:
+        stops = Tokenizer.from_pretrained(path).stop_ids(eos_token_id)
+    except (CheckpointError, KeyError):  # no tokenizer, or one without the EOS it names: nothing to add
+        return
+    gen = _read_json(os.path.join(path, "generation_config.json"), {})
+    old = gen.get("eos_token_id")
+    gen["eos_token_id"] = sorted(set(stops) | set([old] if isinstance(old, int) else old or []))
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(gen, f, indent=2)
 
 
 def checkpoint_files(path):
@@ -622,6 +637,21 @@ class Tokenizer:
     @property
     def eos_id(self):
         return self.token_id(self.eos_token)
+
+    @property
+    def eot_id(self):
+        """ChatML's end of turn, which render_chat writes after every message. An Instruct tokenizer's EOS is this
+        token; a base checkpoint's (Qwen2.5-7B) is <|endoftext|>, so its chat replies end at a token that is
+        not its EOS."""
+        return self.token_id("<|im_end|>")
+
+    def stop_ids(self, eos_token_id=None):
+        """The token ids that end a reply: the end of turn (when the vocabulary has it), the tokenizer's EOS and
+        the model config's eos_token_id (an int or a list)."""
+        ids = {self.eos_id, *([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])}
+        if self.tk.token_to_id("<|im_end|>") is not None:
+            ids.add(self.eot_id)
+        return tuple(sorted(ids))
 
     @property
     def pad_id(self):

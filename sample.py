@@ -801,8 +801,7 @@ def main():
     msgs = ([{"role": "system", "content": args.system}] if args.system else []) + \
         [{"role": "user", "content": args.prompt}]
     ids = tok.apply_chat_template(msgs, enable_thinking=not args.no_thinking)
-    stop = tuple({tok.eos_id, *([model.config.eos_token_id] if isinstance(model.config.eos_token_id, int)
-                                 else model.config.eos_token_id or [])})
+    stop = tok.stop_ids(model.config.eos_token_id)
     params = SamplingParams(n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, stop_token_ids=stop, seed=args.seed)
     outs = Sampler(model, tok).generate([ids], params, progress=True)[0]

@@ -87,11 +87,11 @@ def tokenize_chat(tok, messages):
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently inside the full conversation")
     head, tail = tok.encode(prompt), tok.encode(full[len(prompt):])
-    eos = tok.eos_id
-    if tail.count(eos) != 1:
-        raise ValueError(f"the assistant turn must hold exactly one end-of-turn token {tok.eos_token!r}, "
-                         f"found {tail.count(eos)}")
-    return head + tail[:tail.index(eos) + 1], len(head)
+    eot = tok.eot_id  # ChatML's <|im_end|>, also for a base checkpoint whose EOS is <|endoftext|>
+    if tail.count(eot) != 1:
+        raise ValueError(f"the assistant turn must hold exactly one end-of-turn token '<|im_end|>', "
+                         f"found {tail.count(eot)}")
+    return head + tail[:tail.index(eot) + 1], len(head)
 
 
 def load_examples(paths, tok):

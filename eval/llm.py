@@ -173,8 +173,7 @@ class LocalClient(Client):
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         model = Transformer.from_pretrained(model_dir, dtype=dtype, device=device)
         self.sampler = Sampler(model, self.tokenizer)
-        eos = model.config.eos_token_id
-        self.stop_ids = tuple({self.tokenizer.eos_id, *([eos] if isinstance(eos, int) else eos or [])})
+        self.stop_ids = self.tokenizer.stop_ids(model.config.eos_token_id)
         self.batch_size = batch_size
 
     def imap(self, messages_batch, n=1, temperature=0.0, max_tokens=1024, top_p=None, stop=None, seed=None,

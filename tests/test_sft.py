@@ -330,6 +330,32 @@ def test_export_loads_in_transformers_with_the_trained_weights(ckpt, dist_env, t
     assert not torch.equal(init.model.embed_tokens.weight, ours.model.embed_tokens.weight)
 
 
+def test_base_checkpoint_learns_and_exports_the_chat_turn(tmp_path, dist_env):
+    """A base checkpoint (Qwen2.5-7B's layout): EOS <|endoftext|>, no chat template. SFT must end the assistant's
+    loss span at ChatML's <|im_end|> (it refused every record, looking for the EOS), the sampler must stop there
+    too, and the export's generation_config must list it, so transformers' generate() stops at the end of turn."""
+    base = tiny_checkpoint(tmp_path / "base")
+    (base / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+    conf = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**conf, "eos_token_id": 256, "bos_token_id": 256}))
+    tok = M.Tokenizer.from_pretrained(str(base))
+    assert tok.eos_id == 256 and tok.eot_id == 258 and tok.chat_template is None
+    examples = [{"id": r["id"], **dict(zip(("ids", "start"), sft.tokenize_chat(tok, r["messages"])))}
+                for r in records(2)]
+    for e in examples:
+        assert e["ids"][-1] == tok.eot_id and tok.eos_id not in e["ids"]
+        assert tok.decode(e["ids"][e["start"]:]).endswith("</answer><|im_end|>")
+    net = M.Transformer.from_pretrained(str(base))
+    assert tok.stop_ids(net.config.eos_token_id) == (256, 258)  # what grpo.py, eval and sample.py stop at
+    lm = sft.SFTModel(net)
+    T.fsdp_wrap(lm, lm.net.model.layers, dist_env.device)
+    cfg = sft.Config(init_from=str(base), out_dir=str(tmp_path / "out"), micro_batch_size=2, max_len=512)
+    sft.train_step(lm, torch.optim.AdamW(lm.parameters(), lr=1e-2), examples, cfg, dist_env)
+    hf_dir = sft.export(lm, cfg, dist_env)
+    gen = transformers.GenerationConfig.from_pretrained(hf_dir)
+    assert sorted(gen.eos_token_id) == [256, 258]
+
+
 @pytest.mark.parametrize("args, msg", [
     (dict(batch_size=6, micro_batch_size=4), "--batch_size=6 must be a multiple of --micro_batch_size=4"),
     (dict(max_stepz=3), "unknown option 'max_stepz'"),
