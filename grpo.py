@@ -592,7 +592,10 @@ def _train(cfg, env, stage_dir, reward_fn):
         log(env, f"resumed {last} at step {state['step']}")
     elif last:
         raise ConfigError(f"{stage_dir} holds checkpoints: pass --resume, or another --out_dir")
-    elif env.main and not cfg.resume:  # a fresh start: nothing of an earlier run is reused
+    elif cfg.resume:  # killed before its first checkpoint: no step survives, only the labelling/mining done
+        log(env, f"--resume: no checkpoint in {stage_dir}: starting at step 0 (keeping the pass rates written)")
+        metrics.truncate(0)
+    elif env.main:  # a fresh start: nothing of an earlier run is reused
         for name in os.listdir(stage_dir) if os.path.isdir(stage_dir) else []:
             if name == "metrics.jsonl" or name == "labels.jsonl" or name.startswith("mine_"):
                 os.remove(os.path.join(stage_dir, name))

@@ -296,6 +296,18 @@ def test_clipped_steps_are_logged(tmp_path, capsys):
     assert [r["clipped"] for r in read_metrics(tmp_path / "no_clip" / "stage1" / "metrics.jsonl")] == [0, 0]
 
 
+def test_resume_without_a_checkpoint_starts_over_with_clean_metrics(tmp_path, capsys):
+    """Killed before its first checkpoint, a run left metrics rows 1-3 and nothing to resume from: --resume starts at
+    step 0 and says so, and metrics.jsonl reads 1, 2 (it read 1, 2, 3, 1, 2 and curves.png drew both)."""
+    d, data = write_toy(tmp_path)
+    stage = tmp_path / "out" / "stage1"
+    stage.mkdir(parents=True)
+    (stage / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "reward": 9.0}) + "\n" for i in (1, 2, 3)))
+    grpo.main(toy_args(d, data, tmp_path / "out", max_steps=2, resume=True), reward_fn=toy_reward)
+    assert [r["step"] for r in read_metrics(stage / "metrics.jsonl")] == [1, 2]
+    assert "no checkpoint in" in capsys.readouterr().out
+
+
 def test_truncated_mask_with_every_completion_cut_runs(tmp_path):
     """--truncated=mask when a whole micro-batch was cut at max_new_tokens: no loss token is left, and the step must
     still run backward (a rank that skipped it would leave the others waiting in FSDP's collectives)."""
