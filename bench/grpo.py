@@ -74,7 +74,7 @@ def run_ours(a, recs):
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     net = Transformer.from_pretrained(a.model, dtype=torch.bfloat16 if cuda else torch.float32, device=env.device)
     sampler = Sampler(net, tok)
-    stop = grpo._stop_ids(tok, net)
+    stop = tok.stop_ids(net.config.eos_token_id)
     reward_fn = grpo.reward
     rows = []
     for step in range(a.steps):

@@ -16,9 +16,6 @@ spec.loader.exec_module(gpu_check)
 PATHS = ["triton", "flash_attn", "sampler_paged", "cuda_graphs", "fsdp_bf16", "bench_sample", "bench_grpo"]
 ON_CPU = ["triton", "sampler_paged", "fsdp_bf16", "bench_sample", "bench_grpo"]
 GPU_ONLY = ["flash_attn", "cuda_graphs"]
-# Paths that fail on CPU for a bug outside gpu_check.py. strict: once it is fixed these tests fail, and the entry goes.
-KNOWN_BROKEN = {"bench_grpo": "bench/grpo.py's run_ours calls grpo._stop_ids, removed in 41e3333; the fix there: "
-                              "stop = tok.stop_ids(net.config.eos_token_id)"}
 LINE = re.compile(r"^(\w+): (ran|skipped|FAILED), matched reference: (yes|no) \(([^()]*)\), (.+)$")
 
 
@@ -51,8 +48,7 @@ def test_every_line_parses(cpu_run):
         assert LINE.match(line), line
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_BROKEN[n], strict=True))
-                                  if n in KNOWN_BROKEN else n for n in ON_CPU])
+@pytest.mark.parametrize("name", ON_CPU)
 def test_cpu_path_ran_and_matched(cpu_run, name):
     if name == "triton" and importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed (it is in requirements-dev.txt): the kernels were not checked")
@@ -67,7 +63,6 @@ def test_gpu_only_path_skipped(cpu_run, name):
     assert (m[2], m[3], m[5]) == ("skipped", "no", "skipped: needs a GPU"), m[0]
 
 
-@pytest.mark.xfail(bool(KNOWN_BROKEN), reason="; ".join(KNOWN_BROKEN.values()), strict=True)
 def test_exit_code_zero(cpu_run):
     rc, lines = cpu_run
     assert rc == 0, "\n".join(lines)
@@ -84,7 +79,7 @@ def test_a_raising_reference_fails_its_line_only(monkeypatch):
     assert got["sampler_paged"][0] == ("sampler_paged: FAILED, matched reference: no (not run), "
                                        "error: RuntimeError: reference broken on purpose")
     assert rc == 1
-    assert {n for n, m in got.items() if m[2] == "FAILED"} == {"sampler_paged", *KNOWN_BROKEN}
+    assert {n for n, m in got.items() if m[2] == "FAILED"} == {"sampler_paged"}
     assert all(got[n][2] == "skipped" for n in GPU_ONLY) and got["fsdp_bf16"][2] == "ran"
 
 
