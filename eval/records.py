@@ -119,14 +119,33 @@ def done_ids(path, key="id"):
     return ids
 
 
+def drop_torn_tail(path):
+    """Cut a last line that a kill left half-written (every row is written whole, newline last, so a last line
+    without its newline is torn). Returns the bytes dropped. Run before reading or appending to a resumed output."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "r+b") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        f.seek(size - 1 if size else 0)
+        if size == 0 or f.read(1) == b"\n":
+            return 0
+        keep = 0
+        while end > 0:  # back to the newline before the torn line, 64 KiB at a time
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            at = f.read(end - start).rfind(b"\n")
+            if at >= 0:
+                keep = start + at + 1
+                break
+            end = start
+        f.truncate(keep)
+        return size - keep
+
+
 def append_jsonl(path, rows):
     """Append rows and flush them to disk, so a kill loses at most the row being written."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a+b") as f:  # a kill mid-write leaves a torn last line: end it, so the next row stays whole
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+    drop_torn_tail(path)  # else the first new row would continue the torn one
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from tqdm import tqdm
 
-from eval.records import append_jsonl, done_ids, make_record, read_jsonl
+from eval.records import append_jsonl, done_ids, drop_torn_tail, make_record, read_jsonl
 from kg.build import FINDINGS, RELS, Graph, norm
 from kg.check import (HALLMARK_MAX, Checker, Question, audit, check_file, family_key, print_audit, same_concept,
                       shares_word, siblings)
@@ -585,6 +585,8 @@ def main(argv=None):
     if "sider" not in g.info.get("sources", []):
         mix.pop("side_effect", None)  # no side-effect edges without the (opt-in) SIDER source
     hops = {int(h) for h in args.hops.split(",")} if args.hops else None
+    if drop_torn_tail(args.out):
+        print(f"{args.out}: dropped a half-written last line (a killed run); resuming")
     done = done_ids(args.out)
     seen = {r["meta"]["content_key"] for r in read_jsonl(args.out)} if done else set()
     failed, batch, have = 0, [], len(done)

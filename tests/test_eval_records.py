@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from eval.records import RecordError, append_jsonl, done_ids, make_record, read_jsonl, validate_record
+from eval.records import (RecordError, append_jsonl, done_ids, drop_torn_tail, iter_jsonl, make_record,
+                          read_jsonl, validate_record)
 
 
 def good():
@@ -51,3 +52,15 @@ def test_append_and_done_ids_ignore_torn_line(tmp_path):
     assert done_ids(p) == {"a", "b"}
     append_jsonl(p, [{"id": "c"}])  # the resumed run's row is not glued onto the torn line
     assert done_ids(p) == {"a", "b", "c"}
+    assert [r["id"] for _, r in iter_jsonl(p)] == ["a", "b", "c"]  # and the torn line is gone, not left mid-file
+
+
+@pytest.mark.parametrize("torn", ['{"id": "x"', "x" * 200_000, ""])
+def test_drop_torn_tail_cuts_only_the_half_written_line(tmp_path, torn):
+    p = tmp_path / "o.jsonl"
+    whole = '{"id": "a"}\n' + '{"id": "' + "b" * 100_000 + '"}\n'  # a long whole line before a long torn one
+    p.write_text(whole + torn)
+    assert drop_torn_tail(p) == len(torn) and p.read_text() == whole
+    p.write_text(torn)  # nothing whole at all
+    assert drop_torn_tail(p) == len(torn) and p.read_text() == ""
+    assert drop_torn_tail(tmp_path / "missing.jsonl") == 0

@@ -89,6 +89,10 @@ def test_cli_resume_and_check(graph, tmp_path, capsys):
     fresh = tmp_path / "fresh.jsonl"
     main(["--graph", str(gdir), "--out", str(fresh), "--seed", "3", "--options", "4", "--n", "40"])
     assert fresh.read_text().splitlines() == both  # deterministic in (seed, index)
+    torn = tmp_path / "torn.jsonl"  # killed mid-write: 20 whole lines and half of the 21st
+    torn.write_text("\n".join(both[:20]) + "\n" + both[20][:50])
+    main(args[:2] + ["--out", str(torn)] + args[4:] + ["--n", "40"])  # resumes (it raised RecordError)
+    assert torn.read_text().splitlines() == both and "dropped a half-written last line" in capsys.readouterr().out
     stats = (tmp_path / "q.stats.md").read_text()
     assert "| A | 10 | 25.0% |" in stats and "low-degree" in stats
     with pytest.raises(SystemExit) as e:
