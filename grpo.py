@@ -31,7 +31,7 @@ from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, Tokenizer, Transformer
 from sample import Sampler, SamplingParams
-from training import (ConfigError, Metrics, all_reduce_sum, clip_grad_norm, fsdp_wrap, full_state_dict,
+from training import (ConfigError, Metrics, all_reduce_sum, check_min, clip_grad_norm, fsdp_wrap, full_state_dict,
                       latest_checkpoint, load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist,
                       teardown_dist)
 
@@ -296,8 +296,10 @@ def check_config(cfg):
         raise ConfigError(f"--old_logprobs={cfg.old_logprobs}: 'sampler' or 'recompute'")
     if cfg.ppo_epochs > 1 and cfg.clip_eps <= 0:
         raise ConfigError(f"--ppo_epochs={cfg.ppo_epochs} reuses rollouts: it needs --clip_eps > 0")
-    if cfg.prompts_per_step < 0 or cfg.k < 0 or cfg.max_steps < 0 or cfg.micro_batch < 1:
-        raise ConfigError("--prompts_per_step, --k and --max_steps must be >= 0 (0: the stage's), --micro_batch >= 1")
+    check_min(cfg, 1, "max_new_tokens", "micro_batch", "ckpt_every", "logprob_chunk", "ppo_epochs", "plateau_window",
+              "remine_every")
+    check_min(cfg, 0, "prompts_per_step", "k", "max_steps", "temperature", "lr", "min_lr", "warmup_steps",
+              "weight_decay", "grad_clip", "kl_beta", "clip_eps", "mine_max", "rollout_chunk")  # 0: see --help
     if not 0 <= cfg.easy_share <= 1:
         raise ConfigError(f"--easy_share={cfg.easy_share}: a share between 0 and 1")
 

@@ -281,6 +281,9 @@ def split_data(cfg, tok, log):
 def check_config(cfg, world):
     if not cfg.train_file or not cfg.init_from:
         raise T.ConfigError("--train_file and --init_from are required (see --help)")
+    T.check_min(cfg, 1, "batch_size", "micro_batch_size", "max_steps", "max_len", "eval_interval", "ckpt_interval",
+                "keep_ckpts")
+    T.check_min(cfg, 0, "val_size", "warmup_steps", "lr", "min_lr", "weight_decay", "grad_clip")
     if cfg.batch_size % (cfg.micro_batch_size * world):
         raise T.ConfigError(f"--batch_size={cfg.batch_size} must be a multiple of --micro_batch_size="
                             f"{cfg.micro_batch_size} x {world} processes")

@@ -32,6 +32,14 @@ class ConfigError(ValueError):
     """A bad config file or override; the message names the file or the argument."""
 
 
+def check_min(cfg, minimum, *names):
+    """One clear error for the first option below its minimum (sizes >= 1, rates and counts >= 0)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise ConfigError(f"--{name}={value}: must be >= {minimum}")
+
+
 def parse_config(cls, argv=None, prog=None):
     """nanoGPT-style configuration: the dataclass `cls` holds the defaults (its source, comments included,
     is the --help text), then each `path.py` argument is read as `key = value` lines, then each

@@ -447,6 +447,10 @@ def test_stage2_without_stage1_is_a_clear_error(tmp_path):
         grpo.main(["--data", str(data), "--out_dir", str(tmp_path / "out"), "--stage", "2"])  # spaced values too
     with pytest.raises(SystemExit, match="--agg=mean"):
         grpo.main([f"--model={d}", f"--data={data}", "--agg=mean"])
+    for bad, msg in (("--max_new_tokens=0", "--max_new_tokens=0: must be >= 1"), ("--k=-1", "--k=-1: must be >= 0"),
+                     ("--temperature=-1", "--temperature=-1.0: must be >= 0")):  # ValueError tracebacks before
+        with pytest.raises(SystemExit, match=msg):
+            grpo.main([f"--model={d}", f"--data={data}", bad])
     with pytest.raises(SystemExit, match="needs --clip_eps"):
         grpo.main([f"--model={d}", f"--data={data}", "--ppo_epochs=2"])
 

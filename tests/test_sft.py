@@ -361,6 +361,9 @@ def test_base_checkpoint_learns_and_exports_the_chat_turn(tmp_path, dist_env):
     (dict(max_stepz=3), "unknown option 'max_stepz'"),
     (dict(lr="fast"), "'fast' is not a valid float"),
     (dict(init_from=""), "--train_file and --init_from are required"),
+    (dict(micro_batch_size=0), "--micro_batch_size=0: must be >= 1"),  # ZeroDivisionError before
+    (dict(batch_size=0), "--batch_size=0: must be >= 1"),
+    (dict(lr=-1e-3), "--lr=-0.001: must be >= 0"),
 ])
 def test_bad_arguments_one_clear_error(ckpt, tmp_path, capsys, args, msg):
     with pytest.raises(SystemExit) as e:
