@@ -71,9 +71,18 @@ def validate_record(rec):
 def iter_jsonl(path, skip_bad=False, stats=None):
     """(line number, parsed value) for each non-empty line of a JSONL file. Invalid JSON raises RecordError
     naming file:line, or with skip_bad=True is skipped and counted in stats["bad_lines"]."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    if os.path.isdir(path):
+        raise RecordError(f"{path}: a directory, not a JSONL file")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if not skip_bad:
+                    raise RecordError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start}") from None
+                _count_bad(stats)
                 continue
             try:
                 value = json.loads(line)
@@ -110,7 +119,7 @@ def done_ids(path, key="id"):
     ids = set()
     if not os.path.exists(path):
         return ids
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 ids.add(json.loads(line)[key])

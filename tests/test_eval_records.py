@@ -64,3 +64,17 @@ def test_drop_torn_tail_cuts_only_the_half_written_line(tmp_path, torn):
     p.write_text(torn)  # nothing whole at all
     assert drop_torn_tail(p) == len(torn) and p.read_text() == ""
     assert drop_torn_tail(tmp_path / "missing.jsonl") == 0
+
+
+def test_bad_bytes_and_folders_are_one_line_naming_the_file(tmp_path):
+    """A non-UTF-8 byte was a UnicodeDecodeError traceback with no file or line, even with skip_bad; a folder an
+    IsADirectoryError."""
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n{"id": "b"}\n')
+    with pytest.raises(RecordError, match=r"d.jsonl:2: invalid UTF-8 at byte 11"):
+        list(iter_jsonl(p))
+    stats = {}
+    assert [r["id"] for _, r in iter_jsonl(p, skip_bad=True, stats=stats)] == ["a", "b"] and stats["bad_lines"] == 1
+    assert done_ids(p) == {"a", "caf\ufffd", "b"}  # resume bookkeeping never raises
+    with pytest.raises(RecordError, match="a directory, not a JSONL file"):
+        list(read_jsonl(tmp_path))
