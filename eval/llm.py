@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import random
+import socket
 import sys
 import time
 import urllib.error
@@ -82,6 +83,10 @@ class HTTPClient(Client):
                                  float(ra) if ra and ra.replace(".", "", 1).isdigit() else None) from None
             raise LLMError(f"{self.url}: HTTP {e.code}: {detail}") from None
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, (ConnectionRefusedError, socket.gaierror)):  # nothing there: retrying cannot help
+                what = "connection refused" if isinstance(reason, ConnectionRefusedError) else "unknown host"
+                raise LLMError(f"{self.url}: {what} (is the server running, and is --endpoint right?)") from None
             raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
         except ValueError as e:  # a 200 whose body is not JSON: a proxy or a server in trouble
             raise _Retryable(f"bad JSON in response: {e}") from None

@@ -161,8 +161,19 @@ def test_gives_up_after_max_retries_and_4xx_is_not_retried():
         with pytest.raises(LLMError, match="HTTP 400"):
             fast_client(srv.url).complete([[{"role": "user", "content": "q"}]])
         assert srv.attempts["q"] == 1
-    with pytest.raises(LLMError, match="gave up"):  # nobody listening
-        fast_client("http://127.0.0.1:9", max_retries=1).complete([[{"role": "user", "content": "q"}]])
+
+
+def test_nobody_listening_fails_at_once_in_one_line(capsys):
+    """A server that is not running was retried: 54 s and 95 retry lines before the right message."""
+    import socket
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    with pytest.raises(LLMError, match=r"connection refused \(is the server running"):
+        HTTPClient(f"http://127.0.0.1:{port}", "m", max_retries=6, backoff=1.0).complete(
+            [[{"role": "user", "content": f"q{i}"}] for i in range(20)])
+    assert time.time() - t0 < 5 and "retry" not in capsys.readouterr().err
 
 
 def test_api_key_from_the_named_env_var_and_never_printed(monkeypatch, capsys):
