@@ -31,9 +31,9 @@ from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, Tokenizer, Transformer
 from sample import Sampler, SamplingParams
-from training import (ConfigError, Metrics, all_reduce_sum, check_min, clip_grad_norm, fsdp_wrap, full_state_dict,
-                      latest_checkpoint, load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist,
-                      teardown_dist)
+from training import (ConfigError, Metrics, all_reduce_sum, check_min, check_resume, clip_grad_norm, file_digest,
+                      fsdp_wrap, full_state_dict, latest_checkpoint, load_checkpoint, lr_at, parse_config,
+                      save_checkpoint, set_lr, setup_dist, teardown_dist)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 
@@ -234,6 +234,7 @@ class Config:
     data: str = "work/data/rl.jsonl"  # the RL pool: records JSONL (data.prepare's rl.jsonl)
     out_dir: str = "out/grpo"         # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, hf/
     resume: bool = False              # continue from the newest checkpoint in <out_dir>/stage<s>/ckpt
+    resume_force: bool = False        # resume even where the settings that shape the run differ from the checkpoint's
     # rollouts
     prompts_per_step: int = 0         # prompts per optimizer step over all ranks; 0 = the stage's (STAGE_DEFAULTS)
     k: int = 0                        # rollouts per prompt; 0 = the stage's: 8 in stage 1, 16 in stage 2
@@ -585,8 +586,11 @@ def _train(cfg, env, stage_dir, reward_fn):
     plateau = Plateau(cfg.plateau_window, cfg.plateau_delta, cfg.plateau_zero_frac)
     state = {"step": 0, "drawn": 0, "mined": [], "mined_at": -1, "mine_round": 0, "done": ""}
     last = latest_checkpoint(stage_dir)
+    settings = resume_settings(cfg)
     if cfg.resume and last:
         trainer = load_checkpoint(last, policy, opt, env)
+        for diff in check_resume(last, trainer.pop("settings", {}), settings, cfg.resume_force):
+            log(env, f"--resume_force: {diff}")
         plateau.load_state_dict(trainer.pop("plateau"))
         state.update(trainer)
         metrics.truncate(state["step"])
@@ -658,7 +662,8 @@ def _train(cfg, env, stage_dir, reward_fn):
                 state["done"] = reason
                 log(env, f"stage 1 ends at step {step}: {reason}")
         if step % cfg.ckpt_every == 0 or state["done"] or step == cfg.max_steps:
-            save_checkpoint(stage_dir, step, policy, opt, {**state, "plateau": plateau.state_dict()}, env)
+            save_checkpoint(stage_dir, step, policy, opt,
+                            {**state, "plateau": plateau.state_dict(), "settings": settings}, env)
             metrics.plot(os.path.join(stage_dir, "curves.png"))
     bar.close()
     if env.main and cfg.grad_clip > 0:  # eq. 1 sums over tokens (agg=sum): the gradient grows with length
@@ -667,6 +672,16 @@ def _train(cfg, env, stage_dir, reward_fn):
         log(env, f"gradient clipped to {cfg.grad_clip} on {clipped} of {len(rows)} steps (see grad_norm in "
                  f"metrics.jsonl; a clipped step moves lr * grad_clip / grad_norm less than eq. 1 asks)")
     export(policy, cfg, stage_dir, env, bf16)
+
+
+def resume_settings(cfg):
+    """What a resumed stage must share with its checkpoint to continue the same curve: the data (its bytes), the
+    batch, k, the schedule, the sampling and the reward."""
+    keys = ("stage", "prompts_per_step", "k", "max_new_tokens", "temperature", "top_p", "seed", "shuffle_options",
+            "w_correct", "w_format", "truncated", "drop_zero_signal", "agg", "std_norm", "clip_eps", "ppo_epochs",
+            "kl_beta", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay", "easy_share", "remine_every",
+            "mine_pass_below", "difficult_weight", "mine_max")
+    return {**{k: getattr(cfg, k) for k in keys}, "data": file_digest(cfg.data)}
 
 
 def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):

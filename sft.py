@@ -70,6 +70,7 @@ class Config:
     ckpt_interval: int = 50  # steps between checkpoints (and at the last step)
     keep_ckpts: int = 2  # newest checkpoints kept
     resume: bool = False  # continue from the newest checkpoint in out_dir
+    resume_force: bool = False  # resume even where the settings that shape the run differ from the checkpoint's
     export: bool = True  # write out_dir/hf at the end
 
 
@@ -309,6 +310,12 @@ def main(argv=None):
         T.teardown_dist()
 
 
+def resume_settings(cfg):
+    """What a resumed run must share with its checkpoint to continue the same curve (data order, schedule)."""
+    keys = ("batch_size", "max_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "max_len", "seed", "val_size")
+    return {k: getattr(cfg, k) for k in keys}
+
+
 def run(cfg, env):
     from tqdm import tqdm
 
@@ -323,6 +330,7 @@ def run(cfg, env):
     torch.manual_seed(cfg.seed)
     tok = M.Tokenizer.from_pretrained(cfg.init_from, chat_template=cfg.chat_template)
     train, val = split_data(cfg, tok, log)
+    data_digest = T.file_digest(cfg.train_file)
     log(f"{len(train)} training examples ({cfg.max_steps * cfg.batch_size / len(train):.2f} epochs), "
         f"{len(val)} validation; {env.world} process(es), "
         f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
@@ -341,6 +349,9 @@ def run(cfg, env):
     step = 0
     if ckpt:
         state = T.load_checkpoint(ckpt, lm, optimizer, env)
+        for diff in T.check_resume(ckpt, {**state.get("config", {}), "data": state.get("data")},
+                                   {**resume_settings(cfg), "data": data_digest}, cfg.resume_force):
+            log(f"--resume_force: {diff}")
         step = state["step"]
         if state["n_train"] != len(train):
             raise DataError(f"{ckpt}: saved with {state['n_train']} training examples, the data now has "
@@ -369,7 +380,7 @@ def run(cfg, env):
         bar.set_postfix(loss=f"{loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
         if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
             T.save_checkpoint(cfg.out_dir, step, lm, optimizer,
-                              {"n_train": len(train), "examples_seen": step * cfg.batch_size,
+                              {"n_train": len(train), "examples_seen": step * cfg.batch_size, "data": data_digest,
                                "config": {k: v for k, v in asdict(cfg).items() if v is not None}},
                               env, keep=cfg.keep_ckpts)
     bar.close()

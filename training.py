@@ -14,6 +14,7 @@ states, data position; loaded with weights_only=True). Every rank must see the s
 """
 import ast
 import dataclasses
+import hashlib
 import inspect
 import math
 import os
@@ -347,6 +348,27 @@ def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     dist.barrier()
     return final
+
+
+def file_digest(paths):
+    """sha256 over the bytes of comma-separated files: what a resumed run checks its data against."""
+    h = hashlib.sha256()
+    for path in paths.split(","):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_resume(ckpt, saved, now, force=False):
+    """Compare the settings a checkpoint was saved with (saved: {name: value}) with this run's (now): a resumed run
+    with another batch size, schedule, k or data would not continue the saved curve. Raises ConfigError naming
+    each difference, or with force returns them (to be logged). A checkpoint without settings is not checked."""
+    diffs = [f"--{k}: {saved[k]!r} in the checkpoint, {v!r} now" for k, v in now.items() if k in saved and saved[k] != v]
+    if diffs and not force:
+        raise ConfigError(f"{ckpt} was saved with other settings: " + "; ".join(diffs) +
+                          " (put them back, or pass --resume_force to continue anyway)")
+    return diffs
 
 
 def load_checkpoint(path, model, optimizer, dist_env):

@@ -308,6 +308,22 @@ def test_resume_without_a_checkpoint_starts_over_with_clean_metrics(tmp_path, ca
     assert "no checkpoint in" in capsys.readouterr().out
 
 
+def test_resume_refuses_other_settings_or_data(tmp_path, capsys):
+    """--resume with another k, lr or data used to be accepted silently: the data order and schedule no longer
+    matched the checkpoint's. Each difference is named; --resume_force goes on and logs them."""
+    d, data = write_toy(tmp_path)
+    grpo.main(toy_args(d, data, tmp_path / "out", max_steps=2, ckpt_every=1), reward_fn=toy_reward)
+    resume = lambda **kw: grpo.main(toy_args(d, data, tmp_path / "out", max_steps=3, ckpt_every=1, resume=True, **kw),
+                                    reward_fn=toy_reward)
+    with pytest.raises(SystemExit, match=r"--k: 8 in the checkpoint, 4 now; --lr: 0.01 in the checkpoint, 0.001 now"):
+        resume(k=4, lr=1e-3)
+    data.write_text(data.read_text().replace("w1", "w3", 1))
+    with pytest.raises(SystemExit, match=r"--data: '[0-9a-f]{16}' in the checkpoint, '[0-9a-f]{16}' now"):
+        resume()
+    resume(resume_force=True)
+    assert "--resume_force: --max_steps: 2 in the checkpoint, 3 now" in capsys.readouterr().out
+
+
 def test_truncated_mask_with_every_completion_cut_runs(tmp_path):
     """--truncated=mask when a whole micro-batch was cut at max_new_tokens: no loss token is left, and the step must
     still run backward (a rank that skipped it would leave the others waiting in FSDP's collectives)."""

@@ -304,6 +304,10 @@ def test_kill_and_resume_continue_the_same_run(reference_run, ckpt, tmp_path):
     assert all(abs(want[s] - got[s]) <= 1e-6 * want[s] for s in want), (want, got)
     r = run_sft(args)  # without --resume an existing run is never overwritten
     assert r.returncode == 2 and "already holds a run: pass --resume" in r.stderr
+    r = run_sft(sft_args(data, ckpt, tmp_path / "out", lr=1e-3, batch_size=2) + ["--resume=True"])
+    assert r.returncode == 2 and "--batch_size: 4 in the checkpoint, 2 now; --lr: 0.003 in the checkpoint" in r.stderr
+    r = run_sft(sft_args(data, ckpt, tmp_path / "out", lr=1e-3) + ["--resume=True", "--resume_force=True"])
+    assert r.returncode == 0 and "--resume_force: --lr: 0.003 in the checkpoint, 0.001 now" in r.stdout
 
 
 def test_export_loads_in_transformers_with_the_trained_weights(ckpt, dist_env, tmp_path):
