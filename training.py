@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import hashlib
 import inspect
+import json
 import math
 import os
 import shutil
@@ -299,13 +300,49 @@ def checkpoint_dir(out_dir):
 
 
 def latest_checkpoint(out_dir):
-    """Path of the newest complete checkpoint under <out_dir>/ckpt, or None. Only renamed (finished)
-    directories count; a save killed halfway leaves a .tmp-* dir that is ignored."""
+    """Path of the newest whole checkpoint under <out_dir>/ckpt, or None. Only renamed (finished) directories
+    count (a save killed halfway leaves a .tmp-* dir), and only those whose files all match their manifest: a
+    damaged one is named on stderr and the next older one is used."""
     root = checkpoint_dir(out_dir)
     if not os.path.isdir(root):
         return None
-    steps = sorted(n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit())
-    return os.path.join(root, steps[-1]) if steps else None
+    for name in sorted((n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()), reverse=True):
+        damage = checkpoint_damage(os.path.join(root, name))
+        if damage is None:
+            return os.path.join(root, name)
+        print(f"warning: {os.path.join(root, name)} is damaged ({damage}); trying an older checkpoint",
+              file=sys.stderr)
+    return None
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(path):
+    """{file: size} of every file of a finished checkpoint dir, written last and atomically."""
+    files = {os.path.relpath(os.path.join(d, f), path): os.path.getsize(os.path.join(d, f))
+             for d, _, names in os.walk(path) for f in names}
+    with open(os.path.join(path, MANIFEST + ".tmp"), "w") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(os.path.join(path, MANIFEST + ".tmp"), os.path.join(path, MANIFEST))
+
+
+def checkpoint_damage(path):
+    """None for a checkpoint whose every listed file is there with its size, else what is wrong."""
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MANIFEST}"
+    for name, size in files.items():
+        full = os.path.join(path, name)
+        if not os.path.exists(full):
+            return f"{name} is missing"
+        if os.path.getsize(full) != size:
+            return f"{name} has {os.path.getsize(full)} bytes, the manifest says {size}"
+    return None
 
 
 def _model_optim_state(model, optimizer):
@@ -338,6 +375,7 @@ def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
     torch.save(trainer, os.path.join(tmp, f"trainer_rank{dist_env.rank}.pt"))
     dist.barrier()
     if dist_env.main:
+        write_manifest(tmp)
         _fsync_dir(tmp)
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -378,12 +416,16 @@ def load_checkpoint(path, model, optimizer, dist_env):
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _model_optim_state(model, optimizer)
-    dcp.load(state, checkpoint_id=path)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     mine = os.path.join(path, f"trainer_rank{dist_env.rank}.pt")
     if not os.path.exists(mine):  # resumed on more ranks than saved: the new ranks start from rank 0's RNG
         mine = os.path.join(path, "trainer_rank0.pt")
-    trainer = torch.load(mine, weights_only=True)
+    try:
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        trainer = torch.load(mine, weights_only=True)
+    except Exception as e:  # a checkpoint of another model, or bytes the manifest could not see
+        raise ConfigError(f"{path}: cannot load this checkpoint: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                          ) from None
     torch.set_rng_state(trainer.pop("rng_cpu"))
     cuda_rng = trainer.pop("rng_cuda", None)
     if cuda_rng is not None and torch.cuda.is_available():

@@ -131,6 +131,31 @@ def test_checkpoint_roundtrip_atomic_and_keep(tmp_path, dist_env):
     assert T.latest_checkpoint(str(tmp_path / "nothing")) is None
 
 
+@pytest.mark.parametrize("damage", ["truncate", "delete", "no_manifest"])
+def test_a_damaged_checkpoint_is_named_and_the_older_one_used(tmp_path, dist_env, capsys, damage):
+    """--resume after a file of the newest checkpoint went missing or short gave a 46-line traceback, and the
+    whole older checkpoint was not used."""
+    net = T.fsdp_wrap(tiny_model(0), [], dist_env.device)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    train_steps(net, opt, 1, seed=1)
+    for step in (1, 2):
+        T.save_checkpoint(str(tmp_path), step, net, opt, {}, dist_env, keep=2)
+    new = tmp_path / "ckpt" / "step_00000002"
+    victim = new / "trainer_rank0.pt" if damage != "no_manifest" else new / "manifest.json"
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:10])
+    else:
+        victim.unlink()
+    assert T.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt" / "step_00000001")
+    err = capsys.readouterr().err
+    assert f"{new} is damaged (" in err and ("trainer_rank0.pt" in err or "manifest.json" in err)
+    trainer = T.load_checkpoint(T.latest_checkpoint(str(tmp_path)), net, opt, dist_env)
+    assert trainer["step"] == 1
+    if damage != "no_manifest":  # loaded by its path anyway: one line naming the folder, not a traceback
+        with pytest.raises(T.ConfigError, match=rf"{new}: cannot load this checkpoint: "):
+            T.load_checkpoint(str(new), net, opt, dist_env)
+
+
 def test_full_state_dict_keeps_tied_weights_one_tensor(dist_env):
     net = tiny_model(0)
     net[2].weight = net[0].weight  # tie: the Linear [10, 8] shares the Embedding [10, 8]
