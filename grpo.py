@@ -711,8 +711,8 @@ def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels):
         mined = [(i, 1.0) for i in range(len(recs))]
     else:
         hard = sum(labels[key(recs[i])] == "difficult" for i, _ in mined)
-        log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items failed more often "
-                 f"than not ({hard} Difficult, weight {cfg.difficult_weight})")
+        log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items have a pass rate below "
+                 f"{cfg.mine_pass_below} ({hard} Difficult, weight {cfg.difficult_weight})")
     state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)
 
 
