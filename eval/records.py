@@ -114,6 +114,20 @@ def _count_bad(stats):
         stats["bad_lines"] = stats.get("bad_lines", 0) + 1
 
 
+def int_at_least(minimum):
+    """An argparse type: an int >= minimum, else argparse's one-line usage error (exit 2) naming the option."""
+    def parse(text):
+        import argparse
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: must be >= {minimum}")
+        return value
+    return parse
+
+
 def done_ids(path, key="id"):
     """Ids already written to an append-only JSONL output (a torn last line from a kill is ignored)."""
     ids = set()

@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 
 from eval.llm import LLMError, make_client, run_step
-from eval.records import RecordError
+from eval.records import RecordError, int_at_least
 from eval.answer import build_prompt, format_ok, score
 from eval.loaders import BENCHMARKS, answer_skew, benchmark_path, load_benchmark, shuffle_options
 
@@ -41,11 +41,11 @@ def parse_args(argv=None):
     src.add_argument("--model", help="local Hugging Face checkpoint dir (generated with sample.py)")
     p.add_argument("--model-name", help="the served model's name (with --endpoint)")
     p.add_argument("--out", required=True, help="run directory (created; resumed if it exists)")
-    p.add_argument("--limit", type=int, help="first N items of each benchmark")
-    p.add_argument("--n", type=int, default=1, help="samples per item (>1: maj@n and pass@k)")
+    p.add_argument("--limit", type=int_at_least(1), help="first N items of each benchmark")
+    p.add_argument("--n", type=int_at_least(1), default=1, help="samples per item (>1: maj@n and pass@k)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float)
-    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=4096)
     p.add_argument("--seed", type=int)
     p.add_argument("--system", help="optional system prompt")
     p.add_argument("--data-dir", help="shared data dir (default: $FLEMING_DATA or ../shared/data)")

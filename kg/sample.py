@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from tqdm import tqdm
 
-from eval.records import append_jsonl, done_ids, drop_torn_tail, make_record, read_jsonl
+from eval.records import append_jsonl, done_ids, drop_torn_tail, int_at_least, make_record, read_jsonl
 from kg.build import FINDINGS, RELS, Graph, norm
 from kg.check import (HALLMARK_MAX, Checker, Question, audit, check_file, family_key, print_audit, same_concept,
                       shares_word, siblings)
@@ -552,9 +552,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graph", help="folder written by python -m kg.build (not needed for --audit)")
     ap.add_argument("--out", help="output JSONL (appended to; ids already there are skipped, so a rerun resumes)")
-    ap.add_argument("--n", type=int, default=1000, help="number of questions (an index that yields none is skipped)")
+    ap.add_argument("--n", type=int_at_least(1), default=1000, help="number of questions (an index that yields none is skipped)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--options", type=int, default=5, help="options per question (answer + distractors)")
+    ap.add_argument("--options", type=int_at_least(2), default=5, help="options per question (answer + distractors)")
     ap.add_argument("--mix", default=DEFAULT_MIX, help=f"template=weight list (default {DEFAULT_MIX})")
     ap.add_argument("--hops", default=None, help="keep only templates with these hop counts, e.g. 2,3")
     ap.add_argument("--alpha", type=float, default=1.0, help="rarity weight: focus drawn with prob ~ (degree+1)^-alpha")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from eval.records import (RecordError, append_jsonl, done_ids, drop_torn_tail, iter_jsonl, make_record,
+from eval.records import (RecordError, append_jsonl, done_ids, drop_torn_tail, int_at_least, iter_jsonl, make_record,
                           read_jsonl, validate_record)
 
 
@@ -78,3 +78,15 @@ def test_bad_bytes_and_folders_are_one_line_naming_the_file(tmp_path):
     assert done_ids(p) == {"a", "caf\ufffd", "b"}  # resume bookkeeping never raises
     with pytest.raises(RecordError, match="a directory, not a JSONL file"):
         list(read_jsonl(tmp_path))
+
+
+def test_int_at_least_is_a_one_line_usage_error(capsys):
+    import argparse
+    ap = argparse.ArgumentParser(prog="x")
+    ap.add_argument("--n", type=int_at_least(1))
+    assert ap.parse_args(["--n", "3"]).n == 3
+    for bad, msg in (("0", "argument --n: 0: must be >= 1"), ("-5", "argument --n: -5: must be >= 1"),
+                     ("many", "argument --n: 'many' is not an integer")):
+        with pytest.raises(SystemExit) as e:
+            ap.parse_args(["--n", bad])
+        assert e.value.code == 2 and msg in capsys.readouterr().err

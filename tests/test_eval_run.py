@@ -313,3 +313,12 @@ def test_shuffle_options_moves_gold_with_its_option_and_warns_on_skew(tmp_path, 
     assert asked == 0
     with pytest.raises(SystemExit, match=r"different settings \(shuffle_options: 5 vs 6\)"):
         go("by_text", by_text, "--shuffle-options", "6")
+
+
+def test_limit_zero_is_a_usage_error(tmp_path, capsys):
+    """--limit 0 ran every item (a falsy limit meant none)."""
+    from eval.run import main
+    with pytest.raises(SystemExit) as e:
+        main(["--bench", "medqa", "--model", str(tmp_path), "--out", str(tmp_path / "o"), "--limit", "0"])
+    assert e.value.code == 2 and "argument --limit: 0: must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

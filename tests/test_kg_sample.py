@@ -101,6 +101,10 @@ def test_cli_resume_and_check(graph, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--graph", str(tmp_path / "nowhere"), "--out", str(out)])
     assert "nodes.json: not found" in str(e.value.code)
+    for flag, value, msg in (("--n", "-5", "--n: -5: must be >= 1"), ("--options", "1", "--options: 1: must be >= 2")):
+        with pytest.raises(SystemExit) as e:  # --n -5 ran and wrote nothing useful; --options 1 was a traceback
+            main(args + [flag, value])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
 
 
 def test_extra_wikidata_file_is_additive_and_untrusted_alone(shared):
