@@ -261,7 +261,7 @@ def test_run_step_resumes_without_redoing_or_losing_ids(shared, tmp_path):
 
 def test_run_step_after_a_torn_last_line(tmp_path):
     """A kill while writing leaves half a row without its newline: the rerun must not glue the next
-    row onto it (that row would be unreadable, i.e. lost) and must redo the torn one."""
+    row onto it (that row would be unreadable, i.e. lost), must drop the half row and must redo it."""
     recs = [{"id": f"r{i}"} for i in range(6)]
     out = tmp_path / "step.jsonl"
     out.write_text('{"id": "r0", "text": "q0#0"}\n{"id": "r1", "te')
@@ -269,6 +269,6 @@ def test_run_step_after_a_torn_last_line(tmp_path):
     with ChatServer(echo) as srv:
         assert run_step(fast_client(srv.url), recs, str(out), msgs, lambda r, c: {"text": c[0]}) == 5
     assert sorted(k for k, _ in srv.log) == ["r1", "r2", "r3", "r4", "r5"]
-    rows = [json.loads(l) for l in out.read_text().splitlines()[2:]]
-    assert len(out.read_text().splitlines()) == 7 and sorted(r["id"] for r in rows) == ["r1", "r2", "r3", "r4", "r5"]
-    assert all(r["text"] == f"{r['id']}#0" for r in rows)
+    rows = [json.loads(l) for l in out.read_text().splitlines()]  # every line parses: the torn half-row is gone
+    assert [r["id"] for r in rows[:1]] == ["r0"] and sorted(r["id"] for r in rows[1:]) == ["r1", "r2", "r3", "r4", "r5"]
+    assert all(r["text"] == f"{r['id']}#0" for r in rows[1:])
