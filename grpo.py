@@ -307,7 +307,8 @@ def check_config(cfg):
 
 def resolve(cfg, world):
     """Fill the stage-dependent defaults; returns (cfg, stage dir)."""
-    cfg = dataclasses.replace(cfg, **{key: getattr(cfg, key) or value for key, value in STAGE_DEFAULTS[cfg.stage].items()})
+    stage = STAGE_DEFAULTS[cfg.stage]
+    cfg = dataclasses.replace(cfg, **{key: getattr(cfg, key) or value for key, value in stage.items()})
     if cfg.prompts_per_step % world:
         raise ConfigError(f"--prompts_per_step={cfg.prompts_per_step} must be a multiple of the {world} ranks")
     model = cfg.model or ("out/sft/hf" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "hf"))

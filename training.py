@@ -402,7 +402,8 @@ def check_resume(ckpt, saved, now, force=False):
     """Compare the settings a checkpoint was saved with (saved: {name: value}) with this run's (now): a resumed run
     with another batch size, schedule, k or data would not continue the saved curve. Raises ConfigError naming
     each difference, or with force returns them (to be logged). A checkpoint without settings is not checked."""
-    diffs = [f"--{k}: {saved[k]!r} in the checkpoint, {v!r} now" for k, v in now.items() if k in saved and saved[k] != v]
+    diffs = [f"--{k}: {saved[k]!r} in the checkpoint, {v!r} now"
+             for k, v in now.items() if k in saved and saved[k] != v]
     if diffs and not force:
         raise ConfigError(f"{ckpt} was saved with other settings: " + "; ".join(diffs) +
                           " (put them back, or pass --resume_force to continue anyway)")
