@@ -796,8 +796,9 @@ def log(env, msg):
 def main(argv=None, reward_fn=None):
     try:
         train(parse_config(Config, sys.argv[1:] if argv is None else argv, prog="grpo.py"), reward_fn)
-    except (ConfigError, RecordError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    except (ConfigError, RecordError, CheckpointError) as e:  # bad input: one line, exit 2 (as sft.py)
+        print(f"grpo.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

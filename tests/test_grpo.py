@@ -2,6 +2,7 @@
 against the model's plain forward; the loop on a toy task; FSDP and kill/resume against one process."""
 import json
 import math
+import re
 from types import SimpleNamespace as NS
 
 import pytest
@@ -313,14 +314,12 @@ def test_resume_refuses_other_settings_or_data(tmp_path, capsys):
     matched the checkpoint's. Each difference is named; --resume_force goes on and logs them."""
     d, data = write_toy(tmp_path)
     grpo.main(toy_args(d, data, tmp_path / "out", max_steps=2, ckpt_every=1), reward_fn=toy_reward)
-    resume = lambda **kw: grpo.main(toy_args(d, data, tmp_path / "out", max_steps=3, ckpt_every=1, resume=True, **kw),
-                                    reward_fn=toy_reward)
-    with pytest.raises(SystemExit, match=r"--k: 8 in the checkpoint, 4 now; --lr: 0.01 in the checkpoint, 0.001 now"):
-        resume(k=4, lr=1e-3)
+    argv = lambda **kw: toy_args(d, data, tmp_path / "out", max_steps=3, ckpt_every=1, resume=True, **kw)
+    assert "--k: 8 in the checkpoint, 4 now; --lr: 0.01 in the checkpoint, 0.001 now" in usage_error(
+        capsys, argv(k=4, lr=1e-3))
     data.write_text(data.read_text().replace("w1", "w3", 1))
-    with pytest.raises(SystemExit, match=r"--data: '[0-9a-f]{16}' in the checkpoint, '[0-9a-f]{16}' now"):
-        resume()
-    resume(resume_force=True)
+    assert re.search(r"--data: '[0-9a-f]{16}' in the checkpoint, '[0-9a-f]{16}' now", usage_error(capsys, argv()))
+    grpo.main(argv(resume_force=True), reward_fn=toy_reward)
     assert "--resume_force: --max_steps: 2 in the checkpoint, 3 now" in capsys.readouterr().out
 
 
@@ -455,20 +454,28 @@ def test_difficulty_from_pass_rate():
         ["easy", "easy", "moderate", "moderate", "difficult", "difficult"]
 
 
-def test_stage2_without_stage1_is_a_clear_error(tmp_path):
+def usage_error(capsys, argv):
+    """grpo.main(argv) must stop with exit code 2 and one line on stderr; returns that line."""
+    capsys.readouterr()  # what earlier runs printed
+    with pytest.raises(SystemExit) as e:
+        grpo.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("grpo.py: error: ") and "\n" not in err, err
+    return err
+
+
+def test_stage2_without_stage1_is_a_clear_error(tmp_path, capsys):
     d, data = write_toy(tmp_path)
-    with pytest.raises(SystemExit, match="stage 2 starts from stage 1's final checkpoint"):
-        grpo.main([f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--stage=2"])
-    with pytest.raises(SystemExit, match="stage 2 starts from stage 1's final checkpoint"):
-        grpo.main(["--data", str(data), "--out_dir", str(tmp_path / "out"), "--stage", "2"])  # spaced values too
-    with pytest.raises(SystemExit, match="--agg=mean"):
-        grpo.main([f"--model={d}", f"--data={data}", "--agg=mean"])
+    assert "stage 2 starts from stage 1's final checkpoint" in usage_error(
+        capsys, [f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--stage=2"])
+    assert "stage 2 starts from stage 1's final checkpoint" in usage_error(
+        capsys, ["--data", str(data), "--out_dir", str(tmp_path / "out"), "--stage", "2"])  # spaced values too
+    assert "--agg=mean" in usage_error(capsys, [f"--model={d}", f"--data={data}", "--agg=mean"])
     for bad, msg in (("--max_new_tokens=0", "--max_new_tokens=0: must be >= 1"), ("--k=-1", "--k=-1: must be >= 0"),
                      ("--temperature=-1", "--temperature=-1.0: must be >= 0")):  # ValueError tracebacks before
-        with pytest.raises(SystemExit, match=msg):
-            grpo.main([f"--model={d}", f"--data={data}", bad])
-    with pytest.raises(SystemExit, match="needs --clip_eps"):
-        grpo.main([f"--model={d}", f"--data={data}", "--ppo_epochs=2"])
+        assert msg in usage_error(capsys, [f"--model={d}", f"--data={data}", bad])
+    assert "needs --clip_eps" in usage_error(capsys, [f"--model={d}", f"--data={data}", "--ppo_epochs=2"])
+    assert "a directory, not a JSONL file" in usage_error(capsys, [f"--model={d}", f"--data={tmp_path}"])
 
 
 # ------------------------------------------------------------------- subprocess runs: torchrun, kill/resume
