@@ -265,11 +265,28 @@ class Run:
         subprocess.run(cmd, check=True)
 
 
+def usage_error(msg):
+    print(f"demo.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None):
     try:
         cfg = T.parse_config(Config, sys.argv[1:] if argv is None else argv, prog="demo.py")
+        seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
     except T.ConfigError as e:
-        sys.exit(f"demo.py: error: {e}")
+        usage_error(e)
+    except ValueError:
+        usage_error(f"--seeds={cfg.seeds}: comma-separated integers")
+    try:
+        return run_all(cfg, seeds)
+    except subprocess.CalledProcessError as e:  # the stage printed its own error above
+        print(f"demo.py: `{shlex.join(map(str, e.cmd[:3]))} ...` failed (exit {e.returncode}); a rerun resumes "
+              f"from the finished stages", file=sys.stderr)
+        sys.exit(e.returncode)
+
+
+def run_all(cfg, seeds):
     if cfg.cpu_threads:  # on a shared CPU, OpenMP threads spinning against other jobs slow a tiny model 5-20x
         os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
         torch.set_num_threads(cfg.cpu_threads)
@@ -278,12 +295,8 @@ def main(argv=None):
     t0 = time.time()
     Run(cfg).stage("kg", os.path.join(kg_dir, "meta.json"), lambda: subprocess.run(
         [sys.executable, "-m", "kg.build", "--sources", cfg.kg_sources, "--out", kg_dir], check=True))
-    if not cfg.seeds:
+    if not seeds:
         return run_seed(cfg, kg_dir)
-    try:
-        seeds = [int(s) for s in cfg.seeds.split(",")]
-    except ValueError:
-        sys.exit(f"demo.py: error: --seeds={cfg.seeds}: comma-separated integers")
     results = {s: run_seed(replace(cfg, seed=s, out_dir=os.path.join(cfg.out_dir, f"seed{s}")), kg_dir) for s in seeds}
     report_seeds(cfg, results, time.time() - t0)
 

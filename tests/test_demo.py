@@ -110,3 +110,16 @@ def test_micro_pipeline_end_to_end_then_rerun_redoes_nothing(tmp_path, capsys):
     assert (out / "times.json").read_text() == times  # nothing ran again
     for stage in ("kg", "world", "init", "base", "sft", "grpo1", "grpo2", "eval grpo2"):
         assert f"== {stage}: done" in log
+
+
+def test_bad_arguments_and_a_failed_stage_are_one_line(tmp_path, capsys, monkeypatch):
+    for argv, msg in ((["--seeds=0,x"], "--seeds=0,x: comma-separated integers"),
+                      (["--n_disease=3"], "--n_disease=3: unknown option 'n_disease'")):
+        with pytest.raises(SystemExit) as e:
+            demo.main(argv + [f"--out_dir={tmp_path / 'o'}"])
+        assert e.value.code == 2 and f"demo.py: error: {msg}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing started
+    with pytest.raises(SystemExit) as e:  # a stage that fails (here kg.build, asked for a reader it has not)
+        demo.main([f"--out_dir={tmp_path / 'o'}", "--kg_sources=nosuch"])
+    err = capsys.readouterr().err
+    assert e.value.code not in (0, None) and "-m kg.build ...` failed" in err and "Traceback" not in err
