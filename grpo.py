@@ -363,13 +363,13 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     ranks split the records and gather the rates. With `path`, rates are appended there (JSONL rows with source
     and id) batch by batch and records already there are skipped, so a killed labelling or mining round resumes."""
     reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
+    stops = tok.stop_ids(sampler.model.config.eos_token_id)
     done = read_rates(path) if path and os.path.exists(path) else {}
     todo = [r for r in recs if key(r) not in done]
     batch = 16 * env.world
     bar = tqdm(total=len(todo), desc=tag, disable=not env.main or not todo)
     for b in range(0, len(todo), batch):
         mine = todo[b + env.rank:b + batch:env.world]
-        stops = tok.stop_ids(sampler.model.config.eos_token_id)
         groups = rollout(sampler, tok, mine, cfg, tag, b + env.rank, stops, reward_fn) if mine else []
         rows = [{"source": g.rec["source"], "id": g.rec["id"], "pass_rate": sum(g.correct) / len(g.correct)}
                 for g in groups]
@@ -620,6 +620,7 @@ def _train(cfg, env, stage_dir, reward_fn):
         labels, where = stage2_labels(cfg, recs)
         log(env, where)
     per_rank = cfg.prompts_per_step // env.world
+    stops = tok.stop_ids(net.config.eos_token_id)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
     while state["step"] < cfg.max_steps and not state["done"]:
         step = state["step"]
@@ -637,11 +638,10 @@ def _train(cfg, env, stage_dir, reward_fn):
         mine_recs = [recs[i] for i in chosen[first:first + per_rank]]
 
         t0 = _now(dev)
-        groups = rollout(sampler, tok, mine_recs, cfg, step, first, tok.stop_ids(net.config.eos_token_id), reward_fn)
+        groups = rollout(sampler, tok, mine_recs, cfg, step, first, stops, reward_fn)
         rolled = list(groups)
         if cfg.drop_zero_signal:
-            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=tok.stop_ids(net.config.eos_token_id),
-                           reward_fn=reward_fn)
+            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=stops, reward_fn=reward_fn)
             idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
             groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
         sampler_free(sampler)

@@ -311,9 +311,10 @@ def main(argv=None):
 
 
 def resume_settings(cfg):
-    """What a resumed run must share with its checkpoint to continue the same curve (data order, schedule)."""
+    """What a resumed run must share with its checkpoint to continue the same curve: the data (its bytes), the
+    batch and the schedule."""
     keys = ("batch_size", "max_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "max_len", "seed", "val_size")
-    return {k: getattr(cfg, k) for k in keys}
+    return {**{k: getattr(cfg, k) for k in keys}, "data": T.file_digest(cfg.train_file)}
 
 
 def run(cfg, env):
@@ -330,7 +331,7 @@ def run(cfg, env):
     torch.manual_seed(cfg.seed)
     tok = M.Tokenizer.from_pretrained(cfg.init_from, chat_template=cfg.chat_template)
     train, val = split_data(cfg, tok, log)
-    data_digest = T.file_digest(cfg.train_file)
+    settings = resume_settings(cfg)
     log(f"{len(train)} training examples ({cfg.max_steps * cfg.batch_size / len(train):.2f} epochs), "
         f"{len(val)} validation; {env.world} process(es), "
         f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
@@ -349,8 +350,7 @@ def run(cfg, env):
     step = 0
     if ckpt:
         state = T.load_checkpoint(ckpt, lm, optimizer, env)
-        for diff in T.check_resume(ckpt, {**state.get("config", {}), "data": state.get("data")},
-                                   {**resume_settings(cfg), "data": data_digest}, cfg.resume_force):
+        for diff in T.check_resume(ckpt, state.get("settings", {}), settings, cfg.resume_force):
             log(f"--resume_force: {diff}")
         step = state["step"]
         if state["n_train"] != len(train):
@@ -380,7 +380,7 @@ def run(cfg, env):
         bar.set_postfix(loss=f"{loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
         if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
             T.save_checkpoint(cfg.out_dir, step, lm, optimizer,
-                              {"n_train": len(train), "examples_seen": step * cfg.batch_size, "data": data_digest,
+                              {"n_train": len(train), "examples_seen": step * cfg.batch_size, "settings": settings,
                                "config": {k: v for k, v in asdict(cfg).items() if v is not None}},
                               env, keep=cfg.keep_ckpts)
     bar.close()
