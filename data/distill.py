@@ -8,25 +8,33 @@ The teacher sees the question, its options and the gold answer, and writes a con
 that reaches the answer without saying it was given (TEACHER below; the prompt is stored with each
 trajectory). k candidates per item (pass@k). A candidate passes when it is in the student's format
 (eval.answer.format_ok), the shared extractor reads the gold answer from it, and no filter rejects it:
-leakage ("the correct answer is given as ..."), length bounds, repetition, language mismatch. Among the
-passing ones the rule picks the one with the fewest hedges ("maybe", "perhaps", ...), then the shortest.
+leakage ("the correct answer is given as ..."), length bounds, repetition, language mismatch, and the paper's
+verifiable signals: a stated calculation that is wrong, a unit that contradicts its quantity or an earlier
+mention, and (optional, with --judge-endpoint) an LLM finding that the chain contradicts the item's reference
+text. Among the passing ones --select explicit (the paper's rule) picks those that state their assumptions and
+remaining uncertainty, then the shortest; --select fewest_hedges, the earlier rule, the fewest hedges, then the
+shortest.
 Items with no passing candidate go through the paper's refinement loop, up to R rounds: each round
 shows the teacher its failed attempt and why it failed, and names one strategy (backtracking, path
 exploration, self-correction, in turn). For KG questions the sampled path (meta.path) is given to the
 teacher as the reasoning skeleton; --template writes a trajectory from the path with no teacher.
 
 Output in --out: round<r>.jsonl (append-only teacher replies keyed by "<source>/<id>": a kill loses
-only requests in flight, a rerun redoes no finished id), sft.jsonl, failed.jsonl, stats.json, stats.md.
+only requests in flight, a rerun redoes no finished id), guideline.jsonl (the judge's answers, keyed by id, judge
+and chain), sft.jsonl, failed.jsonl, stats.json, stats.md.
 Verdicts are recomputed from the stored replies on every run, so filter flags may change between runs;
 the flags that change what the teacher is asked (k, rounds, temperature, ...) may not (config.json).
 
 An SFT record: {"id", "source", "messages": [{"role": "system"}?, {"role": "user", "content": <the user
 message of eval.answer.build_prompt>}, {"role": "assistant", "content":
 "<think>\\n...\\n</think>\\n<answer>X</answer>"}], "meta": {"teacher", "prompt", "round", "strategy",
-"candidates", "passed"}}.
+"candidates", "passed", "guideline"}}.
 """
 import argparse
+import ast
+import hashlib
 import json
+import operator
 import os
 import re
 import sys
@@ -38,7 +46,7 @@ from data.filter import check as format_filter
 from data.prepare import convert_source
 from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
 from eval.answer import build_prompt, extract_answer, format_error, format_ok, format_question
-from eval.llm import LLMError, run_step
+from eval.llm import LLMError, make_client, run_step
 from eval.loaders import DATA_DIR, load_benchmark
 from eval.records import RecordError, read_jsonl, write_jsonl
 from kg.verbalize import join, lower_first
@@ -91,6 +99,24 @@ LEAK = re.compile("|".join([
     r"(?:已知|给定|给出|提供)的?(?:正确)?答案|标准答案|答案已(?:给出|知)"]), re.I | re.M)
 HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|might|not sure|unsure|hmm+|i guess|i think|unclear|wait)\b",
                    re.I)
+# Explicit statements of what a chain assumes and of what stays uncertain: the paper's selection criterion.
+# A bare "maybe" or "wait" is a hedge, not a statement; "assuming ...", "the question doesn't say ...",
+# "I can't rule out ..." are.
+ASSUMPTION = re.compile(r"\b(?:assuming|(?:I|we)(?:'m|’m| am|'re|’re| are| will| would)? (?:\w+ )?assume"
+                        r"|let(?:'|’)?s (?:assume|say)|if we (?:assume|take it)|(?:this|that|which) assumes"
+                        r"|(?:my|our|the|this|key|main) assumptions?|presumably|on the assumption)\b|假设|假定", re.I)
+UNCERTAINTY = re.compile(r"\b(?:(?:not|n't|n’t) (?:entirely |completely |fully |totally |100% )?(?:sure|certain)"
+                         r"|uncertain (?:whether|if|about)|(?:some|remaining|residual) uncertainty"
+                         r"|can(?:not|'t|’t) (?:completely |fully |entirely )?(?:rule out|exclude|be (?:sure|certain))"
+                         r"|can(?:not|'t|’t) be (?:completely |fully )?(?:ruled out|excluded)"
+                         r"|(?:would|we'd|we’d|I'd|I’d) need (?:to|more)"
+                         r"|without (?:more|further|additional|those|these|that)\b"
+                         r"|(?:does not|doesn't|doesn’t|did not|didn't|didn’t)"
+                         r" (?:say|state|mention|specify|tell us|give)"
+                         r"|(?:not|isn't|isn’t|wasn't|wasn’t|aren't|aren’t) (?:explicitly )?"
+                         r"(?:specified|stated|mentioned|given)\b"
+                         r"|remains? (?:possible|unclear|uncertain|open)|can(?:not|'t|’t) (?:say|know|tell) for sure)"
+                         r"|不确定|无法排除|不能排除|尚不明确|需要进一步", re.I)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _THINK = re.compile(r"\s*(?:<think>)?(.*?)</think>", re.S | re.I)  # the chat template may open <think>
@@ -119,9 +145,232 @@ def think_text(output):
     return m.group(1).strip() if m else ""
 
 
+# ----------------------------------------------------------------------------- verifiable signals
+
+# The paper keeps trajectories that pass "verifiable signals (consistency of intermediate calculations, unit
+# correctness, alignment with guideline snippets)". A false drop of a good chain is worse than a missed error, so
+# only arithmetic that parses unambiguously is recomputed, and a unit is wrong only against a named quantity.
+
+NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
+_OPERAND_UNIT = (r"(?:mcg|µg|μg|ug|mg|g|kg|grams?|milligrams?|kilograms?|mEq|mmol|µmol|μmol|ml|mL|dL|dl|L|liters?"
+                 r"|litres?|IU|units?|kcal|cal|mmHg|cm|mm|m|hours?|hrs?|h|min|minutes?|days?|weeks?|months?|years?"
+                 r"|lbs?|pounds?|beats|breaths|tablets?|doses?|people|persons?|patients?|cases|births|deaths)")
+_TOKEN = re.compile("|".join([
+    rf"(?P<num>(?<![\w.,/])(?:{NUM}))(?P<pct>\s?%)?(?:\s?{_OPERAND_UNIT}(?:/{_OPERAND_UNIT})*)?(?![\w/%])",
+    r"(?P<lp>\()", r"(?P<rp>\))",
+    # "-" and "/" only between spaces: "20-30 minutes" is a range and "36/1000" a rate, not arithmetic
+    r"(?P<op>[×*÷+−^]|(?<=\s)[x/-](?=\s)|\b(?:times|multiplied\s+by|divided\s+by|plus|minus)\b)",
+    r"(?P<of>\bof\b)", r"(?P<word>[^\s()]+)"]))
+_OPS = {"×": "*", "*": "*", "x": "*", "times": "*", "multiplied": "*", "÷": "/", "/": "/", "divided": "/", "+": "+",
+        "plus": "+", "−": "-", "-": "-", "minus": "-", "^": "**"}
+# the stated result: not the start of a range ("0.25-0.5", "5 to 10") or of more arithmetic
+_RESULT = (r"\s*(?P<approx>(?:about|approximately|roughly|around|approx\.?|nearly|almost|~|≈)\s*)?"
+           rf"(?P<res>(?<![\w.,]){NUM})(?P<rpct>\s?%)?"
+           r"(?![\w/]|\.\d|,\d|\s?[-–×*÷+^]\s?\d|\s[x/]\s\d|\s+(?:to|or)\s+\d)")
+_CONNECT = (r"\s*,?\s*(?:(?:which|that|this|it)\s+)?(?:=|≈|equals?|is\s+equal\s+to|is|was|gives?(?:\s+(?:us|me))?"
+            r"|giving(?:\s+(?:us|me))?|leav(?:es|ing)(?:\s+(?:us|me))?(?:\s+with)?|comes?\s+(?:out\s+)?to"
+            r"|works?\s+out\s+to|results?\s+in|yields?|(?:and\s+)?(?:we|I)\s+get(?:\.\.\.)?)")
+STATED = re.compile(_CONNECT + _RESULT)
+# "dividing 1 by 0.10 gives 10", "multiply 6 mg/L by 455 liters, and I get 2730"
+_WITH_UNIT = rf"(?:\s?%|\s?{_OPERAND_UNIT}(?:/\w+)?)?"
+VERBAL = re.compile(rf"\b(?P<verb>divid|multipl|subtract|add)\w*\s+(?P<a>{NUM}){_WITH_UNIT}(?:\s+\w+){{0,3}}?"
+                    rf"\s+(?P<prep>by|from|to|and)\s+(?P<b>{NUM}){_WITH_UNIT}(?:\s+of\s+\w+)?" + _CONNECT + _RESULT)
+_VERBAL_EXPR = {("divid", "by"): "{a} / {b}", ("multipl", "by"): "{a} * {b}", ("subtract", "from"): "{b} - {a}",
+                ("add", "to"): "{a} + {b}", ("add", "and"): "{a} + {b}"}
+_CLAUSE = re.compile(r"(?<=[.!?;:])(?<!\.\.\.)\s+|(?<=[。；！？])|\n+")  # "and I get... 2730" is one clause
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+          ast.Pow: operator.pow}
+
+
+def _evaluate(node):
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return float(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+        a, b = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Sub) and a < b:
+            raise ValueError("a range, not a difference")  # "5 - 10 mg, which is ..."
+        if isinstance(node.op, ast.Pow) and abs(b) > 12:
+            raise ValueError("too large")
+        return _ARITH[type(node.op)](a, b)
+    raise ValueError("not arithmetic")
+
+
+def expression_before(text):
+    """The arithmetic that ends `text`, as (Python expression, whether an operand was a percentage, where it
+    starts in `text`); None when there is no operator or the expression does not start cleanly after a word."""
+    toks = [(m.lastgroup if m.group("num") is None else "num", m) for m in _TOKEN.finditer(text)]
+    expr = []
+    for kind, m in reversed(toks):
+        if kind == "word":
+            break
+        expr.insert(0, (kind, m))
+    parts, pct = [], False
+    for j, (kind, m) in enumerate(expr):
+        if kind == "num":
+            v = m.group("num").replace(",", "")
+            pct = pct or bool(m.group("pct"))
+            parts.append(f"({v} / 100)" if m.group("pct") and j + 1 < len(expr) and expr[j + 1][0] == "of" else v)
+        elif kind == "of":  # "40% of 25 g"
+            if not (j and expr[j - 1][0] == "num" and expr[j - 1][1].group("pct") and j + 1 < len(expr)):
+                return None
+            parts.append("*")
+        elif kind == "op":
+            parts.append(_OPS[m.group(0).split()[0]])
+        else:
+            parts.append(m.group(0))
+    while parts and parts[0] == "(" and parts.count("(") > parts.count(")"):
+        parts.pop(0)  # "(that is 4 + 3 = 7": the clause's own parenthesis
+    if not parts or parts[0] in _OPS.values() or not any(k in ("op", "of") for k, _ in expr):
+        return None
+    return " ".join(parts), pct, expr[0][1].start()
+
+
+def value(expr):
+    """The value of an arithmetic expression, or None when it does not evaluate."""
+    try:
+        return _evaluate(ast.parse(expr, mode="eval"))
+    except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+def off(val, expr, pct, m, rescaled=False):
+    """Whether the result `m` states is off from `val` beyond rounding: relative error over 2% (10% after "about")
+    and more than half a unit of its last digit. A percentage may be stated for a fraction and the other way, and
+    a result `rescaled` into a unit no operand has ("6 mg/L x 455 L = 2.73 g") by a power of 1000."""
+    said, stated = float(m.group("res").replace(",", "")), m.group("res")
+    half_digit = 0.5 * 10 ** -len(stated.split(".")[1]) if "." in stated else 0.5
+    forms = [val] + ([val * 100] if m.group("rpct") and "100" not in expr else [])
+    forms += [val / 100] if pct and not m.group("rpct") else []
+    forms += [val * 10 ** e for e in (-6, -3, 3, 6)] if rescaled else []
+    rel = 0.10 if m.group("approx") else 0.02
+    return all(abs(said - v) > max(rel * abs(v), half_digit) for v in forms)
+
+
+def calculations(think):
+    """(statement, expression, true value, wrong) for each calculation the chain states that parses
+    unambiguously: "A op B ... = C", "C is (4,000 / 8,000) * 100", "dividing A by B gives C", "X% of Y is Z"."""
+    out = []
+    for clause in _CLAUSE.split(think):
+        found = [(m, expression_before(clause[:m.start()])) for m in STATED.finditer(clause)]
+        for m in VERBAL.finditer(clause):
+            form = _VERBAL_EXPR.get((m.group("verb"), m.group("prep")))
+            a, b = m.group("a").replace(",", ""), m.group("b").replace(",", "")
+            found.append((m, form and (form.format(a=a, b=b), "%" in clause[m.start():m.start("res")], m.start())))
+        for m, got in found:
+            if got and (val := value(got[0])) is not None:
+                expr, pct, start = got
+                unit = re.match(rf"\s?({_OPERAND_UNIT})(?!\w)", clause[m.end():])
+                rescaled = bool(unit) and unit.group(1) not in re.findall(rf"(?<=\d)\s?({_OPERAND_UNIT})(?!\w)",
+                                                                          clause[start:m.start("res")])
+                out.append((clause[:m.end()].strip(), expr, val, off(val, expr, pct, m, rescaled)))
+    return out
+
+
+def calculation_error(think):
+    """The first stated calculation whose result is wrong, as "<statement> (it is <value>)", else None."""
+    for stated, _, val, wrong in calculations(think):
+        if wrong:
+            return f"{stated[-120:]} (it is {val:.4g})"
+    return None
+
+
+# unit spellings by family: the same value of the same quantity in two units of one family is a contradiction
+# (mg vs g for one dose; mmol/L vs mg/dL for one lab value). mEq/L counts as mmol/L (equal for Na, K, Cl, HCO3).
+UNITS = {
+    "mass": {"mcg": "mcg|µg|μg|ug|micrograms?", "mg": "mg|milligrams?", "g": "g|gm|grams?", "kg": "kg|kilograms?",
+             "lb": "lbs?|pounds?"},
+    "volume": {"ml": "ml|cc|millilit(?:er|re)s?", "dl": "dl", "l": "l|lit(?:er|re)s?"},
+    "pressure": {"mmhg": r"mm ?hg", "kpa": "kpa", "cmh2o": r"cm ?h2o"},
+    "temperature": {"°c": "°c|ºc|degrees? c(?:elsius)?", "°f": "°f|ºf|degrees? f(?:ahrenheit)?"},
+    "concentration": {"mg/dl": "mg/dl|mg%", "g/dl": "g/dl|g%", "g/l": "g/l", "mg/l": "mg/l",
+                      "mcg/ml": "(?:mcg|µg|μg|ug)/ml", "mcg/dl": "(?:mcg|µg|μg|ug)/dl", "ng/ml": "ng/ml",
+                      "pg/ml": "pg/ml", "mmol/l": "mmol/l|meq/l",
+                      "umol/l": "(?:µ|μ|u)mol/l", "nmol/l": "nmol/l"},
+    "rate": {"/min": "/min|bpm|beats per minute|breaths per minute|beats/min|breaths/min"},
+}
+_SPELLINGS = sorted(((spell, unit, fam) for fam, units in UNITS.items() for unit, spell in units.items()),
+                    key=lambda x: -len(x[0]))
+_MENTION = re.compile(rf"(?<![\w.,/])(?P<val>(?:{NUM})(?:/\d{{2,3}})?)"  # "107/70 mmHg" is one value
+                      rf"\s?(?P<unit>{'|'.join(s for s, _, _ in _SPELLINGS)})(?![\w/])", re.I)
+# named quantities, spelled as in vignettes and lab lists; a name anchors a value only when nothing but filler
+# words stand between them ("hemoglobin is really low at 6 g/dL")
+QUANTITIES = {"blood pressure": r"(?:\w+ )?pressure|bp", "temperature": "temperature|temp",
+              "heart rate": r"heart rate|pulse(?: rate)?", "respiratory rate": "respiratory rate|respirations",
+              "hemoglobin": "ha?emoglobin|hg?b", "weight": "weigh(?:s|ing|t|ed)?", "pco2": "pa?co2", "po2": "pa?o2",
+              "glucose": "glucose|blood sugar", "sodium": "sodium|na", "potassium": "potassium|k",
+              "chloride": "chloride|cl", "bicarbonate": "bicarbonate|hco3-?", "calcium": "calcium|ca",
+              "magnesium": "magnesium", "phosphate": r"phosph\w+|po4", "albumin": "albumin", "creatinine": "creatinine",
+              "urea": "urea|bun", "bilirubin": "bilirubin", "lactate": "lactate", "cholesterol": "cholesterol"}
+# what a quantity may be measured in, for quantities with no dose reading
+KIND = {"blood pressure": {"mmhg", "kpa", "cmh2o"}, "pco2": {"mmhg", "kpa"}, "po2": {"mmhg", "kpa"},
+        "temperature": {"°c", "°f"}, "heart rate": {"/min"}, "respiratory rate": {"/min"},
+        "hemoglobin": {"g/dl", "g/l", "mmol/l"}, "weight": {"mcg", "mg", "g", "kg", "lb"}}
+_FILLER = set("""a an the is was are were be been at of to from than by with and or about around only just approximately
+roughly nearly over under below above like that this it its his her their our which level levels value values
+concentration count total low high normal elevated reduced raised decreased very really quite still already now
+currently measured measures measuring reads reading shows showing sitting stands standing""".split())
+
+
+def _unit(text):
+    t = text.lower()
+    return next((unit, fam) for spell, unit, fam in _SPELLINGS if re.fullmatch(spell, t))
+
+
+def _quantity(before, after):
+    """The quantity a value belongs to: a name just before it (filler words aside), "... of <noun>" after it,
+    or the word right before it ("aspirin 325 mg"); None when none is clear."""
+    words = re.findall(r"[^\W\d][\w-]*|\d", before)
+    i = len(words)
+    while i and words[i - 1].lower() in _FILLER:
+        i -= 1
+    for n in (2, 1):  # "blood pressure", "heart rate" before "pressure", "rate"
+        name = " ".join(words[max(0, i - n):i]) if i >= n else ""
+        q = next((q for q, pat in QUANTITIES.items() if name and re.fullmatch(pat, name, re.I)), None)
+        if q:
+            return q
+    of = re.match(r"\s+of\s+(?:the\s+|a\s+|an\s+|her\s+|his\s+)?([^\W\d][\w-]+)", after)
+    if of and of.group(1).lower() not in _FILLER:
+        return of.group(1).lower()
+    last = words[-1] if words else ""
+    if i == len(words) and len(last) > 3 and last.isalpha() and not _MENTION.match("1 " + last):  # not a unit
+        return last.lower()
+    return None
+
+
+def unit_mentions(text):
+    """(quantity or None, value, unit, family, text) for each number given with a known unit."""
+    out = []
+    for clause in _CLAUSE.split(text):
+        for m in _MENTION.finditer(clause):
+            unit, fam = _unit(m.group("unit"))
+            out.append((_quantity(clause[:m.start()], clause[m.end():]), m.group("val").replace(",", ""), unit, fam,
+                        m.group(0)))
+    return out
+
+
+def unit_error(think, question=""):
+    """A quantity in the chain given in a unit its kind cannot have ("hemoglobin 6 mg/dL"), or the same value of a
+    quantity named earlier in another unit of its family (question "25 g of salt", chain "25 mg of salt")."""
+    seen = {}
+    for part, text in (("question", question), ("chain", think)):
+        for q, val, unit, fam, said in unit_mentions(text):
+            if q is None:
+                continue
+            if part == "chain" and q in KIND and unit not in KIND[q]:
+                return f"{q} given as '{said}'"
+            other = seen.get((q, val, fam))
+            if part == "chain" and other and other[0] != unit:
+                return f"{q}: '{said}' after '{other[1]}'"
+            seen.setdefault((q, val, fam), (unit, said))
+    return None
+
+
 def verdict(output, rec, min_words=20, max_words=1024, max_repeat=0.25):
     """None if `output` is a usable trajectory for `rec`, else the first reason it is not, in this order:
-    format, wrong_answer, leakage, too_short, too_long, repetition, language."""
+    format, wrong_answer, leakage, too_short, too_long, repetition, language, calculation, units. The LLM check
+    against reference text (reason "guideline") is separate: see `judged_verdicts`."""
     multi = bool(rec["meta"].get("multi_answer"))
     if not format_ok(output, rec["options"], multi):
         return "format"
@@ -140,15 +389,32 @@ def verdict(output, rec, min_words=20, max_words=1024, max_repeat=0.25):
         return "repetition"
     if language(think) != language(rec["question"]):
         return "language"
+    if calculation_error(think):
+        return "calculation"
+    if unit_error(think, rec["question"]):
+        return "units"
     return None
 
 
-def pick(outputs, verdicts):
-    """Index of the chosen passing candidate: fewest hedges, then fewest words, then first; None if none pass."""
+def states_limits(think):
+    """How many of the two the chain states explicitly: an assumption it makes, an uncertainty that remains."""
+    return bool(ASSUMPTION.search(think)) + bool(UNCERTAINTY.search(think))
+
+
+SELECT = {  # candidate -> sort key, smallest first; ties go to the earlier candidate
+    "explicit": lambda think: (-states_limits(think), len(tokens(think))),  # the paper's brevity/locality rule
+    "fewest_hedges": lambda think: (len(HEDGE.findall(think)), len(tokens(think))),  # the rule before issue 25
+}
+
+
+def pick(outputs, verdicts, rule="explicit"):
+    """Index of the chosen passing candidate under `rule` (see SELECT), then first; None if none pass.
+    "explicit": those that state their assumptions and remaining uncertainty first, then the shortest.
+    "fewest_hedges": fewest "maybe"/"perhaps"/..., then the shortest."""
     ok = [i for i, v in enumerate(verdicts) if v is None]
     if not ok:
         return None
-    return min(ok, key=lambda i: (len(HEDGE.findall(think_text(outputs[i]))), len(tokens(think_text(outputs[i]))), i))
+    return min(ok, key=lambda i: (*SELECT[rule](think_text(outputs[i])), i))
 
 
 def assistant(think, rec):
@@ -190,7 +456,7 @@ def teacher_messages(rec):
     return [{"role": "user", "content": text}]
 
 
-def why_text(reason, output, rec, limits):
+def why_text(reason, output, rec, limits, judge_reply=None):
     """The feedback a refinement round gives for a failed attempt."""
     opts, multi = rec["options"], bool(rec["meta"].get("multi_answer"))
     if reason == "wrong_answer":
@@ -198,6 +464,13 @@ def why_text(reason, output, rec, limits):
     if reason == "format":
         return (f"its format was wrong ({format_error(output, opts, multi)}); "
                 "write <think>...</think> then <answer>X</answer>")
+    think = think_text(output)
+    if reason == "calculation":
+        return f"a calculation in it is wrong: {calculation_error(think)}"
+    if reason == "units":
+        return f"it gives a quantity in the wrong unit: {unit_error(think, rec['question'])}"
+    if reason == "guideline":
+        return "it contradicts the reference facts" + (f" ({judge_reply.strip()[:300]})" if judge_reply else "")
     lang = "Chinese" if language(rec["question"]) == "zh" else "English"
     return {"leakage": "it leaned on the answer being given instead of reasoning to it",
             "too_short": f"its reasoning was too short (under {limits['min_words']} words)",
@@ -209,48 +482,123 @@ def strategy_of(r):
     return None if r == 0 else list(STRATEGIES)[(r - 1) % len(STRATEGIES)]
 
 
-def refine_messages(rec, prev, r, limits):
-    """Round r >= 1: the original prompt, the previous round's first attempt and why it failed, and the
-    round's strategy."""
+def refine_messages(rec, prev, r, limits, reason, judge_reply=None):
+    """Round r >= 1: the original prompt, the previous round's first attempt and why it failed (`reason`, its
+    verdict), and the round's strategy."""
     name = strategy_of(r)
     failed = prev["candidates"][0]
-    why = why_text(verdict(failed, rec, **limits), failed, rec, limits)
+    why = why_text(reason, failed, rec, limits, judge_reply)
     follow = REFINE.format(why=why, name=name.replace("_", " "), how=STRATEGIES[name], letters=rec["answer"])
     return teacher_messages(rec) + [{"role": "assistant", "content": failed}, {"role": "user", "content": follow}]
+
+
+# ----------------------------------------------------------------------------- guideline check (optional LLM judge)
+
+
+JUDGE = """Below are reference statements for a medical exam question, and a worked solution to it. Does the \
+solution state anything that contradicts a reference statement? Wording differences, omissions and facts the \
+references do not cover are not contradictions.
+
+Reference statements:
+{reference}
+
+Solution:
+{think}
+
+Reply with one line: CONTRADICTS: <the solution's claim and the statement it contradicts>, or CONSISTENT."""
+_JUDGED = re.compile(r"\b(CONTRADICTS|CONSISTENT)\b")
+
+
+def reference(rec):
+    """The text a chain must not contradict: meta.reference (a guideline sentence, or a list of them), else a KG
+    item's path facts; [] when the item has none."""
+    ref = rec["meta"].get("reference")
+    if ref:
+        return [ref] if isinstance(ref, str) else [str(x) for x in ref]
+    return [fact_text(e) for e in rec["meta"].get("path") or []]
+
+
+def judge_key(rec, think, judge):
+    return f"{uid(rec)}#{judge.model}#{hashlib.sha1(think.encode()).hexdigest()[:16]}"
+
+
+def judge_messages(x):
+    facts = "\n".join("- " + r for r in x["reference"])
+    return [{"role": "user", "content": JUDGE.format(reference=facts, think=x["think"])}]
+
+
+def judge_row(x, comps):
+    said = _JUDGED.findall(comps[0].split("</think>")[-1])  # a reasoning judge's verdict follows its thinking
+    return {"contradicts": None if not said else said[-1] == "CONTRADICTS", "reply": comps[0][-1000:]}
+
+
+def run_judge(judge, pairs, path):
+    """Ask the judge about each (record, chain) with reference text that `path` does not hold yet; returns key ->
+    row for all judged so far. Append-only and keyed like the teacher's replies, so a rerun asks nothing twice."""
+    todo = {judge_key(rec, think, judge): {"id": judge_key(rec, think, judge), "reference": reference(rec),
+                                           "think": think} for rec, think in pairs if reference(rec)}
+    if todo:
+        run_step(judge, list(todo.values()), path, judge_messages, judge_row, n=1, temperature=0.0, max_tokens=2048,
+                 desc="guideline check")
+    return load_results(path) if os.path.exists(path) else {}
+
+
+def guideline(rec, think, judge, judged):
+    """no_reference, skipped (no judge: never counted as passed), consistent, contradicts, or unclear (a reply
+    that says neither)."""
+    if not reference(rec):
+        return "no_reference"
+    row = judged.get(judge_key(rec, think, judge)) if judge is not None else None
+    if row is None:
+        return "skipped"
+    return {True: "contradicts", False: "consistent", None: "unclear"}[row["contradicts"]]
+
+
+def judged_verdicts(outputs, rec, limits, judge, judged):
+    """verdict() of each candidate, with "guideline" for a passing one the judge found contradicting its reference."""
+    return [v or ("guideline" if guideline(rec, think_text(o), judge, judged) == "contradicts" else None)
+            for o, v in ((o, verdict(o, rec, **limits)) for o in outputs)]
 
 
 # ----------------------------------------------------------------------------- the teacher loop
 
 
-def history(rec, seen, limits):
-    """Verdict lists of the rounds an item went through (seen[r]: uid -> stored row), up to its first
-    round with a passing candidate."""
+def history(rec, seen, rate):
+    """Verdict lists of the rounds an item went through (seen[r]: uid -> stored row; rate(rec, candidates) ->
+    verdicts), up to its first round with a passing candidate."""
     out = []
     for rows in seen:
         row = rows.get(uid(rec))
         if row is None:
             break
-        out.append([verdict(c, rec, **limits) for c in row["candidates"]])
+        out.append(rate(rec, row["candidates"]))
         if None in out[-1]:
             break
     return out
 
 
 def run_teacher(client, records, out, k=4, rounds=3, temperature=0.7, max_tokens=2048, limits=None, teacher=None,
-                system=None):
-    """Round 0 over all records, then refinement rounds over the items whose every round so far failed.
-    Returns (sft records, failed records, stats)."""
+                system=None, judge=None, select="explicit"):
+    """Round 0 over all records, then refinement rounds over the items whose every round so far failed. With a
+    `judge` client, each round's passing candidates of items with reference text are checked against it
+    (guideline.jsonl) before the next round is chosen. Returns (sft records, failed records, stats)."""
     limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25, **(limits or {})}
     twice = [u for u, c in Counter(map(uid, records)).items() if c > 1]
     if twice:
         raise RecordError(f"{len(twice)} ids occur more than once in the input, e.g. {twice[0]}; dedup it first")
+    judged, judge_path = {}, os.path.join(out, "guideline.jsonl")
+    rate = lambda rec, outputs: judged_verdicts(outputs, rec, limits, judge, judged)  # noqa: E731
     seen = []
     for r in range(rounds + 1):
         if r == 0:
             msgs = {uid(x): teacher_messages(x) for x in records}
         else:
-            msgs = {uid(x): refine_messages(x, seen[-1][uid(x)], r, limits) for x in records
-                    if len(h := history(x, seen, limits)) == r and None not in h[-1]}
+            msgs = {}
+            for x in records:
+                if len(h := history(x, seen, rate)) == r and None not in h[-1]:
+                    failed = think_text(seen[-1][uid(x)]["candidates"][0])
+                    reply = judged.get(judge_key(x, failed, judge), {}).get("reply") if judge else None
+                    msgs[uid(x)] = refine_messages(x, seen[-1][uid(x)], r, limits, h[-1][0], reply)
         todo = [x for x in records if uid(x) in msgs]
         path = os.path.join(out, f"round{r}.jsonl")
         if todo:
@@ -260,36 +608,45 @@ def run_teacher(client, records, out, k=4, rounds=3, temperature=0.7, max_tokens
                      n=k, temperature=temperature, max_tokens=max_tokens,
                      desc=f"round {r}" + (f" ({strategy_of(r)})" if r else ""))
         seen.append(load_results(path) if os.path.exists(path) else {})
-    return collect(records, seen, limits, teacher, system)
+        if judge is not None:
+            pairs = [(x, think_text(c)) for x in records if uid(x) in seen[-1]
+                     for c in seen[-1][uid(x)]["candidates"] if verdict(c, x, **limits) is None]
+            judged.update(run_judge(judge, pairs, judge_path))
+    return collect(records, seen, rate, teacher, system,
+                   lambda rec, think: guideline(rec, think, judge, judged), select)
 
 
-def collect(records, seen, limits, teacher, system):
-    """SFT records, failed records and per-round stats from the stored teacher replies."""
+def collect(records, seen, rate, teacher, system, status, select="explicit"):
+    """SFT records, failed records and per-round stats from the stored teacher replies; status(rec, think) is the
+    guideline check's outcome, counted over the candidates that passed every other filter."""
     rounds = [{"round": r, "strategy": strategy_of(r), "items": 0, "candidates": 0, "passed_candidates": 0,
                "items_passed": 0, "reasons": Counter()} for r in range(len(seen))]
+    checks = Counter()
     sft, failed = [], []
     for rec in records:
-        h = history(rec, seen, limits)
-        for st, vs in zip(rounds, h):
+        h = history(rec, seen, rate)
+        for r, (st, vs) in enumerate(zip(rounds, h)):
             st["items"] += 1
             st["candidates"] += len(vs)
             st["passed_candidates"] += vs.count(None)
             st["items_passed"] += None in vs
             st["reasons"].update(v for v in vs if v)
+            checks.update(status(rec, think_text(c)) for c, v in zip(seen[r][uid(rec)]["candidates"], vs)
+                          if v in (None, "guideline"))
         if not h or None not in h[-1]:
             failed.append({**rec, "meta": {**rec["meta"], "distill_rounds": len(h),
                                            "distill_reasons": h[-1] if h else None}})
             continue
         r = len(h) - 1
         row = seen[r][uid(rec)]
-        chosen = pick(row["candidates"], h[-1])
+        think = think_text(row["candidates"][pick(row["candidates"], h[-1], select)])
         meta = {"teacher": teacher, "prompt": row["prompt"], "round": r, "strategy": row["strategy"],
-                "candidates": len(h[-1]), "passed": h[-1].count(None)}
-        sft.append(sft_record(rec, think_text(row["candidates"][chosen]), system, meta))
+                "candidates": len(h[-1]), "passed": h[-1].count(None), "guideline": status(rec, think)}
+        sft.append(sft_record(rec, think, system, meta))
     for st in rounds:
         st["reasons"] = dict(st["reasons"])
     stats = {"items": len(records), "kept": len(sft), "failed": len(failed), "rounds": rounds,
-             "kept_by_round": dict(Counter(s["meta"]["round"] for s in sft))}
+             "kept_by_round": dict(Counter(s["meta"]["round"] for s in sft)), "guideline": dict(checks)}
     return sft, failed, stats
 
 
@@ -382,11 +739,12 @@ def load_bench(specs, data_dir=None):
     return out
 
 
-def convert_huatuogpt(path, bench, limits, system=None):
+def convert_huatuogpt(path, bench, limits, system=None, judge=None, judge_path=None):
     """HuatuoGPT-o1 demo items -> SFT records: think = Complex_CoT, answer = answer_idx. Dropped, by reason:
     the format filter on the item, a Response whose extracted letter contradicts answer_idx, the trajectory
-    checks of the teacher path (leakage, length, repetition, language), duplicates (data.dedup), overlap with
-    an eval benchmark (data.decontam.decontaminate)."""
+    checks of the teacher path (leakage, length, repetition, language, calculation, units), the guideline check
+    where an item has reference text and a `judge` is given (results in `judge_path`), duplicates (data.dedup),
+    overlap with an eval benchmark (data.decontam.decontaminate)."""
     stats = Counter()
     with open(path, encoding="utf-8") as f:
         raw = json.load(f)
@@ -411,7 +769,17 @@ def convert_huatuogpt(path, bench, limits, system=None):
             stats[f"drop:{why}"] += 1
             dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": why}})
             continue
-        keep.append((rec, row["Complex_CoT"]))
+        keep.append((rec, row["Complex_CoT"].strip()))
+    judged = run_judge(judge, keep, judge_path) if judge is not None else {}
+    checked = [(rec, think, guideline(rec, think, judge, judged)) for rec, think in keep]
+    stats.update(f"guideline:{g}" for _, _, g in checked)
+    for rec, _, g in checked:
+        if g == "contradicts":
+            dropped.append({**rec, "meta": {**rec["meta"], "drop_reason": "guideline"}})
+    keep = [(rec, think) for rec, think, g in checked if g != "contradicts"]
+    for why in ("calculation", "units", "guideline"):
+        stats[f"drop:{why}"] += 0  # the verifiable-signal filters: a zero is a result too
+    stats["drop:guideline"] += len(checked) - len(keep)
     for name in bench:
         stats[f"decontam:huatuo:{name}"] += 0  # a zero is a result too
     unique = dedup([r for r, _ in keep], stats=stats, dropped=dropped)  # one item twice, options shuffled
@@ -437,6 +805,14 @@ def stats_markdown(stats, title):
             rej = ", ".join(f"{k} {v}" for k, v in sorted(st["reasons"].items(), key=lambda kv: -kv[1]))
             lines.append(f"| {st['round']} | {st['strategy'] or '-'} | {st['items']} | {st['candidates']} | "
                          f"{st['passed_candidates']} | {st['items_passed']} | {rej or '-'} |")
+        signals = Counter()
+        for st in stats["rounds"]:
+            signals.update({k: st["reasons"].get(k, 0) for k in ("calculation", "units", "guideline")})
+        checks = ", ".join(f"{k} {stats['guideline'].get(k, 0)}"
+                           for k in ("consistent", "contradicts", "unclear", "skipped", "no_reference"))
+        lines += ["", "verifiable signals, candidates rejected over all rounds: "
+                  + ", ".join(f"{k} {v}" for k, v in signals.items()),
+                  f"guideline check of the candidates that passed the other filters: {checks}"]
     else:
         lines += ["| count | n |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in stats.items()
                                                     if k not in ("items", "kept")]
@@ -477,17 +853,34 @@ def main(argv=None):
     ap.add_argument("--min-words", type=int, default=20, help="shortest reasoning kept (words; CJK characters)")
     ap.add_argument("--max-words", type=int, default=1024, help="longest reasoning kept")
     ap.add_argument("--max-repeat", type=float, default=0.25, help="largest share of repeated word 6-grams")
+    ap.add_argument("--select", choices=list(SELECT), default="explicit",
+                    help="rule among passing candidates: 'explicit' prefers those that state their assumptions and "
+                         "remaining uncertainty, then the shortest (the paper's); 'fewest_hedges', then the shortest")
+    ap.add_argument("--judge-endpoint", metavar="URL",
+                    help="OpenAI-compatible endpoint for the guideline check: does a chain contradict its item's "
+                         "reference text (meta.reference, or a KG item's path facts)? Without it the check is skipped "
+                         "and counted as skipped. Not with --template")
+    ap.add_argument("--judge-model-name", metavar="NAME", help="the judge's served model name")
     ap.add_argument("--system", default=None, help="system message to put in each SFT record")
     ap.add_argument("--bench", action="append", default=[], metavar="NAME[=FILE]",
                     help=f"--huatuogpt: benchmark to decontaminate against, besides {', '.join(DEFAULT_BENCH)}")
     ap.add_argument("--data-dir", default=DATA_DIR, help="where the benchmark files are")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     a = ap.parse_args(argv)
+    if a.judge_endpoint and not a.judge_model_name:
+        ap.error("--judge-endpoint needs --judge-model-name")
+    if a.judge_endpoint and a.template:
+        ap.error("--judge-endpoint: not with --template (its chains are written from the reference facts)")
     limits = {"min_words": a.min_words, "max_words": a.max_words, "max_repeat": a.max_repeat}
     os.makedirs(a.out, exist_ok=True)
+    judge = make_client(endpoint=a.judge_endpoint, model=a.judge_model_name, api_key_env=a.api_key_env,
+                        timeout=a.timeout, max_retries=a.retries, backoff=a.backoff,
+                        concurrency=a.concurrency) if a.judge_endpoint else None
+    judge_path = os.path.join(a.out, "guideline.jsonl")
     try:
         if a.huatuogpt:
-            sft, failed, stats = convert_huatuogpt(a.huatuogpt, load_bench(a.bench, a.data_dir), limits, a.system)
+            sft, failed, stats = convert_huatuogpt(a.huatuogpt, load_bench(a.bench, a.data_dir), limits, a.system,
+                                                   judge, judge_path)
             title = f"HuatuoGPT-o1 trajectories from {a.huatuogpt}"
         else:
             bad = Counter()
@@ -499,7 +892,7 @@ def main(argv=None):
                 check_config(a.out, a)
                 teacher = a.model_name or a.model
                 sft, failed, stats = run_teacher(client_from_args(a), records, a.out, a.k, a.rounds, a.temperature,
-                                                 a.max_tokens, limits, teacher, a.system)
+                                                 a.max_tokens, limits, teacher, a.system, judge, a.select)
                 title = f"teacher {teacher} on {a.records}"
             else:
                 ap.error("give a teacher: --endpoint URL --model-name NAME, --model DIR, or --template")

@@ -1,6 +1,7 @@
 """data/distill.py: teacher distillation against a real loopback chat server (pass@k, refinement rounds,
-every filter counted, kill and resume), templated trajectories for real KG questions, and the HuatuoGPT-o1
-converter on the real file with decontamination."""
+every filter counted, kill and resume), the verifiable-signal filters (arithmetic, units, the optional LLM
+guideline check) on real HuatuoGPT-o1 chains with planted faults, the selection rule, templated trajectories for
+real KG questions, and the HuatuoGPT-o1 converter on the real file with decontamination."""
 import json
 import os
 import re
@@ -11,8 +12,8 @@ import time
 
 import pytest
 
-from data.distill import (load_bench, convert_huatuogpt, main, pick, repetition, teacher_messages, templated,
-                          verdict)
+from data.distill import (assistant, calculation_error, calculations, load_bench, convert_huatuogpt, main, pick,
+                          reference, repetition, states_limits, teacher_messages, templated, unit_error, verdict)
 from eval.answer import build_prompt, extract_answer, format_ok
 from eval.records import make_record, read_jsonl, write_jsonl
 from test_eval_llm import ChatServer
@@ -23,9 +24,11 @@ BODY = ("The patient has fever, a new murmur and splinter haemorrhages after a d
 BODY_ZH = "患者发热，新出现心脏杂音，牙科操作后出现甲下线状出血，提示感染性心内膜炎，其他选项只能解释部分表现。"
 ZH_OPTS = ["感染性心内膜炎", "风湿热", "心肌炎", "心包炎"]
 EN_OPTS = ["Infective endocarditis", "Rheumatic fever", "Myocarditis", "Pericarditis"]
+CALC_BODY = BODY + " Two major criteria and one minor criterion: 2 + 1 = 4 criteria in all."
+UNITS_BODY = BODY + " His temperature of 38.9 mmHg fits the infection."
 # tag -> gold letter; behaviour of the fake teacher below
 TAGS = {"easy": "A", "leak": "B", "backtrack": "C", "selfcorrect": "D", "never": "A", "format": "B",
-        "short": "C", "long": "D", "repeat": "A", "lang": "B", "zh": "C"}
+        "short": "C", "long": "D", "repeat": "A", "lang": "B", "zh": "C", "calc": "D", "unit": "A"}
 
 
 def rec_for(tag, gold):
@@ -71,6 +74,7 @@ class Teacher:
         if rnd:
             return reply(body, gold)
         return {"format": f"{BODY}\n<answer>{gold}</answer>", "short": reply("Endocarditis.", gold),
+                "calc": reply(CALC_BODY, gold), "unit": reply(UNITS_BODY, gold),
                 "long": reply(" ".join(f"finding{j}" for j in range(300)), gold),
                 "repeat": reply("the patient has fever " * 20, gold), "lang": reply(BODY, gold),
                 "zh": reply(body, gold)}[tag]
@@ -100,14 +104,103 @@ def test_verdict_names_each_reason():
     assert verdict(reply(BODY_ZH, "A"), en) == "language"
     assert verdict(reply(BODY_ZH + " Streptococcus viridans, HACEK, Duke criteria.", "A"), zh) is None
     assert repetition(BODY) == 0 and repetition("a b c d e f " * 10) > 0.8
+    assert verdict(reply(CALC_BODY, "A"), en) == "calculation"
+    assert verdict(reply(CALC_BODY.replace("= 4", "= 3"), "A"), en) is None
+    assert verdict(reply(UNITS_BODY, "A"), en) == "units"
+    assert verdict(reply(UNITS_BODY.replace("mmHg", "°C"), "A"), en) is None
 
 
-def test_pick_fewest_hedges_then_shortest():
+def test_pick_old_rule_fewest_hedges_then_shortest():
     outs = [reply(f"Perhaps. {BODY}", "A"), reply(f"{BODY} {BODY}", "A"), reply(BODY, "A"), reply(BODY, "A")]
-    assert pick(outs, [None, None, None, None]) == 2
-    assert pick(outs, [None, None, "wrong_answer", None]) == 3
-    assert pick(outs, [None, "leakage", "format", "format"]) == 0
-    assert pick(outs, ["format"] * 4) is None
+    assert pick(outs, [None, None, None, None], "fewest_hedges") == 2
+    assert pick(outs, [None, None, "wrong_answer", None], "fewest_hedges") == 3
+    assert pick(outs, [None, "leakage", "format", "format"], "fewest_hedges") == 0
+    assert pick(outs, ["format"] * 4, "fewest_hedges") is None
+
+
+# ----------------------------------------------------------------------------- verifiable signals, real chains
+
+
+@pytest.fixture(scope="module")
+def huatuo(shared):
+    """The 198 HuatuoGPT-o1 demo items as (record, chain)."""
+    raw = json.loads((shared / "data" / "huatuogpt_o1_demo" / "demo_data.json").read_text())
+    return [(make_record(f"h-{i}", "huatuo", "train", x["question"], x["options"], x["answer_idx"]),
+             x["Complex_CoT"].strip()) for i, x in enumerate(raw)]
+
+
+def planted(huatuo, i, old, new):
+    rec, think = huatuo[i]
+    assert think.count(old) == 1, old
+    return assistant(think.replace(old, new), rec), rec
+
+
+def test_calculation_filter_real_chains_and_planted_faults(huatuo):
+    found = {(i, expr): val for i, (_, t) in enumerate(huatuo) for _, expr, val, wrong in calculations(t)}
+    # every calculation the 198 real chains state in a form that parses, all right (read by hand)
+    assert found == {(45, "10000 - 2000"): 8000, (45, "( 4000 / 8000 ) * 100"): 50, (101, "80 - 70"): 10,
+                     (101, "1 / 0.10"): 10, (106, "10 - 2"): 8, (106, "8 / 0.4"): 20,
+                     (107, "8.2 + 0.8 * ( 4.0 - 2.4 )"): pytest.approx(9.48), (188, "6 * 455"): 2730}
+    assert [i for i, (_, t) in enumerate(huatuo) if calculation_error(t)] == []
+    for i, old, new in [(45, "which equals 8,000", "which equals 7,000"),         # a wrong difference
+                        (45, "which equals 50%", "which equals 60%"),             # a wrong quotient
+                        (107, "= 9.48 mEq/L", "= 10.48 mEq/L"),                   # a wrong product inside
+                        (101, "which gives me 10", "which gives me 100"),         # "dividing 1 by 0.10 gives"
+                        (188, "I get... 2730", "I get... 2370"),                  # "multiply 6 mg/L by 455 liters"
+                        (111, "it results in a need for 600 ml in total",
+                         "100 ml/kg x 6 kg = 660 ml in total")]:                  # a wrong dose product
+        out, rec = planted(huatuo, i, old, new)
+        assert verdict(out, rec) == "calculation", (i, new)
+    out, rec = planted(huatuo, 111, "it results in a need for 600 ml in total", "100 ml/kg x 6 kg = 600 ml in total")
+    assert verdict(out, rec) is None
+    wrong = ["2 x 3 = 7", "so 15 mg/kg × 70 kg = 1,150 mg", "40% of 25 g is 12 g", "AG = 140 - (103 + 25) = 16",
+             "dividing 4,000 by 8,000 gives 60%", "and 1/4 = 0.25, so 2 * 4 is about 10",
+             "6 mg/L x 455 L = 2.73 mg"]
+    right = ["(5 / 360) * 100,000 = 1,388.89", "(5 / 360) * 100,000 = 1,389", "(5 / 360) * 100,000 is about 1,400",
+             "4,000 / 8,000 = 50%", "the dose is 5 - 10 mg, which is 2 tablets", "onset in 20-30 minutes is 1 sign",
+             "a rate of 36/1000 is 3", "CURB-65: confusion 1 + urea 1 + RR 1 = 3", "E2 + V3 + M5 = 10",
+             "roughly 1 - 2 g/dL per month is 0.25 - 0.5 g/dL a week", "2 + 2 = 4 x 10^9/L",
+             "6 mg/L x 455 L = 2.73 g", "2730 mg / 1000 = 2.73 g"]
+    assert [w for w in wrong if not calculation_error(w)] == []
+    assert [r for r in right if calculation_error(r)] == []
+
+
+def test_unit_filter_real_chains_and_planted_swaps(huatuo):
+    assert [i for i, (rec, t) in enumerate(huatuo) if unit_error(t, rec["question"])] == []
+    for i, old, new in [(0, "low at 6 g/dL", "low at 6 mg/dL"),                         # hemoglobin in mg/dL
+                        (106, "consuming 25 grams of salt", "consuming 25 milligrams of salt"),  # question: 25g
+                        (55, "potassium at 2.9 mEq/L", "potassium at 2.9 mg/dL"),        # question: mEq/L
+                        (111, "The child weighs 6 kg", "The child weighs 6 g"),          # question: 6 kg
+                        (42, "107/70 mmHg", "107/70 mg/dL")]:                            # a pressure in mg/dL
+        out, rec = planted(huatuo, i, old, new)
+        assert verdict(out, rec) == "units", (i, new)
+    q = "Serum sodium 138 mEq/L, glucose 5.5 mmol/L, hemoglobin 12 g/dL. He weighs 70 kg."
+    right = ["Sodium is 138 mmol/L, normal.", "Glucose 5.5 mmol/L, i.e. 99 mg/dL.", "Hemoglobin 12 g/dL (120 g/L).",
+             "His pulse pressure of 40 mmHg is wide.", "Vitamin K 10 mg is given.", "He takes 70 mg of iron.",
+             "Her temperature is 38°C, pulse 110/min."]
+    wrong = ["Glucose 5.5 mg/dL is low.", "Hemoglobin 12 mg/dL.", "He weighs 70 g.", "Temperature of 38 mmHg."]
+    assert [r for r in right if unit_error(r, q)] == []
+    assert [w for w in wrong if not unit_error(w, q)] == []
+
+
+def test_pick_prefers_stated_assumptions_and_uncertainty_then_shortest(huatuo):
+    chains = {i: t for i, (_, t) in enumerate(huatuo)}
+    # real chains: 155 says it cannot rule out drug use, 172 that the history may be incomplete, 133 both assumes
+    # ("assuming he's all clear") and names what it would need; 3 states neither, with no hedge at all
+    assert [states_limits(chains[i]) for i in (155, 172, 133, 3)] == [1, 1, 2, 0]
+    outs = [reply(chains[i], "A") for i in (3, 155, 172, 133)]
+    assert pick(outs[:2], [None, None]) == 1 and pick(outs[:2], [None, None], "fewest_hedges") == 0
+    assert pick(outs[:3], [None] * 3) == 2                      # both state one: the shorter (289 vs 313 words)
+    assert pick(outs, [None] * 4) == 3                          # states both
+    assert pick(outs, [None, None, None, "units"]) == 2
+    assert sum(states_limits(t) > 0 for t in chains.values()) == 18
+    hedges_only = "Hmm, maybe it is endocarditis. Wait, perhaps. " + BODY
+    assert states_limits(hedges_only) == 0
+    assert states_limits("Assuming normal renal function, " + BODY) == 1
+    assert states_limits(BODY + " The question doesn't say whether she is pregnant.") == 1
+    assert states_limits("I'm not entirely sure, but assuming no recent travel, " + BODY) == 2
+    assert states_limits("The patient assumes a tripod position. Let's take a moment to confirm this.") == 0
+    assert states_limits("假设肾功能正常，" + BODY_ZH + "但不能排除风湿热。") == 2
 
 
 # ----------------------------------------------------------------------------- teacher, end to end
@@ -144,19 +237,20 @@ def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
         teacher.log.clear()
         main(args)  # a third run has nothing left to ask
         assert teacher.log == []
-    assert stats["items"] == 11 and stats["kept"] == 10 and stats["failed"] == 1
-    assert stats["kept_by_round"] == {"0": 3, "1": 6, "3": 1}
+    assert stats["items"] == 13 and stats["kept"] == 12 and stats["failed"] == 1
+    assert stats["kept_by_round"] == {"0": 3, "1": 8, "3": 1}
     r0, r1, r2, r3 = stats["rounds"]
-    assert (r0["items"], r0["candidates"], r0["passed_candidates"], r0["items_passed"]) == (11, 33, 7, 3)
+    assert (r0["items"], r0["candidates"], r0["passed_candidates"], r0["items_passed"]) == (13, 39, 7, 3)
     assert r0["reasons"] == {"wrong_answer": 10, "leakage": 1, "format": 3, "too_short": 3, "too_long": 3,
-                             "repetition": 3, "language": 3}
-    assert (r1["strategy"], r1["items"], r1["items_passed"]) == ("backtracking", 8, 6)
+                             "repetition": 3, "language": 3, "calculation": 3, "units": 3}
+    assert stats["guideline"] == {"no_reference": 7 + 24 + 3}  # passing candidates; none has reference text
+    assert (r1["strategy"], r1["items"], r1["items_passed"]) == ("backtracking", 10, 8)
     assert r1["reasons"] == {"wrong_answer": 6}
     assert (r2["strategy"], r2["items"], r2["items_passed"]) == ("path_exploration", 2, 0)
     assert (r3["strategy"], r3["items"], r3["items_passed"]) == ("self_correction", 2, 1)
     for r in range(4):  # every round file holds each of its items once
         ids = [x["id"] for x in read_jsonl(out / f"round{r}.jsonl", validate=False)]
-        assert len(ids) == len(set(ids)) == [11, 8, 2, 2][r]
+        assert len(ids) == len(set(ids)) == [13, 10, 2, 2][r]
 
     sft = {s["id"]: s for s in read_jsonl(out / "sft.jsonl", validate=False)}
     by_id = {r["id"]: r for r in recs}
@@ -165,7 +259,7 @@ def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
     for sid, s in sft.items():
         rec = by_id[sid]
         assert s["source"] == "test"
-        assert set(s["meta"]) == {"teacher", "prompt", "round", "strategy", "candidates", "passed"}
+        assert set(s["meta"]) == {"teacher", "prompt", "round", "strategy", "candidates", "passed", "guideline"}
         user, asst = s["messages"]
         assert user == build_prompt(rec)[0]  # exactly what eval and GRPO show the model
         assert re.fullmatch(r"<think>\n.+\n</think>\n<answer>[A-D]</answer>", asst["content"], re.S)
@@ -182,10 +276,15 @@ def test_teacher_pass_at_k_refinement_filters_and_kill_resume(tmp_path):
     assert "it concluded A, but the correct answer is C" in bt["prompt"][2]["content"]
     assert "its format was wrong" in sft["q-format"]["meta"]["prompt"][2]["content"]
     assert "not written in Chinese" in sft["q-lang"]["meta"]["prompt"][2]["content"]
+    assert "a calculation in it is wrong: " in sft["q-calc"]["meta"]["prompt"][2]["content"]
+    assert "wrong: 2 + 1 = 4 (it is 3)" in sft["q-calc"]["meta"]["prompt"][2]["content"]
+    assert "wrong unit: temperature given as '38.9 mmHg'" in sft["q-unit"]["meta"]["prompt"][2]["content"]
     assert sft["q-lang"]["messages"][1]["content"].startswith("<think>\n" + BODY_ZH)
     assert (sft["q-selfcorrect"]["meta"]["round"], sft["q-selfcorrect"]["meta"]["strategy"]) == (3, "self_correction")
     md = (out / "stats.md").read_text()
-    assert "| 1 | backtracking | 8 | 24 | 18 | 6 | wrong_answer 6 |" in md
+    assert "| 1 | backtracking | 10 | 30 | 24 | 8 | wrong_answer 6 |" in md
+    assert "candidates rejected over all rounds: calculation 3, units 3, guideline 0" in md
+    assert "consistent 0, contradicts 0, unclear 0, skipped 0, no_reference 34" in md
 
 
 def test_resume_with_other_teacher_settings_is_refused(tmp_path, capsys):
@@ -250,6 +349,74 @@ def test_templated_kg_trajectories_and_teacher_skeleton(kg_records, tmp_path):
                               "candidates": 1, "passed": 1}
 
 
+def test_guideline_check_judge_optional_skipped_without(kg_records, tmp_path):
+    """Real KG questions (their path facts are the reference text) and one item without reference. Candidate 0
+    contradicts a path fact and is the shorter; candidate 1 is consistent. Item 0's round-0 candidates both
+    contradict, so only the judge sends it to refinement."""
+    recs = kg_records[:3] + [rec_for("x", "A")]
+    by_question = {r["question"]: r for r in recs}
+    facts = {r["id"]: reference(r) for r in recs}
+    assert all(facts[r["id"]] for r in recs[:3]) and facts["q-x"] == []
+    judge_prompts = []
+
+    def serve(messages, i):
+        first = messages[0]["content"]
+        if first.startswith("Below are reference statements"):
+            judge_prompts.append(first)
+            body = first.split("Solution:")[1]
+            return "CONTRADICTS: it denies a stated fact" if "NOT linked" in body else "CONSISTENT"
+        rec = next(r for q, r in by_question.items() if q in first)
+        if rec["id"] == "q-x":
+            return reply(BODY, "A")
+        think = templated(rec).split("</think>")[0].removeprefix("<think>\n").strip()
+        e = rec["meta"]["path"][-1]
+        lie = f"Note that {e['subject_name']} is NOT linked to {e['object_name']}. {think}"
+        rnd = (len(messages) - 1) // 2
+        if rec is recs[0] and rnd == 0:
+            return reply(lie + (" Every finding fits." if i else ""), rec["answer"])
+        return reply([lie, think + " Each finding above was checked against the stem once more, and every one "
+                                   "of them fits."][i % 2], rec["answer"])
+
+    write_jsonl(tmp_path / "in.jsonl", recs)
+    out = tmp_path / "o"
+    with ChatServer(serve) as srv:
+        args = ["--records", str(tmp_path / "in.jsonl"), "--out", str(out), "--endpoint", srv.url,
+                "--model-name", "t", "--k", "2", "--rounds", "1"]
+        main(args)  # no judge: the check is skipped and counted so, and the contradicting chain wins on length
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["guideline"] == {"skipped": 6, "no_reference": 2} and stats["kept_by_round"] == {"0": 4}
+        sft = {s["id"]: s for s in read_jsonl(out / "sft.jsonl", validate=False)}
+        assert "NOT linked" in sft[recs[1]["id"]]["messages"][1]["content"]
+        assert sft[recs[1]["id"]]["meta"]["guideline"] == "skipped"
+        assert sft["q-x"]["meta"]["guideline"] == "no_reference"
+        assert judge_prompts == []
+        asked = len(srv.log)
+        main(args + ["--judge-endpoint", srv.url, "--judge-model-name", "judge"])  # same replies, now judged
+        assert len(srv.log) - asked == 6 + 1 + 1  # 6 chains judged, item 0 refined, its one new chain judged
+        for f in facts[recs[1]["id"]]:
+            assert any(f in p for p in judge_prompts)
+        stats = json.loads((out / "stats.json").read_text())
+        sft = {s["id"]: s for s in read_jsonl(out / "sft.jsonl", validate=False)}
+        assert stats["rounds"][0]["reasons"] == {"guideline": 4} and stats["kept_by_round"] == {"0": 3, "1": 1}
+        assert stats["guideline"] == {"contradicts": 5, "consistent": 3, "no_reference": 2}
+        for r in recs[:3]:
+            assert "NOT linked" not in sft[r["id"]]["messages"][1]["content"]
+            assert sft[r["id"]]["meta"]["guideline"] == "consistent"
+        assert "it contradicts the reference facts (CONTRADICTS: it denies" in \
+            sft[recs[0]["id"]]["meta"]["prompt"][2]["content"]
+        asked = len(srv.log)
+        main(args + ["--judge-endpoint", srv.url, "--judge-model-name", "judge"])
+        assert len(srv.log) == asked  # a rerun asks neither teacher nor judge again
+    md = (out / "stats.md").read_text()
+    assert "guideline check of the candidates that passed the other filters: consistent 3, contradicts 5" in md
+    with pytest.raises(SystemExit) as e:
+        main(args[:4] + ["--template", "--judge-endpoint", "http://x", "--judge-model-name", "j"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--judge-endpoint", "http://x"])
+    assert e.value.code == 2
+
+
 # ----------------------------------------------------------------------------- HuatuoGPT-o1 demo
 
 
@@ -259,7 +426,8 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     limits = {"min_words": 20, "max_words": 1024, "max_repeat": 0.25}
     sft, dropped, stats = convert_huatuogpt(str(path), bench, limits)
     assert stats == {"items": 198, "kept": 183, "drop:item_missing_figure": 7, "drop:item_duplicate_options": 2,
-                     "drop:item_option_refers_to_options": 2,
+                     "drop:item_option_refers_to_options": 2, "drop:calculation": 0, "drop:units": 0,
+                     "drop:guideline": 0, "guideline:no_reference": 187,
                      "decontam:huatuo:medqa": 0, "decontam:huatuo:medmcqa": 4, "decontam:huatuo:pubmedqa": 0,
                      "decontam:huatuo:mmlu_pro_biology": 0, "decontam:huatuo:mmlu_pro_health": 0}
     assert len(dropped) == 15
@@ -276,7 +444,10 @@ def test_huatuogpt_real_file_filtered_and_decontaminated(shared, tmp_path):
     raw[kept[0]]["Response"] += f"\n\nThe answer is ({'A' if gold != 'A' else 'B'})."
     raw[kept[1]]["Complex_CoT"] = "The correct answer is given as the gold option. " + raw[kept[1]]["Complex_CoT"]
     raw[kept[2]]["Complex_CoT"] = "Let me think again. " * 80
+    raw[45]["Complex_CoT"] = raw[45]["Complex_CoT"].replace("which equals 8,000", "which equals 7,000")
+    raw[106]["Complex_CoT"] = raw[106]["Complex_CoT"].replace("25 grams of salt", "25 milligrams of salt")
     (tmp_path / "demo.json").write_text(json.dumps(raw))
     sft2, _, stats2 = convert_huatuogpt(str(tmp_path / "demo.json"), {"medqa": bench["medqa"]}, limits)
-    assert len(sft2) == 180 + 4  # the 4 MedMCQA copies stay: only MedQA this time
+    assert len(sft2) == 178 + 4  # the 4 MedMCQA copies stay: only MedQA this time
     assert (stats2["drop:response_contradicts"], stats2["drop:leakage"], stats2["drop:repetition"]) == (1, 1, 1)
+    assert (stats2["drop:calculation"], stats2["drop:units"]) == (1, 1)
