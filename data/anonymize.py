@@ -19,11 +19,10 @@ verb of scientific credit ("Dr Bernhard Giesenhagen gave the classification"): t
 
     python -m data.anonymize in.jsonl out.jsonl
 """
-import argparse
 import re
 from collections import Counter
 
-from eval.records import read_jsonl, write_jsonl
+from eval.records import ArgumentParser, check_outputs, command, read_jsonl, write_jsonl
 
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
@@ -104,13 +103,16 @@ def anonymize(records, stats=None):
     return [anonymize_record(r, stats) for r in records]
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Replace e-mails, phone numbers, record numbers, dates of birth and "
-                                             "addresses in records with [TAG]s; clinical numbers are kept.")
+@command("data.anonymize")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.anonymize",
+                        description="Replace e-mails, phone numbers, record numbers, dates of birth and "
+                                    "addresses in records with [TAG]s; clinical numbers are kept.")
     ap.add_argument("inp", help="input records JSONL")
     ap.add_argument("out", help="output records JSONL")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.out])
     stats = Counter()
     write_jsonl(a.out, anonymize(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats), stats))
     for k, v in sorted(stats.items()):

@@ -25,8 +25,6 @@ matching stays near-linear in the pool size. Chinese has no spaces: each CJK cha
     python -m data.decontam --measure                  # planted copies vs gram length (the table in README)
     python -m data.decontam in.jsonl out.jsonl --bench medqa --bench medmcqa=path.jsonl
 """
-import argparse
-import json
 import os
 import random
 import re
@@ -37,7 +35,8 @@ import numpy as np
 
 from data.dedup import gram_seq, token_hashes, tokens
 from eval.loaders import BENCHMARKS, _is_json_lines, benchmark_path, load_benchmark
-from eval.records import RecordError, read_jsonl, write_jsonl
+from eval.records import (ArgumentParser, RecordError, check_outputs, command, float_in, int_at_least, read_json,
+                          read_jsonl, read_text, write_jsonl)
 
 N = 8          # gram length for long questions, and
 MIN_COVERAGE = 0.6  # the share of a long item its shared grams must cover (both measured: --measure, README)
@@ -53,19 +52,8 @@ DEFAULT_BENCH = tuple(BENCHMARKS)  # every eval benchmark eval.loaders knows
 
 def check_json_file(path):
     """A .json file must hold one JSON value (or be JSON Lines): data after it is an error, not ignored."""
-    if not path.endswith(".json"):
-        return
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if _is_json_lines(text):
-        return
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as e:
-        if e.msg.startswith("Extra data"):
-            raise RecordError(f"{path}:{e.lineno}: data after the end of the JSON value (JSON Lines? "
-                              "then one object per line, named .jsonl)") from None
-        raise RecordError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if path.endswith(".json") and not _is_json_lines(read_text(path, "JSON")):
+        read_json(path)
 
 
 def bench_specs(named=(), only=False, data_dir=None):
@@ -103,7 +91,7 @@ def load_benches(specs, data_dir=None, allow_missing=False, stats=None):
             if not recs:
                 raise RecordError(f"{path}: no item could be read" + (f" (first: {bst['first_bad']})"
                                                                       if bst.get("first_bad") else " (empty)"))
-        except (RecordError, OSError, UnicodeDecodeError) as e:
+        except (RecordError, OSError) as e:
             problems.append(f"{name}: {e}")
             stats[f"bench:missing:{name}"] = 1
             continue
@@ -113,7 +101,7 @@ def load_benches(specs, data_dir=None, allow_missing=False, stats=None):
         if bst.get("bad_lines"):
             stats[f"bench:unreadable_items:{name}"] = bst["bad_lines"]
     if problems and not allow_missing:
-        raise RecordError("cannot decontaminate against\n  " + "\n  ".join(problems) + "\ngive the file with "
+        raise RecordError("cannot decontaminate against " + "; ".join(problems) + ": give the file with "
                           "--bench NAME=PATH, or pass --allow-missing-bench to go on without it (report.md will "
                           "say so)")
     for p in problems:
@@ -459,35 +447,44 @@ def measure(data_dir, ns=(6, 8, 10, 13), per=25, clean_files=(), seed=0, show=5,
     return "\n".join(lines)
 
 
-def main():
+def _ints(text):
+    """An argparse type: a comma-separated list of positive integers."""
+    return [int_at_least(1)(x) for x in text.split(",")]
+
+
+def _floats(text):
+    """An argparse type: a comma-separated list of shares in (0, 1]."""
+    return [float_in(0, 1, open_low=True)(x) for x in text.split(",")]
+
+
+@command("data.decontam")
+def main(argv=None):
     from eval.loaders import DATA_DIR
-    ap = argparse.ArgumentParser(description="Remove training records that copy eval benchmark items, or "
-                                             "--measure recall on planted copies vs gram length.")
+    ap = ArgumentParser(prog="python -m data.decontam",
+                        description="Remove training records that copy eval benchmark items, or "
+                                    "--measure recall on planted copies vs gram length.")
     ap.add_argument("inp", nargs="?", help="input records JSONL")
     ap.add_argument("out", nargs="?", help="output records JSONL")
     ap.add_argument("--bench", action="append", default=[], metavar="NAME[=PATH]",
                     help="benchmark to check against (repeatable): a name from eval.loaders (NAME=PATH: another "
                          "file of it), or a new NAME=PATH of records JSONL")
     ap.add_argument("--data-dir", default=DATA_DIR)
-    ap.add_argument("--n", type=int, default=N, help="gram length for long questions")
-    ap.add_argument("--min-coverage", type=float, default=MIN_COVERAGE)
+    ap.add_argument("--n", type=int_at_least(1), default=N, help="gram length for long questions")
+    ap.add_argument("--min-coverage", type=float_in(0, 1, open_low=True), default=MIN_COVERAGE)
     ap.add_argument("--dropped", help="write dropped records here")
     ap.add_argument("--measure", action="store_true", help="print the planted-copy table and exit")
-    ap.add_argument("--ns", default="6,8,10,13", help="--measure: gram lengths to try")
-    ap.add_argument("--per", type=int, default=25, help="--measure: items per benchmark and size")
-    ap.add_argument("--coverages", default=str(MIN_COVERAGE), help="--measure: min coverages to try")
+    ap.add_argument("--ns", type=_ints, default=[6, 8, 10, 13], help="--measure: gram lengths to try")
+    ap.add_argument("--per", type=int_at_least(1), default=25, help="--measure: items per benchmark and size")
+    ap.add_argument("--coverages", type=_floats, default=[MIN_COVERAGE], help="--measure: min coverages to try")
     ap.add_argument("--clean", action="append", default=[], help="--measure: more clean records JSONL (e.g. kg/ items)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.out, a.dropped])
     if a.measure:
-        print(measure(a.data_dir, [int(x) for x in a.ns.split(",")], a.per, a.clean,
-                      coverages=[float(x) for x in a.coverages.split(",")]))
+        print(measure(a.data_dir, a.ns, a.per, a.clean, coverages=a.coverages))
         return
     if not (a.inp and a.out and a.bench):
         ap.error("give IN OUT and at least one --bench (or --measure)")
-    try:
-        bench = load_benches(bench_specs(a.bench, True, a.data_dir), a.data_dir)
-    except RecordError as e:
-        sys.exit(f"error: {e}")
+    bench = load_benches(bench_specs(a.bench, True, a.data_dir), a.data_dir)
     stats, dropped = Counter(), []
     recs = decontaminate(list(read_jsonl(a.inp)), BenchIndex(bench, n=a.n), a.min_coverage, stats=stats,
                          dropped=dropped)

@@ -13,7 +13,6 @@ answers differ are a labelling conflict nobody can settle by order: all copies g
 
     python -m data.dedup in.jsonl out.jsonl --dropped review.jsonl
 """
-import argparse
 import re
 import unicodedata
 import zlib
@@ -21,7 +20,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from eval.records import read_jsonl, write_jsonl
+from eval.records import ArgumentParser, check_outputs, command, float_in, read_jsonl, write_jsonl
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(r"[a-z0-9\u00b5\u03b1-\u03c9]+|[" + _CJK + "]")  # Greek letters are words: alpha vs beta
@@ -204,15 +203,19 @@ def dedup(records, threshold=0.8, n=3, stats=None, dropped=None, hasher=None):
     return kept
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Drop exact and near-duplicate records (MinHash + LSH); exact "
-                                             "duplicates with different answers go to --dropped for review.")
+@command("data.dedup")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.dedup",
+                        description="Drop exact and near-duplicate records (MinHash + LSH); exact "
+                                    "duplicates with different answers go to --dropped for review.")
     ap.add_argument("inp", help="input records JSONL (earlier lines win ties)")
     ap.add_argument("out", help="output records JSONL")
-    ap.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    ap.add_argument("--threshold", type=float_in(0, 1, open_low=True), default=0.8,
+                    help="near-duplicate Jaccard threshold")
     ap.add_argument("--dropped", help="write dropped records here")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.out, a.dropped])
     stats, dropped = Counter(), []
     recs = dedup(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats), a.threshold, stats=stats, dropped=dropped)
     write_jsonl(a.out, recs)

@@ -9,14 +9,14 @@ A reply without a readable label is stored as null (counted), not guessed.
     python -m data.difficulty pool.jsonl --results difficulty.jsonl --endpoint URL --model-name M \
         --apply labelled.jsonl
 """
-import argparse
+import math
 import re
-import sys
 from collections import Counter
 
 from eval.llm import LLMError, run_step
-from eval.records import RecordError, read_jsonl, write_jsonl
-from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
+from eval.records import (ArgumentParser, RecordError, check_outputs, command, fail, float_in, int_at_least, read_jsonl,
+                          write_jsonl)
+from data.verify import _keyed, add_llm_args, check_llm_args, client_from_args, load_results, uid
 from eval.answer import format_question
 
 LABELS = ("easy", "moderate", "difficult")
@@ -78,25 +78,29 @@ def apply_difficulty(records, results, stats=None):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Label each item Easy / Moderate / Difficult with an LLM (paper rubric).")
+@command("data.difficulty")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.difficulty",
+                        description="Label each item Easy / Moderate / Difficult with an LLM (paper rubric).")
     ap.add_argument("inp", help="records JSONL")
     ap.add_argument("--results", required=True, help="append-only results JSONL (resumes from it)")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--max-tokens", type=int, default=1024)
+    ap.add_argument("--temperature", type=float_in(0, math.inf), default=0.0)
+    ap.add_argument("--max-tokens", type=int_at_least(1), default=1024)
     ap.add_argument("--apply", metavar="OUT", help="write the labelled records here")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     add_llm_args(ap)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.results, a.apply])
+    check_llm_args(ap, a)
     stats = Counter()
+    records = list(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats))
     try:
-        records = list(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats))
         new = run_difficulty(client_from_args(a), records, a.results, a.temperature, a.max_tokens)
         print(f"difficulty: {new} new labels in {a.results}")
         if a.apply:
             write_jsonl(a.apply, apply_difficulty(records, a.results, stats))
-    except (RecordError, LLMError) as e:
-        sys.exit(f"error: {e}")
+    except LLMError as e:  # a runtime failure, not a usage error: exit 1; finished rows are kept
+        fail(f"{e}; finished items are saved in {a.results}: rerun the same command to resume", "data.difficulty")
     for k, v in sorted(stats.items()):
         print(f"{k}\t{v}")
 

@@ -7,13 +7,12 @@ named reason instead of one opaque error.
 
     python -m data.filter in.jsonl out.jsonl [--dropped dropped.jsonl]
 """
-import argparse
 import html
 import re
 import unicodedata
 from collections import Counter
 
-from eval.records import read_jsonl, validate_record, write_jsonl
+from eval.records import ArgumentParser, check_outputs, command, int_at_least, read_jsonl, validate_record, write_jsonl
 
 REASONS = (
     "empty_question", "bad_option_letters", "empty_option", "too_few_options", "duplicate_options",
@@ -233,15 +232,18 @@ def filter_records(records, stats=None, dropped=None, min_options=3):
     return kept
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Drop malformed MCQ records (empty/duplicate options, answer not "
-                                             "among options, encoding artifacts, missing figures), counted by reason.")
+@command("data.filter")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.filter",
+                        description="Drop malformed MCQ records (empty/duplicate options, answer not "
+                                    "among options, encoding artifacts, missing figures), counted by reason.")
     ap.add_argument("inp", help="input records JSONL")
     ap.add_argument("out", help="kept records JSONL")
     ap.add_argument("--dropped", help="write dropped records (with meta.drop_reason) here")
-    ap.add_argument("--min-options", type=int, default=3)
+    ap.add_argument("--min-options", type=int_at_least(2), default=3)
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed JSON lines")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.out, a.dropped])
     stats = Counter()
     dropped = []
     kept = filter_records(read_jsonl(a.inp, validate=False, skip_bad=a.skip_bad, stats=stats), stats,

@@ -11,12 +11,12 @@ stages see items the cold start did not memorize.
 
     python -m data.mix labelled.jsonl --out-dir pools/ --weights medqa=1,medmcqa=0.5 --synthetic-ratio 0.3
 """
-import argparse
 import os
 import random
 from collections import Counter, defaultdict
 
-from eval.records import read_jsonl, write_jsonl
+from eval.records import (ArgumentParser, UsageError, check_outputs, command, float_in, int_at_least, read_jsonl,
+                          write_jsonl)
 
 
 def is_synthetic(rec):
@@ -156,25 +156,39 @@ def report(stats, steps, title="Data preparation report"):
     return "\n".join(lines)
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Mix labelled records into SFT / RL / validation pools (deterministic).")
+@command("data.mix")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.mix",
+                        description="Mix labelled records into SFT / RL / validation pools (deterministic).")
     ap.add_argument("inp", help="labelled records JSONL")
     ap.add_argument("--out-dir", required=True, help="writes sft.jsonl, rl.jsonl, val.jsonl, mix_report.md")
     ap.add_argument("--weights", default="", help="per-source fractions, e.g. medqa=1,medmcqa=0.5")
-    ap.add_argument("--synthetic-ratio", type=float, help="target share of synthetic items (0..1)")
-    ap.add_argument("--rl-frac", type=float, default=0.5, help="share of the non-validation items for RL")
-    ap.add_argument("--val-frac", type=float, default=0.02)
-    ap.add_argument("--val-max", type=int, default=500)
+    ap.add_argument("--synthetic-ratio", type=float_in(0, 1, open_low=True, open_high=True),
+                    help="target share of synthetic items (0..1)")
+    ap.add_argument("--rl-frac", type=float_in(0, 1), default=0.5, help="share of the non-validation items for RL")
+    ap.add_argument("--val-frac", type=float_in(0, 1, open_high=True), default=0.02)
+    ap.add_argument("--val-max", type=int_at_least(0), default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(folders=[a.out_dir])
+    try:
+        weights = parse_weights(a.weights)
+    except ValueError as e:
+        ap.error(f"argument --weights: {e}")
     stats = Counter()
     recs = list(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats))
-    pools = mix(recs, parse_weights(a.weights), a.synthetic_ratio, a.rl_frac, a.val_frac, a.val_max, a.seed, stats)
+    try:
+        pools = mix(recs, weights, a.synthetic_ratio, a.rl_frac, a.val_frac, a.val_max, a.seed, stats)
+    except ValueError as e:  # --weights naming a source the data does not have
+        raise UsageError(f"{a.inp}: {e}") from None
+    os.makedirs(a.out_dir, exist_ok=True)
     for name, rs in pools.items():
         write_jsonl(os.path.join(a.out_dir, f"{name}.jsonl"), rs)
-    with open(os.path.join(a.out_dir, "mix_report.md"), "w", encoding="utf-8") as f:
+    tmp = os.path.join(a.out_dir, f"mix_report.md.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(report(stats, []))
+    os.replace(tmp, os.path.join(a.out_dir, "mix_report.md"))
     print({k: len(v) for k, v in pools.items()})
 
 

@@ -26,6 +26,7 @@ or with --skip-bad is counted and skipped.
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -36,7 +37,8 @@ from data.decontam import MIN_COVERAGE, N as GRAM_N, BenchIndex, bench_specs, ch
 from data.dedup import dedup
 from data.filter import filter_records
 from data.mix import mix, parse_weights, report
-from eval.records import RecordError, iter_jsonl, read_jsonl, validate_record, write_jsonl
+from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
+                          iter_jsonl, read_jsonl, validate_record, write_jsonl)
 from eval.loaders import DATA_DIR, LETTERS, PUBMEDQA_OPTIONS, _split_cmexam_options, iter_rows, pubmedqa_question
 
 DEFAULT_SOURCES = [  # relative to the shared data dir; all but the first two are eval splits
@@ -125,16 +127,33 @@ def conv_cmexam(row, where, split, index=None):
                 _opts(_split_cmexam_options(_str(row["Options"], "Options"))), _letters(row["Answer"].strip()), meta)
 
 
+def parse_source(spec, data_dir):
+    """(format, split, path) of a FORMAT[:SPLIT]=PATH spec, PATH joined to data_dir unless absolute; a spec
+    without =PATH or with an unknown FORMAT is a UsageError (there is no default PATH per format)."""
+    fmt_split, _, path = spec.partition("=")
+    fmt, _, split = fmt_split.partition(":")
+    if not path.strip() or fmt not in CONVERTERS and fmt != "records":
+        why = "no =PATH" if fmt in CONVERTERS or fmt == "records" else f"unknown FORMAT {fmt!r}"
+        raise UsageError(f"--source {spec}: {why}; use FORMAT[:SPLIT]=PATH with FORMAT one of "
+                         f"{', '.join(sorted(CONVERTERS))} or records, e.g. {DEFAULT_SOURCES[0]}")
+    return fmt, split, path if os.path.isabs(path) else os.path.join(data_dir, path)
+
+
+def check_source(spec, data_dir):
+    """The path of a source spec that names a readable file, else a UsageError / RecordError naming it."""
+    path = parse_source(spec, data_dir)[2]
+    if os.path.isdir(path):
+        raise RecordError(f"{path}: a directory, not a data file (source {spec})")
+    if not os.path.exists(path):
+        raise RecordError(f"{path}: file not found (source {spec})")
+    return path
+
+
 def convert_source(spec, data_dir, skip_bad=False, stats=None):
     """Records from one FORMAT[:SPLIT]=PATH spec (PATH relative to data_dir unless absolute)."""
     stats = Counter() if stats is None else stats
-    fmt_split, _, path = spec.partition("=")
-    fmt, _, split = fmt_split.partition(":")
-    if not path or fmt not in CONVERTERS and fmt != "records":
-        raise SystemExit(f"bad source {spec!r}: use FORMAT[:SPLIT]=PATH, FORMAT one of {sorted(CONVERTERS)} or records")
-    path = path if os.path.isabs(path) else os.path.join(data_dir, path)
-    if not os.path.exists(path):
-        raise RecordError(f"{path}: file not found (source {spec})")
+    fmt, split, _ = parse_source(spec, data_dir)
+    path = check_source(spec, data_dir)
     if fmt == "records":
         return _records(path, skip_bad, stats)
     split = split or "train"
@@ -147,7 +166,7 @@ def convert_source(spec, data_dir, skip_bad=False, stats=None):
             if not isinstance(row, dict):
                 raise ValueError(f"a {type(row).__name__}, not an object")
             rec = CONVERTERS[fmt](row, where, split, index)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             if not skip_bad:
                 raise RecordError(f"{path}:{where}: {msg}") from None
@@ -267,9 +286,11 @@ def warning_banner(stats, steps):
     return []
 
 
+@command("data.prepare")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap = ArgumentParser(prog="python -m data.prepare",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--out", required=True, help="work directory (steps resume from what is in it)")
     ap.add_argument("--data-dir", default=DATA_DIR, help="shared data dir for relative source paths and benchmarks")
     ap.add_argument("--source", action="append", default=[], metavar="FORMAT[:SPLIT]=PATH",
@@ -287,42 +308,59 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="rerun steps whose output exists")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines instead of stopping")
     g = ap.add_argument_group("filter / dedup / decontamination")
-    g.add_argument("--min-options", type=int, default=3)
-    g.add_argument("--near-dup", type=float, default=0.8, help="near-duplicate word 3-gram Jaccard")
-    g.add_argument("--min-coverage", type=float, default=MIN_COVERAGE,
+    g.add_argument("--min-options", type=int_at_least(2), default=3)
+    g.add_argument("--near-dup", type=float_in(0, 1, open_low=True), default=0.8,
+                   help="near-duplicate word 3-gram Jaccard")
+    g.add_argument("--min-coverage", type=float_in(0, 1, open_low=True), default=MIN_COVERAGE,
                    help="contamination: share of a benchmark item's tokens under shared n-grams")
-    g.add_argument("--gram", type=int, default=GRAM_N, help="n-gram length for long questions")
-    g.add_argument("--max-df", type=int, default=10, help="n-grams in more benchmark items than this are boilerplate")
+    g.add_argument("--gram", type=int_at_least(1), default=GRAM_N, help="n-gram length for long questions")
+    g.add_argument("--max-df", type=int_at_least(1), default=10,
+                   help="n-grams in more benchmark items than this are boilerplate")
     g = ap.add_argument_group("LLM steps (run only with --endpoint or --model)")
     g.add_argument("--endpoint", help="OpenAI-compatible base URL of the verifier / judge")
     g.add_argument("--model", help="local checkpoint dir for the verifier / judge (sample.py), instead of --endpoint")
     g.add_argument("--model-name", help="served model name")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    g.add_argument("--timeout", type=float, default=600.0)
-    g.add_argument("--retries", type=int, default=6)
-    g.add_argument("--backoff", type=float, default=1.0)
-    g.add_argument("--concurrency", type=int, default=16)
-    g.add_argument("--verify-n", type=int, default=5, help="verifier answers per item")
+    g.add_argument("--timeout", type=float_in(0, math.inf, open_low=True), default=600.0)
+    g.add_argument("--retries", type=int_at_least(0), default=6)
+    g.add_argument("--backoff", type=float_in(0, math.inf), default=1.0)
+    g.add_argument("--concurrency", type=int_at_least(1), default=16)
+    g.add_argument("--verify-n", type=int_at_least(1), default=5, help="verifier answers per item")
     g.add_argument("--keep-flagged", action="store_true", help="keep items the verifier never got right")
     g = ap.add_argument_group("mixing")
     g.add_argument("--weights", default="", help="per-source fractions, e.g. medqa=1,medmcqa=0.5")
-    g.add_argument("--synthetic-ratio", type=float, help="target share of synthetic items (0..1)")
-    g.add_argument("--rl-frac", type=float, default=0.5)
-    g.add_argument("--val-frac", type=float, default=0.02)
-    g.add_argument("--val-max", type=int, default=500)
+    g.add_argument("--synthetic-ratio", type=float_in(0, 1, open_low=True, open_high=True),
+                   help="target share of synthetic items (0..1)")
+    g.add_argument("--rl-frac", type=float_in(0, 1), default=0.5)
+    g.add_argument("--val-frac", type=float_in(0, 1, open_high=True), default=0.02)
+    g.add_argument("--val-max", type=int_at_least(0), default=500)
     g.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    check_outputs(folders=[a.out])
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
     if set(steps) - set(STEPS):
         ap.error(f"unknown steps {sorted(set(steps) - set(STEPS))}")
+    if a.endpoint and not a.model_name:
+        ap.error("--endpoint needs --model-name")
     try:
-        run_pipeline(a, steps)
-    except RecordError as e:
-        sys.exit(f"error: {e}")
+        parse_weights(a.weights)
+    except ValueError as e:
+        ap.error(f"argument --weights: {e}")
+    try:
+        for spec in a.source:
+            parse_source(spec, a.data_dir)
+    except UsageError as e:
+        ap.error(str(e))
+    run_pipeline(a, steps)
 
 
 def run_pipeline(a, steps):
     from eval.llm import LLMError
+    sources = a.source or DEFAULT_SOURCES
+    source_files = [check_source(spec, a.data_dir) for spec in sources]  # every input checked before any output
+    bench = bench_specs(a.bench, a.bench_only, a.data_dir)
+    bench_stats = Counter()  # read before any step writes: a bad benchmark file stops the run with nothing changed
+    benches = load_benches(bench, a.data_dir, a.allow_missing_bench, bench_stats) if "decontam" in steps else None
     run = Run(a)
     order = []
     prev = None
@@ -339,16 +377,6 @@ def run_pipeline(a, steps):
             if done:
                 run.stats.update(done["stats"])
             order.append(name)
-
-    sources = a.source or DEFAULT_SOURCES
-    source_files = []
-    for spec in sources:
-        path = spec.partition("=")[2]
-        path = path if os.path.isabs(path) else os.path.join(a.data_dir, path)
-        if not os.path.exists(path):
-            raise RecordError(f"{path}: file not found (source {spec})")
-        source_files.append(path)
-    bench = bench_specs(a.bench, a.bench_only, a.data_dir)
 
     def convert(_, st, dropped):
         recs = []
@@ -371,7 +399,8 @@ def run_pipeline(a, steps):
         return dedup(recs, a.near_dup, stats=st, dropped=dropped)
 
     def decon(recs, st, dropped):
-        index = BenchIndex(load_benches(bench, a.data_dir, a.allow_missing_bench, st), n=a.gram, max_df=a.max_df)
+        st.update(bench_stats)
+        index = BenchIndex(benches, n=a.gram, max_df=a.max_df)
         return decontaminate(recs, index, a.min_coverage, stats=st, dropped=dropped)
 
     do(1, "convert", convert, [sources, a.skip_bad], source_files)
@@ -400,14 +429,17 @@ def run_pipeline(a, steps):
             who = [a.endpoint, a.model, a.model_name]
             do(6, "verify", verify, who + [a.verify_n, a.keep_flagged])
             do(7, "difficulty", label, who)
-        except LLMError as e:
-            sys.exit(f"error: {e}\nfinished items are saved; rerun the same command to resume")
+        except LLMError as e:  # a runtime failure: exit 1
+            fail(f"{e}; finished items are saved: rerun the same command to resume", "data.prepare")
 
     if "mix" in steps:
         t0 = time.time()
         recs = run.read(prev)
-        pools = mix(recs, parse_weights(a.weights), a.synthetic_ratio, a.rl_frac, a.val_frac, a.val_max, a.seed,
-                    run.stats)
+        try:
+            pools = mix(recs, parse_weights(a.weights), a.synthetic_ratio, a.rl_frac, a.val_frac, a.val_max, a.seed,
+                        run.stats)
+        except ValueError as e:  # --weights naming a source the data does not have
+            raise UsageError(f"--weights: {e}") from None
         for name, rs in pools.items():
             for r in rs:
                 validate_record(r)

@@ -13,12 +13,12 @@ skips the items already written.
     python -m data.verify pool.jsonl --results verify.jsonl --endpoint http://host:8000/v1 --model-name M \
         --apply verified.jsonl --review review.jsonl
 """
-import argparse
-import sys
+import math
 from collections import Counter
 
 from eval.llm import LLMError, make_client, run_step
-from eval.records import RecordError, read_jsonl, write_jsonl
+from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
+                          read_jsonl, write_jsonl)
 from eval.answer import build_prompt, extract_answer
 
 
@@ -84,39 +84,53 @@ def add_llm_args(ap, required=True):
     src.add_argument("--model", help="local checkpoint dir, generated with sample.py instead of an endpoint")
     ap.add_argument("--model-name", help="the served model's name (with --endpoint)")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    ap.add_argument("--retries", type=int, default=6, help="retries on 5xx, 429, timeouts")
-    ap.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
-    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    ap.add_argument("--timeout", type=float_in(0, math.inf, open_low=True), default=600.0, help="seconds per request")
+    ap.add_argument("--retries", type=int_at_least(0), default=6, help="retries on 5xx, 429, timeouts")
+    ap.add_argument("--backoff", type=float_in(0, math.inf), default=1.0, help="first retry wait in seconds (doubles)")
+    ap.add_argument("--concurrency", type=int_at_least(1), default=16, help="requests in flight")
     return src
 
 
+def check_llm_args(ap, a):
+    """Right after parsing: --endpoint without --model-name is a usage error before any input is read."""
+    if getattr(a, "endpoint", None) and not a.model_name:
+        ap.error("--endpoint needs --model-name")
+
+
 def client_from_args(a):
-    if getattr(a, "model", None):
-        return make_client(model_dir=a.model)
-    if not a.model_name:
-        sys.exit("error: --endpoint needs --model-name")
-    return make_client(endpoint=a.endpoint, model=a.model_name, api_key_env=a.api_key_env, timeout=a.timeout,
-                       max_retries=a.retries, backoff=a.backoff, concurrency=a.concurrency)
+    """The client the LLM flags name; a bad --model folder or a missing --model-name is a UsageError."""
+    if not getattr(a, "model", None) and not a.model_name:
+        raise UsageError("--endpoint needs --model-name")
+    try:
+        if getattr(a, "model", None):
+            return make_client(model_dir=a.model)
+        return make_client(endpoint=a.endpoint, model=a.model_name, api_key_env=a.api_key_env, timeout=a.timeout,
+                           max_retries=a.retries, backoff=a.backoff, concurrency=a.concurrency)
+    except ValueError as e:  # model.CheckpointError: not a checkpoint folder, named in the message
+        raise UsageError(str(e)) from None
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Verify labels: a model answers each item n times; items it never "
-                                             "gets right are flagged for review and excluded by default.")
+@command("data.verify")
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m data.verify",
+                        description="Verify labels: a model answers each item n times; items it never "
+                                    "gets right are flagged for review and excluded by default.")
     ap.add_argument("inp", help="records JSONL")
     ap.add_argument("--results", required=True, help="append-only results JSONL (resumes from it)")
-    ap.add_argument("--n", type=int, default=5, help="answers per item")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--n", type=int_at_least(1), default=5, help="answers per item")
+    ap.add_argument("--temperature", type=float_in(0, math.inf), default=0.7)
+    ap.add_argument("--max-tokens", type=int_at_least(1), default=2048)
     ap.add_argument("--apply", metavar="OUT", help="write records with meta.pass_rate here (flagged ones left out)")
     ap.add_argument("--review", help="write flagged records here")
     ap.add_argument("--keep-flagged", action="store_true", help="keep flagged items in --apply output")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     add_llm_args(ap)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    check_outputs(files=[a.results, a.apply, a.review])
+    check_llm_args(ap, a)
     stats = Counter()
+    records = list(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats))
     try:
-        records = list(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats))
         new = run_verify(client_from_args(a), records, a.results, a.n, a.temperature, a.max_tokens)
         print(f"verify: {new} new results in {a.results}")
         if a.apply:
@@ -124,8 +138,8 @@ def main():
             write_jsonl(a.apply, apply_verify(records, a.results, a.keep_flagged, review, stats))
             if a.review:
                 write_jsonl(a.review, review)
-    except (RecordError, LLMError) as e:
-        sys.exit(f"error: {e}")
+    except LLMError as e:  # a runtime failure, not a usage error: exit 1; finished rows are kept
+        fail(f"{e}; finished items are saved in {a.results}: rerun the same command to resume", "data.verify")
     for k, v in sorted(stats.items()):
         print(f"{k}\t{v}")
 

@@ -19,6 +19,7 @@ options one level down in an object ({"options": {"A": ...}}), numbers as floats
 """
 import ast
 import csv
+import io
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import re
 from collections import Counter
 from functools import partial
 
-from eval.records import RecordError, iter_jsonl, make_record
+from eval.records import RecordError, iter_jsonl, make_record, read_json, read_text
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # the shared data dir: $FLEMING_DATA, else $FLEMING_SHARED/data, else ../shared/data beside the checkout
@@ -47,8 +48,7 @@ def iter_json(path, skip_bad=False, stats=None):
     """Top-level JSON list or object. Objects yield their values with the key stored as row["_key"]
     (PubMedQA, and files keyed by id); a column-oriented object ({"question": [...] or {...}, ...})
     is turned into rows. Parsed element by element so each row knows its line."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, "JSON")  # missing, a folder, invalid UTF-8: one line naming the file (and line)
     if _is_json_lines(text):  # Hugging Face dataset repos often store JSON Lines as .json (CareQA_en.json)
         yield from iter_jsonl(path, skip_bad, stats)
         return
@@ -126,7 +126,7 @@ def _columns(path, cols):
 
 
 def iter_csv(path, delimiter=","):
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path, "CSV"), newline="") as f:  # invalid UTF-8 is file:line, a BOM dropped
         reader = csv.DictReader(f, delimiter=delimiter)
         start = 2  # line 1 is the header; a quoted field may span several lines
         try:
@@ -275,8 +275,9 @@ def load_pubmedqa(path, source="pubmedqa", split="test", test_ids=None, skip_bad
     that their labels agree."""
     truth = None
     if test_ids:
-        with open(test_ids, encoding="utf-8") as f:
-            truth = json.load(f)  # PMID -> label
+        truth = read_json(test_ids)  # PMID -> label
+        if not isinstance(truth, dict):
+            raise RecordError(f"{test_ids}: expected a JSON object of PMID -> label, got a {type(truth).__name__}")
     letter = {v: k for k, v in PUBMEDQA_OPTIONS.items()}
 
     def convert(row, where, index):

@@ -7,11 +7,10 @@ per-benchmark accuracy, the macro average over the run's benchmarks, and the ext
 rate. A second table gives per-benchmark failure rates and item counts. --reference adds the paper's
 published averages; its per-benchmark cells are left empty rather than copied from memory.
 """
-import argparse
 import os
-import sys
 
 from eval.loaders import PAPER_SUITE
+from eval.records import ArgumentParser, UsageError, command
 from eval.run import summarize
 
 NAMES = {"medxpertqa": "MedXpertQA", "medqa": "MedQA", "medmcqa": "MedMCQA", "pubmedqa": "PubMedQA",
@@ -78,8 +77,9 @@ def detail(summaries, labels):
     return "\n".join(lines)
 
 
+@command("eval.report")
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories written by eval.run")
     p.add_argument("--labels", help="comma-separated row labels (default: the model name of each run)")
     p.add_argument("--reference", action="store_true", help="add the paper's published averages")
@@ -88,12 +88,12 @@ def main(argv=None):
     summaries = []
     for run in a.runs:
         if not os.path.exists(os.path.join(run, "config.json")):
-            sys.exit(f"eval.report: {run}: not a run directory (no config.json)")
+            raise UsageError(f"{run}: not a run directory (no config.json)")
         summaries.append(summarize(run))
     labels = a.labels.split(",") if a.labels else [s["model"] or os.path.basename(os.path.normpath(r))
                                                    for s, r in zip(summaries, a.runs)]
     if len(labels) != len(summaries):
-        sys.exit(f"eval.report: {len(labels)} labels for {len(summaries)} runs")
+        p.error(f"argument --labels: {len(labels)} labels for {len(summaries)} runs")
     print(table(summaries, labels, a.reference))
     if not a.no_detail:
         print()

@@ -24,7 +24,8 @@ import sys
 from collections import Counter
 
 from eval.llm import LLMError, make_client, run_step
-from eval.records import RecordError, int_at_least
+from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
+                          read_json)
 from eval.answer import build_prompt, format_ok, score
 from eval.loaders import BENCHMARKS, answer_skew, benchmark_path, load_benchmark, shuffle_options
 
@@ -33,7 +34,7 @@ RESULT_KEYS = ("model", "model_name", "n", "temperature", "top_p", "max_tokens",
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__,
+    p = ArgumentParser(prog="python -m eval.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmarks", required=True, help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
     src = p.add_mutually_exclusive_group(required=True)
@@ -43,8 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="run directory (created; resumed if it exists)")
     p.add_argument("--limit", type=int_at_least(1), help="first N items of each benchmark")
     p.add_argument("--n", type=int_at_least(1), default=1, help="samples per item (>1: maj@n and pass@k)")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float)
+    p.add_argument("--temperature", type=float_in(0, math.inf), default=0.0)
+    p.add_argument("--top-p", type=float_in(0, 1, open_low=True))
     p.add_argument("--max-tokens", type=int_at_least(1), default=4096)
     p.add_argument("--seed", type=int)
     p.add_argument("--system", help="optional system prompt")
@@ -56,12 +57,13 @@ def parse_args(argv=None):
                         "lose more than half its items is still an error")
     p.add_argument("--shuffle-options", type=int, metavar="SEED",
                    help="shuffle each item's options, fixed per item id and SEED (the gold letter follows its option)")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (endpoint mode)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    p.add_argument("--max-retries", type=int, default=6)
-    p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
+    p.add_argument("--concurrency", type=int_at_least(1), default=16, help="requests in flight (endpoint mode)")
+    p.add_argument("--timeout", type=float_in(0, math.inf, open_low=True), default=600.0, help="seconds per request")
+    p.add_argument("--max-retries", type=int_at_least(0), default=6)
+    p.add_argument("--backoff", type=float_in(0, math.inf), default=1.0, help="first retry wait in seconds (doubles)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
     a = p.parse_args(argv)
+    check_outputs(folders=[a.out])
     if a.endpoint and not a.model_name:
         p.error("--endpoint needs --model-name")
     a.benchmarks = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
@@ -124,11 +126,12 @@ def read_items(out, bench):
     """All finished rows of a benchmark across part files, one per id (torn lines from a kill skipped)."""
     rows = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(out), f"{bench}.part*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:  # a bad byte spoils one row, not the run
             for line in f:
                 try:
                     row = json.loads(line)
-                    rows.setdefault(row["id"], row)
+                    if "correct" in row:  # a row without a result is not one of ours
+                        rows.setdefault(row["id"], row)
                 except (ValueError, KeyError, TypeError):
                     continue
     return list(rows.values())
@@ -160,10 +163,12 @@ def summarize_items(rows):
 
 def summarize(out):
     """summary of a run dir from its part files (the truth) and config.json (expected item counts)."""
-    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
+    cfg = read_json(os.path.join(out, "config.json"))
+    if not isinstance(cfg, dict):
+        raise RecordError(f"{os.path.join(out, 'config.json')}: not an eval.run config (a {type(cfg).__name__})")
     benches = {}
-    for bench, expected in cfg.get("items", {}).items():
+    items = cfg.get("items")
+    for bench, expected in (items if isinstance(items, dict) else {}).items():
         s = summarize_items(read_items(out, bench))
         s["n_expected"] = expected
         s["complete"] = s["n_done"] == expected
@@ -190,11 +195,12 @@ def open_run(a, counts):
            "temperature": a.temperature, "top_p": a.top_p, "max_tokens": a.max_tokens, "system": a.system,
            "seed": a.seed, "shuffle_options": a.shuffle_options, "items": {}}
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_json(path)
+        if not isinstance(old, dict):
+            raise RecordError(f"{path}: not an eval.run config (a {type(old).__name__}); use a new --out")
         diff = [k for k in RESULT_KEYS if old.get(k) != cfg[k]]
         if diff:
-            raise SystemExit(f"eval.run: {path} was started with different settings "
+            raise UsageError(f"{path} was started with different settings "
                              f"({', '.join(f'{k}: {old.get(k)!r} vs {cfg[k]!r}' for k in diff)}); use a new --out")
         cfg["items"] = old.get("items", {})
     cfg["items"].update(counts)
@@ -207,7 +213,7 @@ def open_run(a, counts):
 
 
 def load_items(bench, a):
-    """A benchmark's records, or SystemExit with one clear line. --skip-bad is suggested only when it
+    """A benchmark's records, or a UsageError with one clear line. --skip-bad is suggested only when it
     would work (the file loads with it and keeps most items); with it, a benchmark that loses more
     than half its items (or all) is refused rather than scored on what is left."""
     path = benchmark_path(bench, a.path.get(bench), a.data_dir)
@@ -225,13 +231,13 @@ def load_items(bench, a):
                     hint = f" (--skip-bad would skip {bad} of {kept + bad} items)"
             except RecordError:
                 pass  # not a per-item problem: skipping cannot help
-        raise SystemExit(f"eval.run: {bench}: {e}{hint}")
+        raise UsageError(f"{bench}: {e}{hint}") from None
     bad = stats.get("bad_lines", 0)
     total = len(recs) + bad
     if not recs or 2 * bad > total:
         why = f"{bad} of its {total} items are malformed" if total else "it holds no items"
         first = f" (first: {stats['first_bad']})" if stats.get("first_bad") else ""
-        raise SystemExit(f"eval.run: {bench}: {path}: {why}{first}; not scoring what is left: "
+        raise UsageError(f"{bench}: {path}: {why}{first}; not scoring what is left: "
                          f"check that the file is {bench}'s published layout")
     if bad:
         first = f"; first: {stats['first_bad']}" if stats.get("first_bad") else ""
@@ -239,6 +245,7 @@ def load_items(bench, a):
     return recs
 
 
+@command("eval.run")
 def main(argv=None):
     a = parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -258,7 +265,7 @@ def main(argv=None):
     try:
         client = make_client(endpoint=a.endpoint, model=a.model_name, model_dir=a.model, **client_kw)
     except ValueError as e:  # model.CheckpointError: a bad checkpoint dir, named in the message
-        raise SystemExit(f"eval.run: {e}")
+        raise UsageError(str(e)) from None
     open_run(a, {b: len(r) for b, r in data.items()})
     gen = dict(n=a.n, temperature=a.temperature, max_tokens=a.max_tokens)
     gen.update({k: v for k, v in (("top_p", a.top_p), ("seed", a.seed)) if v is not None})
@@ -270,8 +277,8 @@ def main(argv=None):
             run_step(client, mine, part_path(a.out, bench, rank), lambda r: prompts[r["id"]],
                      lambda r, outs, b=bench: make_row(r, outs, b, prompts[r["id"]]),
                      desc=f"{bench} [rank {rank}/{world}]", **gen)
-    except LLMError as e:
-        raise SystemExit(f"eval.run: {e}\nfinished items are saved in {a.out}; rerun the same command to resume")
+    except LLMError as e:  # a runtime failure: exit 1
+        fail(f"{e}; finished items are saved in {a.out}: rerun the same command to resume", "eval.run")
     finally:
         summary = summarize(a.out)
         write_json(os.path.join(a.out, "summary.json"), summary)

@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from eval.records import ArgumentParser, check_outputs, command, read_json
 from kg.readers import FILES, NONCOMMERCIAL, READERS, Ref, SourceError, verify
 
 TYPES = ["disease", "phenotype", "lab_finding", "imaging_finding", "inheritance", "onset", "drug", "drug_class",
@@ -386,10 +387,10 @@ class Graph:
             with np.load(p) as z:
                 return {k: z[k] for k in ("src", "dst", "rel", "freq", "prov", "attr")}
 
-        info = read("meta.json", lambda p: json.load(open(p)))
+        info = read("meta.json", read_json)
         if info.get("types") != TYPES or info.get("rels") != RELS:
             raise SourceError(f"{path}/meta.json: built by a different kg version (types/relations differ); rebuild")
-        nodes = read("nodes.json", lambda p: json.load(open(p)))
+        nodes = read("nodes.json", read_json)
         arrays = read("edges.npz", npz)
         n = len(nodes.get("ids", []))
         if len(arrays["src"]) and max(arrays["src"].max(), arrays["dst"].max()) >= n:
@@ -426,10 +427,12 @@ class Graph:
         return "\n".join(lines) + "\n"
 
 
+@command("kg.build", usage=(SourceError,))
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Sources: " + ", ".join(READERS) + ". SIDER is CC BY-NC-SA (non-commercial) "
-                                        "and is read only when named.")
+    ap = ArgumentParser(prog="python -m kg.build",
+                        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="Sources: " + ", ".join(READERS) + ". SIDER is CC BY-NC-SA (non-commercial) "
+                               "and is read only when named.")
     ap.add_argument("--kg-sources", default=None, help="folder with hpo/, disease-ontology/, hetionet-upstream/, "
                     "wikidata-medical/ (default: ../shared/kg-sources beside the repo, or $FLEMING_SHARED/kg-sources)")
     ap.add_argument("--sources", default=DEFAULT_SOURCES, help=f"comma-separated readers (default {DEFAULT_SOURCES})")
@@ -437,6 +440,7 @@ def main(argv=None):
                     help="a Wikidata-style disease JSONL file read in addition to the shared one (repeatable)")
     ap.add_argument("--out", required=True, help="output folder for nodes.json, edges.npz, meta.json, stats.md")
     args = ap.parse_args(argv)
+    check_outputs(folders=[args.out])
     root = args.kg_sources or os.path.join(os.environ.get("FLEMING_SHARED", os.path.join(
         os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared")), "kg-sources")
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
@@ -447,10 +451,9 @@ def main(argv=None):
         ap.error("--wikidata-diseases needs the wikidata source in --sources")
     extra = {"wikidata": {"extra_diseases": args.wikidata_diseases}}
     t0 = time.time()
-    try:
-        g = build(root, sources, extra=extra)
-    except SourceError as e:
-        sys.exit(f"error: {e}")
+    if not sources:
+        ap.error(f"argument --sources: no source named; choose from {', '.join(READERS)}")
+    g = build(root, sources, extra=extra)
     g.info["build_seconds"] = round(time.time() - t0, 1)
     if g.info["unverified_files"]:
         print("note: no MANIFEST.md checksum for " + ", ".join(g.info["unverified_files"]) + ": their "

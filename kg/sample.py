@@ -24,7 +24,8 @@ from collections import Counter, defaultdict
 import numpy as np
 from tqdm import tqdm
 
-from eval.records import append_jsonl, done_ids, drop_torn_tail, int_at_least, make_record, read_jsonl
+from eval.records import (ArgumentParser, UsageError, append_jsonl, check_outputs, command, drop_torn_tail,
+                          float_in, int_at_least, make_record, read_jsonl)
 from kg.build import FINDINGS, RELS, Graph, norm
 from kg.check import (HALLMARK_MAX, Checker, Question, audit, check_file, family_key, print_audit, same_concept,
                       shares_word, siblings)
@@ -473,9 +474,17 @@ def parse_mix(s, available):
         name, _, w = part.partition("=")
         name = name.strip()
         if name not in available:
-            raise SystemExit(f"error: unknown template {name!r}; choose from {sorted(available)}")
-        mix[name] = float(w) if w else 1.0
+            raise UsageError(f"--mix: unknown template {name!r}; choose from {sorted(available)}")
+        try:
+            mix[name] = float_in(0, math.inf)(w) if w else 1.0
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--mix: {name}={w}: {e}") from None
     return mix
+
+
+def parse_hops(text):
+    """An argparse type: comma-separated hop counts, e.g. 2,3."""
+    return {int_at_least(1)(h) for h in text.split(",")}
 
 
 # diagnosis_gene, diagnosis_inheritance and diagnosis_cause are left out by default: in kg/REVIEW.md 14 of 35, 1 of 8
@@ -548,18 +557,22 @@ def to_record(g, q, options, i, seed, split="train"):
                        letters[options.index(q.answer)], None, meta)
 
 
+@command("kg.sample", usage=(SourceError,))
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m kg.sample",
+                        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--graph", help="folder written by python -m kg.build (not needed for --audit)")
     ap.add_argument("--out", help="output JSONL (appended to; ids already there are skipped, so a rerun resumes)")
     ap.add_argument("--n", type=int_at_least(1), default=1000, help="number of questions (an index that yields none is skipped)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--options", type=int_at_least(2), default=5, help="options per question (answer + distractors)")
     ap.add_argument("--mix", default=DEFAULT_MIX, help=f"template=weight list (default {DEFAULT_MIX})")
-    ap.add_argument("--hops", default=None, help="keep only templates with these hop counts, e.g. 2,3")
-    ap.add_argument("--alpha", type=float, default=1.0, help="rarity weight: focus drawn with prob ~ (degree+1)^-alpha")
-    ap.add_argument("--rare-boost", type=float, default=8.0, help="extra weight for rare diseases (DO rare slim, "
-                    "Orphanet); --alpha 0 --rare-boost 1 draws uniformly")
+    ap.add_argument("--hops", type=parse_hops, default=None, help="keep only templates with these hop counts, e.g. 2,3")
+    ap.add_argument("--alpha", type=float_in(-math.inf, math.inf), default=1.0,
+                    help="rarity weight: focus drawn with prob ~ (degree+1)^-alpha")
+    ap.add_argument("--rare-boost", type=float_in(0, math.inf, open_low=True), default=8.0,
+                    help="extra weight for rare diseases (DO rare slim, Orphanet); --alpha 0 --rare-boost 1 draws "
+                         "uniformly")
     ap.add_argument("--split", default="train")
     ap.add_argument("--stats", default=None, help="Markdown stats report (default: OUT with .stats.md)")
     ap.add_argument("--check", default=None, help="instead of generating, re-check this JSONL against the graph")
@@ -570,25 +583,25 @@ def main(argv=None):
         return
     if not args.graph:
         ap.error("--graph is required unless --audit is given")
-    try:
-        g = Graph.load(args.graph)
-    except SourceError as e:
-        sys.exit(f"error: {e}")
+    g = Graph.load(args.graph)
     if args.check:
         n, bad = check_file(g, args.check)
         print(f"{n} questions checked, {sum(bad.values())} fail" + "".join(f"\n  {k}: {v}" for k, v in bad.items()))
         sys.exit(1 if bad else 0)
     if not args.out:
         ap.error("--out is required when generating")
-    s = Sampler(g, alpha=args.alpha, rare_boost=args.rare_boost)
+    stats = args.stats or os.path.splitext(args.out)[0] + ".stats.md"
+    check_outputs(files=[args.out, stats])
     mix = parse_mix(args.mix, Sampler.TEMPLATES)
+    s = Sampler(g, alpha=args.alpha, rare_boost=args.rare_boost)
     if "sider" not in g.info.get("sources", []):
         mix.pop("side_effect", None)  # no side-effect edges without the (opt-in) SIDER source
-    hops = {int(h) for h in args.hops.split(",")} if args.hops else None
+    hops = args.hops
+    have_before = list(read_jsonl(args.out, torn_tail=True)) if os.path.exists(args.out) else []  # checked first:
+    seen = {content_key(r, args.out) for r in have_before}  # a wrong --out is refused before it is touched
+    done = {r["id"] for r in have_before}
     if drop_torn_tail(args.out):
         print(f"{args.out}: dropped a half-written last line (a killed run); resuming")
-    done = done_ids(args.out)
-    seen = {r["meta"]["content_key"] for r in read_jsonl(args.out)} if done else set()
     failed, batch, have = 0, [], len(done)
     bar = tqdm(total=args.n, initial=min(have, args.n), desc="questions")
     for i in range(2 * args.n):  # index i gives question i or nothing; go on until n questions exist
@@ -619,12 +632,21 @@ def main(argv=None):
     append_jsonl(args.out, batch)
     bar.close()
     recs = list(read_jsonl(args.out))
-    stats = args.stats or os.path.splitext(args.out)[0] + ".stats.md"
-    with open(stats, "w") as f:
+    with open(stats + ".tmp", "w") as f:  # replaced whole: a kill leaves the old report or the new one
         f.write(stats_markdown(g, s, recs, mix))
+    os.replace(stats + ".tmp", stats)
     print(f"{len(recs)} questions in {args.out} ({failed} indices gave no question); stats -> {stats}")
     if have < args.n:
         print(f"warning: only {have} of {args.n} questions could be drawn with this mix", file=sys.stderr)
+
+
+def content_key(rec, path):
+    """The content key of a question already in --out; a record without one means --out is another file."""
+    key = rec["meta"].get("content_key")
+    if not isinstance(key, str):
+        raise UsageError(f"{path}: record {rec['id']!r} has no meta.content_key: not a kg.sample output "
+                         "(give --out a new file, or the one this command wrote)")
+    return key
 
 
 def stats_markdown(g, s, recs, mix):

@@ -13,13 +13,11 @@ only, until the held-out share is reached; a group larger than `max_group` of al
 such as "Autosomal recessive" shared by a tenth of a template) stays in training rather than swamp the
 held-out set. Writes train.jsonl and held.jsonl (records unchanged but for "split").
 """
-import argparse
 import hashlib
 import os
-import sys
 from collections import defaultdict
 
-from eval.records import RecordError, read_jsonl, write_jsonl
+from eval.records import ArgumentParser, RecordError, check_outputs, command, float_in, read_jsonl, write_jsonl
 
 
 def split_key(rec):
@@ -60,18 +58,23 @@ def check_leak(train, held):
     return [r["id"] for r in held if split_key(r) in seen]
 
 
+@command("kg.split")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m kg.split", description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", required=True, help="kg.sample questions (JSONL)")
     ap.add_argument("--out", required=True, help="folder for train.jsonl and held.jsonl")
-    ap.add_argument("--held", type=float, default=0.2, help="share of questions held out")
+    ap.add_argument("--held", type=float_in(0, 1, open_low=True, open_high=True), default=0.2,
+                    help="share of questions held out")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-group", type=float, default=0.02, help="largest answer group that may be held out (share)")
+    ap.add_argument("--max-group", type=float_in(0, 1), default=0.02,
+                    help="largest answer group that may be held out (share)")
     a = ap.parse_args(argv)
+    check_outputs(folders=[a.out])
+    recs = list(read_jsonl(a.records))
     try:
-        train, held = split_records(list(read_jsonl(a.records)), a.held, a.seed, a.max_group)
-    except (RecordError, ValueError, OSError) as e:
-        sys.exit(f"error: {a.records}: {e}")
+        train, held = split_records(recs, a.held, a.seed, a.max_group)
+    except (RecordError, TypeError) as e:  # valid records, but not kg.sample questions (meta fields)
+        raise RecordError(f"{a.records}: {e}") from None
     assert not check_leak(train, held)
     os.makedirs(a.out, exist_ok=True)
     write_jsonl(os.path.join(a.out, "train.jsonl"), train)

@@ -16,16 +16,15 @@ composition (template, anchor): every one-hop question is in training (the knowl
 share of the 2- and 3-hop compositions is held out whole, so a held-out question asks facts the model saw in a
 chain it was never asked (check_split proves it). Hard = 3 hops.
 """
-import argparse
 import hashlib
 import json
 import os
 import random
 import re
-import sys
 from collections import Counter
 
-from eval.records import make_record, write_jsonl
+from eval.records import ArgumentParser, UsageError, check_outputs, command, make_record, write_jsonl
+from kg.readers import SourceError
 
 # template -> (anchor kind, hops). hops name the functional relations of the world (RELATION); "finding" asks
 # for one of the disease's findings that the stem does not state.
@@ -327,10 +326,11 @@ def write(world, out, seed=0, held=0.6, n_options=5):
     return fs, train, test
 
 
+@command("kg.world", usage=(SourceError,))
 def main(argv=None):
     from kg.build import Graph
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m kg.world", description=__doc__.split("\n\n")[0])
     ap.add_argument("--graph", required=True, help="a kg.build folder")
     ap.add_argument("--out", required=True, help="folder for world.json, facts.jsonl, train.jsonl, held.jsonl")
     ap.add_argument("--diseases", type=int, default=100, help="diseases in the world (0: every one that qualifies)")
@@ -338,10 +338,11 @@ def main(argv=None):
     ap.add_argument("--options", type=int, default=5, help="options per question (>= 2)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    check_outputs(folders=[a.out])
     if a.diseases == 1 or a.diseases < 0 or a.options < 2 or not 0 < a.held < 1:
         ap.error("--diseases must be 0 (all) or >= 2, --options >= 2, --held strictly between 0 and 1")
     if not os.path.exists(os.path.join(a.graph, "meta.json")):
-        sys.exit(f"error: --graph {a.graph}: no kg.build graph there (meta.json missing)")
+        raise UsageError(f"--graph {a.graph}: no kg.build graph there (meta.json missing)")
     world = build_world(Graph.load(a.graph), a.diseases, a.seed)
     fs, train, test = write(world, a.out, a.seed, a.held, a.options)
     hops = Counter(r["meta"]["hops"] for r in test)

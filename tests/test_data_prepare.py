@@ -14,6 +14,17 @@ from eval.loaders import load_benchmark
 from test_data_verify import ROOT, ChatServer
 
 
+def usage_error(capsys, argv):
+    """main(argv) must stop with exit code 2 and one line on stderr; returns that line. (These exits were code 1
+    with the message as the exit status.)"""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("data.prepare: error: ") and err.count("\n") == 1, err
+    return err
+
+
 def test_help():
     r = subprocess.run([sys.executable, "-m", "data.prepare", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "--skip-bad" in r.stdout and "FORMAT[:SPLIT]=PATH" in r.stdout
@@ -82,7 +93,7 @@ def test_end_to_end_real_files_and_resume(shared, tmp_path, capsys):
     assert first == {k: open(os.path.join(o, f"{k}.jsonl")).read() for k in ("sft", "rl", "val")}
 
 
-def test_malformed_line_stops_with_file_line_or_is_skipped(shared, tmp_path):
+def test_malformed_line_stops_with_file_line_or_is_skipped(shared, tmp_path, capsys):
     src = tmp_path / "medqa_bad.jsonl"
     lines = open(shared / "data/medqa/medqa_train_small.jsonl").read().splitlines()[:6]
     lines[2] = lines[2][:40]  # truncated JSON on line 3
@@ -90,9 +101,8 @@ def test_malformed_line_stops_with_file_line_or_is_skipped(shared, tmp_path):
     src.write_text("\n".join(lines) + "\n")
     args = ["--out", str(tmp_path / "o"), "--source", f"medqa:train={src}", "--bench", "medqa",
             "--data-dir", str(shared / "data"), "--steps", "convert,filter"]
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert f"{src}:3: invalid JSON" in str(e.value.code)
+    err = usage_error(capsys, args)
+    assert f"{src}:3: invalid JSON" in err
     main(args + ["--skip-bad"])
     st = json.load(open(tmp_path / "o" / "01_convert.jsonl.stats.json"))["stats"]
     assert st["bad_lines:convert"] == 2 and st["count:convert:medqa"] == 4
@@ -160,9 +170,8 @@ def test_named_benchmarks_add_to_defaults_missing_ones_fail(shared, tmp_path, ca
     src = records_file(tmp_path / "train.jsonl", train)
     args = ["--out", str(tmp_path / "o"), "--source", f"records={src}", "--data-dir", d, "--bench", f"own={own}",
             "--val-frac", "0"]
-    with pytest.raises(SystemExit) as e:  # the held-out benchmarks are not in shared/data
-        main(args)
-    assert "medxpertqa" in str(e.value.code) and "--allow-missing-bench" in str(e.value.code)
+    err = usage_error(capsys, args)  # the held-out benchmarks are not in shared/data
+    assert "medxpertqa" in err and "--allow-missing-bench" in err
     main(args + ["--allow-missing-bench"])
     md = open(tmp_path / "o" / "report.md").read()
     first = md.splitlines()[0]
@@ -176,10 +185,9 @@ def test_named_benchmarks_add_to_defaults_missing_ones_fail(shared, tmp_path, ca
     # an empty benchmark file is an error too
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "o2"), "--source", f"records={src}", "--data-dir", d,
+    err = usage_error(capsys, ["--out", str(tmp_path / "o2"), "--source", f"records={src}", "--data-dir", d,
               "--bench", f"own={empty}", "--bench-only"])
-    assert "empty.jsonl" in str(e.value.code) and "no item" in str(e.value.code)
+    assert "empty.jsonl" in err and "no item" in err
 
 
 def test_rerun_with_changed_arguments_reruns_the_step(shared, tmp_path, capsys):
@@ -214,22 +222,33 @@ def test_rerun_with_changed_arguments_reruns_the_step(shared, tmp_path, capsys):
     assert "[filter] done before" not in log and "[convert] done before" in log and len(pool()) == 6
 
 
-def test_records_without_id_or_source_and_json_with_trailing_data(shared, tmp_path):
+def test_records_without_id_or_source_and_json_with_trailing_data(shared, tmp_path, capsys):
     d = str(shared / "data")
     recs = copies(shared)[:4]
     recs[1] = {k: v for k, v in recs[1].items() if k != "id"}
     recs[2] = {**recs[2], "source": ""}
     src = records_file(tmp_path / "r.jsonl", recs)
     args = ["--out", str(tmp_path / "o"), "--data-dir", d, "--source", f"records={src}", "--steps", "convert"]
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert f"{src}:2: no id" in str(e.value.code)
+    err = usage_error(capsys, args)
+    assert f"{src}:2: no id" in err
     main(args + ["--skip-bad"])
     st = json.load(open(tmp_path / "o" / "01_convert.jsonl.stats.json"))["stats"]
     assert st["bad_lines:convert"] == 2 and st["count:convert:web"] == 2
     raw = json.loads((shared / "data/huatuogpt_o1_demo/demo_data.json").read_text())[:3]
     bad = tmp_path / "demo.json"
     bad.write_text(json.dumps(raw, indent=1) + "\n" + json.dumps(raw[:1]) + "\n")
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "o3"), "--data-dir", d, "--source", f"huatuo:train={bad}", "--steps", "convert"])
-    assert f"{bad}:" in str(e.value.code) and "JSON Lines?" in str(e.value.code)
+    err = usage_error(capsys, ["--out", str(tmp_path / "o3"), "--data-dir", d, "--source", f"huatuo:train={bad}",
+                               "--steps", "convert"])
+    assert f"{bad}:" in err and "JSON Lines?" in err
+
+
+def test_source_without_path_or_on_a_folder_is_one_line(shared, tmp_path, capsys):
+    """--source medqa (no =PATH) was an IsADirectoryError traceback (the data dir itself was opened, as was a
+    folder given as PATH); an unknown FORMAT exited 1. All stop before anything is written under --out."""
+    d, o = str(shared / "data"), tmp_path / "o"
+    base = ["--out", str(o), "--data-dir", d, "--steps", "convert"]
+    assert "--source medqa: no =PATH; use FORMAT[:SPLIT]=PATH" in usage_error(capsys, base + ["--source", "medqa"])
+    assert f"{tmp_path}: a directory, not a data file" in usage_error(capsys, base + ["--source", f"medqa={tmp_path}"])
+    assert "unknown FORMAT 'medqb'" in usage_error(capsys, base + ["--source", "medqb=medqa/medqa_train_small.jsonl"])
+    assert "argument --min-options: 1: must be >= 2" in usage_error(capsys, base + ["--min-options", "1"])
+    assert not o.exists()

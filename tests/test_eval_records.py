@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from eval.records import (RecordError, append_jsonl, done_ids, drop_torn_tail, int_at_least, iter_jsonl, make_record,
-                          read_jsonl, validate_record)
+from eval.records import (ArgumentParser, RecordError, append_jsonl, command, done_ids, drop_torn_tail, float_in,
+                          int_at_least, iter_jsonl, make_record, read_json, read_jsonl, read_text, validate_record)
 
 
 def good():
@@ -90,3 +90,55 @@ def test_int_at_least_is_a_one_line_usage_error(capsys):
         with pytest.raises(SystemExit) as e:
             ap.parse_args(["--n", bad])
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_read_json_names_file_and_line_for_every_kind_of_bad_file(tmp_path):
+    """Whole-file JSON was read with open() + json.load in three places (eval.loaders' PubMedQA test ids,
+    data.decontam, eval.run's config): a non-UTF-8 byte was a UnicodeDecodeError traceback and a folder an
+    IsADirectoryError; now each is one RecordError line naming the file (and the line)."""
+    p = tmp_path / "x.json"
+    p.write_bytes(b'{"a": 1,\n "b": "caf\xe9"}\n')
+    with pytest.raises(RecordError, match=r"x\.json:2: invalid UTF-8 at byte 10"):
+        read_json(p)
+    cases = [(b'{"a": 1}\n{"a": 2}\n', r"x\.json:2: data after the end of the JSON value \(JSON Lines\?"),
+             (b'{"a": [1, 2', r"x\.json:1: invalid JSON"), (b"  \n", r"x\.json: empty file, not JSON")]
+    for raw, msg in cases:
+        p.write_bytes(raw)
+        with pytest.raises(RecordError, match=msg):
+            read_json(p)
+    p.write_bytes(b'\xef\xbb\xbf{"a": 1}')  # a BOM, as spreadsheet exports write
+    assert read_json(p) == {"a": 1}
+    with pytest.raises(RecordError, match="a directory, not a JSON file"):
+        read_json(tmp_path)
+    with pytest.raises(RecordError, match="nope.json: file not found"):
+        read_text(tmp_path / "nope.json")
+    with pytest.raises(RecordError, match="nope.jsonl: file not found"):  # was a FileNotFoundError traceback
+        list(iter_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_command_turns_user_mistakes_into_one_line_and_exit_2(tmp_path, capsys):
+    """The shared contract of every data/kg/eval entry point: bad input or a path that cannot be written is exit 2
+    and one line 'PROG: error: ...'; another OSError is exit 1, one line; argparse's errors lose the usage
+    block (several lines before)."""
+    @command("x.tool")
+    def main(argv=None):
+        ap = ArgumentParser(prog="python -m x.tool")
+        ap.add_argument("--share", type=float_in(0, 1, open_low=True))
+        ap.add_argument("--raise", dest="what")
+        a = ap.parse_args(argv)
+        if a.what == "record":
+            raise RecordError("in.jsonl:3: invalid JSON\nsecond line")
+        if a.what == "folder":
+            open(tmp_path, "w")
+        raise OSError(28, "No space left on device", str(tmp_path / "out"))
+
+    for argv, code, msg in ((["--raise", "record"], 2, "x.tool: error: in.jsonl:3: invalid JSON; second line"),
+                            (["--raise", "folder"], 2, f"x.tool: error: {tmp_path}: Is a directory"),
+                            (["--raise", "disk"], 1, f"x.tool: error: {tmp_path / 'out'}: No space left on device"),
+                            (["--share", "0"], 2, "x.tool: error: argument --share: 0: must be in (0, 1] (see --help)"),
+                            (["--share", "nan"], 2, "argument --share: nan: must be in (0, 1]"),
+                            (["--bogus"], 2, "x.tool: error: unrecognized arguments: --bogus")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == code and err.count("\n") == 1 and msg in err, (argv, err)

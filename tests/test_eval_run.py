@@ -186,27 +186,36 @@ def test_n_samples_majority_vote_and_pass_at_k(shared, tmp_path, capsys):
     assert re.search(r"\| fake \| MMLU-Pro Bio \| 12/12 \| 4 \|", capsys.readouterr().out)
 
 
+def stops(capsys, argv, code=2):
+    """run.main(argv) must stop with `code` (2: a usage error, 1: a runtime failure) and one line on stderr,
+    "eval.run: error: ..."; returns that line. (These were SystemExit(message): exit code 1 for both kinds.)"""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run.main(argv)
+    err = capsys.readouterr().err.splitlines()[-1:] or [""]
+    assert e.value.code == code and err[0].startswith("eval.run: error: "), (e.value.code, err)
+    return err[0]
+
+
 def test_cli_errors_are_one_clear_line(shared, tmp_path, capsys):
-    with pytest.raises(SystemExit, match=f"eval.run: {tmp_path}: no tokenizer"):  # not a checkpoint dir
-        run.main(["--benchmarks", "medqa", "--model", str(tmp_path), "--out", str(tmp_path / "r")])
+    err = stops(capsys, ["--benchmarks", "medqa", "--model", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert f"eval.run: error: {tmp_path}: no tokenizer" in err  # not a checkpoint dir
     assert not (tmp_path / "r").exists()
-    with pytest.raises(SystemExit, match=r"cmexam\.jsonl:5332: .*--skip-bad"):
-        run.main(["--benchmarks", "cmexam", "--endpoint", "http://127.0.0.1:9", "--model-name", "m",
-                  "--out", str(tmp_path / "r"), "--data-dir", str(DATA)])
-    with pytest.raises(SystemExit):
-        run.main(["--benchmarks", "nope", "--endpoint", "http://x", "--model-name", "m", "--out", str(tmp_path)])
-    assert "unknown benchmark" in capsys.readouterr().err
+    assert re.search(r"cmexam\.jsonl:5332: .*--skip-bad", stops(capsys, [
+        "--benchmarks", "cmexam", "--endpoint", "http://127.0.0.1:9", "--model-name", "m",
+        "--out", str(tmp_path / "r"), "--data-dir", str(DATA)]))
+    assert "unknown benchmark" in stops(capsys, ["--benchmarks", "nope", "--endpoint", "http://x", "--model-name", "m",
+                                                 "--out", str(tmp_path)])
     recs = items("medqa", 3)
     with ChatServer(respond_for(recs)) as srv:
         base = ["--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m", "--out", str(tmp_path / "r"),
                 "--limit", "3", "--data-dir", str(DATA)]
         run.main(base)
-        with pytest.raises(SystemExit, match=r"different settings \(temperature: 0.0 vs 0.7\)"):
-            run.main(base + ["--temperature", "0.7"])
-    with ChatServer(respond_for(recs), fail=lambda k, a: 401) as srv:
-        with pytest.raises(SystemExit, match=r"(?s)HTTP 401.*rerun the same command to resume"):
-            run.main(["--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m",
-                      "--out", str(tmp_path / "r2"), "--limit", "3", "--data-dir", str(DATA), "--backoff", "0.001"])
+        assert "different settings (temperature: 0.0 vs 0.7)" in stops(capsys, base + ["--temperature", "0.7"])
+    with ChatServer(respond_for(recs), fail=lambda k, a: 401) as srv:  # a runtime failure: exit 1, still one line
+        assert re.search(r"HTTP 401.*rerun the same command to resume", stops(capsys, [
+            "--benchmarks", "medqa", "--endpoint", srv.url, "--model-name", "m", "--out", str(tmp_path / "r2"),
+            "--limit", "3", "--data-dir", str(DATA), "--backoff", "0.001"], code=1))
 
 
 @pytest.mark.slow
@@ -251,19 +260,16 @@ def test_skip_bad_refuses_a_mostly_malformed_benchmark_and_is_suggested_only_whe
     with ChatServer(respond_for(recs)) as srv:
         for n_bad in (3, 5):  # most or all items malformed: an error, even with --skip-bad, and nothing is asked
             path = write(n_bad)
-            with pytest.raises(SystemExit) as e:
-                run.main(argv(path, f"r{n_bad}", "--skip-bad"))
-            assert re.fullmatch(rf"eval\.run: medqa: {re.escape(str(path))}: {n_bad} of its 5 items are malformed "
-                                rf"\(first: {re.escape(str(path))}:1: answer_idx 'Q' is not among the options .*\); "
-                                r"not scoring what is left: .*", e.value.code)
-            with pytest.raises(SystemExit) as e:  # without --skip-bad: the first bad line, no false hope
-                run.main(argv(path, f"r{n_bad}"))
-            assert e.value.code.startswith(f"eval.run: medqa: {path}:1: answer_idx 'Q'")
-            assert "skip-bad" not in e.value.code
+            assert re.fullmatch(rf"eval\.run: error: medqa: {re.escape(str(path))}: {n_bad} of its 5 items are "
+                                rf"malformed \(first: {re.escape(str(path))}:1: answer_idx 'Q' is not among the "
+                                r"options .*\); not scoring what is left: .*",
+                                stops(capsys, argv(path, f"r{n_bad}", "--skip-bad")))
+            err = stops(capsys, argv(path, f"r{n_bad}"))  # without --skip-bad: the first bad line, no false hope
+            assert err.startswith(f"eval.run: error: medqa: {path}:1: answer_idx 'Q'") and "skip-bad" not in err
         assert not srv.log and not (tmp_path / "r3").exists()
         path = write(2)
-        with pytest.raises(SystemExit, match=r"medqa_2\.jsonl:1: .*\(--skip-bad would skip 2 of 5 items\)$"):
-            run.main(argv(path, "r2"))
+        assert re.search(r"medqa_2\.jsonl:1: .*\(--skip-bad would skip 2 of 5 items\)$",
+                         stops(capsys, argv(path, "r2")))
         capsys.readouterr()
         run.main(argv(path, "r2", "--skip-bad"))  # 2 of 5 dropped: scored on the 3 left, and said so
         assert re.search(rf"medqa: skipped 2 malformed item\(s\) of 5; first: {re.escape(str(path))}:1: ",
@@ -274,9 +280,8 @@ def test_skip_bad_refuses_a_mostly_malformed_benchmark_and_is_suggested_only_whe
         cut = tmp_path / "ori_pqal.json"
         cut.write_text((DATA / "pubmedqa/ori_pqal.json").read_text()[:5000])
         for bench, path in (("pubmedqa", cut), ("medqa", tmp_path / "nope.jsonl")):
-            with pytest.raises(SystemExit) as e:
-                run.main(argv(path, "r9", bench=bench))
-            assert str(path) in e.value.code and "skip-bad" not in e.value.code
+            err = stops(capsys, argv(path, "r9", bench=bench))
+            assert str(path) in err and "skip-bad" not in err
 
 
 def test_shuffle_options_moves_gold_with_its_option_and_warns_on_skew(tmp_path, capsys):
@@ -311,8 +316,9 @@ def test_shuffle_options_moves_gold_with_its_option_and_warns_on_skew(tmp_path, 
     assert all(r["correct"] for r in rows.values())
     _, asked = go("by_text", by_text, "--shuffle-options", "5")  # same seed: a resume, nothing asked again
     assert asked == 0
-    with pytest.raises(SystemExit, match=r"different settings \(shuffle_options: 5 vs 6\)"):
+    with pytest.raises(SystemExit) as e:
         go("by_text", by_text, "--shuffle-options", "6")
+    assert e.value.code == 2 and "different settings (shuffle_options: 5 vs 6)" in capsys.readouterr().err
 
 
 def test_limit_zero_is_a_usage_error(tmp_path, capsys):

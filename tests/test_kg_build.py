@@ -18,6 +18,17 @@ def small(shared):
     return build(str(shared / "kg-sources"), ["hpo", "do", "drugcentral", "hsdn", "wikidata"], hpo_diseases=DISEASES)
 
 
+
+def usage_error(capsys, argv):
+    """main(argv) must stop with exit code 2 and one line on stderr (a bad source file is bad input); returns that
+    line. (These were SystemExit(message): exit code 1.)"""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("kg.build: error: ") and err.count("\n") == 1, err
+    return err
+
 def test_names():
     assert norm("Alzheimer's disease") == norm("alzheimer\u2019s  Disease") == "alzheimers disease"
     assert display("ACROPECTOROVERTEBRAL DYSPLASIA, F-FORM OF") == "Acropectorovertebral dysplasia, f-form of"
@@ -84,12 +95,10 @@ def test_cli_help_and_bad_file(shared, tmp_path, capsys):
     lines = src.read_text().splitlines(keepends=True)[:12]
     lines[9] = lines[9].replace("DOID:", "D0ID:")
     dst.write_text("".join(lines))
-    with pytest.raises(SystemExit) as e:
-        main(["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
-    assert "symptoms-DO.tsv:10: bad DOID" in str(e.value.code)
-    with pytest.raises(SystemExit) as e:
-        main(["--kg-sources", str(tmp_path / "kg"), "--sources", "hpo", "--out", str(tmp_path / "o")])
-    assert "hp.obo: file not found" in str(e.value.code)
+    err = usage_error(capsys, ["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
+    assert "symptoms-DO.tsv:10: bad DOID" in err
+    err = usage_error(capsys, ["--kg-sources", str(tmp_path / "kg"), "--sources", "hpo", "--out", str(tmp_path / "o")])
+    assert "hp.obo: file not found" in err
     lines[9] = src.read_text().splitlines(keepends=True)[9]
     dst.write_text("".join(lines))
     main(["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
@@ -138,33 +147,30 @@ def _cut(path, keep, before=None):
     path.write_bytes(b"".join(lines[:n]))
 
 
-def test_truncated_source_fails_on_the_manifest_checksum(shared, tmp_path):
+def test_truncated_source_fails_on_the_manifest_checksum(shared, tmp_path, capsys):
     d = _hpo_copy(shared, tmp_path)
     _cut(d / "phenotype.hpoa", 0.5)
-    with pytest.raises(SystemExit) as e:
-        main(["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
-    assert "phenotype.hpoa: sha256" in str(e.value.code) and "MANIFEST.md" in str(e.value.code)
+    err = usage_error(capsys, ["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
+    assert "phenotype.hpoa: sha256" in err and "MANIFEST.md" in err
     assert not (tmp_path / "o").exists()
 
 
-def test_truncated_ontology_without_manifest_fails_on_dropped_rows(shared, tmp_path):
+def test_truncated_ontology_without_manifest_fails_on_dropped_rows(shared, tmp_path, capsys):
     d = _hpo_copy(shared, tmp_path, manifest=False)
     _cut(d / "hp.obo", 0.25, before=b"[Term]\n")
-    with pytest.raises(SystemExit) as e:
-        main(["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
-    assert "annotations name HPO ids missing from" in str(e.value.code) and "truncated" in str(e.value.code)
+    err = usage_error(capsys, ["--kg-sources", str(tmp_path / "src"), "--sources", "hpo", "--out", str(tmp_path / "o")])
+    assert "annotations name HPO ids missing from" in err and "truncated" in err
 
 
-def test_invalid_utf8_names_file_and_line(shared, tmp_path):
+def test_invalid_utf8_names_file_and_line(shared, tmp_path, capsys):
     src = shared / "kg-sources" / "hetionet-upstream" / "hsdn" / "symptoms-DO.tsv"
     dst = tmp_path / "kg" / "hetionet-upstream" / "hsdn" / "symptoms-DO.tsv"
     dst.parent.mkdir(parents=True)
     lines = src.read_bytes().splitlines(keepends=True)[:40]
     lines[29] = lines[29].replace(b"a", b"\xff", 1)
     dst.write_bytes(b"".join(lines))
-    with pytest.raises(SystemExit) as e:
-        main(["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
-    assert "symptoms-DO.tsv:30: not valid UTF-8" in str(e.value.code)
+    err = usage_error(capsys, ["--kg-sources", str(tmp_path / "kg"), "--sources", "hsdn", "--out", str(tmp_path / "o")])
+    assert "symptoms-DO.tsv:30: not valid UTF-8" in err
 
 
 KILL_DURING_SAVE = """

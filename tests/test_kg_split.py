@@ -80,6 +80,9 @@ def test_cli_writes_both_files_and_names_a_bad_input(questions, tmp_path, capsys
     bad = tmp_path / "bad.jsonl"
     rec = dict(questions[0], meta={})
     bad.write_text(json.dumps(rec) + "\n")
-    with pytest.raises(SystemExit) as e:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # a usage error: exit 2 (it was 1) and one line naming the file
         main(["--records", str(bad), "--out", str(tmp_path / "x")])
-    assert "bad.jsonl" in str(e.value) and "answer_id" in str(e.value)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("kg.split: error: ")
+    assert "bad.jsonl" in err and "answer_id" in err

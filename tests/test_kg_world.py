@@ -88,15 +88,16 @@ def test_split_holds_out_whole_multi_hop_compositions(world):
     assert {r["id"] for r in W.split(recs, 0.6, 4)[1]} != {r["id"] for r in held}
 
 
-def test_write_and_cli(tmp_path, graph, world):
+def test_write_and_cli(tmp_path, graph, world, capsys):
     fs, train, held = W.write(world, str(tmp_path / "w"), seed=3)
     for name in ("world.json", "facts.jsonl", "train.jsonl", "held.jsonl"):
         assert (tmp_path / "w" / name).exists()
     assert len(fs) > 10 * len(world["diseases"])
-    with pytest.raises(SystemExit):
-        W.main(["--graph", str(tmp_path), "--out", str(tmp_path / "x")])  # no graph there
-    with pytest.raises(SystemExit):
-        W.main(["--graph", str(tmp_path), "--out", str(tmp_path / "x"), "--options", "1"])
+    for bad in ([], ["--options", "1"]):  # no graph there (exit 1 before); --options 1: one line, not the usage block
+        with pytest.raises(SystemExit) as e:
+            W.main(["--graph", str(tmp_path), "--out", str(tmp_path / "x")] + bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("kg.world: error: "), err
 
 
 def test_shuffle_options_moves_the_answer_with_its_text():
