@@ -1,0 +1,339 @@
+"""The command-line contract of every data/kg/eval entry point (issue 24): a user mistake (a bad argument, an input
+file that is missing, a folder, empty, garbage, truncated or of the wrong shape, an output path that cannot be
+written) ends with exit code 2 and one line "PROG: error: ..."; nothing is half-written over an existing output.
+
+test_fuzz_* call each main() in-process on seeded malformed invocations (an interpreter per case would cost a
+second each); test_real_processes_* run one bad invocation of each entry point as a real process, for the exit
+code and stderr a shell sees. test_kill_9_* kills a resumable writer at 20 seeded moments."""
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from eval.records import make_record
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD_NUMBERS = ["-1", "0", "-0.5", "nan", "inf", "abc", "", "1e999"]
+
+
+# ----------------------------------------------------------------------------- a workspace of real and bad files
+
+class Answers:
+    """A loopback OpenAI-style server that answers every request "<answer>A</answer>" (and Easy)."""
+
+    def __enter__(self):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                text = "<difficulty>Easy</difficulty> <answer>A</answer>"
+                data = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": text}}
+                                               for i in range(body.get("n", 1))]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def records(n=6):
+    return [make_record(f"q{i}", "web" if i % 2 else "book", "train", f"Which drug treats condition number {i} of "
+                        f"the fictional ward {i * 7}?", [f"drug {i}", f"drug {i + 1}", f"drug {i + 2}"], "ABC"[i % 3])
+            for i in range(n)]
+
+
+def write_lines(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, shared):
+    """Good inputs of each layout, bad files of every kind, and outputs that already exist."""
+    d = tmp_path_factory.mktemp("cli")
+    good = write_lines(d / "good.jsonl", records())
+    write_lines(d / "bench.jsonl", records(3)[:1])
+    medqa = shared / "data/medqa/medqa_train_small.jsonl"
+    (d / "medqa.jsonl").write_text("".join(medqa.read_text().splitlines(keepends=True)[:4]))
+    (d / "folder").mkdir()
+    (d / "empty.jsonl").write_text("")
+    (d / "garbage.bin").write_bytes(random.Random(0).randbytes(3000))
+    text = good.read_text()
+    (d / "truncated.jsonl").write_text(text[: len(text) // 2 + 7])
+    wrong = [dict(r) for r in records(3)]
+    wrong[0]["options"], wrong[1]["answer"], wrong[2]["question"] = "A, B", 3, ["a list"]
+    write_lines(d / "wrong_types.jsonl", wrong)
+    (d / "latin1.jsonl").write_bytes(text.encode().replace(b"drug 1", b"dr\xfcg 1"))
+    (d / "list.jsonl").write_text(json.dumps(records(2)) + "\n")
+    (d / "a_file").write_text("not a folder\n")
+    hsdn = d / "kg/hetionet-upstream/hsdn/symptoms-DO.tsv"  # the shared layout, cut short: a graph in a second
+    hsdn.parent.mkdir(parents=True)
+    src = shared / "kg-sources/hetionet-upstream/hsdn/symptoms-DO.tsv"
+    hsdn.write_text("".join(src.read_text().splitlines(keepends=True)[:60]))
+    from kg.build import build
+    build(str(d / "kg"), ["hsdn"]).save(d / "graph")
+    kg_questions(d)
+    eval_run_dir(d)
+    write_lines(d / "out.jsonl", records(2))  # outputs that already exist: a failed run must leave them alone
+    (d / "outdir").mkdir()
+    write_lines(d / "outdir" / "train.jsonl", records(1))
+    return d
+
+
+def kg_questions(d):
+    """kg.split's input: questions with the meta fields kg.sample writes (template, answer_id)."""
+    rows = [dict(r, meta={"template": "diagnosis", "answer_id": f"DOID:{i % 4}"}) for i, r in enumerate(records(12))]
+    write_lines(d / "questions.jsonl", rows)
+
+
+def eval_run_dir(d):
+    from eval.run import main
+    with Answers() as srv:
+        main(["--benchmarks", "medqa", "--path", f"medqa={d / 'medqa.jsonl'}", "--endpoint", srv.url,
+              "--model-name", "m", "--out", str(d / "run")])
+
+
+# ----------------------------------------------------------------------------- the entry points and their slots
+# A slot is (flag or None for a positional, kind, good value); kinds: in, out, outdir, dir (an input folder),
+# int, float, str. The good values make a valid invocation; each case breaks one or two slots.
+
+def entry_points(ws, url):
+    def p(name):
+        return str(ws / name)
+    rec_in = (None, "in", p("good.jsonl"))
+    return {
+        "data.anonymize": ([rec_in, (None, "out", p("out.jsonl"))], ["--skip-bad"]),
+        "data.filter": ([rec_in, (None, "out", p("out.jsonl")), ("--min-options", "int", "3"),
+                         ("--dropped", "out", p("out.jsonl"))], []),
+        "data.dedup": ([rec_in, (None, "out", p("out.jsonl")), ("--threshold", "float", "0.8")], []),
+        "data.mix": ([rec_in, ("--out-dir", "outdir", p("outdir")), ("--rl-frac", "float", "0.5"),
+                      ("--val-frac", "float", "0.1"), ("--val-max", "int", "5"), ("--weights", "str", "web=1")], []),
+        "data.decontam": ([rec_in, (None, "out", p("out.jsonl")), ("--bench", "str", f"own={p('bench.jsonl')}"),
+                           ("--n", "int", "8"), ("--min-coverage", "float", "0.6")], []),
+        "data.verify": ([rec_in, ("--results", "out", p("verify.jsonl")), ("--endpoint", "str", url),
+                         ("--model-name", "str", "m"), ("--n", "int", "2"), ("--apply", "out", p("out.jsonl")),
+                         ("--concurrency", "int", "2")], []),
+        "data.difficulty": ([rec_in, ("--results", "out", p("difficulty.jsonl")), ("--endpoint", "str", url),
+                             ("--model-name", "str", "m"), ("--max-tokens", "int", "16"),
+                             ("--apply", "out", p("out.jsonl"))], []),
+        "data.prepare": ([("--out", "outdir", p("prep")), ("--source", "str", f"records={p('good.jsonl')}"),
+                          ("--bench", "str", f"own={p('bench.jsonl')}"), ("--min-options", "int", "3"),
+                          ("--near-dup", "float", "0.8"), ("--val-frac", "float", "0.1")],
+                         ["--bench-only", "--steps", "convert,filter,dedup,decontam,mix"]),
+        "kg.build": ([("--kg-sources", "dir", p("kg")), ("--out", "outdir", p("graph2")),
+                      ("--sources", "str", "hsdn")], []),
+        "kg.sample": ([("--graph", "dir", p("graph")), ("--out", "append", p("kgq.jsonl")), ("--n", "int", "5"),
+                       ("--options", "int", "4"), ("--alpha", "float", "1"), ("--hops", "str", "1,2"),
+                       ("--mix", "str", "diagnosis=1")], []),
+        "kg.split": ([("--records", "in", p("questions.jsonl")), ("--out", "outdir", p("outdir")),
+                      ("--held", "float", "0.3"), ("--max-group", "float", "0.5")], []),
+        "kg.world": ([("--graph", "dir", p("graph")), ("--out", "outdir", p("world")), ("--diseases", "int", "2"),
+                      ("--options", "int", "3"), ("--held", "float", "0.5")], []),
+        "eval.run": ([("--benchmarks", "str", "medqa"), ("--path", "str", f"medqa={p('medqa.jsonl')}"),
+                      ("--endpoint", "str", url), ("--model-name", "str", "m"), ("--out", "outdir", p("run2")),
+                      ("--limit", "int", "2"), ("--temperature", "float", "0")], []),
+        "eval.report": ([(None, "dir", p("run")), ("--labels", "str", "a")], ["--no-detail"]),
+    }
+
+
+def bad_values(ws, kind, good):
+    """What a slot of this kind is wrongly given."""
+    p = lambda name: str(ws / name)  # noqa: E731
+    files = [p(n) for n in ("missing.jsonl", "folder", "empty.jsonl", "garbage.bin", "truncated.jsonl",
+                            "wrong_types.jsonl", "latin1.jsonl", "list.jsonl")]
+    return {"in": files,
+            "dir": [p("missing"), p("a_file"), p("folder"), p("empty.jsonl")],
+            "out": [p("folder"), p("a_file/x.jsonl")],
+            "append": [p("folder"), p("a_file/x.jsonl"), p("out.jsonl"), p("garbage.bin"), p("latin1.jsonl")],
+            "outdir": [p("a_file"), p("a_file/sub")],
+            "int": [v for v in BAD_NUMBERS if v != "1e999"],
+            "float": BAD_NUMBERS,
+            "str": ["", "=", "nope", good.split("=")[0] + "=" + p("garbage.bin"), good + "," + p("latin1.jsonl")],
+            }[kind]
+
+
+def argv_of(slots, extra, values):
+    argv = []
+    for (flag, _, _), v in zip(slots, values):
+        if v is None:
+            continue
+        argv += [v] if flag is None else [flag, v]
+    return argv + extra
+
+
+def cases(ws, slots, extra, n, seed):
+    """At least n malformed invocations of one entry point, seeded: each single-slot break, the generic mistakes
+    (unknown option, a missing value, a missing argument), and random pairs of breaks."""
+    good = [v for _, _, v in slots]
+    singles = []
+    for i, (flag, kind, v) in enumerate(slots):
+        for bad in bad_values(ws, kind, v):
+            singles.append({i: bad})
+        singles.append({i: None})  # left out
+    generic = [argv_of(slots, extra, good) + ["--no-such-option"], argv_of(slots, extra, good) + ["--x=1"]]
+    generic += [argv_of(slots, extra, good) + [flag] for flag, _, _ in slots if flag]  # flag without its value
+    rng = random.Random(seed)
+    out = generic + [argv_of(slots, extra, [b.get(i, v) for i, v in enumerate(good)]) for b in singles]
+    while len(out) < n:
+        a, b = rng.sample(singles, 2)
+        out.append(argv_of(slots, extra, [{**a, **b}.get(i, v) for i, v in enumerate(good)]))
+    rng.shuffle(out)
+    return out  # every single break, and pairs up to n
+
+
+# ----------------------------------------------------------------------------- checks
+
+def snapshot(root):
+    """sha256 of every file under root (the graph's arrays too: a failed run must not touch them)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[path] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def run_main(main, argv, capsys):
+    """(exit code, stderr) of main(argv) in this process; any exception but SystemExit fails the test."""
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    return code, capsys.readouterr().err
+
+
+def main_of(module):
+    import importlib
+    return importlib.import_module(module).main
+
+
+MODULES = ["data.anonymize", "data.filter", "data.dedup", "data.mix", "data.decontam", "data.verify",
+           "data.difficulty", "data.prepare", "kg.build", "kg.sample", "kg.split", "kg.world", "eval.run",
+           "eval.report"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_fuzz_every_mistake_is_exit_2_and_one_line(module, ws, capsys):
+    """~50 seeded malformed invocations per entry point: each ends with exit 0 or 2 (a mistake the command can
+    carry on through, or a usage error), never a traceback or exit 1; a usage error is one stderr line
+    "PROG: error: ..."; and a failed run leaves every file that existed before it as it was. Before issue 24's
+    fixes: sys.exit(message) (exit 1) in most entry points; tracebacks for a missing file or folder as input
+    (data.mix, data.filter, data.dedup, data.anonymize), a JSON list as a line (data.filter), --source without
+    =PATH, an output path that is a folder, an --out of kg.sample holding other records (KeyError); a folder as
+    output left a stray .tmp file beside it; data.filter wrote OUT before failing on --dropped, data.prepare
+    rewrote its step files before failing on a bad --bench; argparse printed its usage block (several lines)."""
+    main = main_of(module)
+    with Answers() as srv:
+        slots, extra = entry_points(ws, srv.url)[module]
+        for argv in cases(ws, slots, extra, 50, seed=MODULES.index(module)):
+            before = snapshot(ws)
+            code, err = run_main(main, argv, capsys)
+            assert code in (0, 2), (module, argv, code, err)
+            if code == 2:
+                line = err.rstrip("\n").splitlines()[-1:] or [""]
+                assert line[0].startswith(f"{module}: error: ") and "Traceback" not in err, (argv, err)
+                after = snapshot(ws)
+                assert {p: h for p, h in after.items() if p in before} == before, (module, argv)
+
+
+def test_real_processes_exit_2_with_one_stderr_line(ws):
+    """Each entry point as a shell runs it, on one bad input file: exit code 2 and one stderr line, no traceback.
+    (eval.report and data.* exited 1 with sys.exit(message); kg.sample and data.prepare printed tracebacks.)"""
+    garbage = str(ws / "garbage.bin")
+    argv = {"data.anonymize": [garbage, str(ws / "x.jsonl")], "data.filter": [garbage, str(ws / "x.jsonl")],
+            "data.dedup": [garbage, str(ws / "x.jsonl")], "data.mix": [garbage, "--out-dir", str(ws / "x")],
+            "data.decontam": [garbage, str(ws / "x.jsonl"), "--bench", f"own={ws / 'bench.jsonl'}"],
+            "data.verify": [garbage, "--results", str(ws / "x.jsonl"), "--endpoint", "http://127.0.0.1:9",
+                            "--model-name", "m"],
+            "data.difficulty": [garbage, "--results", str(ws / "x.jsonl"), "--endpoint", "http://127.0.0.1:9",
+                                "--model-name", "m"],
+            "data.prepare": ["--out", str(ws / "x"), "--source", "medqa"],
+            "kg.build": ["--kg-sources", str(ws / "folder"), "--sources", "hsdn", "--out", str(ws / "x")],
+            "kg.sample": ["--audit", garbage], "kg.split": ["--records", garbage, "--out", str(ws / "x")],
+            "kg.world": ["--graph", str(ws / "folder"), "--out", str(ws / "x")],
+            "eval.run": ["--benchmarks", "medqa", "--path", f"medqa={garbage}", "--endpoint", "http://127.0.0.1:9",
+                         "--model-name", "m", "--out", str(ws / "x")],
+            "eval.report": [str(ws / "folder")]}
+    assert sorted(argv) == sorted(MODULES)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = {m: subprocess.Popen([sys.executable, "-m", m, *a], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for m, a in argv.items()}
+    for m, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and err.count("\n") == 1 and err.startswith(f"{m}: error: "), (m, err)
+    assert not (ws / "x").exists() and not (ws / "x.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- kill -9 and rerun
+
+@pytest.fixture(scope="module")
+def big_graph(shared, tmp_path_factory):
+    """test_kg_sample's real graph (20 HPO diseases and what joins them): enough for a few hundred questions."""
+    from kg.build import build
+    from test_kg_sample import DISEASES
+    out = tmp_path_factory.mktemp("kill") / "g"
+    build(str(shared / "kg-sources"), ["hpo", "do", "drugcentral", "hsdn", "wikidata"],
+          hpo_diseases=DISEASES).save(out)
+    return out
+
+
+def kg_sample(graph, out, n=400):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "kg.sample", "--graph", str(graph), "--out", str(out),
+                             "--n", str(n), "--seed", "5"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def test_kill_9_at_20_moments_then_rerun_gives_the_uninterrupted_output(big_graph, tmp_path):
+    """kg.sample --out, killed with SIGKILL at 20 seeded moments and rerun each time: each killed file holds whole
+    lines but for a torn last one at most, and the finished file (and its stats report) is byte for byte the
+    uninterrupted run's, without a duplicate id. A run that finishes before its kill is compared too and then
+    started afresh. (The stats report was written in place, so a kill could leave it cut; now replaced whole.)"""
+    ref = tmp_path / "ref.jsonl"
+    t0 = time.time()
+    assert kg_sample(big_graph, ref).wait(timeout=300) == 0
+    wall = time.time() - t0
+    want, want_stats = ref.read_bytes(), (tmp_path / "ref.stats.md").read_bytes()
+    out, rng, kills = tmp_path / "out.jsonl", random.Random(24), 0
+    for _ in range(20):
+        proc = kg_sample(big_graph, out)
+        time.sleep(rng.uniform(0.2, wall))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=300)
+        lines = out.read_bytes().split(b"\n") if out.exists() else [b""]
+        for line in lines[:-1]:  # every line but a torn last one parses
+            json.loads(line)
+        if proc.returncode == 0:
+            assert out.read_bytes() == want
+            out.unlink()
+    assert kills >= 10, kills  # most moments fell inside a run
+    assert kg_sample(big_graph, out).wait(timeout=300) == 0
+    assert out.read_bytes() == want and (tmp_path / "out.stats.md").read_bytes() == want_stats
+    ids = [json.loads(line)["id"] for line in want.splitlines()]
+    assert len(ids) == len(set(ids)) == 400
