@@ -446,36 +446,15 @@ class Transformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
         """Load a Hugging Face checkpoint dir (single or sharded safetensors) without a second copy in
-        memory: build on the meta device, then assign each tensor as it is read, cast and moved."""
-        from safetensors import safe_open
-
+        memory: build on the meta device, then assign each tensor as it is read, cast and moved.
+        (FSDP training loads each rank's shard only: training.load_sharded.)"""
         cfg = ModelConfig.from_file(path)
         with torch.device("meta"):
             model = cls(cfg)
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        if cfg.tie_word_embeddings:
-            expected.pop("lm_head.weight")
         params = dict(model.named_parameters(remove_duplicate=False))
-        seen = set()
-        for file in checkpoint_files(path):
-            with safe_open(file, framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    if key not in expected:
-                        if key == "lm_head.weight" or key.endswith("rotary_emb.inv_freq"):
-                            continue  # a tied head saved anyway; old checkpoints' RoPE buffers
-                        raise CheckpointError(f"{file}: unexpected tensor {key!r} for a {cfg.model_type} "
-                                              f"model with this config")
-                    shape = tuple(f.get_slice(key).get_shape())
-                    if shape != tuple(expected[key]):
-                        raise CheckpointError(f"{file}: tensor {key!r} has shape {shape}, config.json "
-                                              f"implies {tuple(expected[key])}")
-                    t = f.get_tensor(key).to(device=device, dtype=dtype)
-                    _assign(model, key, nn.Parameter(t, requires_grad=params[key].requires_grad))
-                    seen.add(key)
-        missing = sorted(set(expected) - seen)
-        if missing:
-            raise CheckpointError(f"{path}: checkpoint is missing tensor {missing[0]!r}"
-                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        for key, tensor in read_checkpoint(path, model):
+            t = tensor[:].to(device=device, dtype=dtype)
+            _assign(model, key, nn.Parameter(t, requires_grad=params[key].requires_grad))
         if cfg.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight
         return model
@@ -544,6 +523,39 @@ def _write_stop_ids(path, eos_token_id):
     gen["eos_token_id"] = sorted(set(stops) | set([old] if isinstance(old, int) else old or []))
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
+
+
+def read_checkpoint(path, model):
+    """(key, tensor) for each tensor of the checkpoint dir that `model` (built from its config.json, on any device,
+    meta included) holds, its shape checked first. tensor is a lazy safetensors slice over the memory-mapped file:
+    nothing is read until it is indexed (tensor[:] the whole, tensor[a:b] rows a..b-1), and only while the
+    generator sits at that key. A CheckpointError names an unexpected, misshapen or missing tensor."""
+    from safetensors import safe_open
+
+    cfg = model.config
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        expected.pop("lm_head.weight")
+    seen = set()
+    for file in checkpoint_files(path):
+        with safe_open(file, framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if key not in expected:
+                    if key == "lm_head.weight" or key.endswith("rotary_emb.inv_freq"):
+                        continue  # a tied head saved anyway; old checkpoints' RoPE buffers
+                    raise CheckpointError(f"{file}: unexpected tensor {key!r} for a {cfg.model_type} "
+                                          f"model with this config")
+                tensor = f.get_slice(key)
+                shape = tuple(tensor.get_shape())
+                if shape != tuple(expected[key]):
+                    raise CheckpointError(f"{file}: tensor {key!r} has shape {shape}, config.json "
+                                          f"implies {tuple(expected[key])}")
+                yield key, tensor
+                seen.add(key)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is missing tensor {missing[0]!r}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
 def checkpoint_files(path):

@@ -336,17 +336,19 @@ def run(cfg, env):
         f"{len(val)} validation; {env.world} process(es), "
         f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
 
-    net = M.Transformer.from_pretrained(cfg.init_from, dtype=torch.float32)
+    net = M.Transformer.from_config(M.ModelConfig.from_file(cfg.init_from), device="meta")  # no memory yet
     net.grad_checkpointing = cfg.grad_checkpointing
     lm = SFTModel(net)
     bf16 = torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16
     T.fsdp_wrap(lm, net.model.layers, env.device, bf16=bf16)
+    T.load_sharded(lm, net, cfg.init_from, env.device)  # fp32 master shards: each rank reads only its rows
     lm.train()
     decay = [p for p in lm.parameters() if p.dim() >= 2]  # no decay on norms and biases
     rest = [p for p in lm.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  fused=env.device.type == "cuda" or None)  # fused: no foreach temporaries
     step = 0
     if ckpt:
         state = T.load_checkpoint(ckpt, lm, optimizer, env)

@@ -189,6 +189,33 @@ def fsdp_wrap(root, blocks, device, bf16=False):
     return root
 
 
+def load_sharded(root, net, path, device):
+    """Fill an FSDP2-wrapped model built on the meta device (Transformer.from_config(cfg, device="meta"), then
+    fsdp_wrap(root, ...); net is the Transformer inside root) from the Hugging Face checkpoint at path: each rank
+    allocates its own shards and reads only their rows from the memory-mapped safetensors files. Host memory at
+    load is then one shard per rank, plus the file's pages in the page cache that the node's ranks share, instead
+    of a full fp32 model per rank before fully_shard cuts it (131 GB per rank for Qwen3-32B)."""
+    from torch.distributed.tensor import DTensor
+
+    from model import read_checkpoint
+
+    root.to_empty(device=device)  # on the root: FSDP2 re-registers (and pads) the shards it allocates
+    world, rank = dist.get_world_size(), dist.get_rank()
+    params = dict(net.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for key, tensor in read_checkpoint(path, net):
+            p = params[key]
+            if not isinstance(p, DTensor):  # a parameter left unsharded
+                p.copy_(tensor[:])
+                continue
+            local = p.to_local()
+            if local.numel() == 0:  # more ranks than rows: this rank holds none
+                continue
+            rows = -(-p.shape[0] // world)  # FSDP2 shards dim 0 into torch.chunk's pieces: ceil(n / world) rows
+            local.copy_(tensor[rank * rows:rank * rows + local.shape[0]])
+    return root
+
+
 def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
     """The module's state dict with every FSDP shard gathered into a full tensor (a collective: every rank
     must call it). Used for the HF export and the GRPO sampler's weight sync. Tied weights stay one tensor.
