@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
-from model import CheckpointError, Tokenizer, Transformer
+from model import CheckpointError, ModelConfig, Tokenizer, Transformer
 from sample import Sampler, SamplingParams
 from training import (ConfigError, Metrics, all_reduce_sum, check_min, check_resume, clip_grad_norm, file_digest,
-                      fsdp_wrap, full_state_dict, latest_checkpoint, load_checkpoint, lr_at, parse_config,
-                      save_checkpoint, set_lr, setup_dist, teardown_dist)
+                      fsdp_wrap, full_state_dict, latest_checkpoint, load_checkpoint, load_sharded, lr_at,
+                      parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 
@@ -268,6 +268,8 @@ class Config:
     logprob_chunk: int = 1024         # completion tokens per chunk of the fp32 head
     grad_checkpointing: bool = True   # recompute each block in backward (activation checkpointing)
     bf16: bool = True                 # on GPU: bf16 compute, fp32 master weights; CPU runs fp32
+    sleep: bool = False               # trainer state on host during rollouts, sampler weights freed during the update
+                                      # (what fits Qwen3-32B on 8 x 80 GB: see README, "Memory at scale")
     ckpt_every: int = 50              # steps between checkpoints (and at the stage's last step)
     # stage 1: difficulty labels, the Easy/Moderate blend and the plateau
     easy_share: float = 0.5           # share of each step's prompts drawn from Easy items (the rest Moderate): 1:1 blend
@@ -574,14 +576,19 @@ def _train(cfg, env, stage_dir, reward_fn):
     recs = read_pool(cfg.data)
     tok = Tokenizer.from_pretrained(cfg.model)
     dev, bf16 = env.device, env.device.type == "cuda" and cfg.bf16
-    policy = Transformer.from_pretrained(cfg.model, dtype=torch.float32, device=dev)  # fp32 master weights
+    mcfg = ModelConfig.from_file(cfg.model)
+    policy = sharded_model(mcfg, cfg.model, dev, bf16)  # fp32 master weights: each rank reads only its shards
     policy.grad_checkpointing = cfg.grad_checkpointing
     policy.train()
-    fsdp_wrap(policy, policy.model.layers, dev, bf16=bf16)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
+                            fused=dev.type == "cuda" or None)  # fused: no foreach temporaries (+4 bytes/param)
+    if cfg.sleep and dev.type == "cuda":  # AdamW's moments live in host memory except during the step itself
+        opt.register_step_pre_hook(lambda *_: move_optimizer(opt, dev))
+        opt.register_step_post_hook(lambda *_: move_optimizer(opt, torch.device("cpu")))
     dtype = torch.bfloat16 if bf16 else torch.float32
-    ref = Transformer.from_pretrained(cfg.model, dtype=dtype, device=dev).eval() if cfg.kl_beta else None  # frozen
-    net = Transformer.from_pretrained(cfg.model, dtype=dtype, device=dev)
+    ref = sharded_model(mcfg, cfg.model, dev, bf16).eval().requires_grad_(False) if cfg.kl_beta else None  # frozen
+    # the sampler's full copy: read from the file, or with --sleep allocated only while it rolls out (wake)
+    net = empty_weights(mcfg, dtype, dev) if cfg.sleep else Transformer.from_pretrained(cfg.model, dtype, dev)
     sampler = Sampler(net, tok, kv_tokens=kv_budget(cfg, policy, net, dev))  # sized after the trainer
     metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
     plateau = Plateau(cfg.plateau_window, cfg.plateau_delta, cfg.plateau_zero_frac)
@@ -595,7 +602,8 @@ def _train(cfg, env, stage_dir, reward_fn):
         plateau.load_state_dict(trainer.pop("plateau"))
         state.update(trainer)
         metrics.truncate(state["step"])
-        sampler.load_weights(policy)
+        if not cfg.sleep:  # asleep, the sampler gathers the weights at its next wake
+            sampler.load_weights(policy)
         log(env, f"resumed {last} at step {state['step']}")
     elif last:
         raise ConfigError(f"{stage_dir} holds checkpoints: pass --resume, or another --out_dir")
@@ -608,7 +616,9 @@ def _train(cfg, env, stage_dir, reward_fn):
                 os.remove(os.path.join(stage_dir, name))
 
     if cfg.stage == 1:
+        wake(cfg, sampler, policy, opt)
         labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn)
+        sleep(cfg, sampler, policy, opt, dev)
         pools = {lab: [i for i, r in enumerate(recs) if labels[key(r)] == lab] for lab in ("easy", "moderate")}
         pool = pools["easy"] + pools["moderate"]
         if not pool:
@@ -624,6 +634,9 @@ def _train(cfg, env, stage_dir, reward_fn):
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
     while state["step"] < cfg.max_steps and not state["done"]:
         step = state["step"]
+        ta = _now(dev)
+        wake(cfg, sampler, policy, opt)  # --sleep: the weight sync is here, before the rollout, not after the update
+        sync_s = _now(dev) - ta
         if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
             remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels)
         if cfg.stage == 1:  # the paper's "balanced blend of Easy and Moderate"
@@ -645,12 +658,14 @@ def _train(cfg, env, stage_dir, reward_fn):
             idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
             groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
         sampler_free(sampler)
+        sleep(cfg, sampler, policy, opt, dev)
         t1 = _now(dev)
         set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
         sums, grad_norm = update(cfg, policy, opt, groups, env, ref, sampler.vocab_size)
         t2 = _now(dev)
-        sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
-        t3 = _now(dev)
+        if not cfg.sleep:
+            sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
+        t3 = _now(dev) + sync_s
 
         state["step"] = step = step + 1
         row = step_metrics(cfg, env, step, rolled, sums, grad_norm, opt, (t1 - t0, t3 - t2, t2 - t1))
@@ -767,19 +782,121 @@ def export(policy, cfg, stage_dir, env, bf16):
 
 def kv_budget(cfg, policy, net, device):
     """KV-cache tokens for the sampler, measured after the trainer's allocations: kv_fraction of the free memory
-    less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use)."""
+    less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use). With
+    --sleep the sampler's weights are not yet allocated, and on a GPU the fp32 shards leave it for each rollout."""
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in policy.parameters())
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if cfg.sleep:
+        weights = sum(p.numel() * p.element_size() for p in net.parameters())
+        free += (4 * local if device.type == "cuda" else -8 * local) - weights
+    else:
+        free -= 8 * local
     c = net.config
     per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * next(net.parameters()).element_size()
-    tokens = int(cfg.kv_fraction * (free - 8 * local) / per_token)
+    tokens = int(cfg.kv_fraction * free / per_token)
     if tokens < cfg.max_new_tokens:
         raise RuntimeError(f"no memory left for the sampler's KV cache ({free / 2**30:.1f} GiB free before the "
                            f"optimizer state): use more ranks, a smaller --max_new_tokens or --prompts_per_step")
     return tokens
+
+
+# --------------------------------------------------------------------- memory: sharded load, sleep / wake
+
+def sharded_model(mcfg, path, device, bf16):
+    """The FSDP2-wrapped model of checkpoint `path`, built on the meta device and filled shard by shard: a rank never
+    holds more than its own fp32 shards (training.load_sharded)."""
+    net = Transformer.from_config(mcfg, device="meta")
+    fsdp_wrap(net, net.model.layers, device, bf16=bf16)
+    return load_sharded(net, net, path, device)
+
+
+def empty_weights(mcfg, dtype, device):
+    """--sleep: the sampler's model with every weight allocated and at once released (storage of 0 bytes, shape
+    kept), one tensor at a time: it takes memory only from wake() to sleep()."""
+    net = Transformer.from_config(mcfg, device="meta")
+    for name, p in list(net.named_parameters()):  # a tied head appears once, as the embedding
+        t = torch.empty(p.shape, dtype=dtype, device=device)
+        t.untyped_storage().resize_(0)
+        module, _, attr = name.rpartition(".")
+        net.get_submodule(module)._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
+    if mcfg.tie_word_embeddings:
+        net.lm_head.weight = net.model.embed_tokens.weight
+    return net
+
+
+def wake(cfg, sampler, policy, opt):
+    """--sleep, before rollouts: the trainer's state (fp32 shards, AdamW's moments) goes to host memory, then each
+    of the sampler's weights is allocated and all-gathered from the policy's shards, cast to the sampler's dtype
+    before the gather. On the GPU the sampler's bf16 copy and its KV cache are then all there is."""
+    if not cfg.sleep:
+        return
+    offload(policy, torch.device("cpu"))
+    move_optimizer(opt, torch.device("cpu"))  # already there but after a resume (DCP loads it beside the shards)
+    shards = dict(policy.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, p in sampler.model.named_parameters():
+            p.untyped_storage().resize_(p.numel() * p.element_size())
+            gather_into(p, shards[name])
+
+
+def sleep(cfg, sampler, policy, opt, device):
+    """--sleep, after rollouts: the sampler's KV cache and weights are released (the tensors stay, with 0-byte
+    storage, for the next wake) and the fp32 shards come back to the device for the update (AdamW's moments follow
+    only for the optimizer step: the hooks set in _train)."""
+    if not cfg.sleep:
+        return
+    sampler.free_cache()
+    for p in sampler.model.parameters():
+        p.untyped_storage().resize_(0)
+    offload(policy, device)
+
+
+def offload(policy, device):
+    """Move the FSDP2 shards to `device`, as verl's FSDP offload does (gradients are None at both points:
+    zero_grad(set_to_none=True)). On a CPU run the host is the device and nothing moves."""
+    if device.type != next(policy.parameters()).device.type:
+        policy.to(device)  # FSDPModule._apply re-registers the moved shards
+        _empty_cache()
+
+
+def move_optimizer(opt, device):
+    """Move AdamW's moments to `device` (not the scalar step counts, which stay on the host)."""
+    moved = False
+    for state in opt.state.values():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.dim() and v.device.type != device.type:
+                state[k], moved = v.to(device), True
+    if moved:
+        _empty_cache()
+
+
+def _empty_cache():
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # give the freed blocks back, for the sampler's (or the trainer's) next allocation
+
+
+def gather_into(dst, p):
+    """dst (a full tensor) = the FSDP2 parameter p all-gathered from its dim-0 shards, each cast to dst's dtype and
+    moved to dst's device first: the gather moves 2 bytes per weight for a bf16 sampler, and works from shards
+    held in host memory."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(p, DTensor):
+        dst.copy_(p)
+        return
+    world, local = dist.get_world_size(), p.to_local()
+    rows = -(-p.shape[0] // world)  # torch.chunk's pieces, padded to equal size for the collective
+    shard = torch.zeros((rows,) + tuple(p.shape[1:]), dtype=dst.dtype, device=dst.device)
+    shard[:local.shape[0]].copy_(local)
+    if rows * world == p.shape[0]:
+        dist.all_gather_into_tensor(dst, shard)  # straight into the sampler's tensor
+    else:
+        full = torch.empty((rows * world,) + tuple(p.shape[1:]), dtype=dst.dtype, device=dst.device)
+        dist.all_gather_into_tensor(full, shard)
+        dst.copy_(full[:p.shape[0]])
 
 
 def _now(device):

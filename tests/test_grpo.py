@@ -542,6 +542,31 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_sleep_equals_the_default_on_two_ranks(tmp_path):
+    """--sleep (the sampler's weights freed during the update and all-gathered again from the FSDP shards before
+    each rollout, trainer state offloaded) changes where memory is, not one number: 2 gloo ranks, stage 1 with
+    pass-rate labelling (a wake before the loop), metrics and final weights bit for bit equal to the default's."""
+    d, data = write_toy(tmp_path)
+    recs = [__import__("json").loads(l) for l in open(data)]
+    for r in recs[::2]:
+        r["difficulty"] = None  # labelled by the policy's pass rate: the sampler wakes before the loop too
+    data.write_text("".join(__import__("json").dumps(r) + "\n" for r in recs))
+    for name, extra in (("default", []), ("sleep", ["--sleep"])):
+        args = toy_args(d, data, tmp_path / name, prompts_per_step=2, max_steps=3) + extra
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
+                        str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path, capture_output=True)
+    a = read_metrics(tmp_path / "default" / "stage1" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "sleep" / "stage1" / "metrics.jsonl")
+    drop = ("rollout_s", "sync_s", "update_s")
+    assert len(a) == 3 and [{k: v for k, v in r.items() if k not in drop} for r in a] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in b]
+    wa, wb = weights(tmp_path / "default" / "stage1" / "hf"), weights(tmp_path / "sleep" / "stage1" / "hf")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "sleep" / "stage1" / "labels.jsonl").read_text() == \
+        (tmp_path / "default" / "stage1" / "labels.jsonl").read_text()
+
+
+@pytest.mark.slow
 def test_kill_and_resume_continue_the_same_curve_then_stage2(tmp_path):
     d, data = write_toy(tmp_path)
     run = lambda out, *extra: [sys.executable, str(driver(tmp_path))] + \
