@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 import training as T
-from eval.answer import build_prompt, format_ok
+from eval.answer import build_prompt, format_error, format_ok
 from eval.records import iter_jsonl, read_jsonl, write_jsonl
 
 ROWS = (("base", "base"), ("sft", "+CoT SFT"), ("grpo1", "+RL stage 1"), ("grpo2", "+RL stage 2"))
@@ -53,9 +53,14 @@ class Config:
     options: int = 5
     fact_copies: int = 3        # each fact sentence's copies per epoch of the knowledge phase (its QAs: one)
     sft_share: float = 1.0      # share of the multi-hop training questions in the CoT cold-start set (RL: all)
+    knowledge_qa: bool = True   # the one-hop questions in the knowledge phase too (False: the facts only; a chat
+                                # model already writes the format, and with its tokenizer the questions' prompts
+                                # are 3/4 of the phase's tokens)
     eval_max_tokens: int = 96
     pass_k: int = 8             # samples per question for pass@1 / pass@k (temperature 1)
     pass_n: int = 100           # questions per split (training, held-out) scored for pass@k
+    medqa: int = 0              # > 0: also score each reasoning row greedily on the first N MedQA test items
+    medqa_max_tokens: int = 256
     # model: base_model = an HF checkpoint dir; "" = build a tiny Qwen3-shaped one with the settings below
     base_model: str = ""
     vocab_size: int = 2048
@@ -89,15 +94,15 @@ def chat(rec, target, direct):
     return {"id": rec["id"], "messages": build_prompt(rec, direct=direct) + [{"role": "assistant", "content": target}]}
 
 
-def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0):
+def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0, knowledge_qa=True):
     """knowledge.jsonl (the facts as documents, fact_copies times each, + every one-hop question answered
-    directly) and cot.jsonl: the cold-start set, every one-hop training question and sft_share of the multi-hop
+    directly unless not knowledge_qa) and cot.jsonl: the cold-start set, every one-hop training question and sft_share of the multi-hop
     ones (picked by a hash of the composition) with their chains of thought. RL trains on all of them."""
     facts = [{**r, "id": f"{r['id']}.{c}"} for c in range(fact_copies)
              for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
     train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
     one_hop = [chat(r, direct_target(r), True) for r in train if r["meta"]["hops"] == 1]
-    write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + one_hop)
+    write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + (one_hop if knowledge_qa else []))
     cold = [r for r in train if r["meta"]["hops"] == 1 or _unit(f"cold start:{seed}:{r['meta']['composition']}") < sft_share]
     write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in cold])
 
@@ -194,11 +199,19 @@ def score_options(model_dir, recs, path):
                              "format_ok": True, **_tags(rec)}])
 
 
+def tags_ok(row):
+    """The format check without its last rule: the tags are well formed, whether or not the answer names an
+    option (here a completion that fails only that rule has followed a wrong chain to an entity no option has)."""
+    return row["format_ok"] or format_error(row.get("output"), {}) in ("no valid choice in the answer tag",
+                                                                    "no single answer")
+
+
 def summarize(rows):
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
     by = lambda h: [r["correct"] for r in rows if r["hops"] == h]
     return {"n": len(rows), "accuracy": mean([r["correct"] for r in rows]), "hop2_accuracy": mean(by(2)),
             "hard_accuracy": mean(by(3)), "n_hard": len(by(3)), "format_rate": mean([r["format_ok"] for r in rows]),
+            "tags_ok": mean([tags_ok(r) for r in rows]),
             "extraction_failures": mean([r["extracted"] is None for r in rows]),
             "letters": dict(sorted(Counter(r["extracted"] or "none" for r in rows).items())),
             "gold_letters": dict(sorted(Counter(r["gold"] for r in rows).items()))}
@@ -316,7 +329,7 @@ def run_seed(cfg, kg_dir):
         fs, train, test = write(world, p("world"), cfg.seed, cfg.held, cfg.options)
         print(f"   {len(world['diseases'])} diseases, {len(fs)} fact sentences, {len(train)} training questions, "
               f"{len(test)} held-out (2-3 hop compositions never asked in training)")
-        make_corpora(p("world"), p("world"), cfg.fact_copies, cfg.sft_share, cfg.seed)
+        make_corpora(p("world"), p("world"), cfg.fact_copies, cfg.sft_share, cfg.seed, cfg.knowledge_qa)
     run.stage("world", p("world", "cot.jsonl"), make_world)
 
     base = cfg.base_model or p("init")
@@ -361,6 +374,13 @@ def run_seed(cfg, kg_dir):
                              n=cfg.pass_k, seed=cfg.seed)
             open(p("eval", f"{name}.done"), "w").close()
         run.stage(f"eval {name}", p("eval", f"{name}.done"), go)
+        if cfg.medqa and not direct:
+            def medqa():
+                subprocess.run([sys.executable, "-m", "eval.run", "--benchmarks", "medqa", "--model", models[name],
+                                "--out", p("medqa", name), "--limit", str(cfg.medqa),
+                                "--max-tokens", str(cfg.medqa_max_tokens)], check=True)
+                open(p("medqa", f"{name}.done"), "w").close()
+            run.stage(f"medqa {name}", p("medqa", f"{name}.done"), medqa)
 
     train_stage("base", "sft.py", {"init_from": base, "train_file": p("world", "knowledge.jsonl"),
                                    "out_dir": p("knowledge"), "seed": cfg.seed, **cfg.knowledge}, p("knowledge"))
@@ -407,17 +427,20 @@ def report(run, held, wall):
     lines = [f"Held-out: {len(held)} questions, each a 2-3 hop composition of known facts never asked in training "
              f"({b['n_hard']} with 3 hops: 'hard'); 5 options, shuffled per item (chance 20%); greedy.",
              f"The base model (after the knowledge phase) answers {pct(b['facts_known'])} of one-hop fact questions.",
-             "", "| model | accuracy | 2 hops | 3 hops (hard) | format rate | extraction failures | gain (+- s.e.) | "
-             "answer letters | stage wall (CPU) time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "", "| model | accuracy | 2 hops | 3 hops (hard) | format rate | tags well formed | extraction failures | "
+             "gain (+- s.e.) | "
+             "answer letters | stage wall (CPU) time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for k, name in ROWS:
         r = res[k]
         g = gains.get(f"{k}:all")
         gain = f"{100 * g[0]:+.1f} +- {100 * g[1]:.1f}" if g else ""
         letters = " ".join(f"{l}:{c}" for l, c in r["letters"].items())
         lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['hop2_accuracy'])} | {pct(r['hard_accuracy'])} | "
-                     f"{pct(r['format_rate'])} | {pct(r['extraction_failures'])} | {gain} | {letters} | "
+                     f"{pct(r['format_rate'])} | {pct(r['tags_ok'])} | {pct(r['extraction_failures'])} | {gain} | {letters} | "
                      f"{spent(parts[k], 'wall'):.0f} s ({spent(parts[k], 'cpu'):.0f} s) |")
-    lines += ["", "base answers without reasoning (the paper's non-inference row); the others reason first.", "",
+    lines += ["", "base answers without reasoning (the paper's non-inference row); the others reason first. Format rate:"
+              " the reward's format check (well-formed tags and an answer that names one option); tags well formed:"
+              " the same check without the option rule.", "",
               "RL's headroom: pass@1 and pass@k at temperature 1, against what guessing among the options gives.", "",
               "| model | split | pass@1 | pass@k | guessing pass@1 | guessing pass@k |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
@@ -426,6 +449,7 @@ def report(run, held, wall):
             if q:
                 lines.append(f"| {name} | {s} ({q['n']}, k={q['k']}) | {pct(q['pass1'])} | {pct(q['passk'])} | "
                              f"{pct(q['guess1'])} | {pct(q['guessk'])} |")
+    lines += medqa_table(run)
     lines += ["", f"Total: {spent(times, 'wall') / 60:.1f} min wall time, {spent(times, 'cpu') / 60:.1f} min CPU time; "
               f"this invocation: {wall / 60:.1f} min.", ""]
     lines += verdicts(res, gains)
@@ -438,6 +462,32 @@ def report(run, held, wall):
     plot(run, res)
     print("\n" + text + f"\nwritten: {p('ablation.md')}, {p('curves.png')}")
     return out
+
+
+def medqa_table(run):
+    """The reasoning rows on MedQA test (--medqa N items, greedy), with the answer letters: out-of-world
+    questions, scored as measured."""
+    from eval.run import read_items
+
+    rows = {k: read_items(run.p("medqa", k), "medqa") for k, _ in ROWS[1:] if os.path.isdir(run.p("medqa", k))}
+    if not rows:
+        return []
+    lines = ["", "MedQA test (US, 4 options; first items, greedy; outside the world):", "",
+             "| model | items | accuracy | gain (+- s.e.) | extraction failures | answer letters |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    prev = None
+    for k, name in ROWS[1:]:
+        if k not in rows:
+            continue
+        r = rows[k]
+        acc = sum(x["correct"] for x in r) / max(len(r), 1)
+        g = paired_gain(prev, r) if prev else None
+        letters = Counter("".join(x["extracted"] or []) or "none" for x in r)
+        lines.append(f"| {name} | {len(r)} | {pct(acc)} | {f'{100 * g[0]:+.1f} +- {100 * g[1]:.1f}' if g else ''} | "
+                     f"{pct(sum(x['extracted'] is None for x in r) / max(len(r), 1))} | "
+                     f"{' '.join(f'{l}:{c}' for l, c in sorted(letters.items()))} |")
+        prev = r
+    return lines
 
 
 def verdicts(res, gains):
@@ -465,11 +515,12 @@ def report_seeds(cfg, results, wall):
     fmt = lambda xs: "{:.1f} +- {:.1f}".format(*(100 * v for v in mse(xs)))
     lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): a new world, split, model and training run each. "
              "Mean +- standard error across seeds.", "",
-             "| model | accuracy | 2 hops | 3 hops (hard) | format rate |", "| --- | ---: | ---: | ---: | ---: |"]
+             "| model | accuracy | 2 hops | 3 hops (hard) | format rate | tags well formed |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     get = lambda k, key: [results[s]["results"][k][key] for s in seeds]
     for k, name in ROWS:
         lines.append(f"| {name} | {fmt(get(k, 'accuracy'))} | {fmt(get(k, 'hop2_accuracy'))} | "
-                     f"{fmt(get(k, 'hard_accuracy'))} | {fmt(get(k, 'format_rate'))} |")
+                     f"{fmt(get(k, 'hard_accuracy'))} | {fmt(get(k, 'format_rate'))} | {fmt(get(k, 'tags_ok'))} |")
     lines += ["", "Per seed (held-out accuracy; gain over the row above +- its paired s.e.):", "",
               "| seed | " + " | ".join(n for _, n in ROWS) + " |", "| ---" * (len(ROWS) + 1) + " |"]
     for s in seeds:

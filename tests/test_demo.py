@@ -2,6 +2,7 @@
 stage 2 -> held-out eval after each, pass@k), every stage's output, the split rule, the ablation table and picture;
 a rerun redoes nothing. Plus the pieces: summary, pass@k, paired gains, base model and its entity tokens."""
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 import demo
 import model as M
-from eval.records import read_jsonl
+from eval.records import iter_jsonl, read_jsonl, write_jsonl
 from kg.world import check_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_summarize_counts_hops_format_failures_and_letters():
     rows = [{"correct": True, "format_ok": True, "extracted": "A", "gold": "A", "hops": 2},
-            {"correct": False, "format_ok": False, "extracted": None, "gold": "B", "hops": 3},
-            {"correct": True, "format_ok": False, "extracted": "B", "gold": "B", "hops": 3},
+            {"correct": False, "format_ok": False, "extracted": None, "gold": "B", "hops": 3,
+             "output": "<think>x points to gout.</think>\n<answer>gout</answer>"},  # tags fine, no option named
+            {"correct": True, "format_ok": False, "extracted": "B", "gold": "B", "hops": 3,
+             "output": "<think>x points to gout.\n<answer>gout</answer>"},  # no </think>
             {"correct": False, "format_ok": True, "extracted": "C", "gold": "A", "hops": 2}]
     s = demo.summarize(rows)
     assert (s["accuracy"], s["hop2_accuracy"], s["hard_accuracy"], s["n_hard"]) == (0.5, 0.5, 0.5, 2)
-    assert (s["format_rate"], s["extraction_failures"]) == (0.5, 0.25)
+    assert (s["format_rate"], s["tags_ok"], s["extraction_failures"]) == (0.5, 0.75, 0.25)
     assert s["letters"] == {"A": 1, "B": 1, "C": 1, "none": 1} and s["gold_letters"] == {"A": 2, "B": 2}
 
 
@@ -41,6 +44,37 @@ def test_paired_gain_matches_ids_and_its_standard_error():
     m, se = demo.paired_gain(a, b)
     assert m == 0.5 and abs(se - (0.25 * 10 / 9 / 10) ** 0.5) < 1e-12
     assert demo.paired_gain(a, a) == (0.0, 0.0)
+
+
+def test_knowledge_phase_without_questions_keeps_every_fact(tmp_path):
+    """knowledge_qa=False (the SmolLM2 preset): the facts alone, every copy; the cold start is unchanged."""
+    w = tmp_path / "w"
+    w.mkdir()
+    q = lambda i, hops: {"id": f"q{i}", "source": "w", "split": "train", "difficulty": None, "question": f"Q{i}?",
+                         "options": {"A": "x", "B": "y"}, "answer": "A",
+                         "meta": {"hops": hops, "composition": f"c{i}", "cot": "x is x.", "answer_text": "x"}}
+    write_jsonl(str(w / "facts.jsonl"), [{"id": f"f{i}", "text": f"fact {i}."} for i in range(3)])
+    write_jsonl(str(w / "train.jsonl"), [q(0, 1), q(1, 2)])
+    for qa, n_docs in ((True, 2 * 3 + 1), (False, 2 * 3)):
+        demo.make_corpora(str(w), str(w), fact_copies=2, knowledge_qa=qa)
+        docs = [d for _, d in iter_jsonl(str(w / "knowledge.jsonl"))]
+        assert len(docs) == n_docs and sum("text" in d for d in docs) == 6
+        assert [r["id"] for _, r in iter_jsonl(str(w / "cot.jsonl"))] == ["q0", "q1"]
+
+
+def test_medqa_table_scores_each_row_with_its_letters(tmp_path):
+    run = demo.Run(demo.Config(out_dir=str(tmp_path)))
+    assert demo.medqa_table(run) == []  # no --medqa: no table
+    for k, picks in (("sft", ["A", "B", None, "D"]), ("grpo1", ["A", "B", "C", "D"])):
+        os.makedirs(run.p("medqa", k))
+        write_jsonl(run.p("medqa", k, "medqa.part0.jsonl"),
+                    [{"id": str(i), "gold": "ABCA"[i], "extracted": e, "correct": e == "ABCA"[i]}
+                     for i, e in enumerate(picks)])
+    lines = demo.medqa_table(run)
+    sft, rl1 = (next(l for l in lines if l.startswith(f"| {n} |")) for n in ("+CoT SFT", "+RL stage 1"))
+    assert "| 4 | 50.0% |" in sft and "| 25.0% | A:1 B:1 D:1 none:1 |" in sft
+    assert "| 4 | 75.0% | +25.0 +- 25.0 | 0.0% | A:1 B:1 C:1 D:1 |" in rl1
+    assert not any(l.startswith("| +RL stage 2 |") for l in lines)
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "config").glob("demo_*.py")))

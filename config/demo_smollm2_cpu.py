@@ -1,0 +1,30 @@
+# The demo's world on the real SmolLM2-135M-Instruct, on 2 CPU cores (about 2 hours on quiet cores):
+#   .venv/bin/python convert_gguf.py --out .cache/smollm2-135m-instruct
+#   .venv/bin/python demo.py config/demo_smollm2_cpu.py
+# A world of 130 diseases (529 held-out compositions). SmolLM2's tokenizer splits the entity names into pieces,
+# so every step costs ~5x the CPU demo's tokens: the knowledge phase is the facts alone (5 passes; the model
+# already writes the format), the cold start sees ~half the training questions once, RL runs a few steps of
+# a few prompts, and MedQA's first 400 test items are scored after each reasoning row.
+out_dir = "runs/demo_smollm2"
+base_model = ".cache/smollm2-135m-instruct"
+seed = 0
+n_diseases = 130
+held = 0.6
+fact_copies = 1
+knowledge_qa = False
+eval_max_tokens = 112
+pass_k = 4
+pass_n = 50
+medqa = 400
+medqa_max_tokens = 192
+cpu_threads = 1
+knowledge = dict(max_len=256, batch_size=32, micro_batch_size=32, max_steps=300, lr=3e-4, min_lr=3e-5,
+                 warmup_steps=10, val_size=0, eval_interval=10000, ckpt_interval=100, grad_checkpointing=False)
+sft = dict(max_len=320, batch_size=16, micro_batch_size=16, max_steps=40, lr=5e-5, min_lr=5e-6, warmup_steps=4,
+           val_size=0, eval_interval=10000, ckpt_interval=20, grad_checkpointing=False)
+grpo1 = dict(prompts_per_step=8, k=4, max_new_tokens=112, max_steps=12, micro_batch=32, lr=1e-5, min_lr=1e-5,
+             warmup_steps=1, ckpt_every=4, plateau_window=20, grad_checkpointing=False, temperature=0.5,
+             drop_zero_signal=True)
+grpo2 = dict(prompts_per_step=8, k=8, max_new_tokens=112, max_steps=12, micro_batch=32, lr=1e-5, min_lr=1e-5,
+             warmup_steps=1, ckpt_every=4, remine_every=100, mine_max=128, mine_pass_below=1.0,
+             grad_checkpointing=False, temperature=0.5)
