@@ -41,36 +41,17 @@ class DataError(ValueError):
 
 
 @dataclass
-class Config:
-    # data
+class Config(T.TrainConfig):
+    """sft.py's own options; the shared ones (model, out_dir, batch_size, micro_batch_size, the optimizer and
+    schedule, bf16, checkpoints, seed) are training.TrainConfig's, with its defaults (AdamW betas 0.9, 0.95)."""
+    renamed = {"init_from": "model", "ckpt_interval": "ckpt_every", "eval_interval": "eval_every"}
+    out_dir: str = "out/sft"
     train_file: str = ""  # JSONL of chat records; several files: comma-separated
     val_file: str | None = None  # held-out JSONL; None: hold out val_size records of train_file
     val_size: int = 16  # records held out when val_file is None (0: no validation)
     max_len: int = 1024  # tokens per packed row; longer examples are dropped (and counted)
-    # model
-    init_from: str = ""  # Hugging Face checkpoint dir: config.json, safetensors, tokenizer files
     chat_template: str | None = None  # a .jinja file overriding the checkpoint's chat template
-    grad_checkpointing: bool = True  # recompute each block in backward (activation checkpointing)
-    bf16: bool | None = None  # bf16 compute, fp32 master weights and reduce; None: on when CUDA is there
-    # schedule
-    batch_size: int = 8  # examples per optimizer step, over all ranks
-    micro_batch_size: int = 2  # examples per forward/backward on one rank; accumulation makes up the rest
-    max_steps: int = 100  # optimizer steps
-    lr: float = 1e-5  # peak learning rate (AdamW)
-    min_lr: float = 1e-6  # end of the cosine decay
-    warmup_steps: int = 10  # linear warmup
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
-    seed: int = 0  # data order and the held-out split
-    # output
-    out_dir: str = "out/sft"
-    eval_interval: int = 20  # steps between validation losses (and at the last step)
-    ckpt_interval: int = 50  # steps between checkpoints (and at the last step)
-    keep_ckpts: int = 2  # newest checkpoints kept
-    resume: bool = False  # continue from the newest checkpoint in out_dir
-    resume_force: bool = False  # resume even where the settings that shape the run differ from the checkpoint's
+    eval_every: int = 20  # steps between validation losses (and at the last step)
     export: bool = True  # write out_dir/hf at the end
 
 
@@ -253,7 +234,7 @@ def export(lm, cfg, env):
     dtype = getattr(torch, str(raw.get("torch_dtype") or raw.get("dtype") or "float32"), torch.float32)
     sd = T.full_state_dict(lm.net, dtype=dtype, rank0_only=True)
     if env.main:
-        lm.net.save_pretrained(os.path.join(cfg.out_dir, "hf"), state_dict=sd, tokenizer_dir=cfg.init_from)
+        lm.net.save_pretrained(os.path.join(cfg.out_dir, "hf"), state_dict=sd, tokenizer_dir=cfg.model)
         if cfg.chat_template:
             shutil.copy(cfg.chat_template, os.path.join(cfg.out_dir, "hf", "chat_template.jinja"))
     return os.path.join(cfg.out_dir, "hf")
@@ -280,11 +261,11 @@ def split_data(cfg, tok, log):
 
 
 def check_config(cfg, world):
-    if not cfg.train_file or not cfg.init_from:
-        raise T.ConfigError("--train_file and --init_from are required (see --help)")
-    T.check_min(cfg, 1, "batch_size", "micro_batch_size", "max_steps", "max_len", "eval_interval", "ckpt_interval",
-                "keep_ckpts")
-    T.check_min(cfg, 0, "val_size", "warmup_steps", "lr", "min_lr", "weight_decay", "grad_clip")
+    if not cfg.train_file or not cfg.model:
+        raise T.ConfigError("--train_file and --model are required (see --help)")
+    T.check_train_config(cfg)
+    T.check_min(cfg, 1, "batch_size", "max_steps", "max_len", "eval_every")
+    T.check_min(cfg, 0, "val_size")
     if cfg.batch_size % (cfg.micro_batch_size * world):
         raise T.ConfigError(f"--batch_size={cfg.batch_size} must be a multiple of --micro_batch_size="
                             f"{cfg.micro_batch_size} x {world} processes")
@@ -329,26 +310,20 @@ def run(cfg, env):
     if not cfg.resume and (T.latest_checkpoint(cfg.out_dir) or os.path.exists(metrics.path)):
         raise T.ConfigError(f"--out_dir={cfg.out_dir} already holds a run: pass --resume or another out_dir")
     torch.manual_seed(cfg.seed)
-    tok = M.Tokenizer.from_pretrained(cfg.init_from, chat_template=cfg.chat_template)
+    tok = M.Tokenizer.from_pretrained(cfg.model, chat_template=cfg.chat_template)
     train, val = split_data(cfg, tok, log)
     settings = resume_settings(cfg)
     log(f"{len(train)} training examples ({cfg.max_steps * cfg.batch_size / len(train):.2f} epochs), "
         f"{len(val)} validation; {env.world} process(es), "
         f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
 
-    net = M.Transformer.from_config(M.ModelConfig.from_file(cfg.init_from), device="meta")  # no memory yet
+    net = M.Transformer.from_config(M.ModelConfig.from_file(cfg.model), device="meta")  # no memory yet
     net.grad_checkpointing = cfg.grad_checkpointing
     lm = SFTModel(net)
-    bf16 = torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16
-    T.fsdp_wrap(lm, net.model.layers, env.device, bf16=bf16)
-    T.load_sharded(lm, net, cfg.init_from, env.device)  # fp32 master shards: each rank reads only its rows
+    T.fsdp_wrap(lm, net.model.layers, env.device, bf16=T.use_bf16(cfg, env.device))
+    T.load_sharded(lm, net, cfg.model, env.device)  # fp32 master shards: each rank reads only its rows
     lm.train()
-    decay = [p for p in lm.parameters() if p.dim() >= 2]  # no decay on norms and biases
-    rest = [p for p in lm.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                  fused=env.device.type == "cuda" or None)  # fused: no foreach temporaries
+    optimizer = T.adamw(lm, cfg, env.device)
     step = 0
     if ckpt:
         state = T.load_checkpoint(ckpt, lm, optimizer, env)
@@ -375,12 +350,12 @@ def run(cfg, env):
         step += 1
         row = {"step": step, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "grad_norm": norm,
                "tokens_per_s": tokens / dt, "examples_seen": step * cfg.batch_size}
-        if val and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
+        if val and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             row["val_loss"] = val_loss(lm, val, cfg.micro_batch_size, cfg.max_len, env)
         metrics.log(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
-        if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
             T.save_checkpoint(cfg.out_dir, step, lm, optimizer,
                               {"n_train": len(train), "examples_seen": step * cfg.batch_size, "settings": settings,
                                "config": {k: v for k, v in asdict(cfg).items() if v is not None}},

@@ -1,9 +1,11 @@
-"""What sft.py and grpo.py share: config and overrides, process groups, FSDP2 wrapping, the LR schedule,
-metrics (JSONL + plot), DCP checkpoints with resume, and gathering full weights for export or weight sync.
+"""What sft.py and grpo.py share: the options every trainer has (TrainConfig) and their parsing, process groups,
+FSDP2 wrapping, AdamW and the LR schedule, metrics (JSONL + plot), DCP checkpoints with resume, and gathering full
+weights for the export (the GRPO sampler's weight sync is Sampler.load_weights, which gathers shard by shard).
 
     cfg = parse_config(Config)                  # dataclass defaults < config file(s) < --key=value
     dist_env = setup_dist()                     # torchrun (nccl on GPU, gloo on CPU) or one process
     fsdp_wrap(model, model.model.layers, dist_env.device, bf16=True)
+    opt = adamw(model, cfg, dist_env.device)
     for step ...: set_lr(opt, lr_at(step, ...)); ...; log.log({"step": step, "loss": ...})
     save_checkpoint(out_dir, step, model, opt, {"examples_seen": ...}, dist_env)
     teardown_dist()
@@ -42,25 +44,71 @@ def check_min(cfg, minimum, *names):
             raise ConfigError(f"--{name}={value}: must be >= {minimum}")
 
 
+@dataclass
+class TrainConfig:
+    """The options every trainer shares, under one set of names; sft.Config and grpo.Config add only their own
+    (and may change a default here: grpo's beta2, lr, out_dir). One level, no deeper."""
+    # start and output
+    model: str = ""                   # Hugging Face checkpoint dir to start from: config.json, safetensors, tokenizer
+    out_dir: str = "out"              # metrics.jsonl, a plot of the curves, ckpt/, hf/ (the final model)
+    seed: int = 0                     # data order (and every other draw of the trainer)
+    # batch
+    batch_size: int = 8               # per optimizer step over all ranks: SFT examples, GRPO prompts (k completions each)
+    micro_batch_size: int = 2         # per forward/backward on one rank: SFT examples, GRPO completions
+    # optimizer: AdamW, weight decay on the 2-D parameters only (not norms, biases); warmup, then cosine to min_lr
+    max_steps: int = 100              # optimizer steps
+    lr: float = 1e-5                  # peak learning rate
+    min_lr: float = 1e-6              # end of the cosine decay; = lr keeps it constant
+    warmup_steps: int = 10            # linear warmup steps
+    weight_decay: float = 0.0         # on matrices and embeddings only
+    beta1: float = 0.9                # AdamW betas
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # max global gradient norm (0: no clipping)
+    # precision and memory
+    bf16: bool | None = None          # bf16 compute, fp32 master weights and reduce; None: on when CUDA is there
+    grad_checkpointing: bool = True   # recompute each block in backward (activation checkpointing)
+    # checkpoints
+    ckpt_every: int = 50              # steps between checkpoints (and at the last step)
+    keep_ckpts: int = 2               # newest checkpoints kept
+    resume: bool = False              # continue from the newest checkpoint in out_dir
+    resume_force: bool = False        # resume even where the settings that shape the run differ from the checkpoint's
+
+
+def check_train_config(cfg):
+    """The shared options' ranges (each trainer checks its batch sizes: GRPO's 0 means the stage's)."""
+    check_min(cfg, 1, "micro_batch_size", "ckpt_every", "keep_ckpts")
+    check_min(cfg, 0, "lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name}={getattr(cfg, name)}: must be in [0, 1)")
+
+
+def use_bf16(cfg, device):
+    return device.type == "cuda" if cfg.bf16 is None else cfg.bf16
+
+
 def parse_config(cls, argv=None, prog=None):
     """nanoGPT-style configuration: the dataclass `cls` holds the defaults (its source, comments included,
     is the --help text), then each `path.py` argument is read as `key = value` lines, then each
-    `--key=value` (or `--key value`) overrides (Python literals; a str field takes the text as is). Later wins."""
+    `--key=value` (or `--key value`) overrides (Python literals; a str field takes the text as is). Later wins.
+    cls.renamed, {old name: new name}, keeps old option names working for one release, with a warning."""
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or os.path.basename(sys.argv[0])
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "renamed", {})
     if any(a in ("-h", "--help") for a in argv):
+        sources = "\n".join(inspect.getsource(c) for c in reversed(cls.__mro__) if dataclasses.is_dataclass(c))
         print(f"usage: {prog} [config.py ...] [--key=value ...]\n\nDefaults (override in a config file or "
-              f"with --key=value):\n\n{inspect.getsource(cls)}")
+              f"with --key=value):\n\n{sources}")
         sys.exit(0)
     values, args = {}, list(argv)
     while args:
         arg = args.pop(0)
         if not arg.startswith("--"):
-            values.update(_read_config_file(arg, fields))
+            values.update(_read_config_file(arg, fields, renamed, prog))
             continue
         key, eq, text = arg[2:].partition("=")
-        key = key.replace("-", "_")
+        key = _renamed(key.replace("-", "_"), renamed, prog)
         if key not in fields:
             raise ConfigError(f"{arg}: unknown option {key!r} (see --help)")
         if not eq:
@@ -74,7 +122,15 @@ def parse_config(cls, argv=None, prog=None):
     return cls(**values)
 
 
-def _read_config_file(path, fields):
+def _renamed(key, renamed, prog):
+    """The current name of option `key`; an old name is accepted with a one-line warning on stderr."""
+    if key in renamed:
+        print(f"{prog}: warning: --{key} is deprecated, use --{renamed[key]} (the old name goes in the next release)",
+              file=sys.stderr)
+    return renamed.get(key, key)
+
+
+def _read_config_file(path, fields, renamed, prog):
     if not os.path.exists(path):
         raise ConfigError(f"{path}: config file not found")
     with open(path) as f:
@@ -88,6 +144,7 @@ def _read_config_file(path, fields):
     for key, value in ns.items():
         if key.startswith("_") or isinstance(value, types.ModuleType):
             continue
+        key = _renamed(key, renamed, prog)
         if key not in fields:
             raise ConfigError(f"{path}: unknown option {key!r} (see --help)")
         out[key] = _check_type(fields[key], value, f"{path}: {key}")
@@ -218,7 +275,8 @@ def load_sharded(root, net, path, device):
 
 def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
     """The module's state dict with every FSDP shard gathered into a full tensor (a collective: every rank
-    must call it). Used for the HF export and the GRPO sampler's weight sync. Tied weights stay one tensor.
+    must call it). Used for the HF export (the sampler's weight sync is Sampler.load_weights). Tied weights stay
+    one tensor.
     cpu: move to host memory; dtype: cast; rank0_only: other ranks gather one tensor at a time and keep
     nothing (an export of a large model then needs host memory for one copy, not one per rank)."""
     from torch.distributed.tensor import DTensor
@@ -236,6 +294,16 @@ def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
         if keep:
             out[key] = seen[id(value)]
     return out
+
+
+def adamw(model, cfg, device):
+    """AdamW at cfg.lr with betas (cfg.beta1, cfg.beta2), weight decay on the 2-D parameters only (matrices and
+    embeddings; norms and biases none). Fused on GPU: foreach's temporaries would be one more fp32 copy."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda" or None)
 
 
 def clip_grad_norm(params, max_norm):
@@ -437,9 +505,10 @@ def check_resume(ckpt, saved, now, force=False):
     return diffs
 
 
-def load_checkpoint(path, model, optimizer, dist_env):
+def load_checkpoint(path, model, optimizer, dist_env, layout=None):
     """Load a checkpoint written by save_checkpoint into the (already FSDP-wrapped) model and optimizer,
-    restore this rank's RNG states, and return the trainer dict ({"step", **extra})."""
+    restore this rank's RNG states, and return the trainer dict ({"step", **extra}). layout: the value its
+    extra["layout"] must have (a trainer whose saved state changed shape refuses older checkpoints in one line)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
@@ -448,9 +517,14 @@ def load_checkpoint(path, model, optimizer, dist_env):
     if not os.path.exists(mine):  # resumed on more ranks than saved: the new ranks start from rank 0's RNG
         mine = os.path.join(path, "trainer_rank0.pt")
     try:
+        trainer = torch.load(mine, weights_only=True)
+        if layout is not None and trainer.get("layout") != layout:
+            raise ConfigError(f"{path}: written by an older version (state layout {trainer.get('layout', 1)}, this "
+                              f"one reads {layout}): it cannot be resumed; start again in another --out_dir")
         dcp.load(state, checkpoint_id=path)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        trainer = torch.load(mine, weights_only=True)
+    except ConfigError:
+        raise
     except Exception as e:  # a checkpoint of another model, or bytes the manifest could not see
         raise ConfigError(f"{path}: cannot load this checkpoint: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
                           ) from None

@@ -9,7 +9,7 @@
 #   .venv/bin/python -m kg.sample --graph runs/kg --n 400 --out runs/sft_data/kg_questions.jsonl --seed 1
 #   .venv/bin/python -m data.distill --records runs/sft_data/kg_questions.jsonl --out runs/sft_data/kg_template --template
 # On GPUs: torchrun, larger batch_size / micro_batch_size / max_steps, lr about 1e-5.
-init_from = ".cache/smollm2-135m-instruct"
+model = ".cache/smollm2-135m-instruct"
 train_file = "runs/sft_data/huatuogpt/sft.jsonl,runs/sft_data/kg_template/sft.jsonl"
 out_dir = "runs/sft_smollm2"
 max_len = 768   # drops 44 of the 584 examples (the longest HuatuoGPT chains)
@@ -20,6 +20,6 @@ max_steps = 80
 lr = 1e-4
 min_lr = 1e-5
 warmup_steps = 5
-eval_interval = 40
-ckpt_interval = 40  # a checkpoint is 1.6 GB (fp32 weights + AdamW moments)
+eval_every = 40
+ckpt_every = 40  # a checkpoint is 1.6 GB (fp32 weights + AdamW moments)
 grad_checkpointing = False  # 135M fits in memory: no recompute on CPU

@@ -228,8 +228,8 @@ def test_step_examples_cover_each_epoch_once():
 # --------------------------------------------------------------------------------- end to end
 
 def sft_args(data, ckpt, out, **kw):
-    args = dict(train_file=data, init_from=ckpt, out_dir=out, max_steps=10, batch_size=4, micro_batch_size=2,
-                max_len=160, lr=3e-3, warmup_steps=2, eval_interval=5, ckpt_interval=3, val_size=6)
+    args = dict(train_file=data, model=ckpt, out_dir=out, max_steps=10, batch_size=4, micro_batch_size=2,
+                max_len=160, lr=3e-3, warmup_steps=2, eval_every=5, ckpt_every=3, val_size=6)
     args.update(kw)
     return [f"--{k}={v}" for k, v in args.items()]
 
@@ -317,7 +317,7 @@ def test_export_loads_in_transformers_with_the_trained_weights(ckpt, dist_env, t
     lm = sft.SFTModel(M.Transformer.from_pretrained(str(ckpt)))
     T.fsdp_wrap(lm, lm.net.model.layers, dist_env.device)
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
-    cfg = sft.Config(init_from=str(ckpt), out_dir=str(tmp_path), micro_batch_size=2, max_len=64)
+    cfg = sft.Config(model=str(ckpt), out_dir=str(tmp_path), micro_batch_size=2, max_len=64)
     sft.train_step(lm, opt, examples, cfg, dist_env)
     hf_dir = sft.export(lm, cfg, dist_env)
     from safetensors import safe_open
@@ -353,7 +353,7 @@ def test_base_checkpoint_learns_and_exports_the_chat_turn(tmp_path, dist_env):
     assert tok.stop_ids(net.config.eos_token_id) == (256, 258)  # what grpo.py, eval and sample.py stop at
     lm = sft.SFTModel(net)
     T.fsdp_wrap(lm, lm.net.model.layers, dist_env.device)
-    cfg = sft.Config(init_from=str(base), out_dir=str(tmp_path / "out"), micro_batch_size=2, max_len=512)
+    cfg = sft.Config(model=str(base), out_dir=str(tmp_path / "out"), micro_batch_size=2, max_len=512)
     sft.train_step(lm, torch.optim.AdamW(lm.parameters(), lr=1e-2), examples, cfg, dist_env)
     hf_dir = sft.export(lm, cfg, dist_env)
     gen = transformers.GenerationConfig.from_pretrained(hf_dir)
@@ -364,7 +364,7 @@ def test_base_checkpoint_learns_and_exports_the_chat_turn(tmp_path, dist_env):
     (dict(batch_size=6, micro_batch_size=4), "--batch_size=6 must be a multiple of --micro_batch_size=4"),
     (dict(max_stepz=3), "unknown option 'max_stepz'"),
     (dict(lr="fast"), "'fast' is not a valid float"),
-    (dict(init_from=""), "--train_file and --init_from are required"),
+    (dict(model=""), "--train_file and --model are required"),
     (dict(micro_batch_size=0), "--micro_batch_size=0: must be >= 1"),  # ZeroDivisionError before
     (dict(batch_size=0), "--batch_size=0: must be >= 1"),
     (dict(lr=-1e-3), "--lr=-0.001: must be >= 0"),

@@ -162,3 +162,51 @@ def test_full_state_dict_keeps_tied_weights_one_tensor(dist_env):
     T.fsdp_wrap(net, [net[1]], dist_env.device)
     sd = T.full_state_dict(net)
     assert sd["0.weight"] is sd["2.weight"] and not hasattr(sd["0.weight"], "full_tensor")
+
+
+# ------------------------------------------------------------------------------ the options trainers share
+
+@dataclass
+class Trainer(T.TrainConfig):
+    renamed = {"init_from": "model", "ckpt_interval": "ckpt_every"}
+    beta2: float = 0.99  # a trainer changes a shared default
+    own: int = 1  # and adds its own option
+
+
+def test_shared_options_one_set_of_names_old_names_warn(tmp_path, capsys):
+    cfg = T.parse_config(Trainer, ["--model=/m", "--micro_batch_size=3", "--own=2"], prog="t.py")
+    assert (cfg.model, cfg.micro_batch_size, cfg.own, cfg.beta1, cfg.beta2) == ("/m", 3, 2, 0.9, 0.99)
+    assert capsys.readouterr().err == ""
+    conf = tmp_path / "old.py"
+    conf.write_text("ckpt_interval = 7\n")
+    cfg = T.parse_config(Trainer, ["--init_from", "/old", str(conf)], prog="t.py")
+    assert (cfg.model, cfg.ckpt_every) == ("/old", 7)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["t.py: warning: --init_from is deprecated, use --model (the old name goes in the next release)",
+                   "t.py: warning: --ckpt_interval is deprecated, use --ckpt_every (the old name goes in the next "
+                   "release)"]
+    with pytest.raises(SystemExit):
+        T.parse_config(Trainer, ["--help"], prog="t.py")
+    out = capsys.readouterr().out
+    assert "class TrainConfig" in out and "micro_batch_size: int" in out and "own: int = 1" in out
+    with pytest.raises(T.ConfigError, match=r"--beta2=1.0: must be in \[0, 1\)"):
+        T.check_train_config(Trainer(beta2=1.0))
+
+
+def test_adamw_decays_matrices_only_with_the_configs_betas():
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 10))
+    opt = T.adamw(net, Trainer(weight_decay=0.1, lr=0.5), torch.device("cpu"))
+    decay, rest = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(10, 8), (10, 8)] and decay["weight_decay"] == 0.1
+    assert all(p.dim() == 1 for p in rest["params"]) and len(rest["params"]) == 3 and rest["weight_decay"] == 0
+    assert decay["betas"] == (0.9, 0.99) and decay["lr"] == 0.5
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused_in_one_line(tmp_path, dist_env):
+    net = T.fsdp_wrap(tiny_model(0), [], dist_env.device)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    path = T.save_checkpoint(str(tmp_path), 1, net, opt, {"drawn": 4}, dist_env)  # before layouts had a number
+    with pytest.raises(T.ConfigError, match=r"written by an older version \(state layout 1, this one reads 2\)"):
+        T.load_checkpoint(path, net, opt, dist_env, layout=2)
+    path = T.save_checkpoint(str(tmp_path), 2, net, opt, {"layout": 2}, dist_env)
+    assert T.load_checkpoint(path, net, opt, dist_env, layout=2)["step"] == 2
