@@ -30,25 +30,26 @@ message of eval.answer.build_prompt>}, {"role": "assistant", "content":
 "<think>\\n...\\n</think>\\n<answer>X</answer>"}], "meta": {"teacher", "prompt", "round", "strategy",
 "candidates", "passed", "guideline"}}.
 """
-import argparse
 import ast
 import hashlib
 import json
+import math
 import operator
 import os
 import re
-import sys
+import urllib.parse
 from collections import Counter
 
 from data.decontam import BenchIndex, decontaminate
 from data.dedup import dedup, tokens
 from data.filter import check as format_filter
 from data.prepare import convert_source
-from data.verify import _keyed, add_llm_args, client_from_args, load_results, uid
+from data.verify import _keyed, add_llm_args, check_llm_args, client_from_args, load_results, uid
 from eval.answer import build_prompt, extract_answer, format_error, format_ok, format_question
 from eval.llm import LLMError, make_client, run_step
-from eval.loaders import DATA_DIR, load_benchmark
-from eval.records import RecordError, read_jsonl, write_jsonl
+from eval.loaders import BENCHMARKS, DATA_DIR, load_benchmark
+from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
+                          read_json, read_jsonl, write_jsonl)
 from kg.verbalize import join, lower_first
 
 TEACHER = """You are writing a worked solution to a medical exam question, to teach a student how to reason.
@@ -728,14 +729,15 @@ DEFAULT_BENCH = ("medqa", "medmcqa", "pubmedqa", "mmlu_pro_biology", "mmlu_pro_h
 
 
 def load_bench(specs, data_dir=None):
-    """name -> records; the defaults plus NAME=FILE extras. A missing file is an error."""
+    """name -> records; the defaults plus NAME=FILE extras. A missing or malformed file is a RecordError naming
+    it, an unknown name a UsageError."""
     out = {}
     for spec in list(DEFAULT_BENCH) + list(specs or []):
         name, _, path = spec.partition("=")
         try:
             out[name] = load_benchmark(name, path or None, data_dir=data_dir)
-        except (FileNotFoundError, KeyError) as e:
-            raise RecordError(f"benchmark {spec}: {e}") from None
+        except KeyError as e:  # an unknown name; load_benchmark raises RecordError for a missing file
+            raise UsageError(f"--bench {spec}: {e.args[0]}") from None
     return out
 
 
@@ -746,8 +748,7 @@ def convert_huatuogpt(path, bench, limits, system=None, judge=None, judge_path=N
     where an item has reference text and a `judge` is given (results in `judge_path`), duplicates (data.dedup),
     overlap with an eval benchmark (data.decontam.decontaminate)."""
     stats = Counter()
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
+    raw = read_json(path)
     if not isinstance(raw, list):
         raise RecordError(f"{path}: expected a JSON list of items, got a {type(raw).__name__}")
     recs = convert_source(f"huatuo:train={path}", "")
@@ -822,23 +823,52 @@ def stats_markdown(stats, title):
 TEACHER_ARGS = ("k", "rounds", "temperature", "max_tokens", "endpoint", "model_name", "model", "records")
 
 
+def write_text(path, text):
+    """Write a whole file atomically (temp file, then rename): a kill leaves the old file or the new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def check_config(out, a):
     """The teacher-side flags of a resumed run must match the ones its stored replies were made with."""
     path = os.path.join(out, "config.json")
     cfg = {k: getattr(a, k) for k in TEACHER_ARGS}
     if os.path.exists(path):
-        old = json.load(open(path))
+        old = read_json(path)
+        if not isinstance(old, dict):
+            raise RecordError(f"{path}: a JSON {type(old).__name__}, not a run's settings; use a new --out")
         diff = [f"--{k.replace('_', '-')} {old.get(k)} -> {cfg[k]}" for k in cfg if old.get(k) != cfg[k]]
         if diff:
-            sys.exit(f"error: {out} holds replies made with other settings ({'; '.join(diff)}); use a new --out")
+            raise UsageError(f"{out} holds replies made with other settings ({'; '.join(diff)}); use a new --out")
     else:
-        os.makedirs(out, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=1)
+        write_text(path, json.dumps(cfg, indent=1))
 
 
+def check_url(ap, flag, url):
+    """An endpoint must be an http(s) URL with a host: anything else would fail inside the first request."""
+    if url is None:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[x": a malformed host
+        ok = False
+    if not ok:
+        ap.error(f"{flag} {url!r}: not an http:// or https:// URL")
+
+
+@command("data.distill")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Teacher CoT trajectories (pass@k + refinement) as SFT chat records.")
+    ap = ArgumentParser(prog="python -m data.distill",
+                        description="Teacher CoT trajectories (pass@k + refinement) as SFT chat records.")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--records", help="input records JSONL (curated pool or KG questions)")
     src.add_argument("--huatuogpt", metavar="FILE", help="convert HuatuoGPT-o1 demo_data.json instead")
@@ -846,13 +876,15 @@ def main(argv=None):
     teacher = add_llm_args(ap, required=False)  # --endpoint / --model, the teacher's client flags
     teacher.add_argument("--template", action="store_true",
                          help="no teacher: write KG questions' trajectories from their sampled path")
-    ap.add_argument("--k", type=int, default=4, help="candidates per item and round (pass@k)")
-    ap.add_argument("--rounds", type=int, default=3, help="refinement rounds R for items with no passing candidate")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--max-tokens", type=int, default=2048, help="teacher reply budget")
-    ap.add_argument("--min-words", type=int, default=20, help="shortest reasoning kept (words; CJK characters)")
-    ap.add_argument("--max-words", type=int, default=1024, help="longest reasoning kept")
-    ap.add_argument("--max-repeat", type=float, default=0.25, help="largest share of repeated word 6-grams")
+    ap.add_argument("--k", type=int_at_least(1), default=4, help="candidates per item and round (pass@k)")
+    ap.add_argument("--rounds", type=int_at_least(0), default=3,
+                    help="refinement rounds R for items with no passing candidate")
+    ap.add_argument("--temperature", type=float_in(0, math.inf), default=0.7)
+    ap.add_argument("--max-tokens", type=int_at_least(1), default=2048, help="teacher reply budget")
+    ap.add_argument("--min-words", type=int_at_least(0), default=20,
+                    help="shortest reasoning kept (words; CJK characters)")
+    ap.add_argument("--max-words", type=int_at_least(1), default=1024, help="longest reasoning kept")
+    ap.add_argument("--max-repeat", type=float_in(0, 1), default=0.25, help="largest share of repeated word 6-grams")
     ap.add_argument("--select", choices=list(SELECT), default="explicit",
                     help="rule among passing candidates: 'explicit' prefers those that state their assumptions and "
                          "remaining uncertainty, then the shortest (the paper's); 'fewest_hedges', then the shortest")
@@ -867,12 +899,20 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=DATA_DIR, help="where the benchmark files are")
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     a = ap.parse_args(argv)
-    if a.judge_endpoint and not a.judge_model_name:
+    check_llm_args(ap, a)
+    check_url(ap, "--endpoint", a.endpoint)
+    check_url(ap, "--judge-endpoint", a.judge_endpoint)
+    if a.judge_endpoint is not None and not a.judge_model_name:
         ap.error("--judge-endpoint needs --judge-model-name")
-    if a.judge_endpoint and a.template:
+    if a.judge_endpoint is not None and a.template:
         ap.error("--judge-endpoint: not with --template (its chains are written from the reference facts)")
+    if a.records and not (a.template or a.endpoint or a.model):
+        ap.error("give a teacher: --endpoint URL --model-name NAME, --model DIR, or --template")
+    for spec in a.bench:
+        if spec.partition("=")[0] not in BENCHMARKS:
+            ap.error(f"--bench {spec}: unknown benchmark {spec.partition('=')[0]!r}; known: {', '.join(BENCHMARKS)}")
+    check_outputs(folders=[a.out])  # the folder itself is made by the first file written into it
     limits = {"min_words": a.min_words, "max_words": a.max_words, "max_repeat": a.max_repeat}
-    os.makedirs(a.out, exist_ok=True)
     judge = make_client(endpoint=a.judge_endpoint, model=a.judge_model_name, api_key_env=a.api_key_env,
                         timeout=a.timeout, max_retries=a.retries, backoff=a.backoff,
                         concurrency=a.concurrency) if a.judge_endpoint else None
@@ -888,24 +928,20 @@ def main(argv=None):
             if a.template:
                 sft, failed, stats = run_template(records, limits, a.system)
                 title = f"templated KG trajectories for {a.records}"
-            elif a.endpoint or a.model:
+            else:
                 check_config(a.out, a)
                 teacher = a.model_name or a.model
                 sft, failed, stats = run_teacher(client_from_args(a), records, a.out, a.k, a.rounds, a.temperature,
                                                  a.max_tokens, limits, teacher, a.system, judge, a.select)
                 title = f"teacher {teacher} on {a.records}"
-            else:
-                ap.error("give a teacher: --endpoint URL --model-name NAME, --model DIR, or --template")
             if bad:
                 stats["bad_lines"] = bad["bad_lines"]
-    except (RecordError, LLMError, OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    except LLMError as e:  # a runtime failure, not a usage error: exit 1; finished replies are kept
+        fail(f"{e}; finished replies are saved in {a.out}: rerun the same command to resume", "data.distill")
     write_jsonl(os.path.join(a.out, "sft.jsonl"), sft)
     write_jsonl(os.path.join(a.out, "failed.jsonl"), failed)
-    with open(os.path.join(a.out, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=1)
-    with open(os.path.join(a.out, "stats.md"), "w") as f:
-        f.write(stats_markdown(stats, title))
+    write_text(os.path.join(a.out, "stats.json"), json.dumps(stats, indent=1))
+    write_text(os.path.join(a.out, "stats.md"), stats_markdown(stats, title))
     print(f"{len(sft)} SFT records in {os.path.join(a.out, 'sft.jsonl')}, {len(failed)} dropped; "
           f"stats -> {os.path.join(a.out, 'stats.md')}")
 

@@ -154,6 +154,12 @@ def entry_points(ws, url):
                       ("--endpoint", "str", url), ("--model-name", "str", "m"), ("--out", "outdir", p("run2")),
                       ("--limit", "int", "2"), ("--temperature", "float", "0")], []),
         "eval.report": ([(None, "dir", p("run")), ("--labels", "str", "a")], ["--no-detail"]),
+        "data.distill": ([("--records", "in", p("good.jsonl")), ("--out", "outdir", p("distill")),
+                          ("--endpoint", "str", url), ("--model-name", "str", "m"), ("--k", "int", "2"),
+                          ("--rounds", "int", "1"), ("--temperature", "float", "0.5"),
+                          ("--max-words", "int", "200"), ("--max-repeat", "float", "0.25"),
+                          ("--select", "str", "explicit"), ("--judge-endpoint", "str", url),
+                          ("--judge-model-name", "str", "j")], []),
     }
 
 
@@ -233,7 +239,7 @@ def main_of(module):
 
 MODULES = ["data.anonymize", "data.filter", "data.dedup", "data.mix", "data.decontam", "data.verify",
            "data.difficulty", "data.prepare", "kg.build", "kg.sample", "kg.split", "kg.world", "eval.run",
-           "eval.report"]
+           "eval.report", "data.distill"]  # a new one goes last: the seeds of the others are their index
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -245,7 +251,10 @@ def test_fuzz_every_mistake_is_exit_2_and_one_line(module, ws, capsys):
     (data.mix, data.filter, data.dedup, data.anonymize), a JSON list as a line (data.filter), --source without
     =PATH, an output path that is a folder, an --out of kg.sample holding other records (KeyError); a folder as
     output left a stray .tmp file beside it; data.filter wrote OUT before failing on --dropped, data.prepare
-    rewrote its step files before failing on a bad --bench; argparse printed its usage block (several lines)."""
+    rewrote its step files before failing on a bad --bench; argparse printed its usage block (several lines).
+    data.distill (all 98 of its cases failed before): sys.exit(message) (exit 1) for a bad input or a resume with
+    other settings, a traceback for an --out that is a file or under one, --k 0, --rounds -1 and a nan, inf or
+    negative --temperature accepted, an --endpoint that is no URL accepted and stored in config.json."""
     main = main_of(module)
     with Answers() as srv:
         slots, extra = entry_points(ws, srv.url)[module]
@@ -262,7 +271,8 @@ def test_fuzz_every_mistake_is_exit_2_and_one_line(module, ws, capsys):
 
 def test_real_processes_exit_2_with_one_stderr_line(ws):
     """Each entry point as a shell runs it, on one bad input file: exit code 2 and one stderr line, no traceback.
-    (eval.report and data.* exited 1 with sys.exit(message); kg.sample and data.prepare printed tracebacks.)"""
+    (eval.report and data.* exited 1 with sys.exit(message); kg.sample and data.prepare printed tracebacks;
+    data.distill made its --out folder before reading its input.)"""
     garbage = str(ws / "garbage.bin")
     argv = {"data.anonymize": [garbage, str(ws / "x.jsonl")], "data.filter": [garbage, str(ws / "x.jsonl")],
             "data.dedup": [garbage, str(ws / "x.jsonl")], "data.mix": [garbage, "--out-dir", str(ws / "x")],
@@ -277,7 +287,8 @@ def test_real_processes_exit_2_with_one_stderr_line(ws):
             "kg.world": ["--graph", str(ws / "folder"), "--out", str(ws / "x")],
             "eval.run": ["--benchmarks", "medqa", "--path", f"medqa={garbage}", "--endpoint", "http://127.0.0.1:9",
                          "--model-name", "m", "--out", str(ws / "x")],
-            "eval.report": [str(ws / "folder")]}
+            "eval.report": [str(ws / "folder")],
+            "data.distill": ["--records", garbage, "--out", str(ws / "x"), "--template"]}
     assert sorted(argv) == sorted(MODULES)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = {m: subprocess.Popen([sys.executable, "-m", m, *a], cwd=ROOT, env=env, stdout=subprocess.PIPE,

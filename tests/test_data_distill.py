@@ -293,23 +293,46 @@ def test_resume_with_other_teacher_settings_is_refused(tmp_path, capsys):
         args = ["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--endpoint", srv.url,
                 "--model-name", "t", "--k", "3"]
         main(args)
-        with pytest.raises(SystemExit, match=r"--k 3 -> 5"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
             main(args[:-1] + ["5"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("data.distill: error: "), err
+        assert "--k 3 -> 5" in err
         main(args + ["--max-words", "10"])  # filter flags may change: verdicts are recomputed
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["kept"] == 0 and stats["rounds"][0]["reasons"] == {"too_long": 3}
 
 
-def test_bad_input_is_one_clear_error(tmp_path):
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    """A user mistake is exit 2 and one stderr line "data.distill: error: ..." naming it."""
+    def error_of(argv):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("data.distill: error: "), err
+        return err
+
     (tmp_path / "in.jsonl").write_text(json.dumps(rec_for("easy", "A")) + "\n{broken\n")
-    with pytest.raises(SystemExit, match=r"in\.jsonl:2: invalid JSON"):
-        main(["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--template"])
+    assert re.search(r"in\.jsonl:2: invalid JSON",
+                     error_of(["--records", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"), "--template"]))
     write_jsonl(tmp_path / "twice.jsonl", [rec_for("easy", "A")] * 2)
-    with pytest.raises(SystemExit, match=r"ids occur more than once.*test/q-easy"):
-        main(["--records", str(tmp_path / "twice.jsonl"), "--out", str(tmp_path / "o"), "--endpoint", "http://x",
-              "--model-name", "t"])
-    with pytest.raises(SystemExit, match=r"nope\.json"):
-        main(["--huatuogpt", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    assert re.search(r"ids occur more than once.*test/q-easy",
+                     error_of(["--records", str(tmp_path / "twice.jsonl"), "--out", str(tmp_path / "o"),
+                               "--endpoint", "http://x", "--model-name", "t"]))
+    assert "nope.json: file not found" in error_of(["--huatuogpt", str(tmp_path / "nope.json"), "--out",
+                                                    str(tmp_path / "o")])
+    (tmp_path / "list.json").write_text("{}")
+    assert "expected a JSON list of items, got a dict" in error_of(["--huatuogpt", str(tmp_path / "list.json"),
+                                                                    "--out", str(tmp_path / "o")])
+    assert "unknown benchmark 'nope'" in error_of(["--huatuogpt", str(tmp_path / "list.json"), "--out",
+                                                   str(tmp_path / "o"), "--bench", "nope=x.jsonl"])
+    assert "--endpoint 'localhost:8000': not an http" in error_of(
+        ["--records", str(tmp_path / "twice.jsonl"), "--out", str(tmp_path / "o2"), "--endpoint", "localhost:8000",
+         "--model-name", "t"])
+    assert "give a teacher" in error_of(["--records", str(tmp_path / "twice.jsonl"), "--out", str(tmp_path / "o2")])
+    assert not (tmp_path / "o2").exists()  # nothing made for a run that never started
 
 
 # ----------------------------------------------------------------------------- KG: the path as skeleton
