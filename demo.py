@@ -382,10 +382,10 @@ def run_seed(cfg, kg_dir):
                 open(p("medqa", f"{name}.done"), "w").close()
             run.stage(f"medqa {name}", p("medqa", f"{name}.done"), medqa)
 
-    train_stage("base", "sft.py", {"init_from": base, "train_file": p("world", "knowledge.jsonl"),
+    train_stage("base", "sft.py", {"model": base, "train_file": p("world", "knowledge.jsonl"),
                                    "out_dir": p("knowledge"), "seed": cfg.seed, **cfg.knowledge}, p("knowledge"))
     ev("base")
-    train_stage("sft", "sft.py", {"init_from": models["base"], "train_file": p("world", "cot.jsonl"),
+    train_stage("sft", "sft.py", {"model": models["base"], "train_file": p("world", "cot.jsonl"),
                                   "out_dir": p("sft"), "seed": cfg.seed, **cfg.sft}, p("sft"))
     ev("sft")
     for s in (1, 2):

@@ -1,4 +1,4 @@
-"""GRPO, the paper's two-stage RL with verifiable rewards (Fleming-R1, section 3.3).
+"""GRPO, the paper's RL with verifiable rewards (Fleming-R1, section 3.3): one stage of its curriculum per run.
 
 Where things are (search for the name):
     reward()          r_i = w_correct * [extracted answer == gold] + w_format * [format_ok]   (the rule reward)
@@ -7,11 +7,13 @@ Where things are (search for the name):
     zero_signal()     groups whose k rewards are all equal (the paper's "reward sparsity")
     token_logprobs()  fp32 log pi per completion token, the head run in chunks
     completion_batch() the update's packed row: each prompt once, its k completions attending to it
-    Plateau           stage 1's stop rule
-    mine()            stage 2's adaptive hard-sample miner
+    _train()          the loop, the same for every stage
+    curriculum.py     the stages: which prompts, k, the starting model, stage 1's plateau (the stage switch),
+                      stage 2's hard-sample miner, their checkpointed state
 
-One step: prompts -> Sampler.generate(n=k) -> reward -> advantage -> trainer logprobs -> loss ->
-backward / optimizer step -> gathered weights copied into the sampler (Sampler.load_weights).
+One step: the stage's prompts -> Sampler.generate(n=k) -> reward -> advantage -> trainer logprobs -> loss ->
+backward / optimizer step -> gathered weights copied into the sampler (Sampler.load_weights: the weight sync)
+-> metrics -> the stage says whether to go on -> checkpoint.
 """
 import dataclasses
 import os
@@ -19,7 +21,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -27,16 +29,19 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
+from curriculum import CURRICULUM, key, read_rates
 from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, ModelConfig, Tokenizer, Transformer
+from offload import empty_weights, kv_budget, move_optimizer, sharded_model, sleep, wake
 from sample import Sampler, SamplingParams
-from training import (ConfigError, Metrics, all_reduce_sum, check_min, check_resume, clip_grad_norm, file_digest,
-                      fsdp_wrap, full_state_dict, latest_checkpoint, load_checkpoint, load_sharded, lr_at,
-                      parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist)
+from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_resume,
+                      check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
+                      load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist,
+                      use_bf16)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
-
+LAYOUT = 2  # the checkpoint's state layout: 2 = the curriculum's state apart from the loop's (older ones are refused)
 
 # ---------------------------------------------------------------------------------------------- reward
 
@@ -227,23 +232,26 @@ def completion_batch(prompts, completions, truncated="zero"):
 # ------------------------------------------------------------------------------------------- config
 
 @dataclass
-class Config:
-    # stage and files
-    stage: int = 1                    # 1: Easy + Moderate until the reward plateaus; 2: mined hard samples
-    model: str = ""                   # policy to start from; "" = stage 1: sft.py's out/sft/hf, stage 2: stage 1's hf/
-    data: str = "work/data/rl.jsonl"  # the RL pool: records JSONL (data.prepare's rl.jsonl)
+class Config(TrainConfig):
+    """grpo.py's own options, after the shared ones (training.TrainConfig) whose defaults it changes here. model: the
+    policy to start from, "" = the stage's (stage 1: sft.py's out/sft/hf, stage 2: stage 1's hf/)."""
+    renamed = {"prompts_per_step": "batch_size", "micro_batch": "micro_batch_size"}
     out_dir: str = "out/grpo"         # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, hf/
-    resume: bool = False              # continue from the newest checkpoint in <out_dir>/stage<s>/ckpt
-    resume_force: bool = False        # resume even where the settings that shape the run differ from the checkpoint's
+    batch_size: int = 0               # prompts per optimizer step over all ranks; 0 = the stage's (curriculum.py)
+    micro_batch_size: int = 4         # completions per forward/backward
+    max_steps: int = 0                # per stage; 0 = the stage's (stage 1 usually stops earlier, at its plateau)
+    lr: float = 1e-6                  # AdamW peak learning rate
+    beta2: float = 0.99               # AdamW betas (0.9, 0.99)
+    # stage and data
+    stage: int = 1                    # 1: Easy + Moderate until the reward plateaus; 2: mined hard samples
+    data: str = "work/data/rl.jsonl"  # the RL pool: records JSONL (data.prepare's rl.jsonl)
     # rollouts
-    prompts_per_step: int = 0         # prompts per optimizer step over all ranks; 0 = the stage's (STAGE_DEFAULTS)
     k: int = 0                        # rollouts per prompt; 0 = the stage's: 8 in stage 1, 16 in stage 2
     max_new_tokens: int = 2048        # rollout length cap; a completion cut there has no answer (see truncated)
     temperature: float = 1.0          # rollout temperature; the trainer divides its logits by it too (0: greedy, untempered)
     top_p: float = 1.0                # < 1: rollouts come from the truncated distribution, the loss uses the full one
     rollout_chunk: int = 0            # prompts per generate() call (0 = all of a rank's); draws depend on it
     kv_fraction: float = 0.8          # of the memory left after the trainer and the sampler's weights
-    seed: int = 0                     # data order, rollout draws, option shuffles, mining samples
     shuffle_options: bool = False     # each group sees its item's options in a fresh order (seed, step, id): no letter pays
     # reward and masks
     w_correct: float = 1.0            # reward for an extracted answer equal to the gold (eval.answer.score)
@@ -257,20 +265,10 @@ class Config:
     ppo_epochs: int = 1               # updates per rollout batch (> 1 needs clip_eps > 0)
     old_logprobs: str = "sampler"     # pi_old for the ratio: "sampler" (its logprobs) or "recompute" (trainer forward)
     kl_beta: float = 0.0              # k3 KL to the frozen starting policy (the paper: none)
-    # optimization
-    lr: float = 1e-6                  # AdamW peak learning rate, betas (0.9, 0.99)
-    min_lr: float = 1e-6              # cosine from lr to min_lr after warmup; = lr keeps it constant
-    warmup_steps: int = 10            # linear warmup steps
-    max_steps: int = 0                # per stage; 0 = the stage's (stage 1 usually stops earlier, at its plateau)
-    micro_batch: int = 4              # completions per forward/backward
-    weight_decay: float = 0.0         # AdamW weight decay (every parameter)
-    grad_clip: float = 1.0            # max global gradient norm (0: no clipping)
+    # trainer
     logprob_chunk: int = 1024         # completion tokens per chunk of the fp32 head
-    grad_checkpointing: bool = True   # recompute each block in backward (activation checkpointing)
-    bf16: bool = True                 # on GPU: bf16 compute, fp32 master weights; CPU runs fp32
     sleep: bool = False               # trainer state on host during rollouts, sampler weights freed during the update
                                       # (what fits Qwen3-32B on 8 x 80 GB: see README, "Memory at scale")
-    ckpt_every: int = 50              # steps between checkpoints (and at the stage's last step)
     # stage 1: difficulty labels, the Easy/Moderate blend and the plateau
     easy_share: float = 0.5           # share of each step's prompts drawn from Easy items (the rest Moderate): 1:1 blend
     plateau_window: int = 20          # steps in each moving mean
@@ -283,14 +281,9 @@ class Config:
     mine_max: int = 0                 # score at most this many items per round (0 = the whole pool)
 
 
-# The paper's two runs: the same 256 completions per step, stage 2 with more rollouts per (hard) prompt.
-STAGE_DEFAULTS = {1: dict(prompts_per_step=32, k=8, max_steps=1000),
-                  2: dict(prompts_per_step=16, k=16, max_steps=500)}
-
-
 def check_config(cfg):
-    if cfg.stage not in (1, 2):
-        raise ConfigError(f"--stage={cfg.stage}: 1 or 2")
+    if cfg.stage not in CURRICULUM:
+        raise ConfigError(f"--stage={cfg.stage}: one of {', '.join(map(str, CURRICULUM))}")
     if cfg.agg not in AGGREGATIONS:
         raise ConfigError(f"--agg={cfg.agg}: one of {', '.join(AGGREGATIONS)}")
     if cfg.truncated not in ("zero", "mask"):
@@ -299,29 +292,26 @@ def check_config(cfg):
         raise ConfigError(f"--old_logprobs={cfg.old_logprobs}: 'sampler' or 'recompute'")
     if cfg.ppo_epochs > 1 and cfg.clip_eps <= 0:
         raise ConfigError(f"--ppo_epochs={cfg.ppo_epochs} reuses rollouts: it needs --clip_eps > 0")
-    check_min(cfg, 1, "max_new_tokens", "micro_batch", "ckpt_every", "logprob_chunk", "ppo_epochs", "plateau_window",
-              "remine_every")
-    check_min(cfg, 0, "prompts_per_step", "k", "max_steps", "temperature", "lr", "min_lr", "warmup_steps",
-              "weight_decay", "grad_clip", "kl_beta", "clip_eps", "mine_max", "rollout_chunk")  # 0: see --help
+    check_train_config(cfg)
+    check_min(cfg, 1, "max_new_tokens", "logprob_chunk", "ppo_epochs", "plateau_window", "remine_every")
+    check_min(cfg, 0, "batch_size", "k", "max_steps", "temperature", "kl_beta", "clip_eps", "mine_max",
+              "rollout_chunk")  # 0: see --help
     if not 0 <= cfg.easy_share <= 1:
         raise ConfigError(f"--easy_share={cfg.easy_share}: a share between 0 and 1")
 
 
 def resolve(cfg, world):
-    """Fill the stage-dependent defaults; returns (cfg, stage dir)."""
-    stage = STAGE_DEFAULTS[cfg.stage]
-    cfg = dataclasses.replace(cfg, **{key: getattr(cfg, key) or value for key, value in stage.items()})
-    if cfg.prompts_per_step % world:
-        raise ConfigError(f"--prompts_per_step={cfg.prompts_per_step} must be a multiple of the {world} ranks")
-    model = cfg.model or ("out/sft/hf" if cfg.stage == 1 else os.path.join(cfg.out_dir, "stage1", "hf"))
-    if not os.path.exists(os.path.join(model, "config.json")):
-        hint = " (stage 2 starts from stage 1's final checkpoint: run stage 1 first, or pass --model)" \
-            if cfg.stage == 2 and not cfg.model else ""
-        raise ConfigError(f"--model: no checkpoint at {model}{hint}")
+    """The stage's defaults filled in (curriculum.py); returns (cfg, stage dir)."""
+    stage = CURRICULUM[cfg.stage]
+    cfg = stage.configure(cfg)
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch_size={cfg.batch_size} must be a multiple of the {world} ranks")
+    model, hint = stage.start_from(cfg)
+    if not os.path.exists(os.path.join(cfg.model or model, "config.json")):
+        raise ConfigError(f"--model: no checkpoint at {cfg.model or model}" + ("" if cfg.model else f" ({hint})"))
     if not os.path.exists(cfg.data):
         raise ConfigError(f"--data: {cfg.data} not found (records JSONL, e.g. data.prepare's rl.jsonl)")
-    return dataclasses.replace(cfg, model=model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
-
+    return dataclasses.replace(cfg, model=cfg.model or model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
 
 # ------------------------------------------------------------------------------------------ rollouts
 
@@ -387,17 +377,6 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
     return done
 
 
-def read_rates(path):
-    """{key: pass rate} from a pass_rates() file (stage 1's labels.jsonl, a mining round)."""
-    return {key(row): row["pass_rate"] for row in read_jsonl(path, validate=False)}
-
-
-def key(rec):
-    """A record's identity wherever state is kept (pass rates, labels, mining): ids are unique only within a
-    source, so two sources numbering 1, 2, 3 ... must not share a pass rate."""
-    return rec["source"], rec["id"]
-
-
 def read_pool(path):
     """The RL pool's records; a (source, id) seen twice is an error naming both lines."""
     recs, seen = [], {}
@@ -418,99 +397,6 @@ def sampler_free(sampler):
     sampler.free_cache()
 
 
-# ------------------------------------------------------------------------------------- stage 1 (labels)
-
-def difficulty_from_pass_rate(p):
-    """The policy's own difficulty label for a record without one: pass rate over k samples."""
-    return "easy" if p >= 0.75 else "moderate" if p >= 0.25 else "difficult"
-
-
-class Plateau:
-    """Stage 1's stop rule, on two moving means over `window` steps: stop when the mean reward gained less
-    than `delta` over the window before, or when the mean zero-signal fraction (groups whose k rewards are
-    all equal: no gradient) reaches `zero_frac`. Its history is part of the checkpoint."""
-
-    def __init__(self, window, delta, zero_frac):
-        self.window, self.delta, self.zero_frac = window, delta, zero_frac
-        self.rewards, self.zero = [], []
-
-    def update(self, reward, zero_frac):
-        """Record one step; returns the reason to stop, or None."""
-        self.rewards.append(reward)
-        self.zero.append(zero_frac)
-        w = self.window
-        if len(self.zero) >= w and sum(self.zero[-w:]) / w >= self.zero_frac:
-            return f"zero-signal fraction {sum(self.zero[-w:]) / w:.2f} >= {self.zero_frac} over {w} steps"
-        if len(self.rewards) >= 2 * w:
-            before, now = sum(self.rewards[-2 * w:-w]) / w, sum(self.rewards[-w:]) / w
-            if now - before < self.delta:
-                return f"reward plateau: moving mean {before:.3f} -> {now:.3f} (< +{self.delta})"
-        return None
-
-    def state_dict(self):
-        return {"rewards": list(self.rewards), "zero": list(self.zero)}
-
-    def load_state_dict(self, state):
-        self.rewards, self.zero = list(state["rewards"]), list(state["zero"])
-
-
-# ------------------------------------------------------------------------------- stage 2 (hard samples)
-
-def mine(recs, rates, pass_below, difficult_weight, labels=None):
-    """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
-    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {key:
-    difficulty} (stage2_labels); None = each record's own."""
-    labels = labels if labels is not None else {key(r): r["difficulty"] for r in recs}
-    return [(i, difficult_weight if labels.get(key(r)) == "difficult" else 1.0)
-            for i, r in enumerate(recs) if key(r) in rates and rates[key(r)] < pass_below]
-
-
-def stage2_labels(cfg, recs):
-    """({key: difficulty}, a line saying where the labels came from) for stage 2's miner: the data file's labels,
-    and for records without one the pass-rate labels stage 1 wrote (<out_dir>/stage1/labels.jsonl)."""
-    labels = {key(r): r["difficulty"] for r in recs}
-    missing = [i for i, d in labels.items() if d is None]
-    if not missing:
-        return labels, "stage 2: Difficult items from the data file's labels"
-    path = os.path.join(cfg.out_dir, "stage1", "labels.jsonl")
-    if not os.path.exists(path):
-        return labels, (f"stage 2: {len(missing)} of {len(recs)} records have no difficulty label and stage 1 wrote "
-                        f"none ({path} missing): none of them is weighted as Difficult")
-    rates = read_rates(path)
-    got = [i for i in missing if i in rates]
-    labels.update((i, difficulty_from_pass_rate(rates[i])) for i in got)
-    return labels, (f"stage 2: difficulty from the data file for {len(recs) - len(missing)} records, from stage 1's "
-                    f"pass rates ({path}) for {len(got)}, none for {len(missing) - len(got)}")
-
-
-def blend(pools, easy_share, n):
-    """(Easy, Moderate) prompts per step: easy_share of n from Easy, the rest from Moderate; all from one pool when
-    the other is empty."""
-    if not pools["moderate"]:
-        return n, 0
-    if not pools["easy"]:
-        return 0, n
-    n_easy = round(easy_share * n)
-    return n_easy, n - n_easy
-
-
-def draw(pool, start, n, seed):
-    """Records start..start+n of an endless stream over `pool` (indices), reshuffled each epoch by (seed, epoch):
-    a function of the position only, so resuming needs just the position."""
-    out = []
-    if not n:
-        return out
-    for i in range(start, start + n):
-        epoch, j = divmod(i, len(pool))
-        out.append(pool[_permutation(len(pool), seed, epoch)[j]])
-    return out
-
-
-@lru_cache(maxsize=4)
-def _permutation(n, seed, epoch):
-    return random.Random(f"{seed}:{epoch}").sample(range(n), n)
-
-
 # ------------------------------------------------------------------------------------------- update
 
 def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
@@ -521,9 +407,9 @@ def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
     prompts = [g.prompt for g in groups for _ in g.completions]
     comps = [c for g in groups for c in g.completions]
     adv = advantages(torch.tensor([g.rewards for g in groups]), cfg.std_norm).flatten().to(dev)
-    starts = range(0, len(comps), cfg.micro_batch)
-    batches = [completion_batch(prompts[s:s + cfg.micro_batch], comps[s:s + cfg.micro_batch], cfg.truncated)
-               .to(dev) for s in starts]
+    mb = cfg.micro_batch_size
+    starts = range(0, len(comps), mb)
+    batches = [completion_batch(prompts[s:s + mb], comps[s:s + mb], cfg.truncated).to(dev) for s in starts]
     local_seqs = sum(int((b.mask.sum(1) > 0).sum()) for b in batches)
     local_tokens = sum(b.mask.sum().item() for b in batches)
     n_seqs = max(all_reduce_sum(local_seqs, dev), 1)  # global: same gradient on 1 or N ranks
@@ -541,8 +427,9 @@ def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
     for epoch in range(cfg.ppo_epochs):
         for j, (s, b) in enumerate(zip(starts, batches)):
             lp, ent = token_logprobs(policy, b, cfg.temperature, cfg.logprob_chunk, vocab)
-            loss = grpo_loss(lp, b.mask, adv[s:s + cfg.micro_batch], n_seqs, n_tokens, cfg.agg, cfg.max_new_tokens,
-                             old[j] if old else None, cfg.clip_eps, ref_lp[j] if ref_lp else None, cfg.kl_beta)
+            loss = grpo_loss(lp, b.mask, adv[s:s + mb], n_seqs=n_seqs, n_tokens=n_tokens, agg=cfg.agg,
+                             max_len=cfg.max_new_tokens, old_logp=old[j] if old else None, clip_eps=cfg.clip_eps,
+                             ref_logp=ref_lp[j] if ref_lp else None, kl_beta=cfg.kl_beta)
             (loss * env.world).backward()  # FSDP averages gradients over ranks; a globally normalized loss sums
             if epoch == 0:
                 sums["loss"] += loss.item()
@@ -557,7 +444,7 @@ def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
 # -------------------------------------------------------------------------------------------- loop
 
 def train(cfg, reward_fn=None):
-    """Run one stage (cfg.stage) to its end: max_steps, or stage 1's plateau. Writes <out_dir>/stage<s>/."""
+    """Run one stage (cfg.stage) to its end: max_steps, or what the stage decides. Writes <out_dir>/stage<s>/."""
     check_config(cfg)
     env = setup_dist()
     try:
@@ -572,16 +459,78 @@ def train(cfg, reward_fn=None):
 
 
 def _train(cfg, env, stage_dir, reward_fn):
+    """The loop, the same for every stage: the stage's prompts -> rollout -> update -> weight sync -> metrics -> ask
+    the stage whether to go on -> checkpoint."""
     torch.manual_seed(cfg.seed)
-    recs = read_pool(cfg.data)
-    tok = Tokenizer.from_pretrained(cfg.model)
-    dev, bf16 = env.device, env.device.type == "cuda" and cfg.bf16
-    mcfg = ModelConfig.from_file(cfg.model)
-    policy = sharded_model(mcfg, cfg.model, dev, bf16)  # fp32 master weights: each rank reads only its shards
+    recs, p, dev = read_pool(cfg.data), build(cfg, env), env.device
+    metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
+    stage = CURRICULUM[cfg.stage](cfg, recs, stage_dir, partial(log, env))
+    step, done = restore(cfg, env, stage_dir, p, stage, metrics)
+    score = lambda rs, tag, path: pass_rates(p.sampler, p.tok, rs, cfg, env, tag, path, reward_fn)  # for the stage
+    roll = partial(rollout, p.sampler, p.tok, cfg=cfg, stop_ids=p.tok.stop_ids(p.sampler.model.config.eos_token_id),
+                   reward_fn=reward_fn)
+    wake(cfg, p.sampler, p.policy, p.opt)
+    stage.start(score)  # stage 1 labels unlabelled records by their pass rate: rollouts
+    sleep(cfg, p.sampler, p.policy, p.opt, dev)
+    per_rank = cfg.batch_size // env.world
+    first = env.rank * per_rank
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"grpo stage {cfg.stage}", disable=not env.main)
+    while step < cfg.max_steps and not done:
+        ta = _now(dev)
+        wake(cfg, p.sampler, p.policy, p.opt)  # --sleep: the weight sync is here, before the rollout
+        sync_s = _now(dev) - ta
+        chosen = stage.prompts(step, score)  # stage 2 re-mines here when due
+        t0 = _now(dev)
+        groups = rolled = roll([recs[i] for i in chosen[first:first + per_rank]], step=step, first=first)
+        if cfg.drop_zero_signal:
+            groups, rolled = refill(cfg, env, [recs[i] for i in stage.candidates()], groups, roll, step)
+        sampler_free(p.sampler)
+        sleep(cfg, p.sampler, p.policy, p.opt, dev)
+        t1 = _now(dev)
+        set_lr(p.opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
+        sums, grad_norm = update(cfg, p.policy, p.opt, groups, env, p.ref, p.sampler.vocab_size)
+        t2 = _now(dev)
+        if not cfg.sleep:
+            p.sampler.load_weights(p.policy)  # THE WEIGHT SYNC: gathered (full_tensor) shard by shard, in place
+        t3 = _now(dev) + sync_s
+        step += 1
+        row = step_metrics(cfg, env, step, rolled, sums, grad_norm, p.opt, (t1 - t0, t3 - t2, t2 - t1))
+        metrics.log(row)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", zero=f"{row['zero_signal_frac']:.2f}")
+        done = stage.after_step(step, row) or ""
+        if step % cfg.ckpt_every == 0 or done or step == cfg.max_steps:
+            save_checkpoint(stage_dir, step, p.policy, p.opt, {"layout": LAYOUT, "done": done, "curriculum":
+                            stage.state_dict(), "settings": resume_settings(cfg)}, env, keep=cfg.keep_ckpts)
+            metrics.plot(os.path.join(stage_dir, "curves.png"))
+    bar.close()
+    if env.main and cfg.grad_clip > 0:  # eq. 1 sums over tokens (agg=sum): the gradient grows with length
+        rows = metrics.rows()
+        clipped = sum(r.get("clipped", 0) for r in rows)
+        log(env, f"gradient clipped to {cfg.grad_clip} on {clipped} of {len(rows)} steps (see grad_norm in "
+                 f"metrics.jsonl; a clipped step moves lr * grad_clip / grad_norm less than eq. 1 asks)")
+    export(p.policy, cfg, stage_dir, env, p.bf16)
+
+
+@dataclass
+class Parts:
+    """What a stage trains with: the tokenizer, the FSDP2 policy (fp32 master weights) and its AdamW, the frozen KL
+    reference (None without --kl_beta), the sampler with its own full copy of the weights, bf16 or not."""
+    tok: Tokenizer
+    policy: Transformer
+    opt: torch.optim.Optimizer
+    ref: Transformer | None
+    sampler: Sampler
+    bf16: bool
+
+
+def build(cfg, env):
+    dev, bf16 = env.device, use_bf16(cfg, env.device)
+    tok, mcfg = Tokenizer.from_pretrained(cfg.model), ModelConfig.from_file(cfg.model)
+    policy = sharded_model(mcfg, cfg.model, dev, bf16)  # each rank reads only its shards
     policy.grad_checkpointing = cfg.grad_checkpointing
     policy.train()
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay,
-                            fused=dev.type == "cuda" or None)  # fused: no foreach temporaries (+4 bytes/param)
+    opt = adamw(policy, cfg, dev)
     if cfg.sleep and dev.type == "cuda":  # AdamW's moments live in host memory except during the step itself
         opt.register_step_pre_hook(lambda *_: move_optimizer(opt, dev))
         opt.register_step_post_hook(lambda *_: move_optimizer(opt, torch.device("cpu")))
@@ -590,146 +539,43 @@ def _train(cfg, env, stage_dir, reward_fn):
     # the sampler's full copy: read from the file, or with --sleep allocated only while it rolls out (wake)
     net = empty_weights(mcfg, dtype, dev) if cfg.sleep else Transformer.from_pretrained(cfg.model, dtype, dev)
     sampler = Sampler(net, tok, kv_tokens=kv_budget(cfg, policy, net, dev))  # sized after the trainer
-    metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
-    plateau = Plateau(cfg.plateau_window, cfg.plateau_delta, cfg.plateau_zero_frac)
-    state = {"step": 0, "drawn": 0, "mined": [], "mined_at": -1, "mine_round": 0, "done": ""}
+    return Parts(tok, policy, opt, ref, sampler, bf16)
+
+
+def restore(cfg, env, stage_dir, p, stage, metrics):
+    """(step, done) of the stage's newest checkpoint under --resume, with the weights, optimizer, RNG and the stage's
+    state loaded; (0, "") for a fresh start, which removes what an earlier run of the stage left."""
     last = latest_checkpoint(stage_dir)
-    settings = resume_settings(cfg)
     if cfg.resume and last:
-        trainer = load_checkpoint(last, policy, opt, env)
-        for diff in check_resume(last, trainer.pop("settings", {}), settings, cfg.resume_force):
+        trainer = load_checkpoint(last, p.policy, p.opt, env, layout=LAYOUT)
+        for diff in check_resume(last, trainer["settings"], resume_settings(cfg), cfg.resume_force):
             log(env, f"--resume_force: {diff}")
-        plateau.load_state_dict(trainer.pop("plateau"))
-        state.update(trainer)
-        metrics.truncate(state["step"])
+        stage.load_state_dict(trainer["curriculum"])
+        metrics.truncate(trainer["step"])
         if not cfg.sleep:  # asleep, the sampler gathers the weights at its next wake
-            sampler.load_weights(policy)
-        log(env, f"resumed {last} at step {state['step']}")
-    elif last:
+            p.sampler.load_weights(p.policy)
+        log(env, f"resumed {last} at step {trainer['step']}")
+        return trainer["step"], trainer["done"]
+    if last:
         raise ConfigError(f"{stage_dir} holds checkpoints: pass --resume, or another --out_dir")
-    elif cfg.resume:  # killed before its first checkpoint: no step survives, only the labelling/mining done
+    if cfg.resume:  # killed before its first checkpoint: no step survives, only the labelling/mining done
         log(env, f"--resume: no checkpoint in {stage_dir}: starting at step 0 (keeping the pass rates written)")
         metrics.truncate(0)
     elif env.main:  # a fresh start: nothing of an earlier run is reused
         for name in os.listdir(stage_dir) if os.path.isdir(stage_dir) else []:
-            if name == "metrics.jsonl" or name == "labels.jsonl" or name.startswith("mine_"):
+            if name == "metrics.jsonl" or name.startswith(type(stage).scratch):
                 os.remove(os.path.join(stage_dir, name))
-
-    if cfg.stage == 1:
-        wake(cfg, sampler, policy, opt)
-        labels = stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn)
-        sleep(cfg, sampler, policy, opt, dev)
-        pools = {lab: [i for i, r in enumerate(recs) if labels[key(r)] == lab] for lab in ("easy", "moderate")}
-        pool = pools["easy"] + pools["moderate"]
-        if not pool:
-            raise RecordError(f"{cfg.data}: no Easy or Moderate record for stage 1")
-        n_easy, n_mod = blend(pools, cfg.easy_share, cfg.prompts_per_step)  # prompts per step from each pool
-        log(env, f"stage 1: {len(pools['easy'])} Easy + {len(pools['moderate'])} Moderate records of {len(recs)}, "
-                 f"drawn {n_easy}:{n_mod} per step")
-    if cfg.stage == 2:
-        labels, where = stage2_labels(cfg, recs)
-        log(env, where)
-    per_rank = cfg.prompts_per_step // env.world
-    stops = tok.stop_ids(net.config.eos_token_id)
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=f"grpo stage {cfg.stage}", disable=not env.main)
-    while state["step"] < cfg.max_steps and not state["done"]:
-        step = state["step"]
-        ta = _now(dev)
-        wake(cfg, sampler, policy, opt)  # --sleep: the weight sync is here, before the rollout, not after the update
-        sync_s = _now(dev) - ta
-        if cfg.stage == 2 and (state["mined_at"] < 0 or step - state["mined_at"] >= cfg.remine_every):
-            remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels)
-        if cfg.stage == 1:  # the paper's "balanced blend of Easy and Moderate"
-            at = state["drawn"] // cfg.prompts_per_step
-            chosen = draw(pools["easy"], at * n_easy, n_easy, cfg.seed) + \
-                draw(pools["moderate"], at * n_mod, n_mod, cfg.seed + 1)
-            state["drawn"] += cfg.prompts_per_step
-        else:
-            rng = random.Random(f"{cfg.seed}:step:{step}")
-            chosen = rng.choices([i for i, _ in state["mined"]], [w for _, w in state["mined"]], k=cfg.prompts_per_step)
-        first = env.rank * per_rank
-        mine_recs = [recs[i] for i in chosen[first:first + per_rank]]
-
-        t0 = _now(dev)
-        groups = rollout(sampler, tok, mine_recs, cfg, step, first, stops, reward_fn)
-        rolled = list(groups)
-        if cfg.drop_zero_signal:
-            roll = partial(rollout, sampler, tok, cfg=cfg, stop_ids=stops, reward_fn=reward_fn)
-            idx = pool if cfg.stage == 1 else [i for i, _ in state["mined"]]
-            groups, rolled = refill(cfg, env, [recs[i] for i in idx], groups, roll, step)
-        sampler_free(sampler)
-        sleep(cfg, sampler, policy, opt, dev)
-        t1 = _now(dev)
-        set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))
-        sums, grad_norm = update(cfg, policy, opt, groups, env, ref, sampler.vocab_size)
-        t2 = _now(dev)
-        if not cfg.sleep:
-            sampler.load_weights(policy)  # gathered (full_tensor) shard by shard, copied in place
-        t3 = _now(dev) + sync_s
-
-        state["step"] = step = step + 1
-        row = step_metrics(cfg, env, step, rolled, sums, grad_norm, opt, (t1 - t0, t3 - t2, t2 - t1))
-        metrics.log(row)
-        bar.update(1)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", zero=f"{row['zero_signal_frac']:.2f}")
-        if cfg.stage == 1:
-            reason = plateau.update(row["reward"], row["zero_signal_frac"])
-            if reason:
-                state["done"] = reason
-                log(env, f"stage 1 ends at step {step}: {reason}")
-        if step % cfg.ckpt_every == 0 or state["done"] or step == cfg.max_steps:
-            save_checkpoint(stage_dir, step, policy, opt,
-                            {**state, "plateau": plateau.state_dict(), "settings": settings}, env)
-            metrics.plot(os.path.join(stage_dir, "curves.png"))
-    bar.close()
-    if env.main and cfg.grad_clip > 0:  # eq. 1 sums over tokens (agg=sum): the gradient grows with length
-        rows = metrics.rows()
-        clipped = sum(r.get("clipped", 0) for r in rows)
-        log(env, f"gradient clipped to {cfg.grad_clip} on {clipped} of {len(rows)} steps (see grad_norm in "
-                 f"metrics.jsonl; a clipped step moves lr * grad_clip / grad_norm less than eq. 1 asks)")
-    export(policy, cfg, stage_dir, env, bf16)
+    return 0, ""
 
 
 def resume_settings(cfg):
     """What a resumed stage must share with its checkpoint to continue the same curve: the data (its bytes), the
     batch, k, the schedule, the sampling and the reward."""
-    keys = ("stage", "prompts_per_step", "k", "max_new_tokens", "temperature", "top_p", "seed", "shuffle_options",
+    keys = ("stage", "batch_size", "k", "max_new_tokens", "temperature", "top_p", "seed", "shuffle_options",
             "w_correct", "w_format", "truncated", "drop_zero_signal", "agg", "std_norm", "clip_eps", "ppo_epochs",
-            "kl_beta", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay", "easy_share", "remine_every",
-            "mine_pass_below", "difficult_weight", "mine_max")
+            "kl_beta", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay", "beta1", "beta2", "easy_share",
+            "remine_every", "mine_pass_below", "difficult_weight", "mine_max")
     return {**{k: getattr(cfg, k) for k in keys}, "data": file_digest(cfg.data)}
-
-
-def stage1_labels(cfg, env, recs, sampler, tok, stage_dir, reward_fn):
-    """{key: difficulty}: the record's own label, or for records without one the current policy's, from its pass
-    rate over k samples (kept in labels.jsonl)."""
-    todo = [r for r in recs if r["difficulty"] is None]
-    labels = {key(r): r["difficulty"] for r in recs}
-    if todo:
-        log(env, f"stage 1: {len(todo)} of {len(recs)} records have no difficulty label: labelling them by the "
-                 f"policy's pass rate over k={cfg.k} samples (easy >= 0.75 > moderate >= 0.25 > difficult)")
-        rates = pass_rates(sampler, tok, todo, cfg, env, "labels", os.path.join(stage_dir, "labels.jsonl"), reward_fn)
-        labels.update((i, difficulty_from_pass_rate(p)) for i, p in rates.items())
-    return labels
-
-
-def remine(cfg, env, recs, sampler, tok, stage_dir, state, reward_fn, labels):
-    """Stage 2: score the pool (or mine_max items of it) with k samples from the current policy and keep the
-    items it keeps failing, Difficult ones weighted up (mine())."""
-    r = state["mine_round"]
-    cand = recs if not cfg.mine_max or cfg.mine_max >= len(recs) else \
-        random.Random(f"{cfg.seed}:mine:{r}").sample(recs, cfg.mine_max)
-    rates = pass_rates(sampler, tok, cand, cfg, env, f"mining round {r}", os.path.join(stage_dir, f"mine_{r:04d}.jsonl"),
-                       reward_fn)
-    mined = mine(recs, rates, cfg.mine_pass_below, cfg.difficult_weight, labels)
-    if not mined:
-        log(env, f"mining round {r}: the policy passes every item (rate >= {cfg.mine_pass_below}): training on the pool")
-        mined = [(i, 1.0) for i in range(len(recs))]
-    else:
-        hard = sum(labels[key(recs[i])] == "difficult" for i, _ in mined)
-        log(env, f"mining round {r} at step {state['step']}: {len(mined)} of {len(cand)} items have a pass rate below "
-                 f"{cfg.mine_pass_below} ({hard} Difficult, weight {cfg.difficult_weight})")
-    state.update(mined=[[i, w] for i, w in mined], mined_at=state["step"], mine_round=r + 1)
 
 
 def refill(cfg, env, candidates, groups, roll, step, rounds=4):
@@ -754,20 +600,21 @@ def refill(cfg, env, candidates, groups, roll, step, rounds=4):
 def step_metrics(cfg, env, step, groups, sums, grad_norm, opt, times):
     """One metrics row: local sums all-reduced over ranks, then divided."""
     comps = [(g, j) for g in groups for j in range(len(g.completions))]
-    local = [sum(g.rewards[j] for g, j in comps), sum(g.correct[j] for g, j in comps),
-             sum(g.formatted[j] for g, j in comps), len(comps),
-             sum(len(g.completions[j].token_ids) for g, j in comps),
-             sum(g.completions[j].finish_reason == "length" for g, j in comps),
-             int(zero_signal(torch.tensor([g.rewards for g in groups])).sum()), len(groups),
-             sums["loss"], sums["mismatch"], sums["entropy"], sums["tokens"]]
-    t = all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=env.device), env.device).tolist()
-    r, c, f, n, length, trunc, zero, ngroups, loss, mismatch, entropy, tokens = t
-    return {"step": step, "stage": cfg.stage, "k": cfg.k, "reward": r / n, "accuracy": c / n, "format_rate": f / n,
-            "zero_signal_frac": zero / ngroups, "response_len": length / n, "truncated_frac": trunc / n,
-            "entropy": entropy / max(tokens, 1), "logprob_mismatch": mismatch / max(tokens, 1), "loss": loss,
-            "grad_norm": grad_norm, "clipped": int(0 < cfg.grad_clip < grad_norm), "lr": opt.param_groups[0]["lr"],
-            "rollout_s": round(times[0], 4),
-            "sync_s": round(times[1], 4), "update_s": round(times[2], 4)}
+    local = {"reward": sum(g.rewards[j] for g, j in comps), "correct": sum(g.correct[j] for g, j in comps),
+             "formatted": sum(g.formatted[j] for g, j in comps), "n": len(comps),
+             "length": sum(len(g.completions[j].token_ids) for g, j in comps),
+             "truncated": sum(g.completions[j].finish_reason == "length" for g, j in comps),
+             "zero": int(zero_signal(torch.tensor([g.rewards for g in groups])).sum()), "groups": len(groups),
+             **{name: sums[name] for name in ("loss", "mismatch", "entropy", "tokens")}}
+    summed = all_reduce_sum(torch.tensor(list(local.values()), dtype=torch.float64, device=env.device), env.device)
+    t = dict(zip(local, summed.tolist()))
+    n, tokens = t["n"], max(t["tokens"], 1)
+    return {"step": step, "stage": cfg.stage, "k": cfg.k, "reward": t["reward"] / n, "accuracy": t["correct"] / n,
+            "format_rate": t["formatted"] / n, "zero_signal_frac": t["zero"] / t["groups"],
+            "response_len": t["length"] / n, "truncated_frac": t["truncated"] / n, "entropy": t["entropy"] / tokens,
+            "logprob_mismatch": t["mismatch"] / tokens, "loss": t["loss"], "grad_norm": grad_norm,
+            "clipped": int(0 < cfg.grad_clip < grad_norm), "lr": opt.param_groups[0]["lr"],
+            "rollout_s": round(times[0], 4), "sync_s": round(times[1], 4), "update_s": round(times[2], 4)}
 
 
 def export(policy, cfg, stage_dir, env, bf16):
@@ -778,125 +625,6 @@ def export(policy, cfg, stage_dir, env, bf16):
         Metrics(os.path.join(stage_dir, "metrics.jsonl")).plot(os.path.join(stage_dir, "curves.png"))
         log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'hf')}")
     dist.barrier()
-
-
-def kv_budget(cfg, policy, net, device):
-    """KV-cache tokens for the sampler, measured after the trainer's allocations: kv_fraction of the free memory
-    less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use). With
-    --sleep the sampler's weights are not yet allocated, and on a GPU the fp32 shards leave it for each rollout."""
-    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in policy.parameters())
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if cfg.sleep:
-        weights = sum(p.numel() * p.element_size() for p in net.parameters())
-        free += (4 * local if device.type == "cuda" else -8 * local) - weights
-    else:
-        free -= 8 * local
-    c = net.config
-    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * next(net.parameters()).element_size()
-    tokens = int(cfg.kv_fraction * free / per_token)
-    if tokens < cfg.max_new_tokens:
-        raise RuntimeError(f"no memory left for the sampler's KV cache ({free / 2**30:.1f} GiB free before the "
-                           f"optimizer state): use more ranks, a smaller --max_new_tokens or --prompts_per_step")
-    return tokens
-
-
-# --------------------------------------------------------------------- memory: sharded load, sleep / wake
-
-def sharded_model(mcfg, path, device, bf16):
-    """The FSDP2-wrapped model of checkpoint `path`, built on the meta device and filled shard by shard: a rank never
-    holds more than its own fp32 shards (training.load_sharded)."""
-    net = Transformer.from_config(mcfg, device="meta")
-    fsdp_wrap(net, net.model.layers, device, bf16=bf16)
-    return load_sharded(net, net, path, device)
-
-
-def empty_weights(mcfg, dtype, device):
-    """--sleep: the sampler's model with every weight allocated and at once released (storage of 0 bytes, shape
-    kept), one tensor at a time: it takes memory only from wake() to sleep()."""
-    net = Transformer.from_config(mcfg, device="meta")
-    for name, p in list(net.named_parameters()):  # a tied head appears once, as the embedding
-        t = torch.empty(p.shape, dtype=dtype, device=device)
-        t.untyped_storage().resize_(0)
-        module, _, attr = name.rpartition(".")
-        net.get_submodule(module)._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
-    if mcfg.tie_word_embeddings:
-        net.lm_head.weight = net.model.embed_tokens.weight
-    return net
-
-
-def wake(cfg, sampler, policy, opt):
-    """--sleep, before rollouts: the trainer's state (fp32 shards, AdamW's moments) goes to host memory, then each
-    of the sampler's weights is allocated and all-gathered from the policy's shards, cast to the sampler's dtype
-    before the gather. On the GPU the sampler's bf16 copy and its KV cache are then all there is."""
-    if not cfg.sleep:
-        return
-    offload(policy, torch.device("cpu"))
-    move_optimizer(opt, torch.device("cpu"))  # already there but after a resume (DCP loads it beside the shards)
-    shards = dict(policy.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, p in sampler.model.named_parameters():
-            p.untyped_storage().resize_(p.numel() * p.element_size())
-            gather_into(p, shards[name])
-
-
-def sleep(cfg, sampler, policy, opt, device):
-    """--sleep, after rollouts: the sampler's KV cache and weights are released (the tensors stay, with 0-byte
-    storage, for the next wake) and the fp32 shards come back to the device for the update (AdamW's moments follow
-    only for the optimizer step: the hooks set in _train)."""
-    if not cfg.sleep:
-        return
-    sampler.free_cache()
-    for p in sampler.model.parameters():
-        p.untyped_storage().resize_(0)
-    offload(policy, device)
-
-
-def offload(policy, device):
-    """Move the FSDP2 shards to `device`, as verl's FSDP offload does (gradients are None at both points:
-    zero_grad(set_to_none=True)). On a CPU run the host is the device and nothing moves."""
-    if device.type != next(policy.parameters()).device.type:
-        policy.to(device)  # FSDPModule._apply re-registers the moved shards
-        _empty_cache()
-
-
-def move_optimizer(opt, device):
-    """Move AdamW's moments to `device` (not the scalar step counts, which stay on the host)."""
-    moved = False
-    for state in opt.state.values():
-        for k, v in state.items():
-            if torch.is_tensor(v) and v.dim() and v.device.type != device.type:
-                state[k], moved = v.to(device), True
-    if moved:
-        _empty_cache()
-
-
-def _empty_cache():
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # give the freed blocks back, for the sampler's (or the trainer's) next allocation
-
-
-def gather_into(dst, p):
-    """dst (a full tensor) = the FSDP2 parameter p all-gathered from its dim-0 shards, each cast to dst's dtype and
-    moved to dst's device first: the gather moves 2 bytes per weight for a bf16 sampler, and works from shards
-    held in host memory."""
-    from torch.distributed.tensor import DTensor
-
-    if not isinstance(p, DTensor):
-        dst.copy_(p)
-        return
-    world, local = dist.get_world_size(), p.to_local()
-    rows = -(-p.shape[0] // world)  # torch.chunk's pieces, padded to equal size for the collective
-    shard = torch.zeros((rows,) + tuple(p.shape[1:]), dtype=dst.dtype, device=dst.device)
-    shard[:local.shape[0]].copy_(local)
-    if rows * world == p.shape[0]:
-        dist.all_gather_into_tensor(dst, shard)  # straight into the sampler's tensor
-    else:
-        full = torch.empty((rows * world,) + tuple(p.shape[1:]), dtype=dst.dtype, device=dst.device)
-        dist.all_gather_into_tensor(full, shard)
-        dst.copy_(full[:p.shape[0]])
 
 
 def _now(device):

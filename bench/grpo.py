@@ -65,7 +65,7 @@ def random_checkpoint(shape, tokenizer_dir):
 def run_ours(a, recs):
     env = setup_dist()
     cuda = env.device.type == "cuda"
-    cfg = grpo.Config(k=a.k, max_new_tokens=a.max_new_tokens, micro_batch=a.prompts * a.k, lr=1e-6,
+    cfg = grpo.Config(k=a.k, max_new_tokens=a.max_new_tokens, micro_batch_size=a.prompts * a.k, lr=1e-6,
                       grad_checkpointing=False)
     tok = Tokenizer.from_pretrained(a.model)
     policy = Transformer.from_pretrained(a.model, device=env.device)  # fp32 master weights

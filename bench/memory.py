@@ -261,8 +261,8 @@ def _flow(ckpt, run, env, peaks):
 
     trim()
     base, abase = rss()[0], anon()
-    cfg = grpo.Config(sleep=run.sleep, micro_batch=run.micro, logprob_chunk=run.chunk, k=run.k,
-                      max_new_tokens=run.new, prompts_per_step=run.prompts)
+    cfg = grpo.Config(sleep=run.sleep, micro_batch_size=run.micro, logprob_chunk=run.chunk, k=run.k,
+                      max_new_tokens=run.new, batch_size=run.prompts)
 
     def load():
         policy = grpo.sharded_model(mcfg, ckpt, cpu, False)

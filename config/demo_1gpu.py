@@ -12,10 +12,10 @@ eval_max_tokens = 128
 pass_k = 8
 pass_n = 200
 knowledge = dict(max_len=1024, batch_size=128, micro_batch_size=32, max_steps=1500, lr=2e-4, min_lr=2e-5,
-                 warmup_steps=50, val_size=0, eval_interval=1500, ckpt_interval=250, grad_checkpointing=False)
+                 warmup_steps=50, val_size=0, eval_every=1500, ckpt_every=250, grad_checkpointing=False)
 sft = dict(max_len=1024, batch_size=32, micro_batch_size=16, max_steps=150, lr=5e-5, min_lr=5e-6, warmup_steps=10,
-           val_size=0, eval_interval=150, ckpt_interval=50, grad_checkpointing=False)
-grpo1 = dict(prompts_per_step=32, k=8, max_new_tokens=128, max_steps=100, micro_batch=128, lr=2e-6, min_lr=2e-6,
+           val_size=0, eval_every=150, ckpt_every=50, grad_checkpointing=False)
+grpo1 = dict(batch_size=32, k=8, max_new_tokens=128, max_steps=100, micro_batch_size=128, lr=2e-6, min_lr=2e-6,
              warmup_steps=5, ckpt_every=25, plateau_window=20)
-grpo2 = dict(prompts_per_step=32, k=16, max_new_tokens=128, max_steps=100, micro_batch=128, lr=2e-6, min_lr=2e-6,
+grpo2 = dict(batch_size=32, k=16, max_new_tokens=128, max_steps=100, micro_batch_size=128, lr=2e-6, min_lr=2e-6,
              warmup_steps=5, ckpt_every=25, remine_every=25, mine_max=256)

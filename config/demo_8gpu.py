@@ -13,10 +13,10 @@ eval_max_tokens = 256
 pass_k = 16
 pass_n = 500
 knowledge = dict(max_len=2048, batch_size=256, micro_batch_size=8, max_steps=2000, lr=1e-5, min_lr=1e-6,
-                 warmup_steps=50, val_size=0, eval_interval=2000, ckpt_interval=250)
+                 warmup_steps=50, val_size=0, eval_every=2000, ckpt_every=250)
 sft = dict(max_len=2048, batch_size=64, micro_batch_size=4, max_steps=300, lr=1e-5, min_lr=1e-6, warmup_steps=20,
-           val_size=0, eval_interval=300, ckpt_interval=100)
-grpo1 = dict(prompts_per_step=64, k=8, max_new_tokens=256, max_steps=300, micro_batch=16, lr=1e-6, min_lr=1e-6,
+           val_size=0, eval_every=300, ckpt_every=100)
+grpo1 = dict(batch_size=64, k=8, max_new_tokens=256, max_steps=300, micro_batch_size=16, lr=1e-6, min_lr=1e-6,
              warmup_steps=10, ckpt_every=25)
-grpo2 = dict(prompts_per_step=64, k=16, max_new_tokens=256, max_steps=300, micro_batch=16, lr=1e-6, min_lr=1e-6,
+grpo2 = dict(batch_size=64, k=16, max_new_tokens=256, max_steps=300, micro_batch_size=16, lr=1e-6, min_lr=1e-6,
              ckpt_every=25, remine_every=50, mine_max=4000, difficult_weight=2.0)

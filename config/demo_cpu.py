@@ -20,19 +20,19 @@ num_kv_heads = 2
 intermediate_size = 384
 # the knowledge phase: about 19 passes over the facts (3 copies each) and the one-hop questions
 knowledge = dict(max_len=512, batch_size=128, micro_batch_size=128, max_steps=750, lr=3e-3, min_lr=3e-4,
-                 warmup_steps=20, val_size=0, eval_interval=750, ckpt_interval=250, grad_checkpointing=False)
+                 warmup_steps=20, val_size=0, eval_every=750, ckpt_every=250, grad_checkpointing=False)
 # a cold start: 150 steps (2.7 passes over the CoT set); 400 steps reach 97% held-out and leave RL nothing to do
 sft = dict(max_len=512, batch_size=16, micro_batch_size=16, max_steps=150, lr=2e-3, min_lr=2e-4, warmup_steps=10,
-           val_size=0, eval_interval=150, ckpt_interval=75, grad_checkpointing=False)
+           val_size=0, eval_every=150, ckpt_every=75, grad_checkpointing=False)
 # RL samples at temperature 0.5 (at 1.0 most rollouts garbled the findings they copy, and greedy accuracy barely
 # moved); 32 prompts per step at lr 1e-4 (8 or 16 prompts, or lr >= 5e-4, made RL a random walk). Stage 1 drops
 # groups whose 8 rewards are all equal and draws fresh prompts in their place (dynamic sampling: at temperature 0.5
 # about 70% of the groups carry no signal). Stage 2 re-scores the whole pool every 10 steps and keeps every item
 # some of its 12 samples fail (pass rate < 1): "fails more often than not" left 17-45 items after stage 1, and 40
 # steps on so few lowered held-out accuracy.
-grpo1 = dict(prompts_per_step=32, k=8, max_new_tokens=96, max_steps=60, micro_batch=256, lr=1e-4, min_lr=1e-4,
+grpo1 = dict(batch_size=32, k=8, max_new_tokens=96, max_steps=60, micro_batch_size=256, lr=1e-4, min_lr=1e-4,
              warmup_steps=2, ckpt_every=20, plateau_window=20, grad_checkpointing=False, temperature=0.5,
              drop_zero_signal=True)
-grpo2 = dict(prompts_per_step=32, k=12, max_new_tokens=96, max_steps=40, micro_batch=256, lr=1e-4, min_lr=1e-4,
+grpo2 = dict(batch_size=32, k=12, max_new_tokens=96, max_steps=40, micro_batch_size=256, lr=1e-4, min_lr=1e-4,
              warmup_steps=2, ckpt_every=10, remine_every=10, mine_max=0, mine_pass_below=1.0, grad_checkpointing=False,
              temperature=0.5)

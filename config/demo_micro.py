@@ -16,10 +16,10 @@ num_heads = 4
 num_kv_heads = 2
 intermediate_size = 192
 knowledge = dict(max_len=256, batch_size=32, micro_batch_size=32, max_steps=60, lr=5e-3, min_lr=5e-4,
-                 warmup_steps=3, val_size=0, eval_interval=100, ckpt_interval=100, grad_checkpointing=False)
+                 warmup_steps=3, val_size=0, eval_every=100, ckpt_every=100, grad_checkpointing=False)
 sft = dict(max_len=256, batch_size=16, micro_batch_size=16, max_steps=100, lr=5e-3, min_lr=5e-4, warmup_steps=3,
-           val_size=0, eval_interval=100, ckpt_interval=100, grad_checkpointing=False)
-grpo1 = dict(prompts_per_step=4, k=4, max_new_tokens=64, max_steps=2, micro_batch=16, lr=1e-4, min_lr=1e-4,
+           val_size=0, eval_every=100, ckpt_every=100, grad_checkpointing=False)
+grpo1 = dict(batch_size=4, k=4, max_new_tokens=64, max_steps=2, micro_batch_size=16, lr=1e-4, min_lr=1e-4,
              warmup_steps=1, ckpt_every=2, grad_checkpointing=False, temperature=0.5, drop_zero_signal=True)
-grpo2 = dict(prompts_per_step=4, k=4, max_new_tokens=64, max_steps=2, micro_batch=16, lr=1e-4, min_lr=1e-4,
+grpo2 = dict(batch_size=4, k=4, max_new_tokens=64, max_steps=2, micro_batch_size=16, lr=1e-4, min_lr=1e-4,
              warmup_steps=1, ckpt_every=2, remine_every=2, mine_max=8, grad_checkpointing=False, temperature=0.5)

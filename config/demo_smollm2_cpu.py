@@ -19,12 +19,12 @@ medqa = 400
 medqa_max_tokens = 192
 cpu_threads = 1
 knowledge = dict(max_len=256, batch_size=32, micro_batch_size=32, max_steps=300, lr=3e-4, min_lr=3e-5,
-                 warmup_steps=10, val_size=0, eval_interval=10000, ckpt_interval=100, grad_checkpointing=False)
+                 warmup_steps=10, val_size=0, eval_every=10000, ckpt_every=100, grad_checkpointing=False)
 sft = dict(max_len=320, batch_size=16, micro_batch_size=16, max_steps=40, lr=5e-5, min_lr=5e-6, warmup_steps=4,
-           val_size=0, eval_interval=10000, ckpt_interval=20, grad_checkpointing=False)
-grpo1 = dict(prompts_per_step=8, k=4, max_new_tokens=112, max_steps=12, micro_batch=32, lr=1e-5, min_lr=1e-5,
+           val_size=0, eval_every=10000, ckpt_every=20, grad_checkpointing=False)
+grpo1 = dict(batch_size=8, k=4, max_new_tokens=112, max_steps=12, micro_batch_size=32, lr=1e-5, min_lr=1e-5,
              warmup_steps=1, ckpt_every=4, plateau_window=20, grad_checkpointing=False, temperature=0.5,
              drop_zero_signal=True)
-grpo2 = dict(prompts_per_step=8, k=8, max_new_tokens=112, max_steps=12, micro_batch=32, lr=1e-5, min_lr=1e-5,
+grpo2 = dict(batch_size=8, k=8, max_new_tokens=112, max_steps=12, micro_batch_size=32, lr=1e-5, min_lr=1e-5,
              warmup_steps=1, ckpt_every=4, remine_every=100, mine_max=128, mine_pass_below=1.0,
              grad_checkpointing=False, temperature=0.5)

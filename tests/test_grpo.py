@@ -259,7 +259,7 @@ def write_toy(tmp_path, n_records=8, layers=2, seed=0):
 
 
 def toy_args(d, data, out, **kw):
-    args = dict(model=d, data=data, out_dir=out, prompts_per_step=4, k=8, max_new_tokens=6, micro_batch=32,
+    args = dict(model=d, data=data, out_dir=out, batch_size=4, k=8, max_new_tokens=6, micro_batch_size=32,
                 lr=1e-2, min_lr=1e-2, warmup_steps=1, max_steps=30, ckpt_every=1000, grad_checkpointing=False,
                 plateau_window=1000, logprob_chunk=64)
     args.update(kw)
@@ -339,87 +339,6 @@ def test_truncated_mask_with_every_completion_cut_runs(tmp_path):
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
 
 
-# ------------------------------------------------------------------------------- stage pieces
-
-def test_plateau_on_flat_reward_or_zero_signal():
-    p = grpo.Plateau(window=3, delta=0.05, zero_frac=0.8)
-    # moving means over 3 steps, compared with the 3 before: the 9th step still gains 0.5 -> 0.6 (>= 0.05),
-    # the 10th only 0.567 -> 0.6
-    assert [p.update(r, 0.1) for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6)] == [None] * 9
-    assert "reward plateau: moving mean 0.567 -> 0.600" in p.update(0.6, 0.1)
-    q = grpo.Plateau(window=3, delta=0.05, zero_frac=0.8)
-    q.load_state_dict(p.state_dict())
-    assert q.rewards == p.rewards and q.zero == p.zero
-    z = grpo.Plateau(window=2, delta=-1.0, zero_frac=0.75)  # reward rule off (any change passes)
-    assert z.update(0.0, 1.0) is None
-    assert "zero-signal" in z.update(0.0, 0.5)  # mean 0.75
-
-
-def test_miner_keeps_failures_weights_difficult():
-    recs = [{"source": "s", "id": str(i), "difficulty": d}
-            for i, d in enumerate(["easy", "difficult", "moderate", "difficult"])]
-    rates = {("s", "0"): 0.1, ("s", "1"): 0.25, ("s", "2"): 0.5, ("s", "3"): 0.9}  # "2" is not below 0.5; "3" passes
-    assert grpo.mine(recs, rates, 0.5, 3.0) == [(0, 1.0), (1, 3.0)]
-    assert grpo.mine(recs, {}, 0.5, 3.0) == []  # unscored items are not mined
-
-
-def test_stage2_weights_difficult_by_stage1_labels_when_the_data_has_none(tmp_path):
-    recs = [{"source": "s", "id": str(i), "difficulty": None} for i in range(4)] + \
-        [{"source": "s", "id": "4", "difficulty": "difficult"}]
-    cfg = grpo.Config(out_dir=str(tmp_path))
-    labels, where = grpo.stage2_labels(cfg, recs)
-    assert "stage 1 wrote none" in where and labels["s", "0"] is None and labels["s", "4"] == "difficult"
-    (tmp_path / "stage1").mkdir()
-    (tmp_path / "stage1" / "labels.jsonl").write_text("".join(
-        f'{{"source": "s", "id": "{i}", "pass_rate": {p}}}\n' for i, p in (("0", 0.0), ("1", 0.5), ("2", 1.0))))
-    labels, where = grpo.stage2_labels(cfg, recs)
-    assert labels == {("s", "0"): "difficult", ("s", "1"): "moderate", ("s", "2"): "easy", ("s", "3"): None,
-                      ("s", "4"): "difficult"}
-    assert "stage 1's pass rates" in where and "for 3, none for 1" in where
-    rates = {("s", str(i)): 0.0 for i in range(5)}  # all failing
-    assert grpo.mine(recs, rates, 0.5, 2.0) == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]  # before: x2 on one
-    assert grpo.mine(recs, rates, 0.5, 2.0, labels) == [(0, 2.0), (1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0)]
-
-
-def test_state_is_keyed_by_source_and_id(tmp_path):
-    """Two sources that both number their records 1, 2, ...: each keeps its own pass rate and label (keyed by id
-    alone, the second source's rate overwrote the first's), and a pool with one (source, id) twice is refused."""
-    recs = [{"source": src, "id": "1", "difficulty": None} for src in ("medqa", "kg")]
-    (tmp_path / "stage1").mkdir()
-    (tmp_path / "stage1" / "labels.jsonl").write_text('{"source": "medqa", "id": "1", "pass_rate": 0.0}\n'
-                                                      '{"source": "kg", "id": "1", "pass_rate": 1.0}\n')
-    labels, _ = grpo.stage2_labels(grpo.Config(out_dir=str(tmp_path)), recs)
-    assert labels == {("medqa", "1"): "difficult", ("kg", "1"): "easy"}
-    rates = grpo.read_rates(tmp_path / "stage1" / "labels.jsonl")
-    assert grpo.mine(recs, rates, 0.5, 2.0, labels) == [(0, 2.0)]  # only medqa's item 1 fails
-    pool = tmp_path / "rl.jsonl"
-    rec = dict(REC, difficulty=None)
-    pool.write_text("".join(json.dumps(dict(rec, source=s)) + "\n" for s in ("medqa", "kg", "medqa")))
-    with pytest.raises(grpo.RecordError, match=r"rl.jsonl:3: source 'medqa' id '1' is already record 1"):
-        grpo.read_pool(pool)
-    pool.write_text("".join(pool.read_text().splitlines(keepends=True)[:2]))
-    assert [r["source"] for r in grpo.read_pool(pool)] == ["medqa", "kg"]  # the same id in two sources is fine
-
-
-def test_draw_is_a_function_of_position():
-    pool = [10, 11, 12, 13, 14]
-    whole = grpo.draw(pool, 0, 12, seed=1)
-    assert sorted(whole[:5]) == pool and sorted(whole[5:10]) == pool  # each epoch is a permutation
-    assert grpo.draw(pool, 4, 5, seed=1) == whole[4:9]  # resuming from a position needs nothing else
-    assert whole[:5] != whole[5:10] or whole[5:10] != whole[10:] + grpo.draw(pool, 12, 3, 1)
-
-
-def test_stage1_blend_is_balanced_and_falls_back_to_one_pool():
-    pools = {"easy": list(range(100)), "moderate": list(range(100, 110))}
-    assert grpo.blend(pools, 0.5, 16) == (8, 8)  # 1:1 however unequal the pools
-    assert grpo.blend(pools, 0.25, 16) == (4, 12)
-    assert grpo.blend({"easy": [1], "moderate": []}, 0.5, 16) == (16, 0)
-    assert grpo.blend({"easy": [], "moderate": [1]}, 0.5, 16) == (0, 16)
-    assert grpo.draw([1, 2], 5, 0, seed=0) == []
-    with pytest.raises(grpo.ConfigError, match="easy_share"):
-        grpo.check_config(grpo.Config(easy_share=1.5))
-
-
 def test_rollout_shuffles_options_per_step_and_scores_against_its_own_order():
     rec = {"id": "q1", "source": "t", "split": "train", "question": "Which?", "difficulty": "easy", "meta": {},
            "options": {"A": "alpha", "B": "beta", "C": "gamma", "D": "delta"}, "answer": "C"}
@@ -447,11 +366,6 @@ def test_rollout_shuffles_options_per_step_and_scores_against_its_own_order():
     assert len(seen) >= 3  # the gold letter moves from step to step
     (g,) = grpo.rollout(Sampler(), Tok(), [rec], grpo.Config(k=2), 0, 0, (0,), grpo.reward)
     assert g.rec is rec  # off by default: the record as written
-
-
-def test_difficulty_from_pass_rate():
-    assert [grpo.difficulty_from_pass_rate(p) for p in (1.0, 0.75, 0.5, 0.25, 0.125, 0.0)] == \
-        ["easy", "easy", "moderate", "moderate", "difficult", "difficult"]
 
 
 def usage_error(capsys, argv):
@@ -516,10 +430,10 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     """Same global batch (2 prompts x 8 rollouts), same rollouts (one prompt per generate call in both): the
     metrics and the final weights of FSDP over 2 gloo ranks equal one process."""
     d, data = write_toy(tmp_path)
-    args = toy_args(d, data, tmp_path / "one", prompts_per_step=2, rollout_chunk=1, max_steps=3)
+    args = toy_args(d, data, tmp_path / "one", batch_size=2, rollout_chunk=1, max_steps=3)
     subprocess.run([sys.executable, str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path,
                    capture_output=True)
-    args = toy_args(d, data, tmp_path / "two", prompts_per_step=2, rollout_chunk=1, max_steps=3)
+    args = toy_args(d, data, tmp_path / "two", batch_size=2, rollout_chunk=1, max_steps=3)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
                     str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path, capture_output=True)
     one = read_metrics(tmp_path / "one" / "stage1" / "metrics.jsonl")
@@ -552,7 +466,7 @@ def test_sleep_equals_the_default_on_two_ranks(tmp_path):
         r["difficulty"] = None  # labelled by the policy's pass rate: the sampler wakes before the loop too
     data.write_text("".join(__import__("json").dumps(r) + "\n" for r in recs))
     for name, extra in (("default", []), ("sleep", ["--sleep"])):
-        args = toy_args(d, data, tmp_path / name, prompts_per_step=2, max_steps=3) + extra
+        args = toy_args(d, data, tmp_path / name, batch_size=2, max_steps=3) + extra
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
                         str(driver(tmp_path))] + args, check=True, env=env(), cwd=tmp_path, capture_output=True)
     a = read_metrics(tmp_path / "default" / "stage1" / "metrics.jsonl")
@@ -595,7 +509,7 @@ def test_kill_and_resume_continue_the_same_curve_then_stage2(tmp_path):
 
     # stage 2 with its defaults finds stage 1's policy, mines, and raises k to 16
     out = subprocess.run([sys.executable, str(driver(tmp_path)), f"--data={data}", f"--out_dir={tmp_path / 'cut'}",
-                          "--stage=2", "--max_steps=2", "--prompts_per_step=2", "--max_new_tokens=6",
+                          "--stage=2", "--max_steps=2", "--batch_size=2", "--max_new_tokens=6",
                           "--grad_checkpointing=False", "--remine_every=1"],
                          check=True, env=env(), cwd=tmp_path, capture_output=True, text=True)
     rows = read_metrics(tmp_path / "cut" / "stage2" / "metrics.jsonl")
@@ -655,10 +569,10 @@ def test_readme_stage_commands_resolve_to_the_settings_the_readme_states(tmp_pat
         prompts, k = map(int, re.search(r"(\d+) prompts x k = (\d+)", comment).groups())
         cfg = parse_config(grpo.Config, args + [f"--model={tmp_path}", f"--data={tmp_path / 'rl.jsonl'}"])
         cfg, _ = grpo.resolve(cfg, world=8)
-        assert (cfg.prompts_per_step, cfg.k) == (prompts, k), line
-        completions.add(cfg.prompts_per_step * cfg.k)
+        assert (cfg.batch_size, cfg.k) == (prompts, k), line
+        completions.add(cfg.batch_size * cfg.k)
     assert completions == {256}
     # an explicit value wins over the stage's default
     cfg, _ = grpo.resolve(parse_config(grpo.Config, ["--stage=2", "--k=4", f"--model={tmp_path}",
                                                      f"--data={tmp_path / 'rl.jsonl'}"]), world=1)
-    assert (cfg.k, cfg.prompts_per_step, cfg.max_steps) == (4, 16, 500)
+    assert (cfg.k, cfg.batch_size, cfg.max_steps) == (4, 16, 500)
