@@ -1,7 +1,7 @@
 """data/distill.py: teacher distillation against a real loopback chat server (pass@k, refinement rounds,
-every filter counted, kill and resume), the verifiable-signal filters (arithmetic, units, the optional LLM
-guideline check) on real HuatuoGPT-o1 chains with planted faults, the selection rule, templated trajectories for
-real KG questions, and the HuatuoGPT-o1 converter on the real file with decontamination."""
+every filter counted, kill and resume), the verifiable-signal filters (data.signals' arithmetic and units, applied
+to real HuatuoGPT-o1 chains with planted faults; the optional LLM guideline check), the selection rule, templated
+trajectories for real KG questions, and the HuatuoGPT-o1 converter on the real file with decontamination."""
 import json
 import os
 import re
@@ -12,16 +12,14 @@ import time
 
 import pytest
 
-from data.distill import (assistant, calculation_error, calculations, load_bench, convert_huatuogpt, main, pick,
-                          reference, repetition, states_limits, teacher_messages, templated, unit_error, verdict)
+from data.distill import (assistant, load_bench, convert_huatuogpt, main, pick, reference, repetition,
+                          teacher_messages, templated, verdict)
 from eval.answer import build_prompt, extract_answer, format_ok
 from eval.records import make_record, read_jsonl, write_jsonl
+from test_data_signals import BODY, BODY_ZH, CALC_FAULTS, CALC_RIGHT, UNIT_SWAPS, huatuo, planted  # noqa: F401
 from test_eval_llm import ChatServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BODY = ("The patient has fever, a new murmur and splinter haemorrhages after a dental procedure, which points to "
-        "infective endocarditis; the other options explain only part of this picture.")
-BODY_ZH = "患者发热，新出现心脏杂音，牙科操作后出现甲下线状出血，提示感染性心内膜炎，其他选项只能解释部分表现。"
 ZH_OPTS = ["感染性心内膜炎", "风湿热", "心肌炎", "心包炎"]
 EN_OPTS = ["Infective endocarditis", "Rheumatic fever", "Myocarditis", "Pericarditis"]
 CALC_BODY = BODY + " Two major criteria and one minor criterion: 2 + 1 = 4 criteria in all."
@@ -119,88 +117,28 @@ def test_pick_old_rule_fewest_hedges_then_shortest():
 
 
 # ----------------------------------------------------------------------------- verifiable signals, real chains
+# data.signals' checks are tested in test_data_signals; here, that verdict() applies them to whole replies.
 
 
-@pytest.fixture(scope="module")
-def huatuo(shared):
-    """The 198 HuatuoGPT-o1 demo items as (record, chain)."""
-    raw = json.loads((shared / "data" / "huatuogpt_o1_demo" / "demo_data.json").read_text())
-    return [(make_record(f"h-{i}", "huatuo", "train", x["question"], x["options"], x["answer_idx"]),
-             x["Complex_CoT"].strip()) for i, x in enumerate(raw)]
-
-
-def planted(huatuo, i, old, new):
-    rec, think = huatuo[i]
-    assert think.count(old) == 1, old
-    return assistant(think.replace(old, new), rec), rec
-
-
-def test_calculation_filter_real_chains_and_planted_faults(huatuo):
-    found = {(i, expr): val for i, (_, t) in enumerate(huatuo) for _, expr, val, wrong in calculations(t)}
-    # every calculation the 198 real chains state in a form that parses, all right (read by hand)
-    assert found == {(45, "10000 - 2000"): 8000, (45, "( 4000 / 8000 ) * 100"): 50, (101, "80 - 70"): 10,
-                     (101, "1 / 0.10"): 10, (106, "10 - 2"): 8, (106, "8 / 0.4"): 20,
-                     (107, "8.2 + 0.8 * ( 4.0 - 2.4 )"): pytest.approx(9.48), (188, "6 * 455"): 2730}
-    assert [i for i, (_, t) in enumerate(huatuo) if calculation_error(t)] == []
-    for i, old, new in [(45, "which equals 8,000", "which equals 7,000"),         # a wrong difference
-                        (45, "which equals 50%", "which equals 60%"),             # a wrong quotient
-                        (107, "= 9.48 mEq/L", "= 10.48 mEq/L"),                   # a wrong product inside
-                        (101, "which gives me 10", "which gives me 100"),         # "dividing 1 by 0.10 gives"
-                        (188, "I get... 2730", "I get... 2370"),                  # "multiply 6 mg/L by 455 liters"
-                        (111, "it results in a need for 600 ml in total",
-                         "100 ml/kg x 6 kg = 660 ml in total")]:                  # a wrong dose product
-        out, rec = planted(huatuo, i, old, new)
-        assert verdict(out, rec) == "calculation", (i, new)
-    out, rec = planted(huatuo, 111, "it results in a need for 600 ml in total", "100 ml/kg x 6 kg = 600 ml in total")
-    assert verdict(out, rec) is None
-    wrong = ["2 x 3 = 7", "so 15 mg/kg × 70 kg = 1,150 mg", "40% of 25 g is 12 g", "AG = 140 - (103 + 25) = 16",
-             "dividing 4,000 by 8,000 gives 60%", "and 1/4 = 0.25, so 2 * 4 is about 10",
-             "6 mg/L x 455 L = 2.73 mg"]
-    right = ["(5 / 360) * 100,000 = 1,388.89", "(5 / 360) * 100,000 = 1,389", "(5 / 360) * 100,000 is about 1,400",
-             "4,000 / 8,000 = 50%", "the dose is 5 - 10 mg, which is 2 tablets", "onset in 20-30 minutes is 1 sign",
-             "a rate of 36/1000 is 3", "CURB-65: confusion 1 + urea 1 + RR 1 = 3", "E2 + V3 + M5 = 10",
-             "roughly 1 - 2 g/dL per month is 0.25 - 0.5 g/dL a week", "2 + 2 = 4 x 10^9/L",
-             "6 mg/L x 455 L = 2.73 g", "2730 mg / 1000 = 2.73 g"]
-    assert [w for w in wrong if not calculation_error(w)] == []
-    assert [r for r in right if calculation_error(r)] == []
-
-
-def test_unit_filter_real_chains_and_planted_swaps(huatuo):
-    assert [i for i, (rec, t) in enumerate(huatuo) if unit_error(t, rec["question"])] == []
-    for i, old, new in [(0, "low at 6 g/dL", "low at 6 mg/dL"),                         # hemoglobin in mg/dL
-                        (106, "consuming 25 grams of salt", "consuming 25 milligrams of salt"),  # question: 25g
-                        (55, "potassium at 2.9 mEq/L", "potassium at 2.9 mg/dL"),        # question: mEq/L
-                        (111, "The child weighs 6 kg", "The child weighs 6 g"),          # question: 6 kg
-                        (42, "107/70 mmHg", "107/70 mg/dL")]:                            # a pressure in mg/dL
-        out, rec = planted(huatuo, i, old, new)
-        assert verdict(out, rec) == "units", (i, new)
-    q = "Serum sodium 138 mEq/L, glucose 5.5 mmol/L, hemoglobin 12 g/dL. He weighs 70 kg."
-    right = ["Sodium is 138 mmol/L, normal.", "Glucose 5.5 mmol/L, i.e. 99 mg/dL.", "Hemoglobin 12 g/dL (120 g/L).",
-             "His pulse pressure of 40 mmHg is wide.", "Vitamin K 10 mg is given.", "He takes 70 mg of iron.",
-             "Her temperature is 38°C, pulse 110/min."]
-    wrong = ["Glucose 5.5 mg/dL is low.", "Hemoglobin 12 mg/dL.", "He weighs 70 g.", "Temperature of 38 mmHg."]
-    assert [r for r in right if unit_error(r, q)] == []
-    assert [w for w in wrong if not unit_error(w, q)] == []
+def test_verdict_rejects_planted_signal_faults_in_real_chains(huatuo):
+    for i, old, new in CALC_FAULTS:
+        think, rec = planted(huatuo, i, old, new)
+        assert verdict(assistant(think, rec), rec) == "calculation", (i, new)
+    think, rec = planted(huatuo, *CALC_RIGHT)
+    assert verdict(assistant(think, rec), rec) is None
+    for i, old, new in UNIT_SWAPS:
+        think, rec = planted(huatuo, i, old, new)
+        assert verdict(assistant(think, rec), rec) == "units", (i, new)
 
 
 def test_pick_prefers_stated_assumptions_and_uncertainty_then_shortest(huatuo):
     chains = {i: t for i, (_, t) in enumerate(huatuo)}
-    # real chains: 155 says it cannot rule out drug use, 172 that the history may be incomplete, 133 both assumes
-    # ("assuming he's all clear") and names what it would need; 3 states neither, with no hedge at all
-    assert [states_limits(chains[i]) for i in (155, 172, 133, 3)] == [1, 1, 2, 0]
+    # real chains (test_data_signals): 155 and 172 state one limit, 133 both, 3 neither, with no hedge at all
     outs = [reply(chains[i], "A") for i in (3, 155, 172, 133)]
     assert pick(outs[:2], [None, None]) == 1 and pick(outs[:2], [None, None], "fewest_hedges") == 0
     assert pick(outs[:3], [None] * 3) == 2                      # both state one: the shorter (289 vs 313 words)
     assert pick(outs, [None] * 4) == 3                          # states both
     assert pick(outs, [None, None, None, "units"]) == 2
-    assert sum(states_limits(t) > 0 for t in chains.values()) == 18
-    hedges_only = "Hmm, maybe it is endocarditis. Wait, perhaps. " + BODY
-    assert states_limits(hedges_only) == 0
-    assert states_limits("Assuming normal renal function, " + BODY) == 1
-    assert states_limits(BODY + " The question doesn't say whether she is pregnant.") == 1
-    assert states_limits("I'm not entirely sure, but assuming no recent travel, " + BODY) == 2
-    assert states_limits("The patient assumes a tripod position. Let's take a moment to confirm this.") == 0
-    assert states_limits("假设肾功能正常，" + BODY_ZH + "但不能排除风湿热。") == 2
 
 
 # ----------------------------------------------------------------------------- teacher, end to end
