@@ -33,10 +33,11 @@ from collections import Counter
 
 import numpy as np
 
+from data.convert import check_json_file, convert_source
 from data.dedup import gram_seq, token_hashes, tokens
-from eval.loaders import BENCHMARKS, _is_json_lines, benchmark_path, load_benchmark
-from eval.records import (ArgumentParser, RecordError, check_outputs, command, float_in, int_at_least, read_json,
-                          read_jsonl, read_text, write_jsonl)
+from data.filter import write_outputs
+from eval.loaders import BENCHMARKS, benchmark_path, load_benchmark
+from eval.records import ArgumentParser, RecordError, check_outputs, command, float_in, int_at_least, read_jsonl
 
 N = 8          # gram length for long questions, and
 MIN_COVERAGE = 0.6  # the share of a long item its shared grams must cover (both measured: --measure, README)
@@ -48,12 +49,6 @@ KEY_DF = 50    # short-path keys (question bigrams, option phrases) in more benc
 # --- which benchmarks: the defaults plus what the user names -------------------------------------
 
 DEFAULT_BENCH = tuple(BENCHMARKS)  # every eval benchmark eval.loaders knows
-
-
-def check_json_file(path):
-    """A .json file must hold one JSON value (or be JSON Lines): data after it is an error, not ignored."""
-    if path.endswith(".json") and not _is_json_lines(read_text(path, "JSON")):
-        read_json(path)
 
 
 def bench_specs(named=(), only=False, data_dir=None):
@@ -396,8 +391,6 @@ def _real_overlap(rec, brec):
 
 def measure(data_dir, ns=(6, 8, 10, 13), per=25, clean_files=(), seed=0, show=5, coverages=(MIN_COVERAGE,)):
     """Recall on planted copies and removals of clean items, for each gram length: a Markdown table."""
-    from data.prepare import convert_source
-    from eval.loaders import load_benchmark
     names = ["medqa", "medmcqa", "pubmedqa", "mmlu_pro_health", "mmlu_pro_biology", "cmexam"]
     bench = {n: load_benchmark(n, data_dir=data_dir, skip_bad=True) for n in names}
     planted = planted_set(bench, ["medqa", "medmcqa", "pubmedqa", "mmlu_pro_health", "cmexam"], per, seed)
@@ -488,11 +481,7 @@ def main(argv=None):
     stats, dropped = Counter(), []
     recs = decontaminate(list(read_jsonl(a.inp)), BenchIndex(bench, n=a.n), a.min_coverage, stats=stats,
                          dropped=dropped)
-    write_jsonl(a.out, recs)
-    if a.dropped:
-        write_jsonl(a.dropped, dropped)
-    for k, v in sorted(stats.items()):
-        print(f"{k}\t{v}")
+    write_outputs(a, recs, dropped, stats)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from eval.records import ArgumentParser, check_outputs, command, float_in, read_jsonl, write_jsonl
+from data.filter import write_outputs
+from eval.records import ArgumentParser, check_outputs, command, float_in, read_jsonl
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(r"[a-z0-9\u00b5\u03b1-\u03c9]+|[" + _CJK + "]")  # Greek letters are words: alpha vs beta
@@ -218,11 +219,7 @@ def main(argv=None):
     check_outputs(files=[a.out, a.dropped])
     stats, dropped = Counter(), []
     recs = dedup(read_jsonl(a.inp, skip_bad=a.skip_bad, stats=stats), a.threshold, stats=stats, dropped=dropped)
-    write_jsonl(a.out, recs)
-    if a.dropped:
-        write_jsonl(a.dropped, dropped)
-    for k, v in sorted(stats.items()):
-        print(f"{k}\t{v}")
+    write_outputs(a, recs, dropped, stats)
 
 
 if __name__ == "__main__":

@@ -244,10 +244,15 @@ def main(argv=None):
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed JSON lines")
     a = ap.parse_args(argv)
     check_outputs(files=[a.out, a.dropped])
-    stats = Counter()
-    dropped = []
+    stats, dropped = Counter(), []
     kept = filter_records(read_jsonl(a.inp, validate=False, skip_bad=a.skip_bad, stats=stats), stats,
                           dropped, a.min_options)
+    write_outputs(a, kept, dropped, stats)
+
+
+def write_outputs(a, kept, dropped, stats):
+    """The end of a cleaning step's command (data.filter, data.dedup, data.decontam): the kept records to a.out, the
+    dropped ones to a.dropped when asked, the counts on stdout as `name<TAB>count` lines."""
     write_jsonl(a.out, kept)
     if a.dropped:
         write_jsonl(a.dropped, dropped)
