@@ -576,3 +576,19 @@ def test_readme_stage_commands_resolve_to_the_settings_the_readme_states(tmp_pat
     cfg, _ = grpo.resolve(parse_config(grpo.Config, ["--stage=2", "--k=4", f"--model={tmp_path}",
                                                      f"--data={tmp_path / 'rl.jsonl'}"]), world=1)
     assert (cfg.k, cfg.batch_size, cfg.max_steps) == (4, 16, 500)
+
+
+def test_presets_use_the_shared_option_names(capsys):
+    """Every preset's trainer options parse under the trainer's Config with no deprecation warning: the presets speak
+    training.TrainConfig's names (model, batch_size, micro_batch_size, ckpt_every, eval_every)."""
+    import demo
+    import sft
+    from training import parse_config
+
+    for preset in sorted((REPO / "config").glob("demo_*.py")):
+        d = parse_config(demo.Config, [str(preset)], prog="demo.py")
+        for cls, opts in ((sft.Config, d.knowledge), (sft.Config, d.sft), (grpo.Config, d.grpo1), (grpo.Config, d.grpo2)):
+            parse_config(cls, [f"--{k}={v}" for k, v in opts.items()], prog=preset.name)
+    parse_config(grpo.Config, [str(REPO / "config" / "grpo_smollm2.py")])
+    parse_config(sft.Config, [str(REPO / "config" / "sft_smollm2.py")])
+    assert "deprecated" not in capsys.readouterr().err
