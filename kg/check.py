@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eval.records import read_jsonl
-from kg.build import RELS, norm
+from kg.build import RELS, SOURCES, norm
 
 CLOSURE = {"has_phenotype", "onset", "inheritance", "side_effect"}  # objects inherit down the is_a tree
 TRUSTED = {"hpo", "do", "drugcentral"}  # curated; Wikidata (unvetted), HSDN (co-occurrence), SIDER (text mining) need a second
 HALLMARK_MAX = 10  # a finding that at most this many diseases have characterises them
+# pharmacologic classes that say how a drug acts (physiologic effects are shared by whole therapeutic areas)
+MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class"}
+ON_LABEL = {"DM", "SYM"}  # PharmacotherapyDB's reviewed categories: disease-modifying, symptomatic
+PHENOTYPE_ROOT = "HP:0000118"  # its children are HPO's organ-system categories
 
 
 @dataclass
@@ -95,6 +99,18 @@ def content_words(name):
     return {w for w in norm(name).split() if len(w) >= 4 and w not in LEAK_FILLER}
 
 
+SYNONYMS = [(re.compile(r"\bIg([ADEGM])\b"), r"immunoglobulin \1 Ig\1"),  # raised IgD -> hyperimmunoglobulinemia D
+            (re.compile(r"pyroglutam", re.I), "oxoprolin pyroglutam")]        # L-pyroglutamic aciduria -> 5-oxoprolinuria
+
+
+def expand(name):
+    """A stem finding with the synonyms an answer's name may use instead ('IgD' -> 'immunoglobulin D'), so a
+    leak through a synonym is caught by shares_word."""
+    for pat, rep in SYNONYMS:
+        name = pat.sub(rep, name)
+    return name
+
+
 def shares_word(a, b):
     """Do two labels share a content word (or its stem: 'parathyroid' in 'hyperparathyroidism')?"""
     for x in content_words(a):
@@ -104,6 +120,42 @@ def shares_word(a, b):
     return False
 
 
+def moa_classes(g, drug):
+    """The drug's mechanism-of-action and established pharmacologic classes."""
+    return {int(g.dst[e]) for e in g.out_edges(drug, "in_class") if g.attrs[g.attr[e]] in MOA_TYPES}
+
+
+def indication_rules(g):
+    """{indication edge: the rule that refuses it} over the indications only DrugCentral states. Its rows come
+    from PharmacotherapyDB, where physicians labelled each pair disease-modifying (DM), symptomatic (SYM) or not an
+    indication. Rules (a second source, Wikidata, SIDER or HSDN, confirms a row whatever these say):
+      unreviewed      the row has no DM/SYM label: it was never reviewed (morphine for Parkinson disease,
+                      isotretinoin for hypertension, dopamine for Parkinson disease);
+      no class match  labelled, but no other drug sharing a target or a mechanism class with it has a labelled row
+                      for that disease: the drug's class does not treat the disease (atorvastatin for hypertension;
+                      this also refuses true rows of drugs alone in their class, such as metformin for type 2
+                      diabetes: the graph cannot tell them apart, and a key must not rest on a wrong row)."""
+    rel = RELS.index("indicated_for")
+    rows = [int(e) for e in np.flatnonzero(g.rel == rel) if g.provenance(e) == ["drugcentral"]]
+    treats = defaultdict(set)  # drug -> diseases of its labelled rows
+    for e in np.flatnonzero(g.rel == rel).tolist():
+        if g.attrs[g.attr[e]] in ON_LABEL:
+            treats[int(g.src[e])].add(int(g.dst[e]))
+    kin = lambda x: set(g.out(x, "targets").tolist()) | moa_classes(g, x)
+    by_kin = defaultdict(set)
+    for x in treats:
+        for k in kin(x):
+            by_kin[k].add(x)
+    out = {}
+    for e in rows:
+        x, d = int(g.src[e]), int(g.dst[e])
+        if g.attrs[g.attr[e]] not in ON_LABEL:
+            out[e] = "unreviewed"
+        elif not any(d in treats[m] for k in kin(x) for m in by_kin[k] - {x}):
+            out[e] = "no class match"
+    return out
+
+
 class Checker:
     """Evaluates a question's facts on the graph: which entities could fill the asked slot."""
 
@@ -111,6 +163,9 @@ class Checker:
         self.g = g
         self._up, self._down, self._subj = {}, {}, {}
         self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
+        self._verdicts, self._systems = None, {}
+        root = g.index.get(PHENOTYPE_ROOT)
+        self.system_roots = set(g.inn(root, "subclass_of").tolist()) if root is not None else set()
 
     def _walk(self, n, step, cache):
         if n not in cache:
@@ -156,9 +211,20 @@ class Checker:
         return s in self.subjects(rel, o)
 
     def trusted(self, e):
-        """An edge from a curated source, or stated by two sources."""
+        """An edge from a curated source, or stated by two sources; an indication that DrugCentral alone states
+        must also pass indication_rules (a bare DrugCentral row put morphine 'for' Parkinson disease)."""
         src = self.g.provenance(e)
-        return bool(TRUSTED & set(src)) or len(src) >= 2
+        if len(src) >= 2:
+            return True
+        if self.g.rel[e] == RELS.index("indicated_for") and src == ["drugcentral"]:
+            return self.indication_verdicts().get(int(e)) is None
+        return bool(TRUSTED & set(src))
+
+    def indication_verdicts(self):
+        """{edge: rule that refuses it} over the indications DrugCentral alone states (see indication_rules)."""
+        if self._verdicts is None:
+            self._verdicts = indication_rules(self.g)
+        return self._verdicts
 
     def misses(self, q, x):
         """The fewest stated facts that option x breaks, over every value of the hidden variables (a link
@@ -216,9 +282,10 @@ class Checker:
     def needed_misses(self, q):
         return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
 
-    def answers(self, facts, var_types, ask):
-        """All entities that can fill `ask` with every fact true (arc consistency; exact for tree queries)."""
-        dom = {v: None for v in var_types}
+    def answers(self, facts, var_types, ask, start=None):
+        """All entities that can fill `ask` with every fact true (arc consistency; exact for tree queries); `start`
+        restricts variables to given sets. None when nothing constrains `ask` (every entity of its type fits)."""
+        dom = {v: (start or {}).get(v) for v in var_types}
         for s, r, o in facts:
             sv, ov = isinstance(s, str), isinstance(o, str)
             if sv and not ov:
@@ -247,12 +314,12 @@ class Checker:
                     dom[a] = new
             if not changed:
                 break
-        return dom[ask] or set()
+        return dom[ask] if dom[ask] is not None or ask not in var_types else None
 
     def check(self, q, options):
         """None if the question is sound, else the reason it is not."""
         g = self.g
-        ok = self.answers(q.facts, q.var_types, q.ask)
+        ok = self.answers(q.facts, q.var_types, q.ask) or set()
         if q.answer not in ok:
             return "answer not consistent with the stated facts"
         if len(set(options)) != len(options) or len({option_key(g.names[o]) for o in options}) != len(options):
@@ -267,7 +334,7 @@ class Checker:
                 return f"distractor {g.ids[o]} also satisfies every stated fact"
             if o != q.answer and self.related(o, q.answer):
                 return f"distractor {g.ids[o]} is an ancestor or descendant of the answer"
-            if o != q.answer and self.misses(q, o) < need:
+            if o != q.answer and self.misses(q, o) < (1 if q.template == "drug_for_disease_target" else need):
                 return f"distractor {g.ids[o]} breaks fewer than {need} stated facts"
             if o != q.answer and self.shared_key_finding(q, o) is not None:
                 return f"distractor {g.ids[o]} has the specific finding {g.ids[self.shared_key_finding(q, o)]}"
@@ -277,7 +344,77 @@ class Checker:
                     return f"options {g.ids[a]} and {g.ids[b]} name one concept"
                 if g.type_name(a) == "disease" and siblings(g.names[a], g.names[b]):
                     return f"options {g.ids[a]} and {g.ids[b]} are sibling subtypes"
+        return self.unneeded(q, options)
+
+    # ---- necessity: every clause of the stem and every hop of the path is used
+    def vignette_facts(self, q):
+        """The stated findings of the hidden disease (its age is the vignette's framing, not a clause)."""
+        return [f for f in q.facts if f[0] == "?d" and f[1] == "has_phenotype" and not isinstance(f[2], str)]
+
+    def differential(self, findings):
+        """Diseases that have every finding or a near neighbour of it (see near)."""
+        out = None
+        for _, r, o in findings:
+            out = self.near(r, o) if out is None else out & self.near(r, o)
+        return out if out is not None else set()
+
+    def unneeded(self, q, options):
+        """None if every clause is needed, else the reason one is not:
+        - the stated findings of a hidden disease are one clause, the diagnosis hop (per finding, a proof would need a
+          distractor that misses that finding only, which the two-broken-facts rule forbids: an annotation missing
+          from an incomplete graph is weak evidence; and a graph-level rule, "each finding narrows the
+          differential", cut stems to one or two findings: kg/REVIEW.md);
+        - a clause that names an entity (the disease and the target of a drug question) needs a distractor that
+          satisfies every other clause and fails that one;
+        - a question that asks past the diagnosis needs a lure: a distractor reached by the same hops from a
+          competing diagnosis (a disease that shares a stated finding), so the diagnosis hop is needed too."""
+        g = self.g
+        vig = self.vignette_facts(q)
+        ok = self.answers(q.facts, q.var_types, q.ask) or set()
+        wrong = [o for o in options if o != q.answer]
+        for f in q.facts:
+            if f in vig or f[0] == "?d" or isinstance(f[0], str) == isinstance(f[2], str):
+                continue  # findings, the age, links between variables and stated premises
+            rest = self.answers([x for x in q.facts if x != f], q.var_types, q.ask)
+            if rest is not None and not any(o in rest and o not in ok for o in wrong):
+                return f"clause {f[1]} {g.ids[f[2]] if isinstance(f[2], int) else g.ids[f[0]]} is not needed"
+        if vig and q.ask != "?d" and "?d" in q.var_types:
+            full = self.differential(vig)
+            rivals = set().union(*[self.subjects(r, o) for _, r, o in vig]) - full
+            links = [x for x in q.facts if x not in vig and not (x[0] == "?d" and not isinstance(x[2], str))]
+            reach = self.answers(links, q.var_types, q.ask, start={"?d": rivals}) or set()
+            if not any(o in reach for o in wrong):
+                return "no distractor comes from a competing diagnosis: the diagnosis hop is not needed"
         return None
+
+    # ---- categories: the organ systems an option belongs to
+    def systems(self, x):
+        """HPO organ-system categories (children of 'Phenotypic abnormality'): of a finding, those above it; of a
+        disease, the three most common among its findings; of a drug, those of the diseases it treats; of a
+        class, those of its drugs (first 20); empty for genes, modes and agents."""
+        if x in self._systems:
+            return self._systems[x]
+        g, t = self.g, self.g.type_name(x)
+        if t in ("phenotype", "lab_finding", "imaging_finding"):
+            out = self.ancestors(x) & self.system_roots
+        elif t == "disease":
+            c = Counter(s for p in g.out(x, "has_phenotype").tolist() for s in self.ancestors(p) & self.system_roots)
+            out = {s for s, _ in c.most_common(3)}
+        elif t == "drug":
+            out = set().union(*[self.systems(d) for d in g.out(x, "indicated_for").tolist()[:20]])
+        elif t == "drug_class":
+            out = set().union(*[self.systems(d) for d in g.inn(x, "in_class").tolist()[:20]])
+        else:
+            out = set()
+        self._systems[x] = frozenset(out)
+        return self._systems[x]
+
+    def stem_systems(self, q):
+        """The organ systems of what the stem names: its findings, and a named disease or drug."""
+        named = [x for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)
+                 and self.g.type_name(x) in ("disease", "drug", "phenotype", "lab_finding", "imaging_finding")
+                 and not (f[1] == "in_class" or f[1] == "targets")]
+        return frozenset().union(*[self.systems(x) for x in named]) if named else frozenset()
 
 
 def record_to_question(g, rec):
@@ -342,7 +479,13 @@ def solvers(recs):
         "most similar to the other options": lambda r, l: sum(
             _jaccard(_trigrams(r["options"][l]), _trigrams(t)) for m, t in r["options"].items() if m != l),
         "option seen least often in other questions": lambda r, l: -seen(r, r["options"][l]),
+        "only option from the stem's organ system": lambda r, l: len(
+            set(_systems(r)["options"].get(l, [])) & set(_systems(r)["stem"])),
     }
+
+
+def _systems(rec):
+    return rec["meta"].get("systems") or {"stem": [], "options": {}}
 
 
 def unconfirmed(rec):
@@ -374,12 +517,15 @@ def audit(recs, seed=0):
         if r["meta"].get("masked") == "?d":
             sib += sum(siblings(a, b) for a, b in pairs)
         unconf += bool(unconfirmed(r))
-    result.update(sibling_pairs=sib, same_concept_pairs=same, unconfirmed_golds=unconf)
+    result.update(sibling_pairs=sib, same_concept_pairs=same, unconfirmed_golds=unconf,
+                  hops=dict(sorted(Counter(r["meta"].get("hops") for r in recs).items())))
     return result
 
 
 def print_audit(res):
     print(f"{res['n']} questions; chance {res['chance']:.1%}")
+    n = max(1, res["n"])
+    print("  hops: " + ", ".join(f"{h}: {c} ({c / n:.1%})" for h, c in res.get("hops", {}).items()))
     for name, v in res["solvers"].items():
         worst = max(v["by_template"].items(), key=lambda kv: kv[1][0] if kv[1][1] >= 20 else 0)
         print(f"  {name:44s} {v['accuracy']:6.1%}   (highest template: {worst[0]} {worst[1][0]:.1%} of {worst[1][1]})")

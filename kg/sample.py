@@ -27,7 +27,7 @@ from tqdm import tqdm
 from eval.records import (ArgumentParser, UsageError, append_jsonl, check_outputs, command, drop_torn_tail,
                           float_in, int_at_least, make_record, read_jsonl)
 from kg.build import FINDINGS, RELS, Graph, norm
-from kg.check import (HALLMARK_MAX, Checker, Question, audit, check_file, family_key, print_audit, same_concept,
+from kg.check import (HALLMARK_MAX, MOA_TYPES, Checker, expand, Question, audit, check_file, family_key, print_audit, same_concept,
                       shares_word, siblings)
 from kg.readers import SourceError
 from kg import verbalize
@@ -42,8 +42,6 @@ PRENATAL_ONSET = re.compile(r"fetal|antenatal|embryonal|trimester", re.I)
 GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|physiology)$|^abnormal .* or ",
                       re.I)  # HPO headings ("Abnormal circulating enzyme concentration or activity")
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
-# physiologic effects ("Decreased Blood Pressure", "Arteriolar Vasodilation") are shared by whole therapeutic areas
-MOA_TYPES = {"Mechanism of Action", "FDA Established Pharmacologic Class"}
 HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
 
 
@@ -117,7 +115,8 @@ class Sampler:
             g = self.g
             need = {"diagnosis": (), "diagnosis_gene": ("associated_gene",), "diagnosis_inheritance": ("inheritance",),
                     "diagnosis_treatment": ("indicated_for",), "treatment_class": ("indicated_for",),
-                    "diagnosis_cause": ("caused_by",)}
+                    "diagnosis_drug_target": ("indicated_for",), "diagnosis_cause": ("caused_by",),
+                    "diagnosis_test": ("test",)}
             if template in need:
                 nodes = []
                 for d in g.of_type("disease").tolist():
@@ -131,6 +130,8 @@ class Sampler:
                     if "associated_gene" in rels and len(self.answers_of("diagnosis_gene", d)) != 1:
                         continue  # with several genes the asked one may be a minor or candidate gene
                     if "caused_by" in rels and not any(self.is_organism(x) for x in g.out(d, "caused_by").tolist()):
+                        continue
+                    if "test" in rels and not self.tests_of(d):
                         continue
                     if "inheritance" in rels and len(self.modes_of(d)) != 1:
                         continue  # a disease given two modes has two right answers
@@ -180,17 +181,20 @@ class Sampler:
         would put a raw id in the stem)."""
         return [e for e in self.g.out_edges(drug, "targets").tolist() if ":" not in self.g.names[self.g.dst[e]]]
 
+    def _drugs_for(self, d):
+        return [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x)]
+
     def _kin(self, drug):
         """What makes two drugs alternatives: their targets and mechanism classes."""
         return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
 
     # ---- the vignette: findings that point to one disease
-    def vignette(self, d, rng, spec=2):
+    def vignette(self, d, rng, spec=2, exclude=()):
         """Choose findings (and an onset) of disease d, `spec` of them specific; return (facts on ?d,
         consistent diseases). A question that asks past the diagnosis (its gene, mode, treatment) wants 3:
         the examinee must recognise the disease without seeing its name among the options."""
         g, ck = self.g, self.ck
-        found = self.usable_findings(d)
+        found = [p for p in self.usable_findings(d) if not any(p == x or ck.related(p, x) for x in exclude)]
         rng.shuffle(found)
         # specific findings first (fewer diseases share them), a lab or imaging finding early when there is one
         # and hallmark findings (present in most patients) before occasional ones
@@ -198,6 +202,7 @@ class Sampler:
         found.sort(key=lambda p: math.log(len(ck.subjects("has_phenotype", p)) + 1) + rng.random() * 2
                    - (1.5 if g.type_name(p) != "phenotype" else 0) - (1.5 if freq.get(p, 0) >= 0.8 else 0))
         hall = self.hallmarks(d)
+        hall = [p for p in hall if p in found]
         if hall:  # the stem opens with one finding that characterises the disease
             first = rng.choice(hall)
             found.remove(first)
@@ -229,7 +234,7 @@ class Sampler:
         """Diseases sharing some of the stated findings, most shared first (the competing diagnoses)."""
         score = Counter()
         for s, r, o in facts:
-            if s == "?d" and r == "has_phenotype":
+            if s == "?d" and r == "has_phenotype" and not isinstance(o, str):
                 for x in self.ck.subjects(r, o):
                     if x not in exclude:
                         score[x] += 1
@@ -313,6 +318,55 @@ class Sampler:
         return Question("treatment_class", 3, facts, {"?d": ("disease",), "?drug": ("drug",), "?c": ("drug_class",)},
                         "?c", c, d, path, cands)
 
+    def tests_of(self, d):
+        """Laboratory and imaging findings of d that a test in most of its patients shows (HPO frequency >= 80%)
+        and that at most `specific` diseases share: the result the examinee should expect."""
+        g = self.g
+        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        return [p for p in self.usable_findings(d) if g.type_name(p) != "phenotype" and freq[p] >= HALLMARK_FREQ
+                and len(self.ck.subjects("has_phenotype", p)) <= self.specific]
+
+    def t_diagnosis_test(self, d, rng):
+        """2 hops: findings -> ?d -> a laboratory or imaging result of ?d (symptom -> disease -> test)."""
+        tests = self.tests_of(d)
+        if not tests:
+            return None
+        a = rng.choice(tests)
+        # the stem gives the history and examination; the question asks for the test
+        results = [p for p in self.usable_findings(d) if self.g.type_name(p) != "phenotype"]
+        facts, cons = self.vignette(d, rng, spec=3, exclude=[a] + results)
+        if not facts:
+            return None
+        facts = facts + [("?d", "has_phenotype", "?x")]
+        kind = self.g.type_name(a)
+        cands = []
+        for c in self.competitors(facts, cons)[:80]:
+            cands += [x for x in self.g.out(c, "has_phenotype").tolist() if self.g.type_name(x) == kind
+                      and x not in cands and self.g.ids[x].startswith("HP:")]
+        path = [(d, r, o) for s_, r, o in facts if s_ == "?d" and not isinstance(o, str)] + [(d, "has_phenotype", a)]
+        return Question("diagnosis_test", 2, facts, {"?d": ("disease",), "?x": (kind,)}, "?x", a, d, path, cands)
+
+    def t_diagnosis_drug_target(self, d, rng):
+        """3 hops: findings -> ?d <- indicated_for ?drug -> targets ?t (symptom -> disease -> drug -> target)."""
+        g = self.g
+        drugs = [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x) and 1 <= len(self._targets(x)) <= 3]
+        if not drugs:
+            return None
+        facts, cons = self.vignette(d, rng, spec=3)
+        if not facts:
+            return None
+        drug = rng.choice(drugs)
+        t = int(g.dst[rng.choice(self._targets(drug))])
+        facts = facts + [("?drug", "indicated_for", "?d"), ("?drug", "targets", "?t")]
+        cands = []
+        for comp in self.competitors(facts, cons)[:60]:
+            for x in g.inn(comp, "indicated_for").tolist():
+                cands += [int(g.dst[e]) for e in self._targets(x) if int(g.dst[e]) not in cands]
+        path = [(d, r, o) for s_, r, o in facts if s_ == "?d" and not isinstance(o, str)]
+        path += [(drug, "indicated_for", d), (drug, "targets", t)]
+        return Question("diagnosis_drug_target", 3, facts, {"?d": ("disease",), "?drug": ("drug",), "?t": ("gene",)},
+                        "?t", t, d, path, cands)
+
     def t_drug_mechanism(self, drug, rng):
         """1 hop: a named drug (and one disease it is indicated for) -> its mechanism / class."""
         g = self.g
@@ -352,7 +406,16 @@ class Sampler:
         action = g.attrs[g.attr[e]]
         cands = [int(g.src[k]) for k in np.flatnonzero(g.rel == RELS.index("targets")) if g.attrs[g.attr[k]] == action]
         rng.shuffle(cands)
-        ctx = {"action": action, "avoid_kin": self._kin(drug)}
+        near = self.ck.ancestors(d) | self.ck.descendants(d)
+        # the lures that make both clauses needed: a drug for d acting otherwise, a drug acting on t used for other
+        # diseases (by no source for d or a disease in an is_a line with it)
+        for_d = [x for x in self._drugs_for(d) if not self._kin(x) & self._kin(drug)]
+        on_t = [int(g.src[k]) for k in g.in_edges(t, "targets") if g.attrs[g.attr[k]] == action
+                and not set(g.out(int(g.src[k]), "indicated_for").tolist()) & near]
+        rng.shuffle(for_d)
+        rng.shuffle(on_t)
+        cands = for_d[:1] + on_t[:1] + cands
+        ctx = {"action": action, "avoid_kin": self._kin(drug), "lures": set(for_d[:1] + on_t[:1])}
         return Question("drug_for_disease_target", 1, facts, {"?x": ("drug",)}, "?x", drug, drug,
                         [(drug, "indicated_for", d), (drug, "targets", t)], cands, ctx)
 
@@ -371,6 +434,7 @@ class Sampler:
     TEMPLATES = {"diagnosis": t_diagnosis, "diagnosis_gene": t_diagnosis_gene,
                  "diagnosis_inheritance": t_diagnosis_inheritance, "diagnosis_treatment": t_diagnosis_treatment,
                  "diagnosis_cause": t_diagnosis_cause, "treatment_class": t_treatment_class,
+                 "diagnosis_test": t_diagnosis_test, "diagnosis_drug_target": t_diagnosis_drug_target,
                  "drug_mechanism": t_drug_mechanism, "drug_for_disease_target": t_drug_for_disease_target,
                  "side_effect": t_side_effect}
 
@@ -390,7 +454,7 @@ class Sampler:
     def distractors(self, q, k, rng):
         """k same-type entities from the candidates (plus a random fallback) that the checker rejects."""
         g, ck = self.g, self.ck
-        ok = ck.answers(q.facts, q.var_types, q.ask)
+        ok = ck.answers(q.facts, q.var_types, q.ask) or set()
         types = q.var_types[q.ask]
         cands = list(q.candidates)
         head = cands[:3 * k]
@@ -402,13 +466,20 @@ class Sampler:
             fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
             # every other distractor drawn the way answers are, so that "the option I have seen as an answer
             # before" is no better than chance
-            like = self.answer_draws(q.template, rng, 3 * k)
+            like = self.answer_draws(q.template, rng, 12 * k)  # many: the category rule keeps few
             order = [x for pair in zip(head, like) for x in pair] + head[len(like):] + like[len(head):]
             order += cands[3 * k:] + fallback
         chosen, need = [q.answer], ck.needed_misses(q)
-        avoid = q.context.get("avoid_kin", set())
+        avoid, lures = q.context.get("avoid_kin", set()), q.context.get("lures", set())
+        # distractors from the answer's own category (organ system): an option alone in the stem's system is a
+        # shortcut (kg/check.py audit); drugs and classes only prefer it, their pools are small
+        home = ck.systems(q.answer) & ck.stem_systems(q)
+        strict = bool(home) and g.type_name(q.answer) in ("disease",) + FINDINGS
+        stem_sys = ck.stem_systems(q)
+        order = sorted(order, key=lambda x: not ck.systems(x) & home) if home else order
+        order = sorted(lures) + order
         # every entity the stem names: findings, and the drug or disease a question names outright
-        stem_words = [g.names[x] for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)]
+        stem_words = [expand(g.names[x]) for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)]
         if any(shares_word(g.names[q.answer], w) for w in stem_words):
             return None  # the stem gives the answer away ("abnormal mitochondria": mitochondrial inheritance)
         for x in order:
@@ -416,8 +487,12 @@ class Sampler:
                 break
             if x in ok or x in chosen or g.type_name(x) not in types or not g.degree[x] or ck.related(x, q.answer):
                 continue
-            if g.type_name(x) == "drug" and (not self.drug_ok(x) or self._kin(x) & avoid):
+            if g.type_name(x) == "drug" and (not self.drug_ok(x) or (self._kin(x) & avoid and x not in lures)):
                 continue
+            if strict and len(ck.systems(x) & stem_sys) < len(home):
+                continue  # as much of the stem's organ systems as the answer covers
+            if "?d" in q.var_types and g.type_name(x) in FINDINGS and q.focus in ck.near("has_phenotype", x):
+                continue  # a result next to one the disease has is not clearly absent
             if g.type_name(x) == "drug_class" and (PK_CLASS.search(g.names[x]) or self._class_kin(x) & avoid):
                 continue
             if any(same_concept(g.names[x], g.names[c]) or (g.type_name(x) == "disease" and siblings(g.names[x], g.names[c]))
@@ -427,7 +502,7 @@ class Sampler:
                 continue  # "AL amyloidosis" beside "heavy chain amyloidosis", two Orthoflaviviruses: too close to call
             if any(shares_word(g.names[x], w) for w in stem_words):
                 continue  # the answer shares no word with the stem, so neither may a distractor
-            if ck.misses(q, x) < need or ck.shared_key_finding(q, x) is not None:
+            if ck.misses(q, x) < (1 if x in lures else need) or ck.shared_key_finding(q, x) is not None:
                 continue
             chosen.append(x)
         return chosen[1:] if len(chosen) == k + 1 else None
@@ -445,6 +520,11 @@ class Sampler:
             return [c for c in g.out(x, "caused_by").tolist() if self.is_organism(c)]
         if template == "treatment_class":
             return [c for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d) for c in self._moa_classes(d)]
+        if template == "diagnosis_drug_target":
+            return [int(g.dst[e]) for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d)
+                    and 1 <= len(self._targets(d)) <= 3 for e in self._targets(d)]
+        if template == "diagnosis_test":
+            return self.tests_of(x)
         if template == "drug_mechanism":
             return self._moa_classes(x)
         return g.out(x, "side_effect").tolist()
@@ -490,8 +570,8 @@ def parse_hops(text):
 # diagnosis_gene, diagnosis_inheritance and diagnosis_cause are left out by default: in kg/REVIEW.md 14 of 35, 1 of 8
 # and 0 of 3 were acceptable (the gene or mode of a syndrome few can identify; an organism behind fever, cough and
 # headache). Ask for them with --mix.
-DEFAULT_MIX = ("diagnosis=3,diagnosis_treatment=1.5,treatment_class=1,drug_mechanism=1,drug_for_disease_target=1,"
-               "side_effect=1")
+DEFAULT_MIX = ("diagnosis=1.5,diagnosis_test=5,diagnosis_treatment=1.5,treatment_class=2,diagnosis_drug_target=2,"
+               "drug_mechanism=0.7,drug_for_disease_target=0.7,side_effect=0.5")
 
 
 def letter_slot(seed, i, n_opt):
@@ -518,6 +598,8 @@ def generate_one(s, i, seed, mix, n_opt, hops=None, tries=30, salt=0):
         ds = s.distractors(q, n_opt - 1, rng)
         if ds is None:
             continue
+        if verbalize.lint(verbalize.stem(s.g, q)):
+            continue  # a stem that reads wrong is redrawn
         slot = letter_slot(seed, i, n_opt)
         rng.shuffle(ds)
         options = ds[:slot] + [q.answer] + ds[slot:]
@@ -527,7 +609,7 @@ def generate_one(s, i, seed, mix, n_opt, hops=None, tries=30, salt=0):
 
 
 TEMPLATE_HOPS = {"diagnosis": 1, "diagnosis_gene": 2, "diagnosis_inheritance": 2, "diagnosis_treatment": 2,
-                 "diagnosis_cause": 2, "treatment_class": 3, "drug_mechanism": 1, "drug_for_disease_target": 1,
+                 "diagnosis_cause": 2, "diagnosis_test": 2, "treatment_class": 3, "diagnosis_drug_target": 3, "drug_mechanism": 1, "drug_for_disease_target": 1,
                  "side_effect": 1}
 
 
@@ -535,8 +617,13 @@ def _ref(g, x):
     return x if isinstance(x, str) else g.ids[x]
 
 
-def to_record(g, q, options, i, seed, split="train"):
+def _system_names(g, systems):
+    return sorted(g.names[x].replace("Abnormality of the ", "").replace("Abnormality of ", "") for x in systems)
+
+
+def to_record(g, q, options, i, seed, split="train", ck=None):
     """The shared record; meta keeps the walked path, the stated facts and each edge's provenance."""
+    ck = ck or _checker(g)
     letters = [chr(ord("A") + k) for k in range(len(options))]
     question = verbalize.stem(g, q)
     evidence = []
@@ -552,6 +639,9 @@ def to_record(g, q, options, i, seed, split="train"):
             "path": evidence, "answer_id": g.ids[q.answer], "focus_id": g.ids[q.focus],
             "focus_rare": bool(g.rare[q.focus]), "focus_degree": int(g.degree[q.focus]),
             "option_ids": {l: g.ids[o] for l, o in zip(letters, options)}, "content_key": key,
+            # organ systems (HPO categories) of the stem and of each option: the audit's category shortcut
+            "systems": {"stem": _system_names(g, ck.stem_systems(q)),
+                        "options": {l: _system_names(g, ck.systems(o)) for l, o in zip(letters, options)}},
             "graph_sources": g.info.get("sources", [])}
     return make_record(f"kg-{seed}-{i:06d}", "kg", split, question, [verbalize.option_text(g, o) for o in options],
                        letters[options.index(q.answer)], None, meta)
@@ -615,7 +705,7 @@ def main(argv=None):
             got = generate_one(s, i, args.seed, mix, args.options, hops, salt=extra)
             if got is None:
                 break
-            r = to_record(g, *got, i, args.seed, args.split)
+            r = to_record(g, *got, i, args.seed, args.split, s.ck)
             if r["meta"]["content_key"] not in seen:
                 rec = r
                 break
@@ -638,6 +728,17 @@ def main(argv=None):
     print(f"{len(recs)} questions in {args.out} ({failed} indices gave no question); stats -> {stats}")
     if have < args.n:
         print(f"warning: only {have} of {args.n} questions could be drawn with this mix", file=sys.stderr)
+
+
+_CHECKERS = {}
+
+
+def _checker(g):
+    """One Checker per graph for to_record's categories (its caches make the second call cheap)."""
+    if id(g) not in _CHECKERS:
+        _CHECKERS.clear()
+        _CHECKERS[id(g)] = Checker(g)
+    return _CHECKERS[id(g)]
 
 
 def content_key(rec, path):

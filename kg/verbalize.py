@@ -25,6 +25,9 @@ ASK = {
     "diagnosis_cause": "Which of the following is the most likely underlying cause of this condition?",
     "treatment_class": "A drug indicated for the most likely diagnosis belongs to which of the following "
                        "pharmacologic classes?",
+    "diagnosis_drug_target": "A drug indicated for the most likely diagnosis acts on which of the following "
+                             "molecular targets?",
+    "diagnosis_test": "Further evaluation is most likely to show which of the following?",
 }
 
 
@@ -64,16 +67,33 @@ def _pick(key, choices):
     return choices[int(hashlib.md5(key.encode()).hexdigest(), 16) % len(choices)]
 
 
+# a finding HPO files as a phenotype that is a test result: not a reason to see a physician
+TEST_RESULT = re.compile(r"antibod|biopsy|\bMRI\b|\bCT\b|\bEEG\b|\bEMG\b|\bECG\b|histolog|electro\w+gra|"
+                         r"positivity|\bserum\b|\bplasma\b|circulating|concentration|\blevels?\b|on imaging|"
+                         r"radiograph|ultraso|microscop", re.I)
+LABEL = re.compile(r"^([A-Z][A-Za-z]{1,5}): (.+)$")  # "EMG: myopathic abnormalities"
+
+
+def finding_text(name):
+    """A finding as the stem says it: an HPO 'EMG: myopathic abnormalities' becomes 'myopathic abnormalities on
+    EMG'."""
+    m = LABEL.match(name)
+    return f"{lower_first(m.group(2))} on {m.group(1)}" if m else lower_first(name)
+
+
 def vignette(g, q):
     """The patient story from the ?d facts: symptoms and signs, then laboratory and imaging findings."""
     key = repr(q.facts)
     groups = {"phenotype": [], "lab_finding": [], "imaging_finding": []}
     who = "A patient"
     for s, r, o in q.facts:
-        if s != "?d":
+        if s != "?d" or isinstance(o, str):
             continue
         if r == "has_phenotype":
-            groups[g.type_name(o)].append(lower_first(g.names[o]))
+            kind = g.type_name(o)
+            if kind == "phenotype" and TEST_RESULT.search(g.names[o]):
+                kind = "lab_finding"  # an antibody or biopsy result is found, not complained of
+            groups[kind].append(finding_text(g.names[o]))
         elif r == "onset":
             who = ONSET.get(g.names[o], who)
     if who == "A fetus":
@@ -83,14 +103,36 @@ def vignette(g, q):
         verb = _pick(key, ["presents with", "is evaluated for", "is brought to the physician because of",
                            "is referred for assessment of"])
         text = f"{who} {verb} {join(groups['phenotype'])}."
+    elif groups["lab_finding"]:
+        text = f"Testing in {who[0].lower() + who[1:]} shows {join(groups.pop('lab_finding'))}."
     else:
-        text = f"{who} is evaluated."
-    if groups["lab_finding"]:
+        text = f"Imaging in {who[0].lower() + who[1:]} shows {join(groups.pop('imaging_finding'))}."
+    if groups.get("lab_finding"):
         text += " " + _pick(key + "l", ["Laboratory studies show", "Investigations reveal", "Testing shows"]) + \
                 f" {join(groups['lab_finding'])}."
-    if groups["imaging_finding"]:
+    if groups.get("imaging_finding"):
         text += f" Imaging shows {join(groups['imaging_finding'])}."
     return text
+
+
+COMPLAINT = re.compile(r"(presents with|is evaluated for|because of|for assessment of) ([^.]*)\.")
+
+
+def lint(text):
+    """What reads wrong in a stem, as a list of reasons (empty when clean): a pasted label ('EMG: ...'), a word
+    repeated within a few words ('circulating vitamin B6 circulating'), a bare opening ('A patient is evaluated.'),
+    a test result given as the reason for the visit ('comes in because of <a biopsy result>')."""
+    out = []
+    if re.search(r"\b[A-Z][A-Za-z]{1,5}: [a-z]", text):
+        out.append("pasted label")
+    if re.search(r"\b(\w{5,})\b(?:\W+\w+){0,3}?\W+\1\b", text, re.I):
+        out.append("repeated word")
+    if re.match(r"^[^.]* is evaluated\.", text):
+        out.append("bare opening")
+    m = COMPLAINT.search(text.split(". ")[0] + ".")
+    if m and TEST_RESULT.search(m.group(2)):
+        out.append("test result as the reason for the visit")
+    return out
 
 
 def stem(g, q):
