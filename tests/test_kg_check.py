@@ -188,7 +188,8 @@ def test_audit_catches_a_planted_shortcut(questions):
     assert res["sibling_pairs"] == res["same_concept_pairs"] == res["unconfirmed_golds"] == 0
     assert set(res["solvers"]) == {"longest option", "most word overlap with the stem",
                                    "most frequent answer of its template", "most similar to the other options",
-                                   "option seen least often in other questions"}
+                                   "option seen least often in other questions",
+                                   "only option from the stem's organ system"}
     bad = copy.deepcopy(recs)
     for r in bad:  # the gold made the longest option, and a distractor renamed as a reordered gold
         r["options"][r["answer"]] += " (as described in the literature)" * 20
