@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import urllib.parse
 from collections import Counter
 
 from data.decontam import BenchIndex, decontaminate
@@ -607,19 +606,6 @@ def check_config(out, a):
         write_text(path, json.dumps(cfg, indent=1))
 
 
-def check_url(ap, flag, url):
-    """An endpoint must be an http(s) URL with a host: anything else would fail inside the first request."""
-    if url is None:
-        return
-    try:
-        parts = urllib.parse.urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # "http://[x": a malformed host
-        ok = False
-    if not ok:
-        ap.error(f"{flag} {url!r}: not an http:// or https:// URL")
-
-
 @command("data.distill")
 def main(argv=None):
     ap = ArgumentParser(prog="python -m data.distill",
@@ -655,8 +641,6 @@ def main(argv=None):
     ap.add_argument("--skip-bad", action="store_true", help="count and skip malformed input lines")
     a = ap.parse_args(argv)
     check_llm_args(ap, a)
-    check_url(ap, "--endpoint", a.endpoint)
-    check_url(ap, "--judge-endpoint", a.judge_endpoint)
     if a.judge_endpoint is not None and not a.judge_model_name:
         ap.error("--judge-endpoint needs --judge-model-name")
     if a.judge_endpoint is not None and a.template:

@@ -16,7 +16,7 @@ skips the items already written.
 import math
 from collections import Counter
 
-from eval.llm import LLMError, make_client, run_step
+from eval.llm import LLMError, endpoint_error, make_client, run_step
 from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
                           read_jsonl, write_jsonl)
 from eval.answer import build_prompt, extract_answer
@@ -95,6 +95,9 @@ def check_llm_args(ap, a):
     """Right after parsing: --endpoint without --model-name is a usage error before any input is read."""
     if getattr(a, "endpoint", None) and not a.model_name:
         ap.error("--endpoint needs --model-name")
+    for flag in ("endpoint", "judge_endpoint"):
+        if getattr(a, flag, None) and endpoint_error(getattr(a, flag)):
+            ap.error(f"--{flag.replace('_', '-')} {endpoint_error(getattr(a, flag))}")
 
 
 def client_from_args(a):

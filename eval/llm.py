@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -42,6 +43,17 @@ class Client:
         for i, comps in self.imap(messages_batch, n=n, temperature=temperature, max_tokens=max_tokens, **kw):
             out[i] = comps
         return out
+
+
+def endpoint_error(url):
+    """Why `url` cannot be an endpoint (None when it can): anything but an http(s) URL with a host would fail
+    inside the first request, as a traceback."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[x": a malformed host
+        ok = False
+    return None if ok else f"{url!r}: not an http:// or https:// URL"
 
 
 @dataclass

@@ -23,7 +23,7 @@ import os
 import sys
 from collections import Counter
 
-from eval.llm import LLMError, make_client, run_step
+from eval.llm import LLMError, endpoint_error, make_client, run_step
 from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
                           read_json)
 from eval.answer import build_prompt, format_ok, score
@@ -66,6 +66,8 @@ def parse_args(argv=None):
     check_outputs(folders=[a.out])
     if a.endpoint and not a.model_name:
         p.error("--endpoint needs --model-name")
+    if a.endpoint and endpoint_error(a.endpoint):
+        p.error(f"--endpoint {endpoint_error(a.endpoint)}")
     a.benchmarks = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
     unknown = [b for b in a.benchmarks if b not in BENCHMARKS]
     if unknown:

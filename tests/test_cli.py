@@ -269,6 +269,19 @@ def test_fuzz_every_mistake_is_exit_2_and_one_line(module, ws, capsys):
                 assert {p: h for p, h in after.items() if p in before} == before, (module, argv)
 
 
+@pytest.mark.parametrize("url", ["nope", "=", "ftp://h/v1", "http://[x", "http:///v1"])
+def test_an_endpoint_that_is_no_url_is_one_line_before_any_request(url, ws, capsys):
+    """Every entry point with --endpoint refuses a value that is no http(s) URL with a host, naming it. (urllib
+    raised ValueError inside the first request: a traceback from data.verify, data.difficulty and eval.run.)"""
+    rec, out = str(ws / "good.jsonl"), str(ws / "never")
+    argv = {"data.verify": [rec, "--results", out + ".jsonl"], "data.difficulty": [rec, "--results", out + ".jsonl"],
+            "eval.run": ["--benchmarks", "medqa", "--out", out], "data.distill": ["--records", rec, "--out", out]}
+    for module, a in argv.items():
+        code, err = run_main(main_of(module), a + ["--endpoint", url, "--model-name", "m"], capsys)
+        assert code == 2 and err.count("\n") == 1 and "--endpoint" in err and repr(url) in err, (module, err)
+    assert not os.path.exists(out) and not os.path.exists(out + ".jsonl")
+
+
 def test_real_processes_exit_2_with_one_stderr_line(ws):
     """Each entry point as a shell runs it, on one bad input file: exit code 2 and one stderr line, no traceback.
     (eval.report and data.* exited 1 with sys.exit(message); kg.sample and data.prepare printed tracebacks;
