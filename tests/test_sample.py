@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import model as M
-from sample import (BlockPool, Sampler, SamplingParams, _uniform, nucleus_mask, pack_linear_weight, packed_linear,
-                    sample_tokens)
+from sample import Sampler, SamplingParams, _uniform, nucleus_mask, pack_linear_weight, packed_linear, sample_tokens
+from scheduler import BlockPool
 
 CACHE = Path(os.environ.get("FLEMING_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
 VOCAB = 300
