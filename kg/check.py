@@ -9,6 +9,7 @@ or numbered members of one disease series; every fact the gold rests on must com
 (HPO, the Disease Ontology, DrugCentral) or from two sources. audit() runs shortcut solvers on a written file.
 kg/sample.py draws the questions; `python -m kg.sample --check/--audit FILE` runs this module on a file.
 """
+import functools
 import math
 import random
 import re
@@ -95,8 +96,9 @@ LEAK_FILLER = FILLER | {"abnormality", "abnormal", "increased", "decreased", "re
                         "deficiency", "autosomal", "dominant", "recessive", "linked", "like", "body", "cell", "cells"}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def content_words(name):
-    return {w for w in norm(name).split() if len(w) >= 4 and w not in LEAK_FILLER}
+    return frozenset(w for w in norm(name).split() if len(w) >= 4 and w not in LEAK_FILLER)
 
 
 SYNONYMS = [(re.compile(r"\bIg([ADEGM])\b"), r"immunoglobulin \1 Ig\1"),  # raised IgD -> hyperimmunoglobulinemia D
@@ -163,7 +165,7 @@ class Checker:
         self.g = g
         self._up, self._down, self._subj = {}, {}, {}
         self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
-        self._verdicts, self._systems = None, {}
+        self._verdicts, self._systems, self._trusted = None, {}, {}
         root = g.index.get(PHENOTYPE_ROOT)
         self.system_roots = set(g.inn(root, "subclass_of").tolist()) if root is not None else set()
 
@@ -201,11 +203,14 @@ class Checker:
         return self._subj[key]
 
     def objects(self, s, rel):
-        out = set(self.g.out(s, rel).tolist())
-        if rel in CLOSURE:
-            for x in list(out):
-                out |= self.ancestors(x)
-        return out
+        key = ("objects", s, rel)
+        if key not in self._subj:
+            out = set(self.g.out(s, rel).tolist())
+            if rel in CLOSURE:
+                for x in list(out):
+                    out |= self.ancestors(x)
+            self._subj[key] = frozenset(out)
+        return self._subj[key]
 
     def holds(self, s, rel, o):
         return s in self.subjects(rel, o)
@@ -213,6 +218,12 @@ class Checker:
     def trusted(self, e):
         """An edge from a curated source, or stated by two sources; an indication that DrugCentral alone states
         must also pass indication_rules (a bare DrugCentral row put morphine 'for' Parkinson disease)."""
+        e = int(e)
+        if e not in self._trusted:
+            self._trusted[e] = self._trust(e)
+        return self._trusted[e]
+
+    def _trust(self, e):
         src = self.g.provenance(e)
         if len(src) >= 2:
             return True

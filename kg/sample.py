@@ -45,6 +45,19 @@ ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*v
 HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
 
 
+def per_node(method):
+    """Cache a Sampler method that depends only on the graph and its arguments (a tuple comes back, so no caller
+    can change the cached value): pools, findings and answers are asked for each draw, and sampling 2,000
+    questions spent most of its time recomputing them. The result never depends on what was drawn before."""
+    def cached(self, *args):
+        key = (method.__name__,) + args
+        if key not in self._memo:
+            self._memo[key] = tuple(method(self, *args))
+        return self._memo[key]
+    cached.__name__, cached.__doc__ = method.__name__, method.__doc__
+    return cached
+
+
 # ---------------------------------------------------------------- templates
 
 class Sampler:
@@ -68,9 +81,10 @@ class Sampler:
         self.alpha, self.rare_boost = alpha, rare_boost
         self.min_findings, self.max_findings = min_findings, max_findings
         self.modes = [g.index[m] for m in MODES if m in g.index]
-        self._pools = {}
+        self._pools, self._memo = {}, {}
 
     # ---- pools of focus entities and rarity weights
+    @per_node
     def usable_findings(self, d):
         """Findings of a disease that a vignette may state: HPO terms (not MeSH headings), on a trusted edge,
         not rare in the disease, sharing no word with its name ("elevated PTH" for hyperparathyroidism)."""
@@ -81,6 +95,7 @@ class Sampler:
         return [int(g.dst[e]) for e in es[keep] if g.ids[g.dst[e]].startswith("HP:") and self.ck.trusted(e)
                 and not GROUPING.search(g.names[g.dst[e]]) and not shares_word(g.names[g.dst[e]], g.names[d])]
 
+    @per_node
     def hallmarks(self, d):
         """Usable findings that characterise d: annotated in at least 80% of its patients (HPO's very frequent
         and obligate) and found in at most hallmark_max diseases of the graph. Without one, a vignette of
@@ -103,6 +118,7 @@ class Sampler:
         DrugBank drugs under another name)."""
         return self.g.type_name(x) == "drug" and bool(re.match(r"DB\d+$", self.g.ids[x]))
 
+    @per_node
     def trusted_in(self, x, rel):
         """Subjects of x's incoming `rel` edges that a trusted edge states."""
         return [int(self.g.src[e]) for e in self.g.in_edges(x, rel) if self.ck.trusted(e)]
@@ -167,15 +183,18 @@ class Sampler:
         w *= np.where(self.g.rare[nodes], self.rare_boost, 1.0)
         return w / w.sum()
 
+    @per_node
     def _moa_classes(self, drug):
         g = self.g
         es = g.out_edges(drug, "in_class")
         return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES and not PK_CLASS.search(g.names[g.dst[e]])]
 
+    @per_node
     def _indications(self, drug):
         g = self.g
         return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
 
+    @per_node
     def _targets(self, drug):
         """Target edges of a drug whose gene has a symbol (a bacterial gene known only as "NCBIGene:908646"
         would put a raw id in the stem)."""
@@ -318,6 +337,7 @@ class Sampler:
         return Question("treatment_class", 3, facts, {"?d": ("disease",), "?drug": ("drug",), "?c": ("drug_class",)},
                         "?c", c, d, path, cands)
 
+    @per_node
     def tests_of(self, d):
         """Laboratory and imaging findings of d that a test in most of its patients shows (HPO frequency >= 80%)
         and that at most `specific` diseases share: the result the examinee should expect."""
@@ -507,6 +527,7 @@ class Sampler:
             chosen.append(x)
         return chosen[1:] if len(chosen) == k + 1 else None
 
+    @per_node
     def answers_of(self, template, x):
         """The entities a question of this template drawn on focus x could ask for."""
         g = self.g
