@@ -18,7 +18,7 @@ batch or budget is the same token by token except where a draw lands that close 
 (about 2e-3 of draws for SmolLM2 in fp32), and greedy is the same except at near-ties; after a flip the sample
 continues from a different prefix. Logprobs are those of the full tempered distribution (log_softmax(logits / T)),
 before any top-k / top-p truncation: the quantity the GRPO trainer recomputes. Temperature 0 is greedy, with
-logprobs of the untempered distribution.
+logprobs of the untempered distribution (logprob_temperature).
 """
 import argparse
 import os
@@ -304,14 +304,20 @@ def packed_linear(x, weight, bias=None):
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def logprob_temperature(temperature):
+    """The temperature a sample's logprobs are taken at, here and in the GRPO trainer: the sampling temperature,
+    or 1 for greedy (0): greedy samples are scored under the untempered distribution."""
+    return temperature or 1.0
+
+
 def sample_tokens(logits, temperature, top_k, top_p, u):
-    """Draw one token per row by inverse CDF with uniforms u [B] in (0, 1).
-    Returns (tokens [B], logprobs [B]) with logprobs under the full tempered distribution."""
-    if temperature == 0:
-        tok = logits.argmax(-1)
-        return tok, logits.gather(1, tok[:, None])[:, 0].float() - logits.float().logsumexp(-1)
+    """Draw one token per row by inverse CDF with uniforms u [B] in (0, 1) (greedy: argmax).
+    Returns (tokens [B], logprobs [B]) with logprobs under the full distribution at logprob_temperature."""
     # Few passes, few [B, vocab] temporaries: on CPU each fresh one costs page faults, not just arithmetic.
-    z = logits.float() / temperature
+    z = logits.float() / logprob_temperature(temperature)
+    if temperature == 0:
+        tok = z.argmax(-1)
+        return tok, z.gather(1, tok[:, None])[:, 0] - z.logsumexp(-1)
     z -= z.amax(-1, keepdim=True)          # z = tempered logits - max
     cdf = z.exp()
     norm = None
