@@ -102,7 +102,8 @@ def content_words(name):
 
 
 SYNONYMS = [(re.compile(r"\bIg([ADEGM])\b"), r"immunoglobulin \1 Ig\1"),  # raised IgD -> hyperimmunoglobulinemia D
-            (re.compile(r"pyroglutam", re.I), "oxoprolin pyroglutam")]        # L-pyroglutamic aciduria -> 5-oxoprolinuria
+            (re.compile(r"pyroglutam", re.I), "oxoprolin pyroglutam"),
+            (re.compile(r"peptidase D", re.I), "prolidase peptidase D")]               # peptidase D -> prolidase deficiency        # L-pyroglutamic aciduria -> 5-oxoprolinuria
 
 
 def expand(name):
@@ -120,6 +121,30 @@ def shares_word(a, b):
             if x[:5] == y[:5] or (len(x) >= 6 and x in y) or (len(y) >= 6 and y in x):
                 return True
     return False
+
+
+# findings that one test measures, or that follow one from the other (a haemolysis shows reticulocytes, an alkalosis
+# a raised bicarbonate): an answer implied by a stated finding restates the stem, a distractor implied by a finding
+# of the disease is a second true option (kg/REVIEW.md, issue 22)
+IMPLIES = [("hemoly", "reticulocyt", "haptoglobin", "antiglobulin", "spherocyt"),
+           ("alkalosis", "acidosis", "bicarbonate", "blood ph", "urine ph"), ("jaundice", "icterus", "bilirubin"),
+           ("anemia", "hemoglobin", "hematocrit"), ("thrombocyt", "platelet"), ("neutrop", "neutrophil"),
+           ("lymphop", "lymphocyt"), ("kalemi", "potassium"), ("natremi", "sodium"), ("calcemi", "calcium"),
+           ("phosphatemi", "phosphate"), ("glycemi", "glucose", "diabetes"), ("ammon",), ("lactic", "lactate"),
+           ("uricemi", "uric acid", "urate", "gout"), ("cholesta", "bile acid"), ("proteinuria", "nephrotic", "albumin"),
+           ("rhabdomyolysis", "myoglobin", "creatine kinase"), ("thyroid", "thyroxine", "triiodothyronine"),
+           ("gonad", "testosterone", "estradiol", "gonadotropin", "luteinizing", "follicle stimulating"),
+           ("adrenal", "cortisol", "corticotropin", "acth"), ("aldosteron", "renin"), ("immunoglobulin", "ig"),
+           ("hyperkeratosis", "hypergranulosis", "acanthosis", "parakeratosis"), ("blood urea", "azotemia", "uremia"),
+           ("porphyri", "porphobilinogen", "aminolevulinic")]
+
+
+def implies(a, b):
+    """Do two finding labels name one measurement or a finding and its direct consequence (IMPLIES)?"""
+    a, b = expand(a).lower(), expand(b).lower()
+    wa, wb = set(re.findall(r"[a-z]+", a)), set(re.findall(r"[a-z]+", b))
+    hit = lambda t, w, stem: (stem in w) if len(stem) <= 3 else (stem in t)  # "ig" only as a word
+    return any(any(hit(a, wa, x) for x in grp) and any(hit(b, wb, x) for x in grp) for grp in IMPLIES)
 
 
 def moa_classes(g, drug):
@@ -290,6 +315,22 @@ class Checker:
                 return o
         return None
 
+    def fits_focus(self, q, x):
+        """A finding of the focus disease that makes finding option x true as well (x beside it under a specific
+        parent, or one test or consequence of it: reticulocytosis beside chronic hemolytic anemia); None if none."""
+        g = self.g
+        if q.var_types.get(q.ask, ("",))[0] not in ("phenotype", "lab_finding", "imaging_finding") or "?d" not in q.var_types:
+            return None
+        if q.focus in self.near("has_phenotype", x):
+            return x
+        return next((p for p in g.out(q.focus, "has_phenotype").tolist() if implies(g.names[p], g.names[x])), None)
+
+    def restated(self, q):
+        """A stated finding that implies the asked finding (bicarbonate after 'metabolic alkalosis'); None if none."""
+        if q.var_types.get(q.ask, ("",))[0] not in ("phenotype", "lab_finding", "imaging_finding"):
+            return None
+        return next((o for _, r, o in self.vignette_facts(q) if implies(self.g.names[o], self.g.names[q.answer])), None)
+
     def needed_misses(self, q):
         return min(2, sum(isinstance(s, str) != isinstance(o, str) for s, _, o in q.facts))
 
@@ -340,7 +381,11 @@ class Checker:
             if e is None or not self.trusted(e):
                 return f"gold fact {g.ids[s]} {r} {g.ids[o]} rests on one unconfirmed source"
         need = self.needed_misses(q)
+        if self.restated(q) is not None:
+            return f"the stated finding {g.ids[self.restated(q)]} implies the answer"
         for o in options:
+            if o != q.answer and self.fits_focus(q, o) is not None:
+                return f"distractor {g.ids[o]} fits the disease too ({g.ids[self.fits_focus(q, o)]})"
             if o != q.answer and o in ok:
                 return f"distractor {g.ids[o]} also satisfies every stated fact"
             if o != q.answer and self.related(o, q.answer):

@@ -6,6 +6,7 @@ the query. An LLM rewrite (llm_rewrite) may change the wording but is rejected i
 """
 import hashlib
 import re
+import weakref
 
 ONSET = {  # HPO onset term -> the patient in the vignette
     "Congenital onset": "A newborn", "Neonatal onset": "A 10-day-old neonate", "Infantile onset": "A 7-month-old infant",
@@ -67,10 +68,48 @@ def _pick(key, choices):
     return choices[int(hashlib.md5(key.encode()).hexdigest(), 16) % len(choices)]
 
 
-# a finding HPO files as a phenotype that is a test result: not a reason to see a physician
+# a finding HPO files as a phenotype that is a test result: not a reason to see a physician (kg/REVIEW.md, issue 22:
+# homocitrullinuria, metabolic alkalosis, T2 hypointensity, hypergranulosis, a direct antiglobulin test)
 TEST_RESULT = re.compile(r"antibod|biopsy|\bMRI\b|\bCT\b|\bEEG\b|\bEMG\b|\bECG\b|histolog|electro\w+gra|"
                          r"positivity|\bserum\b|\bplasma\b|circulating|concentration|\blevels?\b|on imaging|"
-                         r"radiograph|ultraso|microscop", re.I)
+                         r"radiograph|ultraso|microscop|uria\b|emia\b|philia\b|cytosis\b|penia\b|acidosis|alkalosis|"
+                         r"\bT[12]\b|signal|hyperintens|hypointens|intensity|granulosis|parakeratosis|acanthosis|spongiosis|\btests?\b|"
+                         r"\bactivity\b|translucency|\bproportion\b|\bratio\b|\bcells?\b|accumulation|inclusion|"
+                         r"deficiency$|\bcontent\b|\bsecretion\b|\bresponse\b|\bnitrogen\b|"
+                         r"\bfecal\b|\bstool\b|\bCSF\b|cerebrospinal|\bbone marrow\b|\bfibroblasts?\b|\bmitochondri|"
+                         r"metachromas|\bsedimentation\b|\bprothrombin\b|\btime\b|\bwasting\b|\bnatriuresis\b|infiltrat|"
+                         r"electrophysiolog|evoked potential|discharges|myelinat|\bMRS\b|echogenic", re.I)
+# HPO branches whose terms a test finds (metabolism/homeostasis, cellular phenotype), and the signs among them
+RESULT_BRANCHES = ("HP:0001939", "HP:0025354", "HP:0002353")  # ... and EEG abnormality
+SIGN = re.compile(r"edema|swelling|fever|therm|temperature|\burine\b.*(colou?r|red|orange|green|dark|black)|^(red|orange|"
+                  r"green|dark|black|blue) urine|diabetes|obesity|dehydrat|amyloidosis|effusion|ascites", re.I)
+_RESULTS = weakref.WeakKeyDictionary()
+
+
+def is_result(g, p):
+    """Is finding p a test result (a laboratory, imaging or tissue finding) rather than a symptom or sign? A
+    lab/imaging node, a name that says so, or an HPO term under metabolism/homeostasis or the cellular phenotype
+    (homocitrullinuria, hypokalemic alkalosis), but for the signs there (edema, fever, red urine)."""
+    cache = _RESULTS.setdefault(g, {})
+    if p not in cache:
+        name = g.names[p]
+        cache[p] = g.type_name(p) != "phenotype" or (not SIGN.search(name) and (
+            bool(TEST_RESULT.search(name)) or bool(_hpo_ancestors(g, p) & _branch_nodes(g))))
+    return cache[p]
+
+
+def _branch_nodes(g):
+    return {g.index[b] for b in RESULT_BRANCHES if b in g.index}
+
+
+def _hpo_ancestors(g, p):
+    seen, todo = {p}, [p]
+    while todo:
+        for m in g.out(todo.pop(), "subclass_of").tolist():
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
 LABEL = re.compile(r"^([A-Z][A-Za-z]{1,5}): (.+)$")  # "EMG: myopathic abnormalities"
 
 
@@ -91,8 +130,8 @@ def vignette(g, q):
             continue
         if r == "has_phenotype":
             kind = g.type_name(o)
-            if kind == "phenotype" and TEST_RESULT.search(g.names[o]):
-                kind = "lab_finding"  # an antibody or biopsy result is found, not complained of
+            if kind == "phenotype" and is_result(g, o):
+                kind = "lab_finding"  # an antibody, urine or biopsy result is found, not complained of
             groups[kind].append(finding_text(g.names[o]))
         elif r == "onset":
             who = ONSET.get(g.names[o], who)

@@ -33,8 +33,9 @@ def graph(shared, tmp_path_factory):
 def questions(graph):
     g, _ = graph
     s = Sampler(g)
-    # gene questions are out of the default mix but still drawn on request, and checked like the others
-    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", "") + ",diagnosis_gene=1.5", Sampler.TEMPLATES)
+    # gene and test questions are out of the default mix but still drawn on request, and checked like the others
+    mix = parse_mix(DEFAULT_MIX + ",diagnosis_gene=1.5,diagnosis_test=1.5", Sampler.TEMPLATES)
+    mix.pop("side_effect")  # no SIDER in this graph
     out = []
     for i in range(250):
         got = generate_one(s, i, 0, mix, 5)
