@@ -95,16 +95,16 @@ def test_distractor_must_break_two_facts(graph, questions):
     for _, (q, options), _ in questions:
         if q.template != "diagnosis":
             continue
-        x = next(o for o in options if o != q.answer)
-        fits = [f for f in q.facts if x in ck.near(f[1], f[2])]  # met, or met by a near neighbour finding
-        broken = [f for f in q.facts if x not in ck.near(f[1], f[2])]
-        assert len(broken) >= 2  # what the sampler wrote already obeys the rule
-        if len(fits) < 1:
-            continue
-        q2 = Question(q.template, q.hops, fits + broken[:1], q.var_types, q.ask, q.answer, q.focus, q.path)
-        assert ck.misses(q2, x) == 1
-        assert "breaks fewer than 2 stated facts" in ck.check(q2, [q.answer, x])
-        planted += 1
+        for x in [o for o in options if o != q.answer]:  # every distractor (the first is often a frequent key)
+            fits = [f for f in q.facts if x in ck.near(f[1], f[2])]  # met, or met by a near neighbour finding
+            broken = [f for f in q.facts if x not in ck.near(f[1], f[2])]
+            assert len(broken) >= 2  # what the sampler wrote already obeys the rule
+            if len(fits) < 1:
+                continue
+            q2 = Question(q.template, q.hops, fits + broken[:1], q.var_types, q.ask, q.answer, q.focus, q.path)
+            assert ck.misses(q2, x) == 1
+            assert "breaks fewer than 2 stated facts" in ck.check(q2, [q.answer, x])
+            planted += 1
     assert planted >= 5
 
 
