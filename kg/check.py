@@ -55,12 +55,13 @@ FILLER = {"of", "the", "and", "with", "or", "in", "to", "a", "an", "type", "dise
 SAME_WORD = {"inhibitor": "antagonist", "blocker": "antagonist", "analogue": "analog", "progestational": "progestin"}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def concept_words(name):
     words = {SAME_WORD.get(w, w) for w in option_key(name).split()} - FILLER
     # "histamine h1" is "histamine-1": a subtype letter that repeats another word's initial
     words = {w[1:] if re.fullmatch(r"[a-z]\d+[a-z]?", w) and any(v != w and v[0] == w[0] for v in words) else w
              for w in words}
-    return words or set(option_key(name).split())
+    return frozenset(words or option_key(name).split())
 
 
 def same_concept(a, b):
@@ -191,6 +192,7 @@ class Checker:
         self._up, self._down, self._subj = {}, {}, {}
         self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
         self._verdicts, self._systems, self._trusted = None, {}, {}
+        self._cost_of, self._cost = None, {}
         root = g.index.get(PHENOTYPE_ROOT)
         self.system_roots = set(g.inn(root, "subclass_of").tolist()) if root is not None else set()
 
@@ -265,6 +267,9 @@ class Checker:
     def misses(self, q, x):
         """The fewest stated facts that option x breaks, over every value of the hidden variables (a link
         between two variables must hold; the facts counted are those naming an entity)."""
+        if self._cost_of is not q:  # the sampler asks this for every candidate of one question: share the work
+            self._cost_of, self._cost = q, {}
+        memo = self._cost
         unary, links = defaultdict(list), []
         for s, r, o in q.facts:
             sv, ov = isinstance(s, str), isinstance(o, str)
@@ -276,6 +281,11 @@ class Checker:
                 unary[o].append(self.objects(s, r))
 
         def cost(v, val, came):
+            if (v, val, came) not in memo:
+                memo[v, val, came] = walk(v, val, came)
+            return memo[v, val, came]
+
+        def walk(v, val, came):
             c = sum(val not in ok for ok in unary[v])
             for a, r, b in links:
                 if v not in (a, b) or came in (a, b):

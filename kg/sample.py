@@ -494,18 +494,15 @@ class Sampler:
         head = cands[:3 * k]
         rng.shuffle(head)  # some variety among the most plausible ones
         if q.template == "diagnosis_inheritance":
-            fallback, order = [], head + cands[3 * k:]  # the five modes and nothing else
+            fallback, order, freq = [], head + cands[3 * k:], []  # the five modes and nothing else
         else:
             pool = self.role_pool(q)
             fallback = [int(x) for x in rng.sample(pool, min(len(pool), 50))]
             # every other distractor drawn the way answers are, so that "the option I have seen as an answer
             # before" is no better than chance
             like = self.answer_draws(q.template, rng, 12 * k)  # many: the category rule keeps few
-            # and one of the template's most frequent keys first: where few diseases feed a template (the asthma
-            # drugs), "the option most often a key" was right 57% of the time
-            top = list(self.frequent_keys(q.template)[:8])
-            rng.shuffle(top)
-            like = top[:2] + like
+            # and two keys of the template about as frequent as this one (frequent_in_category), first
+            freq = self.frequent_in_category(q, rng)
             order = [x for pair in zip(like, head) for x in pair] + head[len(like):] + like[len(head):]
             order += cands[3 * k:] + fallback
         chosen, need = [q.answer], ck.needed_misses(q)
@@ -516,7 +513,7 @@ class Sampler:
         strict = bool(home) and g.type_name(q.answer) in ("disease",) + FINDINGS
         stem_sys = ck.stem_systems(q)
         order = sorted(order, key=lambda x: not ck.systems(x) & home) if home else order
-        order = sorted(lures) + order
+        order = sorted(lures) + freq + order  # the frequent keys before the category preference
         # every entity the stem names: findings, and the drug or disease a question names outright
         stem_words = [expand(g.names[x]) for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)]
         if any(shares_word(g.names[q.answer], w) for w in stem_words):
@@ -580,6 +577,23 @@ class Sampler:
             if xs:
                 out.append(rng.choice(xs))
         return out
+
+    def frequent_in_category(self, q, rng, n=2):
+        """n keys of the template about as frequent as this one (by expected key frequency) that the category rule
+        lets in (a disease or finding covering the stem's organ systems as the key does): a key that the weighted
+        pool repeats needs repeated distractors beside it, or "the option most often a key" wins (diagnosis 33%,
+        diagnosis_treatment 57%), and a rare key needs rare ones, or "the option seen least often" does."""
+        ck, keys = self.ck, self.frequent_keys(q.template)
+        rank = self._memo.setdefault(("rank", q.template), {x: i for i, x in enumerate(keys)})
+        stem_sys = ck.stem_systems(q)
+        home = ck.systems(q.answer) & stem_sys
+        strict = bool(home) and self.g.type_name(q.answer) in ("disease",) + FINDINGS  # as in distractors()
+        fits = lambda x: len(ck.systems(x) & stem_sys) >= len(home) if strict else True
+        r = rank.get(q.answer, len(keys))
+        near = sorted(range(len(keys)), key=lambda i: abs(i - r))[:400]
+        top = [keys[i] for i in near if keys[i] != q.answer and fits(keys[i])][:8]
+        rng.shuffle(top)
+        return top[:n]
 
     @per_node
     def frequent_keys(self, template):

@@ -182,3 +182,23 @@ def test_checker_catches_a_restated_answer_and_a_second_true_option(graph):
         names[f] = was
     finally:
         names[a], names[o], names[p] = old
+
+
+def test_distractors_include_keys_about_as_frequent_as_the_key(graph, questions):
+    """The frequent-answer shortcut (31.8% on 2,000 in issue 22's first part): each question's distractor list starts
+    with keys of its template near the key's own expected frequency, inside the category rule for diseases."""
+    import random
+    g, _ = graph
+    s = Sampler(g)
+    n = 0
+    for _, (q, _), _ in questions:
+        if q.template not in ("diagnosis", "drug_mechanism", "diagnosis_treatment"):
+            continue
+        got = s.frequent_in_category(q, random.Random(0))
+        keys = s.frequent_keys(q.template)
+        assert q.answer not in got and all(x in keys for x in got)
+        home = s.ck.systems(q.answer) & s.ck.stem_systems(q)
+        if q.template == "diagnosis" and home:
+            assert all(len(s.ck.systems(x) & s.ck.stem_systems(q)) >= len(home) for x in got)
+        n += bool(got)
+    assert n >= 20
