@@ -34,7 +34,7 @@ from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, ModelConfig, Tokenizer, Transformer
 from offload import empty_weights, kv_budget, move_optimizer, sharded_model, sleep, wake
-from sample import Sampler, SamplingParams
+from sample import Sampler, SamplingParams, logprob_temperature
 from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_resume,
                       check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
                       load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist,
@@ -100,14 +100,14 @@ def token_logprobs(model, batch, temperature=1.0, chunk=1024, vocab=None):
     The model returns hidden states; the head (lm_head) runs only at the positions in batch.src, `chunk` rows
     at a time under activation checkpointing, so neither forward nor backward holds more than [chunk, vocab]
     fp32 logits (never an fp32 [tokens, vocab]: 4.6 GB for a 152k vocabulary at 8k tokens). temperature is
-    the sampler's (0, greedy, means 1: untempered). vocab: the rows the sampler draws from (its vocab_size:
-    the tokenizer's, e.g. 151,665 of Qwen2.5's 152,064 head rows); None = every row."""
+    the sampler's (sample.logprob_temperature: 0, greedy, scores untempered). vocab: the rows the sampler draws
+    from (its vocab_size: the tokenizer's, e.g. 151,665 of Qwen2.5's 152,064 head rows); None = every row."""
     h = model(batch.ids, position_ids=batch.position_ids, segment_ids=batch.segment_ids,
               prefix_ids=batch.prefix_ids, return_hidden=True)[0]  # [T, hidden]: the packed row
     where = batch.mask.bool()
     hs, ts = h[batch.src[where]], batch.targets[where]
     weight = model.lm_head.weight[:vocab]
-    temperature = temperature or 1.0
+    temperature = logprob_temperature(temperature)
     lps, ents = [], []
     for s in range(0, len(hs), chunk):
         lp, ent = checkpoint(_head_logprobs, hs[s:s + chunk], ts[s:s + chunk], weight, temperature,
