@@ -440,12 +440,13 @@ class Sampler:
         # the lures that make both clauses needed: a drug for d acting otherwise, a drug acting on t used for other
         # diseases (by no source for d or a disease in an is_a line with it)
         for_d = [x for x in self._drugs_for(d) if not self._kin(x) & self._kin(drug)]
-        # ... and of another class: a class mate on the same target is likely used for d too, the graph just lacks
-        # the row (bumetanide beside torasemide for hypertension, phenobarbital beside primidone for epilepsy)
+        # ... and of another known class: a class mate on the same target is likely used for d too, the graph just
+        # lacks the row (bumetanide beside torasemide for hypertension, phenobarbital beside primidone for epilepsy),
+        # and a drug without an FDA class is often one used abroad for d (fenoterol for asthma, alprenolol for hypertension)
         cls = set(self._moa_classes(drug))
         on_t = [int(g.src[k]) for k in g.in_edges(t, "targets") if g.attrs[g.attr[k]] == action
                 and not set(g.out(int(g.src[k]), "indicated_for").tolist()) & near
-                and not set(self._moa_classes(int(g.src[k]))) & cls]
+                and self._moa_classes(int(g.src[k])) and not set(self._moa_classes(int(g.src[k]))) & cls]
         rng.shuffle(for_d)
         rng.shuffle(on_t)
         cands = for_d[:1] + on_t[:1] + cands
