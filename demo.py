@@ -187,16 +187,28 @@ def score_options(model_dir, recs, path):
     for rec in (r for r in recs if r["id"] not in done):
         head = tok.apply_chat_template(build_prompt(rec, direct=True))
         tails = [tok.encode(f"<answer>{o}</answer>") for o in rec["options"].values()]
-        L = len(head) + max(map(len, tails))
-        ids = torch.zeros(len(tails), L, dtype=torch.long)
-        for i, t in enumerate(tails):
-            ids[i, :len(head) + len(t)] = torch.tensor(head + t)
-        logp = net(ids).float().log_softmax(-1)
-        scores = [logp[i, len(head) - 1 + torch.arange(len(t)), torch.tensor(t)].sum().item()
-                  for i, t in enumerate(tails)]
+        with torch.no_grad():
+            scores = option_logprobs(net, head, tails)
         pick = list(rec["options"])[max(range(len(scores)), key=scores.__getitem__)]
         append_jsonl(path, [{"id": rec["id"], "gold": rec["answer"], "extracted": pick, "correct": pick == rec["answer"],
                              "format_ok": True, **_tags(rec)}])
+
+
+def option_logprobs(net, head, tails):
+    """log p(tail | head) for each tail, in one forward over one packed row: the prompt once, then each tail as a
+    segment that sees the prompt (model.dense_attention's prefix ids) at the positions it would have after it. The
+    first token of every tail is predicted at the prompt's last position."""
+    H, n = len(head), [len(t) for t in tails]
+    ids = torch.tensor([head + [x for t in tails for x in t]])
+    pos = torch.tensor([list(range(H)) + [H + j for m in n for j in range(m)]])
+    seg = torch.tensor([[1] * H + [2 + i for i, m in enumerate(n) for _ in range(m)]])
+    logp = net(ids, position_ids=pos, segment_ids=seg, prefix_ids=torch.ones_like(seg))[0].float().log_softmax(-1)
+    out, start = [], H
+    for t, m in zip(tails, n):
+        at = torch.tensor([H - 1] + list(range(start, start + m - 1)))  # where each tail token is predicted
+        out.append(logp[at, torch.tensor(t)].sum().item())
+        start += m
+    return out
 
 
 def tags_ok(row):

@@ -46,6 +46,25 @@ def test_paired_gain_matches_ids_and_its_standard_error():
     assert demo.paired_gain(a, a) == (0.0, 0.0)
 
 
+def test_option_logprobs_in_one_packed_row_equal_one_forward_per_option():
+    """The base row's scoring packs the prompt once with every option's tail; each score must equal the plain
+    forward over prompt + that tail (the earlier code: five full forwards, 4x the tokens)."""
+    import torch
+    torch.manual_seed(0)
+    cfg = M.ModelConfig(model_type="qwen3", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, qk_norm=True,
+                        tie_word_embeddings=True)
+    net = M.Transformer.from_config(cfg).eval()
+    head, tails = [5, 9, 2, 7, 11, 3], [[4], [8, 1, 30], [12, 12], [40, 2, 6, 7]]
+    with torch.no_grad():
+        got = demo.option_logprobs(net, head, tails)
+        for t, g in zip(tails, got):
+            logp = net(torch.tensor([head + t]))[0].log_softmax(-1)
+            want = sum(logp[len(head) - 1 + j, x].item() for j, x in enumerate(t))
+            assert abs(g - want) < 1e-4, (t, g, want)
+    assert len(set(round(g, 3) for g in got)) == len(tails)  # the tails really differ
+
+
 def test_knowledge_phase_without_questions_keeps_every_fact(tmp_path):
     """knowledge_qa=False (the SmolLM2 preset): the facts alone, every copy; the cold start is unchanged."""
     w = tmp_path / "w"
