@@ -35,8 +35,8 @@ from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, ModelConfig, Tokenizer, Transformer
 from offload import empty_weights, kv_budget, move_optimizer, sharded_model, sleep, wake
 from sample import Sampler, SamplingParams, logprob_temperature
-from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_resume,
-                      check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
+from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_paths,
+                      check_resume, check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
                       load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist,
                       use_bf16)
 
@@ -311,6 +311,7 @@ def resolve(cfg, world):
         raise ConfigError(f"--model: no checkpoint at {cfg.model or model}" + ("" if cfg.model else f" ({hint})"))
     if not os.path.exists(cfg.data):
         raise ConfigError(f"--data: {cfg.data} not found (records JSONL, e.g. data.prepare's rl.jsonl)")
+    check_paths([("data", cfg.data)], model=cfg.model or model, out_dir=cfg.out_dir)  # before any model is built
     return dataclasses.replace(cfg, model=cfg.model or model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
 
 # ------------------------------------------------------------------------------------------ rollouts

@@ -269,14 +269,27 @@ def check_config(cfg, world):
     if cfg.batch_size % (cfg.micro_batch_size * world):
         raise T.ConfigError(f"--batch_size={cfg.batch_size} must be a multiple of --micro_batch_size="
                             f"{cfg.micro_batch_size} x {world} processes")
-    if cfg.chat_template and not os.path.exists(cfg.chat_template):
-        raise T.ConfigError(f"--chat_template={cfg.chat_template}: file not found")
+
+
+def check_paths(cfg):
+    """The files exist and are files, the model is a checkpoint folder, out_dir can be written: checked before
+    any model is built (a folder as --out_dir failed at the first checkpoint, after training)."""
+    files = [("train_file", cfg.train_file)] + [(k, getattr(cfg, k)) for k in ("val_file", "chat_template")
+                                                if getattr(cfg, k)]
+    T.check_paths(files, model=cfg.model, out_dir=cfg.out_dir)
+    if cfg.chat_template:
+        try:
+            with open(cfg.chat_template, encoding="utf-8") as f:
+                f.read()
+        except UnicodeDecodeError as e:
+            raise T.ConfigError(f"--chat_template={cfg.chat_template}: not UTF-8 text (byte {e.start})") from None
 
 
 def main(argv=None):
     try:
         cfg = T.parse_config(Config, argv, prog="sft.py")
         check_config(cfg, int(os.environ.get("WORLD_SIZE", 1)))
+        check_paths(cfg)
     except T.ConfigError as e:
         print(f"sft.py: error: {e}", file=sys.stderr)
         sys.exit(2)

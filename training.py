@@ -83,6 +83,33 @@ def check_train_config(cfg):
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be in [0, 1)")
 
 
+def check_paths(files=(), model=None, out_dir=None):
+    """Before any model is built: each (option, comma-separated paths) in files names existing files, model is a
+    checkpoint folder (config.json), out_dir can be a folder (not a file, nor under one). ConfigError naming the
+    option otherwise."""
+    from eval.records import UsageError, check_outputs
+
+    for name, paths in files:
+        for path in paths.split(","):
+            if not path:
+                raise ConfigError(f"--{name}={paths}: an empty path")
+            if not os.path.exists(path):
+                raise ConfigError(f"--{name}={path}: no such file")
+            if not os.path.isfile(path):
+                raise ConfigError(f"--{name}={path}: a directory, not a file")
+    if model is not None:
+        if not os.path.isdir(model):
+            raise ConfigError(f"--model={model}: {'not a folder' if os.path.exists(model) else 'no such folder'}"
+                              " (a Hugging Face checkpoint folder)")
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise ConfigError(f"--model={model}: no config.json there: not a Hugging Face checkpoint")
+    if out_dir is not None:
+        try:
+            check_outputs(folders=[out_dir])
+        except UsageError as e:
+            raise ConfigError(f"--out_dir: {e}") from None
+
+
 def use_bf16(cfg, device):
     return device.type == "cuda" if cfg.bf16 is None else cfg.bf16
 
@@ -133,13 +160,26 @@ def _renamed(key, renamed, prog):
 def _read_config_file(path, fields, renamed, prog):
     if not os.path.exists(path):
         raise ConfigError(f"{path}: config file not found")
-    with open(path) as f:
-        src = f.read()
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: a directory, not a config file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            src = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}): a config file is Python source") from None
     ns = {}
     try:
-        exec(compile(src, path, "exec"), {}, ns)  # a config file is the user's own code, as in nanoGPT
-    except SyntaxError as e:
-        raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from None
+        code = compile(src, path, "exec")
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes in the source
+        raise ConfigError(f"{path}:{getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}") from None
+    try:
+        exec(code, {}, ns)  # a config file is the user's own code, as in nanoGPT
+    except Exception as e:  # its own error (a NameError, 1 / 0, ...): where, and what
+        tb = e.__traceback__
+        while tb.tb_next:
+            tb = tb.tb_next
+        line = tb.tb_lineno if tb.tb_frame.f_code.co_filename == path else "?"
+        raise ConfigError(f"{path}:{line}: {type(e).__name__}: {e}") from None
     out = {}
     for key, value in ns.items():
         if key.startswith("_") or isinstance(value, types.ModuleType):
@@ -170,6 +210,8 @@ def _check_type(field, value, where):
     tp = field.type
     if isinstance(value, int) and not isinstance(value, bool) and _accepts(tp, float) and not _accepts(tp, int):
         value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
     allowed = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
     if not any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -521,11 +563,15 @@ def load_checkpoint(path, model, optimizer, dist_env, layout=None):
         if layout is not None and trainer.get("layout") != layout:
             raise ConfigError(f"{path}: written by an older version (state layout {trainer.get('layout', 1)}, this "
                               f"one reads {layout}): it cannot be resumed; start again in another --out_dir")
+        dcp.FileSystemReader(path).read_metadata()  # first: dcp.load logs a damaged one's traceback on the root logger
         dcp.load(state, checkpoint_id=path)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     except ConfigError:
         raise
-    except Exception as e:  # a checkpoint of another model, or bytes the manifest could not see
+    except (Exception, dcp.api.CheckpointException) as e:  # a checkpoint of another model, or bytes the manifest
+        # could not see (dcp raises CheckpointException, a BaseException, for a shape that does not match)
+        if isinstance(e, dcp.api.CheckpointException) and e.failures:
+            e = next(iter(e.failures.values()))[0]  # the rank's own error, not dcp's wrapper and its traceback
         raise ConfigError(f"{path}: cannot load this checkpoint: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
                           ) from None
     torch.set_rng_state(trainer.pop("rng_cpu"))

@@ -184,19 +184,22 @@ def argv_of(slots, extra, values):
     for (flag, _, _), v in zip(slots, values):
         if v is None:
             continue
-        argv += [v] if flag is None else [flag, v]
+        argv += [v] if flag is None else [flag + v] if flag.endswith("=") else [flag, v]
     return argv + extra
 
 
-def cases(ws, slots, extra, n, seed):
+def cases(ws, slots, extra, n, seed, bad=None, leave_out=True):
     """At least n malformed invocations of one entry point, seeded: each single-slot break, the generic mistakes
-    (unknown option, a missing value, a missing argument), and random pairs of breaks."""
+    (unknown option, a missing value, a missing argument), and random pairs of breaks. bad: {kind: values} for
+    kinds of the caller's own; a slot's kind may be its list of bad values. leave_out: a slot left out is a case."""
     good = [v for _, _, v in slots]
     singles = []
     for i, (flag, kind, v) in enumerate(slots):
-        for bad in bad_values(ws, kind, v):
-            singles.append({i: bad})
-        singles.append({i: None})  # left out
+        values = kind if isinstance(kind, list) else (bad or {}).get(kind) or bad_values(ws, kind, v)
+        for b in values:
+            singles.append({i: b})
+        if leave_out:
+            singles.append({i: None})  # left out
     generic = [argv_of(slots, extra, good) + ["--no-such-option"], argv_of(slots, extra, good) + ["--x=1"]]
     generic += [argv_of(slots, extra, good) + [flag] for flag, _, _ in slots if flag]  # flag without its value
     rng = random.Random(seed)
@@ -361,3 +364,214 @@ def test_kill_9_at_20_moments_then_rerun_gives_the_uninterrupted_output(big_grap
     assert out.read_bytes() == want and (tmp_path / "out.stats.md").read_bytes() == want_stats
     ids = [json.loads(line)["id"] for line in want.splitlines()]
     assert len(ids) == len(set(ids)) == 400
+
+
+# ----------------------------------------------------------------------------- the trainers: sft.py, grpo.py, demo.py
+# The same contract for the three trainers (their mains parse nanoGPT-style options: a config .py, --key value):
+# seeded malformed invocations and inputs, each refused with exit 2 and one line before any model is built, or run
+# to its end (exit 0) on a tiny random checkpoint for one step. Each case that is a valid run writes into a fresh
+# --out_dir (the slot's good value FRESH stands for one).
+
+FRESH = "FRESH"
+SFT_EXTRA = ["--max_steps=1", "--ckpt_every=1", "--eval_every=1", "--export=False", "--val_size=2"]
+GRPO_EXTRA = ["--max_steps=1", "--batch_size=2", "--max_new_tokens=4", "--micro_batch_size=16",
+              "--ckpt_every=1", "--grad_checkpointing=False", "--plateau_window=1000", "--logprob_chunk=64"]
+
+
+DAMAGE = ("weights", "trainer", "manifests")
+
+
+def corrupt(path, at=0.5):
+    """Flip bytes in the middle of a file, keeping its size (a manifest of sizes cannot see it)."""
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i:i + 64] = bytes(255 - b for b in data[i:i + 64])
+    path.write_bytes(bytes(data))
+
+
+def damaged_runs(run, d, name):
+    """Copies of a finished run (2 checkpoints) with their newest checkpoint damaged in ways a manifest of sizes
+    cannot see, and one whose every manifest is gone (a resume then starts over, with a warning)."""
+    out = {}
+    for kind in DAMAGE:
+        dst = d / f"{name}_{kind}"
+        shutil.copytree(run, dst)
+        ckpts = sorted((dst / "ckpt").iterdir()) if (dst / "ckpt").exists() else \
+            sorted((dst / "stage1" / "ckpt").iterdir())
+        if kind == "weights":  # dcp's index of the tensors (bytes flipped inside a tensor go unseen: no checksums)
+            corrupt(ckpts[-1] / ".metadata", 0.0)
+        elif kind == "trainer":
+            corrupt(ckpts[-1] / "trainer_rank0.pt", 0.0)
+        else:
+            for c in ckpts:
+                (c / "manifest.json").unlink()
+        out[kind] = str(dst)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tws(ws, tmp_path_factory):
+    """The trainers' workspace: a tiny checkpoint for each, their data, presets good and bad, checkpoint dirs that
+    are not checkpoints, and finished runs with damaged checkpoints. ws's bad files are reused by path."""
+    from test_grpo import write_toy
+    from test_sft import records as chat_records
+    from test_sft import tiny_checkpoint
+
+    import demo
+    d = tmp_path_factory.mktemp("trainers")
+    tiny_checkpoint(d / "tiny")
+    write_toy(d)  # d/toy (a word-level Qwen3) and d/rl.jsonl
+    write_lines(d / "chat.jsonl", chat_records(8))
+    write_lines(d / "val.jsonl", chat_records(3, seed=1))
+    text = (d / "chat.jsonl").read_text()
+    (d / "chat_torn.jsonl").write_text(text[: len(text) // 2])  # torn mid-line
+    (d / "chat_last_torn.jsonl").write_text(text[:-9])  # the last line cut (a writer killed)
+    pool = [json.loads(line) for line in (d / "rl.jsonl").read_text().splitlines()]
+    write_lines(d / "rl_dup.jsonl", pool + pool[:1])  # a (source, id) twice
+    write_lines(d / "rl_noanswer.jsonl", [{k: v for k, v in r.items() if k != "answer"} for r in pool])
+    (d / "template.jinja").write_text(demo.CHATML)
+    (d / "template_bad.jinja").write_text("{% for m in messages %}{{ m.content }")
+    presets = {"good.py": "seed = 0\nlr = 1e-3\n", "syntax.py": "lr = = 1\n", "unknown.py": "learning_rate = 1\n",
+               "wrong_type.py": "batch_size = 'two'\n", "runtime.py": "lr = undefined_name\n",
+               "raises.py": "lr = 1 / 0\n", "demo_good.py": "n_diseases = 10\n",
+               "demo_stage_key.py": "sft = dict(max_stepz=3)\n", "demo_stage_type.py": "grpo1 = dict(k='many')\n",
+               "demo_stage_not_dict.py": "knowledge = [1, 2]\n", "import.py": "import os\nlr = os.nope\n"}
+    for name, src in presets.items():
+        (d / name).write_text(src)
+    (d / "latin1.py").write_bytes(b"# caf\xe9\nlr = 1e-3\n")
+    for name, files in {"no_weights": ["config.json", "tokenizer.json", "tokenizer_config.json"],
+                        "no_tokenizer": ["config.json", "model.safetensors"]}.items():
+        (d / name).mkdir()
+        for f in files:
+            shutil.copy(d / "tiny" / f, d / name / f)
+    (d / "bad_config").mkdir()
+    (d / "bad_config" / "config.json").write_text("{\"model_type\": ")
+    (d / "a_file").write_text("not a folder\n")
+    (d / "cwd").mkdir()  # where the trainers run: a default --out_dir lands here
+    from grpo import main as grpo_main
+    from sft import main as sft_main
+    sft_main([str(d / "good.py"), "--train_file", str(d / "chat.jsonl"), "--model", str(d / "tiny"),
+              "--out_dir", str(d / "sft_run"), "--batch_size=2", "--micro_batch_size=2"] + SFT_EXTRA +
+             ["--max_steps=2"])
+    grpo_main(["--model", str(d / "toy"), "--data", str(d / "rl.jsonl"), "--out_dir", str(d / "grpo_run"),
+               "--k=2"] + GRPO_EXTRA + ["--max_steps=2"])
+    damaged_runs(d / "sft_run", d, "sft_run")
+    damaged_runs(d / "grpo_run", d, "grpo_run")
+    return d
+
+
+def trainer_bad_values(ws, tws):
+    """Bad values of the trainers' own slot kinds (the generic kinds are bad_values')."""
+    p, q = (lambda name: str(ws / name)), (lambda name: str(tws / name))  # noqa: E731
+    files = [p(n) for n in ("missing.jsonl", "folder", "empty.jsonl", "garbage.bin", "truncated.jsonl",
+                            "wrong_types.jsonl", "latin1.jsonl", "list.jsonl")]
+    return {
+        "config": [q(n) for n in ("syntax.py", "unknown.py", "wrong_type.py", "runtime.py", "raises.py",
+                                  "latin1.py", "import.py", "missing.py")] + [p("folder"), p("garbage.bin")],
+        "model": [q(n) for n in ("missing", "a_file", "no_weights", "no_tokenizer", "bad_config")] + [p("folder")],
+        "chat": files + [q("chat_torn.jsonl"), q("chat.jsonl") + "," + p("missing.jsonl"), q("chat.jsonl") + ","],
+        "pool": files + [q("rl_dup.jsonl"), q("rl_noanswer.jsonl"), q("chat.jsonl")],
+        "template": [p("missing.jsonl"), p("folder"), p("garbage.bin"), q("template_bad.jinja")],
+        "runout": [q("a_file"), q("a_file/sub")],
+        "bool": ["maybe", "2", "", "None"],
+    }
+
+
+def trainer_entry_points(tws):
+    q = lambda name: str(tws / name)  # noqa: E731
+    sft_resume = [[q("good.py"), "--train_file", q("chat.jsonl"), "--model", q("tiny"), "--out_dir", run,
+                   "--batch_size=2", "--micro_batch_size=2", "--resume"] + SFT_EXTRA + ["--max_steps=2"]
+                  for run in [q(f"sft_run_{k}") for k in DAMAGE] + [q("sft_run")]]
+    sft_resume.append(sft_resume[-1] + ["--lr=0.5"])  # other settings than the checkpoint's
+    sft_resume.append(sft_resume[-2][:4] + [q("toy")] + sft_resume[-2][5:])  # another model's checkpoint
+    grpo_resume = [["--model", q("toy"), "--data", q("rl.jsonl"), "--out_dir", run, "--k=2", "--resume"] +
+                   GRPO_EXTRA + ["--max_steps=2"] for run in [q(f"grpo_run_{k}") for k in DAMAGE] + [q("grpo_run")]]
+    grpo_resume.append(grpo_resume[-1] + ["--k=4"])
+    return {
+        "sft": ([(None, "config", q("good.py")), ("--train_file", "chat", q("chat.jsonl")),
+                 ("--val_file", "chat", q("val.jsonl")), ("--model", "model", q("tiny")),
+                 ("--out_dir", "runout", FRESH), ("--batch_size", "int", "2"), ("--micro_batch_size", "int", "1"),
+                 ("--max_len", "int", "160"), ("--lr", "float", "0.001"), ("--warmup_steps", "int", "1"),
+                 ("--chat_template", "template", q("template.jinja")), ("--resume=", "bool", "False")],
+                SFT_EXTRA, sft_resume),
+        "grpo": ([(None, "config", q("good.py")), ("--model", "model", q("toy")), ("--data", "pool", q("rl.jsonl")),
+                  ("--out_dir", "runout", FRESH), ("--stage", "int", "1"), ("--k", "int", "2"),
+                  ("--temperature", "float", "1.0"), ("--lr", "float", "0.001"), ("--agg", "str", "sum"),
+                  ("--easy_share", "float", "0.5"), ("--resume=", "bool", "False")],
+                 GRPO_EXTRA, grpo_resume),
+    }
+
+
+def demo_slots(ws, tws):
+    """demo.py's options, each with the values it must refuse before its first stage (kg.build, minutes)."""
+    p, q = (lambda name: str(ws / name)), (lambda name: str(tws / name))  # noqa: E731
+    configs = trainer_bad_values(ws, tws)["config"] + [q(n) for n in ("demo_stage_key.py", "demo_stage_type.py",
+                                                                       "demo_stage_not_dict.py")]
+    return [(None, configs, q("demo_good.py")),
+            ("--out_dir", [q("a_file"), q("a_file/sub")], q("demo_out")),
+            ("--n_diseases", ["-1", "1", "abc", "1.5", "", "1e999"], "10"),
+            ("--held", ["0", "1", "-0.5", "1.5", "nan", "1e999", "abc"], "0.6"),
+            ("--options", ["1", "0", "-1", "abc"], "4"),
+            ("--seeds", ["a,b", "1,,2", "1.5", "x", ","], "0,1"),
+            ("--base_model", [q(n) for n in ("missing", "a_file", "no_weights", "bad_config")] + [p("folder")], ""),
+            ("--kg_sources", ["", "nope", "hpo,nope", "hpo,,do"], "hpo,do"),
+            ("--launcher", ["'unclosed", "no-such-launcher-xyz", "torchrun --nproc_per_node=x"], ""),
+            ("--knowledge", ["{'max_stepz': 3}", "{'lr': 'fast'}", "[1]", "{'batch_size': 0}", "{'model': 3}"],
+             "{'max_steps': 2}"),
+            ("--grpo1", ["{'k': -1}", "{'agg': 'mean'}", "{'temperature': float('nan')}", "{'stage': 2}"],
+             "{'k': 4}"),
+            ("--fact_copies", ["0", "-1", "abc"], "2"), ("--sft_share", ["0", "-0.5", "1.5", "nan"], "0.5"),
+            ("--pass_k", ["0", "-1"], "4"), ("--pass_n", ["0", "-3"], "5"), ("--medqa", ["-1", "x"], "0"),
+            ("--cpu_threads", ["-1", "1.5"], "1"), ("--eval_max_tokens", ["0", "-1"], "16"),
+            ("--vocab_size", ["0", "-5", "10"], "512"), ("--hidden_size", ["0", "-8", "130"], "64"),
+            ("--num_heads", ["0", "3"], "4"), ("--num_kv_heads", ["0", "3"], "2")]
+
+
+TRAINERS = ["sft", "grpo", "demo"]
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_fuzz_trainers_every_mistake_is_exit_2_and_one_line(trainer, ws, tws, capsys, monkeypatch):
+    """>= 50 seeded malformed invocations and inputs per trainer: bad types and sizes, unknown options, missing,
+    empty, folder, binary, truncated and torn input files, config presets with a syntax error, an unknown key, a
+    wrong type or an exception, a --model dir that is not a checkpoint, an --out_dir that is a file, --resume on a
+    checkpoint damaged in ways its manifest cannot see (or with other settings, or another model). Each ends with
+    exit 0 (a valid run of one step on a tiny checkpoint, in a fresh --out_dir) or 2 with one line "PROG: error: ..."
+    on stderr, never a traceback, and a refused run changes no file that existed before it. demo.py must refuse every
+    case before its first stage (run_all is never reached: a case of it is always a mistake).
+    FAILED before the fixes: sft.py traced back for an --out_dir that is a file or under one (after training), a
+    --train_file or --chat_template that is a folder, binary or not UTF-8, a bad Jinja template; grpo.py for an
+    --out_dir that is a file, a --model dir without weights or tokenizer; both for a config preset that is a folder,
+    not UTF-8 or raises (NameError, ZeroDivisionError, AttributeError); both took 1e999 (inf) for a float. demo.py
+    checked almost nothing: a negative, zero or out-of-range size, share or count, an unknown KG source, a launcher
+    that is not there, a stage option of the wrong name or type, a --base_model that is no checkpoint, an --out_dir
+    that is a file all started kg.build (minutes) and failed later with a traceback or a stage's exit 1."""
+    monkeypatch.chdir(tws / "cwd")
+    bad = trainer_bad_values(ws, tws)
+    prog = trainer + ".py"
+    if trainer == "demo":
+        import demo
+        monkeypatch.setattr(demo, "run_all", lambda cfg, seeds: pytest.fail(f"demo.py ran with {cfg}"))
+        main, todo = demo.main, cases(ws, demo_slots(ws, tws), [], 50, seed=100 + TRAINERS.index(trainer),
+                                      leave_out=False)
+    else:
+        slots, extra, specials = trainer_entry_points(tws)[trainer]
+        main = main_of(trainer)
+        todo = specials + cases(ws, slots, extra, 50, seed=100 + TRAINERS.index(trainer), bad=bad)
+    counts = {0: 0, 2: 0}
+    for i, argv in enumerate(todo):
+        argv = [str(tws / f"{trainer}_fresh{i}") if a == FRESH else a for a in argv]
+        before = snapshot(tws)
+        code, err = run_main(main, argv, capsys)
+        assert code in (0, 2), (trainer, argv, code, err)
+        counts[code] += 1
+        if os.environ.get("FUZZ_SHOW"):  # a file to list each case's exit and last stderr line in
+            with open(os.environ["FUZZ_SHOW"], "a") as f:
+                f.write(f"{trainer} {code} {argv} {err.strip().splitlines()[-1:] if err.strip() else ''}\n")
+        if code == 2:
+            line = err.rstrip("\n").splitlines()[-1:] or [""]
+            assert line[0].startswith(f"{prog}: error: ") and "Traceback" not in err, (argv, err)
+            after = snapshot(tws)
+            assert {p: h for p, h in after.items() if p in before} == before, (trainer, argv)
+    print(trainer, len(todo), "cases", counts)
+    assert len(todo) >= 50 and counts[2] >= 40
