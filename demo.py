@@ -295,14 +295,76 @@ def usage_error(msg):
     sys.exit(2)
 
 
+def check_config(cfg):
+    """Every option checked before the first stage (kg.build takes minutes): sizes, shares, the launcher,
+    --base_model, --out_dir, and each stage's options as its trainer parses and checks them. (--kg_sources is
+    kg.build's to check: its one-line error, then demo.py's line naming the failed stage, exit 2.)"""
+    import shutil
+
+    import grpo
+    import sft
+
+    T.check_min(cfg, 1, "fact_copies", "eval_max_tokens", "pass_k", "pass_n", "medqa_max_tokens", "vocab_size",
+                "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+    T.check_min(cfg, 0, "medqa", "cpu_threads")
+    if cfg.n_diseases == 1 or cfg.n_diseases < 0:
+        raise T.ConfigError(f"--n_diseases={cfg.n_diseases}: 0 (every one that qualifies) or >= 2")
+    T.check_min(cfg, 2, "options")
+    for name in ("held", "sft_share"):
+        if not 0 < getattr(cfg, name) <= (1 if name == "sft_share" else 1 - 1e-9):
+            raise T.ConfigError(f"--{name}={getattr(cfg, name)}: a share strictly between 0 and 1"
+                                + (" (or 1)" if name == "sft_share" else ""))
+    if not cfg.base_model:
+        if cfg.vocab_size < 256 + len(SPECIALS):
+            raise T.ConfigError(f"--vocab_size={cfg.vocab_size}: at least the 256 bytes and {len(SPECIALS)} specials")
+        if cfg.hidden_size % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
+            raise T.ConfigError(f"--hidden_size={cfg.hidden_size}, --num_heads={cfg.num_heads}, --num_kv_heads="
+                                f"{cfg.num_kv_heads}: heads must divide hidden_size, and kv heads the heads")
+    try:
+        launcher = shlex.split(cfg.launcher)
+    except ValueError as e:
+        raise T.ConfigError(f"--launcher={cfg.launcher}: {e}") from None
+    if launcher and not shutil.which(launcher[0]):
+        raise T.ConfigError(f"--launcher={cfg.launcher}: no program {launcher[0]!r} on the PATH")
+    T.check_paths(model=cfg.base_model or None, out_dir=cfg.out_dir, model_option="base_model")
+    if cfg.base_model:  # its config, weights and tokenizer there (the knowledge phase would find out in a minute)
+        import model as M
+        try:
+            M.ModelConfig.from_file(cfg.base_model)
+            M.checkpoint_files(cfg.base_model)
+            M.Tokenizer.from_pretrained(cfg.base_model)
+        except M.CheckpointError as e:
+            raise T.ConfigError(f"--base_model: {e}") from None
+    for name, cls, check in (("knowledge", sft.Config, None), ("sft", sft.Config, None),
+                             ("grpo1", grpo.Config, 1), ("grpo2", grpo.Config, 2)):
+        opts = getattr(cfg, name)
+        if not isinstance(opts, dict):
+            raise T.ConfigError(f"--{name}: a dict of {cls.__module__}.py options, not {opts!r}")
+        owned = sorted(set(opts) & {"model", "train_file", "data", "out_dir", "resume"})
+        if owned:
+            raise T.ConfigError(f"--{name}: {owned[0]!r} is demo.py's to set (each stage reads the one before it)")
+        try:  # as run_seed passes them: --key=value
+            c = T.parse_config(cls, [f"--{k}={v}" for k, v in opts.items()], prog="demo.py")
+            if cls is sft.Config:
+                sft.check_config(replace(c, train_file="-", model="-"), 1)
+            else:
+                if opts.get("stage", check) != check:
+                    raise T.ConfigError(f"--stage={opts['stage']}: this is stage {check}'s options")
+                grpo.check_config(replace(c, stage=check))
+        except T.ConfigError as e:
+            raise T.ConfigError(f"--{name}: {e}") from None
+
+
 def main(argv=None):
     try:
         cfg = T.parse_config(Config, sys.argv[1:] if argv is None else argv, prog="demo.py")
-        seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
+        try:
+            seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else []
+        except ValueError:
+            raise T.ConfigError(f"--seeds={cfg.seeds}: comma-separated integers") from None
+        check_config(cfg)
     except T.ConfigError as e:
         usage_error(e)
-    except ValueError:
-        usage_error(f"--seeds={cfg.seeds}: comma-separated integers")
     try:
         return run_all(cfg, seeds)
     except subprocess.CalledProcessError as e:  # the stage printed its own error above

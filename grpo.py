@@ -311,7 +311,7 @@ def resolve(cfg, world):
         raise ConfigError(f"--model: no checkpoint at {cfg.model or model}" + ("" if cfg.model else f" ({hint})"))
     if not os.path.exists(cfg.data):
         raise ConfigError(f"--data: {cfg.data} not found (records JSONL, e.g. data.prepare's rl.jsonl)")
-    check_paths([("data", cfg.data)], model=cfg.model or model, out_dir=cfg.out_dir)  # before any model is built
+    check_paths(model=cfg.model or model, out_dir=cfg.out_dir)  # before any model is built (--data: read_pool)
     return dataclasses.replace(cfg, model=cfg.model or model), os.path.join(cfg.out_dir, f"stage{cfg.stage}")
 
 # ------------------------------------------------------------------------------------------ rollouts

@@ -83,7 +83,7 @@ def check_train_config(cfg):
             raise ConfigError(f"--{name}={getattr(cfg, name)}: must be in [0, 1)")
 
 
-def check_paths(files=(), model=None, out_dir=None):
+def check_paths(files=(), model=None, out_dir=None, model_option="model"):
     """Before any model is built: each (option, comma-separated paths) in files names existing files, model is a
     checkpoint folder (config.json), out_dir can be a folder (not a file, nor under one). ConfigError naming the
     option otherwise."""
@@ -99,10 +99,10 @@ def check_paths(files=(), model=None, out_dir=None):
                 raise ConfigError(f"--{name}={path}: a directory, not a file")
     if model is not None:
         if not os.path.isdir(model):
-            raise ConfigError(f"--model={model}: {'not a folder' if os.path.exists(model) else 'no such folder'}"
+            raise ConfigError(f"--{model_option}={model}: {'not a folder' if os.path.exists(model) else 'no such folder'}"
                               " (a Hugging Face checkpoint folder)")
         if not os.path.isfile(os.path.join(model, "config.json")):
-            raise ConfigError(f"--model={model}: no config.json there: not a Hugging Face checkpoint")
+            raise ConfigError(f"--{model_option}={model}: no config.json there: not a Hugging Face checkpoint")
     if out_dir is not None:
         try:
             check_outputs(folders=[out_dir])

@@ -434,8 +434,8 @@ def tws(ws, tmp_path_factory):
     presets = {"good.py": "seed = 0\nlr = 1e-3\n", "syntax.py": "lr = = 1\n", "unknown.py": "learning_rate = 1\n",
                "wrong_type.py": "batch_size = 'two'\n", "runtime.py": "lr = undefined_name\n",
                "raises.py": "lr = 1 / 0\n", "demo_good.py": "n_diseases = 10\n",
-               "demo_stage_key.py": "sft = dict(max_stepz=3)\n", "demo_stage_type.py": "grpo1 = dict(k='many')\n",
-               "demo_stage_not_dict.py": "knowledge = [1, 2]\n", "import.py": "import os\nlr = os.nope\n"}
+               "demo_stage_key.py": "sft = dict(max_stepz=3)\n", "demo_stage_type.py": "grpo2 = dict(k='many')\n",
+               "demo_stage_not_dict.py": "sft = [1, 2]\n", "import.py": "import os\nlr = os.nope\n"}
     for name, src in presets.items():
         (d / name).write_text(src)
     (d / "latin1.py").write_bytes(b"# caf\xe9\nlr = 1e-3\n")
@@ -514,7 +514,6 @@ def demo_slots(ws, tws):
             ("--options", ["1", "0", "-1", "abc"], "4"),
             ("--seeds", ["a,b", "1,,2", "1.5", "x", ","], "0,1"),
             ("--base_model", [q(n) for n in ("missing", "a_file", "no_weights", "bad_config")] + [p("folder")], ""),
-            ("--kg_sources", ["", "nope", "hpo,nope", "hpo,,do"], "hpo,do"),
             ("--launcher", ["'unclosed", "no-such-launcher-xyz", "torchrun --nproc_per_node=x"], ""),
             ("--knowledge", ["{'max_stepz': 3}", "{'lr': 'fast'}", "[1]", "{'batch_size': 0}", "{'model': 3}"],
              "{'max_steps': 2}"),
