@@ -538,13 +538,13 @@ def test_fuzz_trainers_every_mistake_is_exit_2_and_one_line(trainer, ws, tws, ca
     exit 0 (a valid run of one step on a tiny checkpoint, in a fresh --out_dir) or 2 with one line "PROG: error: ..."
     on stderr, never a traceback, and a refused run changes no file that existed before it. demo.py must refuse every
     case before its first stage (run_all is never reached: a case of it is always a mistake).
-    FAILED before the fixes: sft.py traced back for an --out_dir that is a file or under one (after training), a
-    --train_file or --chat_template that is a folder, binary or not UTF-8, a bad Jinja template; grpo.py for an
-    --out_dir that is a file, a --model dir without weights or tokenizer; both for a config preset that is a folder,
-    not UTF-8 or raises (NameError, ZeroDivisionError, AttributeError); both took 1e999 (inf) for a float. demo.py
-    checked almost nothing: a negative, zero or out-of-range size, share or count, an unknown KG source, a launcher
-    that is not there, a stage option of the wrong name or type, a --base_model that is no checkpoint, an --out_dir
-    that is a file all started kg.build (minutes) and failed later with a traceback or a stage's exit 1."""
+    FAILED before the fixes: sft.py traced back for an --out_dir that is a file or under one (after training) and
+    a binary --chat_template; sft.py and grpo.py for a config preset that is a folder, not UTF-8 or raises
+    (NameError, ZeroDivisionError, AttributeError), a --resume onto another model's checkpoint (dcp's
+    CheckpointException is a BaseException) and a damaged .metadata (dcp logged a traceback); both took 1e999
+    (inf) for a float. demo.py checked almost nothing: a negative, zero or out-of-range size, share or count, a
+    launcher that is not there, a stage option of the wrong name or type or one demo.py sets itself (model,
+    out_dir), a --base_model that is no checkpoint, an --out_dir that is a file all started kg.build (minutes)."""
     monkeypatch.chdir(tws / "cwd")
     bad = trainer_bad_values(ws, tws)
     prog = trainer + ".py"
