@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -284,10 +285,20 @@ class Run:
         os.replace(tmp, self.times_path)
 
     def script(self, script, opts):
-        cmd = (shlex.split(self.cfg.launcher) or [sys.executable]) + [script] + \
+        cmd = (launcher_cmd(self.cfg.launcher) or [sys.executable]) + [script] + \
               [f"--{k}={v}" for k, v in opts.items()]
         print("   " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
+
+
+def launcher_cmd(launcher):
+    """The launcher's words, its program taken from this Python's folder when the PATH has none of that name
+    (`.venv/bin/python demo.py config/demo_8gpu.py` finds .venv/bin/torchrun without an activated venv)."""
+    words = shlex.split(launcher)
+    if words and not shutil.which(words[0]):
+        beside = os.path.join(os.path.dirname(sys.executable), words[0])
+        words[0] = beside if shutil.which(beside) else words[0]
+    return words
 
 
 def usage_error(msg):
@@ -299,7 +310,6 @@ def check_config(cfg):
     """Every option checked before the first stage (kg.build takes minutes): sizes, shares, the launcher,
     --base_model, --out_dir, and each stage's options as its trainer parses and checks them. (--kg_sources is
     kg.build's to check: its one-line error, then demo.py's line naming the failed stage, exit 2.)"""
-    import shutil
 
     import grpo
     import sft
@@ -321,11 +331,12 @@ def check_config(cfg):
             raise T.ConfigError(f"--hidden_size={cfg.hidden_size}, --num_heads={cfg.num_heads}, --num_kv_heads="
                                 f"{cfg.num_kv_heads}: heads must divide hidden_size, and kv heads the heads")
     try:
-        launcher = shlex.split(cfg.launcher)
+        launcher = launcher_cmd(cfg.launcher)
     except ValueError as e:
         raise T.ConfigError(f"--launcher={cfg.launcher}: {e}") from None
     if launcher and not shutil.which(launcher[0]):
-        raise T.ConfigError(f"--launcher={cfg.launcher}: no program {launcher[0]!r} on the PATH")
+        raise T.ConfigError(f"--launcher={cfg.launcher}: no program {launcher[0]!r} on the PATH or beside "
+                            f"{sys.executable}")
     T.check_paths(model=cfg.base_model or None, out_dir=cfg.out_dir, model_option="base_model")
     if cfg.base_model:  # its config, weights and tokenizer there (the knowledge phase would find out in a minute)
         import model as M

@@ -4,6 +4,7 @@ a rerun redoes nothing. Plus the pieces: summary, pass@k, paired gains, base mod
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +95,21 @@ def test_medqa_table_scores_each_row_with_its_letters(tmp_path):
     assert "| 4 | 50.0% |" in sft and "| 25.0% | A:1 B:1 D:1 none:1 |" in sft
     assert "| 4 | 75.0% | +25.0 +- 25.0 | 0.0% | A:1 B:1 C:1 D:1 |" in rl1
     assert not any(l.startswith("| +RL stage 2 |") for l in lines)
+
+
+def test_the_launcher_is_found_beside_this_python_without_an_activated_venv(tmp_path, monkeypatch):
+    """`.venv/bin/python demo.py config/demo_8gpu.py` names torchrun, which sits in .venv/bin, off the PATH of a
+    shell that did not activate the venv (check_config refused it: "no program 'torchrun' on the PATH")."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mylaunch").write_text("#!/bin/sh\n")
+    (fake / "mylaunch").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert demo.launcher_cmd("mylaunch --nproc_per_node=8") == [str(fake / "mylaunch"), "--nproc_per_node=8"]
+    assert demo.launcher_cmd("nosuch -x") == ["nosuch", "-x"]  # left as given: check_config names it
+    with pytest.raises(Exception, match="nosuch"):
+        demo.check_config(demo.Config(launcher="nosuch -x", out_dir=str(tmp_path / "o")))
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "config").glob("demo_*.py")))
