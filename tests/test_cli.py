@@ -514,7 +514,7 @@ def demo_slots(ws, tws):
             ("--options", ["1", "0", "-1", "abc"], "4"),
             ("--seeds", ["a,b", "1,,2", "1.5", "x", ","], "0,1"),
             ("--base_model", [q(n) for n in ("missing", "a_file", "no_weights", "bad_config")] + [p("folder")], ""),
-            ("--launcher", ["'unclosed", "no-such-launcher-xyz", "torchrun --nproc_per_node=x"], ""),
+            ("--launcher", ["'unclosed", "no-such-launcher-xyz", "nosuchrun --nproc_per_node=8"], ""),
             ("--knowledge", ["{'max_stepz': 3}", "{'lr': 'fast'}", "[1]", "{'batch_size': 0}", "{'model': 3}"],
              "{'max_steps': 2}"),
             ("--grpo1", ["{'k': -1}", "{'agg': 'mean'}", "{'temperature': float('nan')}", "{'stage': 2}"],
