@@ -96,8 +96,8 @@ def check_llm_args(ap, a):
     if getattr(a, "endpoint", None) and not a.model_name:
         ap.error("--endpoint needs --model-name")
     for flag in ("endpoint", "judge_endpoint"):
-        if getattr(a, flag, None) and endpoint_error(getattr(a, flag)):
-            ap.error(f"--{flag.replace('_', '-')} {endpoint_error(getattr(a, flag))}")
+        if getattr(a, flag, None) and (why := endpoint_error(getattr(a, flag))):
+            ap.error(f"--{flag.replace('_', '-')} {why}")
 
 
 def client_from_args(a):

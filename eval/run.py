@@ -66,8 +66,8 @@ def parse_args(argv=None):
     check_outputs(folders=[a.out])
     if a.endpoint and not a.model_name:
         p.error("--endpoint needs --model-name")
-    if a.endpoint and endpoint_error(a.endpoint):
-        p.error(f"--endpoint {endpoint_error(a.endpoint)}")
+    if a.endpoint and (why := endpoint_error(a.endpoint)):
+        p.error(f"--endpoint {why}")
     a.benchmarks = [b.strip() for b in a.benchmarks.split(",") if b.strip()]
     unknown = [b for b in a.benchmarks if b not in BENCHMARKS]
     if unknown:
