@@ -54,9 +54,9 @@ class Config:
     options: int = 5
     fact_copies: int = 3        # each fact sentence's copies per epoch of the knowledge phase (its QAs: one)
     sft_share: float = 1.0      # share of the multi-hop training questions in the CoT cold-start set (RL: all)
-    knowledge_qa: bool = True   # the one-hop questions in the knowledge phase too (False: the facts only; a chat
-                                # model already writes the format, and with its tokenizer the questions' prompts
-                                # are 3/4 of the phase's tokens)
+    knowledge_qa: str = "chat"  # the one-hop questions in the knowledge phase too: "chat" (prompt with options,
+                                # answered in the tag), "short" (the stem and its answer as one sentence: a real
+                                # tokenizer makes the chat form ~4x the tokens) or "none" (the facts alone)
     eval_max_tokens: int = 96
     pass_k: int = 8             # samples per question for pass@1 / pass@k (temperature 1)
     pass_n: int = 100           # questions per split (training, held-out) scored for pass@k
@@ -95,15 +95,20 @@ def chat(rec, target, direct):
     return {"id": rec["id"], "messages": build_prompt(rec, direct=direct) + [{"role": "assistant", "content": target}]}
 
 
-def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0, knowledge_qa=True):
-    """knowledge.jsonl (the facts as documents, fact_copies times each, + every one-hop question answered
-    directly unless not knowledge_qa) and cot.jsonl: the cold-start set, every one-hop training question and sft_share of the multi-hop
-    ones (picked by a hash of the composition) with their chains of thought. RL trains on all of them."""
+def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0, knowledge_qa="chat"):
+    """knowledge.jsonl (the facts as documents, fact_copies times each, + every one-hop question in the
+    knowledge_qa form) and cot.jsonl: the cold-start set, every one-hop training question and sft_share of the
+    multi-hop ones (picked by a hash of the composition) with their chains of thought. RL trains on all of them.
+    A fact stored only as a statement is not recalled as an answer (SmolLM2's facts-only run: chance on its own
+    facts), so the knowledge phase asks the one-hop questions too."""
     facts = [{**r, "id": f"{r['id']}.{c}"} for c in range(fact_copies)
              for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
     train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
-    one_hop = [chat(r, direct_target(r), True) for r in train if r["meta"]["hops"] == 1]
-    write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + (one_hop if knowledge_qa else []))
+    one_hop = [r for r in train if r["meta"]["hops"] == 1]
+    qa = {"chat": [chat(r, direct_target(r), True) for r in one_hop],
+          "short": [{"id": r["id"], "text": f"{r['question']} {r['meta']['answer_text']}."} for r in one_hop],
+          "none": []}[knowledge_qa]
+    write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + qa)
     cold = [r for r in train if r["meta"]["hops"] == 1 or _unit(f"cold start:{seed}:{r['meta']['composition']}") < sft_share]
     write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in cold])
 
@@ -320,6 +325,8 @@ def check_config(cfg):
     if cfg.n_diseases == 1 or cfg.n_diseases < 0:
         raise T.ConfigError(f"--n_diseases={cfg.n_diseases}: 0 (every one that qualifies) or >= 2")
     T.check_min(cfg, 2, "options")
+    if cfg.knowledge_qa not in ("chat", "short", "none"):
+        raise T.ConfigError(f"--knowledge_qa={cfg.knowledge_qa}: one of chat, short, none")
     for name in ("held", "sft_share"):
         if not 0 < getattr(cfg, name) <= (1 if name == "sft_share" else 1 - 1e-9):
             raise T.ConfigError(f"--{name}={getattr(cfg, name)}: a share strictly between 0 and 1"

@@ -4,23 +4,23 @@
 # A world of 130 diseases (529 held-out compositions). SmolLM2's tokenizer splits the entity names into pieces,
 # so every step costs ~5x the CPU demo's tokens: the cold start sees ~half the training questions once, RL runs a
 # few steps of a few prompts, and MedQA's first 400 test items are scored after each reasoning row.
-# NOT YET WORKING: its first run (knowledge_qa=False: the facts alone, 5 passes, loss 1.85 -> 0.42) left the model
-# answering 20% of one-hop fact questions and 18.5% of the held-out ones, chance level: facts learnt as sentences
-# were not recalled as answers. The CPU demo's knowledge phase asks the one-hop questions too (knowledge_qa=True),
-# which with this tokenizer is ~4x the tokens; a shorter question form is the next thing to try.
+# The knowledge phase asks the one-hop questions as short sentences (knowledge_qa="short": the stem and its
+# answer, ~25 tokens instead of ~115 with the options and SmolLM2's default system prompt). Its first run had the
+# facts alone ("none", 5 passes, loss 1.85 -> 0.42) and left the model at chance on its own one-hop questions
+# (20%) and the held-out ones (18.5%): facts learnt as sentences were not recalled as answers.
 out_dir = "runs/demo_smollm2"
 base_model = ".cache/smollm2-135m-instruct"
 seed = 0
 n_diseases = 130
 held = 0.6
 fact_copies = 1
-knowledge_qa = False
+knowledge_qa = "short"
 eval_max_tokens = 112
 pass_k = 4
 pass_n = 50
 medqa = 400
 medqa_max_tokens = 192
-cpu_threads = 1
+cpu_threads = 2
 knowledge = dict(max_len=256, batch_size=32, micro_batch_size=32, max_steps=300, lr=3e-4, min_lr=3e-5,
                  warmup_steps=10, val_size=0, eval_every=10000, ckpt_every=100, grad_checkpointing=False)
 sft = dict(max_len=320, batch_size=16, micro_batch_size=16, max_steps=40, lr=5e-5, min_lr=5e-6, warmup_steps=4,

@@ -67,7 +67,8 @@ def test_option_logprobs_in_one_packed_row_equal_one_forward_per_option():
 
 
 def test_knowledge_phase_without_questions_keeps_every_fact(tmp_path):
-    """knowledge_qa=False (the SmolLM2 preset): the facts alone, every copy; the cold start is unchanged."""
+    """knowledge_qa: every fact copy, plus the one-hop questions as a chat or as one short sentence (the SmolLM2
+    preset), or not at all; the cold start is unchanged."""
     w = tmp_path / "w"
     w.mkdir()
     q = lambda i, hops: {"id": f"q{i}", "source": "w", "split": "train", "difficulty": None, "question": f"Q{i}?",
@@ -75,10 +76,12 @@ def test_knowledge_phase_without_questions_keeps_every_fact(tmp_path):
                          "meta": {"hops": hops, "composition": f"c{i}", "cot": "x is x.", "answer_text": "x"}}
     write_jsonl(str(w / "facts.jsonl"), [{"id": f"f{i}", "text": f"fact {i}."} for i in range(3)])
     write_jsonl(str(w / "train.jsonl"), [q(0, 1), q(1, 2)])
-    for qa, n_docs in ((True, 2 * 3 + 1), (False, 2 * 3)):
+    for qa, n_docs, n_text in (("chat", 2 * 3 + 1, 6), ("short", 2 * 3 + 1, 7), ("none", 2 * 3, 6)):
         demo.make_corpora(str(w), str(w), fact_copies=2, knowledge_qa=qa)
         docs = [d for _, d in iter_jsonl(str(w / "knowledge.jsonl"))]
-        assert len(docs) == n_docs and sum("text" in d for d in docs) == 6
+        assert len(docs) == n_docs and sum("text" in d for d in docs) == n_text
+        if qa == "short":
+            assert docs[-1] == {"id": "q0", "text": "Q0? x."}  # the stem and the gold option's text
         assert [r["id"] for _, r in iter_jsonl(str(w / "cot.jsonl"))] == ["q0", "q1"]
 
 
