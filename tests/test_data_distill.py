@@ -279,13 +279,14 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def kg_records(shared):
     from kg.build import build
-    from kg.sample import Sampler, generate_one, parse_mix, to_record
+    from kg.sample import QuestionSampler, generate_one, parse_mix, to_record
     from test_kg_sample import DISEASES
     g = build(str(shared / "kg-sources"), ["hpo", "do", "drugcentral"], hpo_diseases=DISEASES)
-    s = Sampler(g)
+    s = QuestionSampler(g)
     # every template but side_effect, equally: on this small graph the default mix's drug chains find no trusted
     # indication, and the test wants trajectories of several templates
-    mix = parse_mix(",".join(f"{t}=1" for t in Sampler.TEMPLATES if t != "side_effect"), Sampler.TEMPLATES)
+    names = QuestionSampler.TEMPLATES
+    mix = parse_mix(",".join(f"{t}=1" for t in names if t != "side_effect"), names)
     return [to_record(g, *got, i, 0) for i in range(40) if (got := generate_one(s, i, 0, mix, 5))]
 
 

@@ -6,7 +6,7 @@ import copy
 
 from kg.build import RELS, SOURCES
 from kg.check import Checker, audit, expand, implies, indication_rules, shares_word
-from kg.sample import DEFAULT_MIX, TEMPLATE_HOPS, Sampler, generate_one, parse_mix, to_record
+from kg.sample import DEFAULT_MIX, TEMPLATE_HOPS, QuestionSampler, generate_one, parse_mix, to_record
 from kg.verbalize import TEST_RESULT, finding_text, is_result, lint, stem
 from test_kg_sample import graph, questions  # noqa: F401  (module fixtures)
 
@@ -14,9 +14,9 @@ from test_kg_sample import graph, questions  # noqa: F401  (module fixtures)
 def test_default_mix_is_half_multi_hop_without_diagnosis_test():
     """diagnosis_test left the default mix (9 of 25 acceptable in review, kg/REVIEW.md): acceptance before hop share.
     It is still drawn by name."""
-    mix = parse_mix(DEFAULT_MIX, Sampler.TEMPLATES)
+    mix = parse_mix(DEFAULT_MIX, QuestionSampler.TEMPLATES)
     w = sum(mix.values())
-    assert "diagnosis_test" not in mix and "diagnosis_test" in parse_mix("diagnosis_test=1", Sampler.TEMPLATES)
+    assert "diagnosis_test" not in mix and "diagnosis_test" in parse_mix("diagnosis_test=1", QuestionSampler.TEMPLATES)
     assert sum(v for t, v in mix.items() if TEMPLATE_HOPS[t] >= 2) / w >= 0.5
     assert sum(v for t, v in mix.items() if TEMPLATE_HOPS[t] == 3) / w >= 0.25
     assert TEMPLATE_HOPS["diagnosis_test"] == 2 and TEMPLATE_HOPS["diagnosis_drug_target"] == 3
@@ -24,8 +24,8 @@ def test_default_mix_is_half_multi_hop_without_diagnosis_test():
 
 def test_diagnosis_test_asks_a_result_the_stem_does_not_give(graph):
     g, _ = graph
-    s = Sampler(g)
-    mix = parse_mix("diagnosis_test=1", Sampler.TEMPLATES)
+    s = QuestionSampler(g)
+    mix = parse_mix("diagnosis_test=1", QuestionSampler.TEMPLATES)
     got = [x for x in (generate_one(s, i, 5, mix, 5) for i in range(40)) if x]
     assert len(got) >= 5
     for q, options in got:
@@ -162,8 +162,8 @@ def test_checker_catches_a_restated_answer_and_a_second_true_option(graph):
     assert implies("Increased IgM level", "Decreased IgM level")
     assert not implies("Seizure", "Reticulocytosis")
     g, _ = graph
-    s = Sampler(g)
-    mix = parse_mix("diagnosis_test=1", Sampler.TEMPLATES)
+    s = QuestionSampler(g)
+    mix = parse_mix("diagnosis_test=1", QuestionSampler.TEMPLATES)
     q, options = next(x for x in (generate_one(s, i, 5, mix, 5) for i in range(40)) if x)
     ck = Checker(g)
     assert ck.check(q, options) is None
@@ -189,7 +189,7 @@ def test_distractors_include_keys_about_as_frequent_as_the_key(graph, questions)
     with keys of its template near the key's own expected frequency, inside the category rule for diseases."""
     import random
     g, _ = graph
-    s = Sampler(g)
+    s = QuestionSampler(g)
     n = 0
     for _, (q, _), _ in questions:
         if q.template not in ("diagnosis", "drug_mechanism", "diagnosis_treatment"):

@@ -12,7 +12,8 @@ from eval.records import read_jsonl, validate_record
 from kg.build import build
 from kg.build import main as build_main
 from kg.check import Checker, audit
-from kg.sample import GROUPING, Sampler, generate_one, main, parse_mix, to_record, DEFAULT_MIX
+from kg.pools import GROUPING
+from kg.sample import QuestionSampler, generate_one, main, parse_mix, to_record, DEFAULT_MIX
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kg" / "wikidata_diseases_unseen.jl"
 # real HPO diseases, several with DrugCentral drugs after the DO join
@@ -32,9 +33,9 @@ def graph(shared, tmp_path_factory):
 @pytest.fixture(scope="module")
 def questions(graph):
     g, _ = graph
-    s = Sampler(g)
+    s = QuestionSampler(g)
     # gene and test questions are out of the default mix but still drawn on request, and checked like the others
-    mix = parse_mix(DEFAULT_MIX + ",diagnosis_gene=1.5,diagnosis_test=1.5", Sampler.TEMPLATES)
+    mix = parse_mix(DEFAULT_MIX + ",diagnosis_gene=1.5,diagnosis_test=1.5", QuestionSampler.TEMPLATES)
     mix.pop("side_effect")  # no SIDER in this graph
     out = []
     for i in range(250):
@@ -67,7 +68,7 @@ def test_letters_balanced(questions):
 
 def test_rare_entities_favoured(graph):
     g, _ = graph
-    s0, s1 = Sampler(g, alpha=0.0, rare_boost=1.0), Sampler(g, alpha=1.0)
+    s0, s1 = QuestionSampler(g, alpha=0.0, rare_boost=1.0), QuestionSampler(g, alpha=1.0)
     nodes, w1 = s1.pool("drug_mechanism")
     _, w0 = s0.pool("drug_mechanism")
     low = g.degree[nodes] <= np.quantile(g.degree[nodes], 0.25)
@@ -112,12 +113,12 @@ def test_cli_resume_and_check(graph, tmp_path, capsys):
 
 def test_question_i_does_not_depend_on_what_was_drawn_before(graph):
     """kg.sample's resume rests on this: question i is a function of (graph, seed, i), whatever the process drew
-    before it (its caches of findings, pools and subjects). Drawn backwards on one Sampler, after a warm-up on
-    other indices, each question equals the one a fresh Sampler draws."""
+    before it (its caches of findings, pools and subjects). Drawn backwards on one QuestionSampler, after a warm-up
+    on other indices, each question equals the one a fresh QuestionSampler draws."""
     g, _ = graph
-    mix = parse_mix(DEFAULT_MIX, Sampler.TEMPLATES)
-    fresh = lambda i: generate_one(Sampler(g), i, 7, mix, 5)
-    warm = Sampler(g)
+    mix = parse_mix(DEFAULT_MIX, QuestionSampler.TEMPLATES)
+    fresh = lambda i: generate_one(QuestionSampler(g), i, 7, mix, 5)
+    warm = QuestionSampler(g)
     for i in range(60, 100):
         generate_one(warm, i, 8, mix, 5)
     idx = [3, 11, 17, 24, 38]
@@ -158,8 +159,8 @@ def test_extra_wikidata_file_is_additive_and_untrusted_alone(shared):
     assert sum(g.ids[d].startswith("DOID:") for d in new) >= 6  # joined to the Disease Ontology by label
     assert "WD:Q170102" in g.index  # scrapie, the first record of the shared file, is still read
     assert any(k.startswith("WD:") and g.type_name(g.index[k]) == "drug" for k in g.index)  # and the medicines
-    s = Sampler(g, only=new)
-    mix = parse_mix("diagnosis=1,diagnosis_treatment=1", Sampler.TEMPLATES)
+    s = QuestionSampler(g, only=new)
+    mix = parse_mix("diagnosis=1,diagnosis_treatment=1", QuestionSampler.TEMPLATES)
     got = [generate_one(s, i, 0, mix, 4) for i in range(10)]
     for x in got:
         assert x is None or Checker(g).check(*x) is None
@@ -171,7 +172,7 @@ def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
     """A diagnosis or gene question states a finding that most patients of its disease have (HPO frequency
     >= 80%) and few other diseases share; a disease without one is not asked about."""
     g, _ = graph
-    s = Sampler(g)
+    s = QuestionSampler(g)
     n = 0
     for _, (q, _), _ in questions:
         if q.template in ("diagnosis", "diagnosis_gene"):
@@ -187,7 +188,7 @@ def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
     old = g.freq[es].copy()
     g.freq[es] = 0.5  # its hallmarks now seen in half the patients only
     try:
-        assert d not in Sampler(g).pool("diagnosis")[0]
+        assert d not in QuestionSampler(g).pool("diagnosis")[0]
     finally:
         g.freq[es] = old
 
@@ -195,7 +196,7 @@ def test_rare_disease_stem_opens_with_a_hallmark(graph, questions):
 def test_rare_disease_needs_a_gene_or_a_second_vocabulary(graph, monkeypatch):
     """An Orphanet-only disease without a gene (a clinical grouping such as radiation proctitis) is not asked."""
     g, _ = graph
-    s = Sampler(g)
+    s = QuestionSampler(g)
     nodes = s.pool("diagnosis")[0].tolist()
     assert nodes and all(s.established(d) for d in nodes)
     d = nodes[0]
@@ -203,8 +204,8 @@ def test_rare_disease_needs_a_gene_or_a_second_vocabulary(graph, monkeypatch):
     g.ids[d] = "ORPHA:0"  # known to Orphanet alone
     try:
         assert s.established(d) == bool(s.answers_of("diagnosis_gene", d))
-        monkeypatch.setattr(Sampler, "answers_of", lambda self, t, x: [])  # and without a gene
-        assert not s.established(d) and d not in Sampler(g).pool("diagnosis")[0]
+        monkeypatch.setattr(QuestionSampler, "answers_of", lambda self, t, x: [])  # and without a gene
+        assert not s.established(d) and d not in QuestionSampler(g).pool("diagnosis")[0]
     finally:
         g.ids[d] = old
 
@@ -214,12 +215,12 @@ def test_target_named_by_an_id_is_not_asked(graph, questions):
     qs = [q for _, (q, _), _ in questions if q.template == "drug_for_disease_target"]
     assert qs and all(":" not in g.names[q.facts[1][2]] for q in qs)
     drug, t = qs[0].focus, qs[0].facts[1][2]
-    s = Sampler(g)
+    s = QuestionSampler(g)
     assert any(g.dst[e] == t for e in s._targets(drug))
     old = g.names[t]
     g.names[t] = "NCBIGene:908646"
-    try:  # a Sampler caches what it computes from its graph: a changed graph needs a new one
-        assert not any(g.dst[e] == t for e in Sampler(g)._targets(drug))
+    try:  # a QuestionSampler caches what it computes from its graph: a changed graph needs a new one
+        assert not any(g.dst[e] == t for e in QuestionSampler(g)._targets(drug))
     finally:
         g.names[t] = old
 

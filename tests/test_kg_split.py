@@ -9,7 +9,7 @@ import pytest
 
 from eval.records import read_jsonl
 from kg.build import build
-from kg.sample import DEFAULT_MIX, Sampler, generate_one, parse_mix, to_record
+from kg.sample import DEFAULT_MIX, QuestionSampler, generate_one, parse_mix, to_record
 from kg.split import check_leak, main, split_records
 
 DISEASES = {"OMIM:275000", "ORPHA:803", "OMIM:137580", "OMIM:154700", "ORPHA:558", "OMIM:219700", "ORPHA:586",
@@ -20,8 +20,8 @@ DISEASES = {"OMIM:275000", "ORPHA:803", "OMIM:137580", "OMIM:154700", "ORPHA:558
 @pytest.fixture(scope="module")
 def questions(shared):
     g = build(str(shared / "kg-sources"), ["hpo", "do", "drugcentral", "hsdn", "wikidata"], hpo_diseases=DISEASES)
-    s = Sampler(g)
-    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", ""), Sampler.TEMPLATES)
+    s = QuestionSampler(g)
+    mix = parse_mix(DEFAULT_MIX.replace(",side_effect=1", ""), QuestionSampler.TEMPLATES)
     recs = [to_record(g, *got, i, 0) for i in range(300) if (got := generate_one(s, i, 0, mix, 5))]
     assert len(recs) > 200
     return recs

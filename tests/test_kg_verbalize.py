@@ -3,7 +3,7 @@ import pytest
 
 from kg.build import build
 from kg.check import Question
-from kg.sample import Sampler, generate_one, parse_mix
+from kg.sample import QuestionSampler, generate_one, parse_mix
 from kg.verbalize import ONSET, join, llm_rewrite, lower_first, stem
 
 
@@ -38,9 +38,9 @@ def test_vignette_from_real_graves_facts(g):
 
 
 def test_generated_stems_do_not_name_the_answer(g):
-    s = Sampler(g)
+    s = QuestionSampler(g)
     mix = parse_mix("diagnosis=1,diagnosis_treatment=1,drug_for_disease_target=1,drug_mechanism=1",
-                    Sampler.TEMPLATES)
+                    QuestionSampler.TEMPLATES)
     n = 0
     for i in range(40):
         got = generate_one(s, i, 0, mix, 4)

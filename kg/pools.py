@@ -1,0 +1,229 @@
+"""What a question may be asked about: the focus entities of each template (weighted toward rare ones), the
+findings a vignette may state, the hallmark findings of a rare disease, and the trusted drug facts (indications,
+targets, mechanism classes) that the templates walk. kg/sample.py's QuestionSampler draws on these pools.
+"""
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from kg.build import RELS, norm
+from kg.check import HALLMARK_MAX, MOA_TYPES, Checker, family_key, shares_word
+
+# modes asked about: AD, AR, X-linked recessive, X-linked dominant, mitochondrial. Digenic, Y-linked, somatic
+# mosaicism... are rarely plausible and made the longest option a shortcut.
+MODES = ["HP:0000006", "HP:0000007", "HP:0001419", "HP:0001423", "HP:0001427"]
+# pharmacokinetic classes (what a drug does to other drugs' metabolism) are no answer to "what does it treat with"
+PK_CLASS = re.compile(r"cytochrome p450|p-glycoprotein|organic (anion|cation) transport|breast cancer resistance|"
+                      r"glucuronosyltransferase|\bugt\d", re.I)
+PRENATAL_ONSET = re.compile(r"fetal|antenatal|embryonal|trimester", re.I)
+GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|physiology)$|^abnormal .* or ",
+                      re.I)  # HPO headings ("Abnormal circulating enzyme concentration or activity")
+ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
+NOT_REPORTED = re.compile(r"^abnormal|hyperemia", re.I)
+HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
+
+
+def per_node(method):
+    """Cache a QuestionSampler method that depends only on the graph and its arguments (a tuple comes back, so
+    no caller can change the cached value): pools, findings and answers are asked for each draw, and sampling 2,000
+    questions spent most of its time recomputing them. The result never depends on what was drawn before."""
+    def cached(self, *args):
+        key = (method.__name__,) + args
+        if key not in self._memo:
+            self._memo[key] = tuple(method(self, *args))
+        return self._memo[key]
+    cached.__name__, cached.__doc__ = method.__name__, method.__doc__
+    return cached
+
+
+class FocusPools:
+    """Pools of focus entities, their rarity weights and the graph facts the templates may use (all per node,
+    cached: they depend only on the graph)."""
+    def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.005,
+                 hallmark_max=HALLMARK_MAX):
+        self.g, self.ck = g, Checker(g)
+        # a rare disease is recognisable from a finding most of its patients have and few other diseases share
+        self.hallmark_max = hallmark_max
+        # a vignette needs two findings that at most this share of annotated diseases have: "itch, rash and
+        # fever" is unique only inside an incomplete graph
+        self.specific = max(3, max_share * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")])))
+        # members of a numbered series ("intellectual developmental disorder 61", "spinocerebellar ataxia 36")
+        # cannot be told apart from a vignette, nor can their genes or modes: never the focus of a question
+        fam = defaultdict(list)
+        for d in g.of_type("disease").tolist():
+            k = family_key(g.names[d])
+            if k and k != norm(g.names[d]):
+                fam[k].append(d)
+        self.series = {d for ms in fam.values() if len(ms) >= 3 for d in ms}
+        self.only = None if only is None else set(only)  # restrict focus entities (e.g. the diseases of one file)
+        self.alpha, self.rare_boost = alpha, rare_boost
+        self.min_findings, self.max_findings = min_findings, max_findings
+        self.modes = [g.index[m] for m in MODES if m in g.index]
+        self._pools, self._memo = {}, {}
+
+    # ---- pools of focus entities and rarity weights
+    @per_node
+    def usable_findings(self, d):
+        """Findings of a disease that a vignette may state: HPO terms (not MeSH headings), on a trusted edge,
+        not rare in the disease, sharing no word with its name ("elevated PTH" for hyperparathyroidism)."""
+        g = self.g
+        es = g.out_edges(d, "has_phenotype")
+        f = g.freq[es]
+        keep = np.isnan(f) | (f >= 0.3)
+        return [int(g.dst[e]) for e in es[keep] if g.ids[g.dst[e]].startswith("HP:") and self.ck.trusted(e)
+                and not GROUPING.search(g.names[g.dst[e]]) and not shares_word(g.names[g.dst[e]], g.names[d])]
+
+    @per_node
+    def hallmarks(self, d):
+        """Usable findings that characterise d: annotated in at least 80% of its patients (HPO's very frequent
+        and obligate) and found in at most hallmark_max diseases of the graph. Without one, a vignette of
+        findings that are unique only in combination names nothing a clinician ties to the disease."""
+        g = self.g
+        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        return [p for p in self.usable_findings(d) if freq[p] >= HALLMARK_FREQ
+                and len(self.ck.subjects("has_phenotype", p)) <= self.hallmark_max]
+
+    def established(self, d):
+        """A disease with a known gene, or one the Disease Ontology or OMIM names too. An Orphanet-only entity
+        without a gene is a clinical grouping (radiation proctitis, hydatidiform mole, TEMPI syndrome) whose
+        defining setting (an exposure, a pregnancy) no HPO term states, or a syndrome described once."""
+        g = self.g
+        names = [g.ids[d]] + g.xrefs.get(g.ids[d], [])
+        return any(k.startswith(("DOID:", "OMIM:")) for k in names) or bool(self.answers_of("diagnosis_gene", d))
+
+    def drug_ok(self, x):
+        """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
+        DrugBank drugs under another name)."""
+        return self.g.type_name(x) == "drug" and bool(re.match(r"DB\d+$", self.g.ids[x]))
+
+    @per_node
+    def trusted_in(self, x, rel):
+        """Subjects of x's incoming `rel` edges that a trusted edge states."""
+        return [int(self.g.src[e]) for e in self.g.in_edges(x, rel) if self.ck.trusted(e)]
+
+    def modes_of(self, d):
+        return set(self.g.out(d, "inheritance").tolist()) & set(self.modes)
+
+    def pool(self, template):
+        if template not in self._pools:
+            g = self.g
+            need = {"diagnosis": (), "diagnosis_gene": ("associated_gene",), "diagnosis_inheritance": ("inheritance",),
+                    "diagnosis_treatment": ("indicated_for",), "treatment_class": ("indicated_for",),
+                    "diagnosis_drug_target": ("indicated_for",), "diagnosis_cause": ("caused_by",),
+                    "diagnosis_test": ("test",)}
+            if template in need:
+                nodes = []
+                for d in g.of_type("disease").tolist():
+                    if d in self.series or len(self.usable_findings(d)) < self.min_findings:
+                        continue
+                    rels = need[template]
+                    if "indicated_for" not in rels and not (self.hallmarks(d) and self.established(d)):
+                        continue  # a rare-disease question (the drug templates' diseases are common, frequency-less)
+                    if "indicated_for" in rels and not any(self.drug_ok(x) for x in self.trusted_in(d, "indicated_for")):
+                        continue
+                    if "associated_gene" in rels and len(self.answers_of("diagnosis_gene", d)) != 1:
+                        continue  # with several genes the asked one may be a minor or candidate gene
+                    if "caused_by" in rels and not any(self.is_organism(x) for x in g.out(d, "caused_by").tolist()):
+                        continue
+                    if "test" in rels and not self.tests_of(d):
+                        continue
+                    if "inheritance" in rels and len(self.modes_of(d)) != 1:
+                        continue  # a disease given two modes has two right answers
+                    if template == "treatment_class" and not any(self._moa_classes(x) for x in self.trusted_in(d, "indicated_for")):
+                        continue
+                    nodes.append(d)
+            elif template == "drug_mechanism":
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._moa_classes(x)]
+            elif template == "drug_for_disease_target":
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._targets(x)
+                         and self._indications(x)]
+            elif template == "side_effect":
+                nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3
+                         and len(g.out(x, "indicated_for")) + len(g.out(x, "in_class"))]
+            else:
+                raise ValueError(f"unknown template {template!r}")
+            if self.only is not None:
+                nodes = [x for x in nodes if x in self.only]
+            nodes = np.array(nodes, dtype=np.int64)
+            w = self.weights(nodes)
+            if template == "diagnosis_inheritance" and len(nodes):  # each mode the answer equally often
+                mode = np.array([min(self.modes_of(d)) for d in nodes.tolist()])
+                for m in set(mode.tolist()):
+                    w[mode == m] /= w[mode == m].sum()
+                w /= w.sum()
+            self._pools[template] = (nodes, w)
+        return self._pools[template]
+
+    def weights(self, nodes):
+        if not len(nodes):
+            return np.zeros(0)
+        w = (self.g.degree[nodes].astype(np.float64) + 1) ** -self.alpha
+        w *= np.where(self.g.rare[nodes], self.rare_boost, 1.0)
+        return w / w.sum()
+
+    @per_node
+    def _moa_classes(self, drug):
+        g = self.g
+        es = g.out_edges(drug, "in_class")
+        return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES and not PK_CLASS.search(g.names[g.dst[e]])]
+
+    @per_node
+    def _indications(self, drug):
+        g = self.g
+        return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
+
+    @per_node
+    def _targets(self, drug):
+        """Target edges of a drug whose gene has a symbol (a bacterial gene known only as "NCBIGene:908646"
+        would put a raw id in the stem)."""
+        return [e for e in self.g.out_edges(drug, "targets").tolist() if ":" not in self.g.names[self.g.dst[e]]]
+
+    def _drugs_for(self, d):
+        return [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x)]
+
+    def _kin(self, drug):
+        """What makes two drugs alternatives: their targets and mechanism classes."""
+        return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
+
+    def is_organism(self, x):
+        """A named pathogen ("Streptococcus pneumoniae", "Alphavirus chikungunya"), not a broad group such as
+        "Bacteria" (which would be a correct answer too) or a route ("airborne transmission")."""
+        return self.g.type_name(x) == "agent" and bool(ORGANISM.match(self.g.names[x]))
+
+    @per_node
+    def tests_of(self, d):
+        """Laboratory and imaging findings of d that a test in most of its patients shows (HPO frequency >= 80%)
+        and that at most `specific` diseases share: the result the examinee should expect."""
+        g = self.g
+        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        return [p for p in self.usable_findings(d) if g.type_name(p) != "phenotype" and freq[p] >= HALLMARK_FREQ
+                and len(self.ck.subjects("has_phenotype", p)) <= self.specific and self.reportable(p)]
+
+    def reportable(self, p):
+        """A result a report states: a direction or a named finding, not an HPO heading ('Abnormal circulating
+        porphyrin concentration') or an examination sign filed as a lab finding ('conjunctival hyperemia')."""
+        return not NOT_REPORTED.search(self.g.names[p])
+
+    @per_node
+    def answers_of(self, template, x):
+        """The entities a question of this template drawn on focus x could ask for."""
+        g = self.g
+        if template in ("diagnosis", "drug_for_disease_target"):
+            return [x]
+        if template == "diagnosis_gene":
+            return [int(g.dst[e]) for e in g.out_edges(x, "associated_gene") if self.ck.trusted(e)]
+        if template == "diagnosis_treatment":
+            return [d for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d)]
+        if template == "diagnosis_cause":
+            return [c for c in g.out(x, "caused_by").tolist() if self.is_organism(c)]
+        if template == "treatment_class":
+            return [c for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d) for c in self._moa_classes(d)]
+        if template == "diagnosis_drug_target":
+            return [int(g.dst[e]) for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d)
+                    and 1 <= len(self._targets(d)) <= 3 for e in self._targets(d)]
+        if template == "diagnosis_test":
+            return self.tests_of(x)
+        if template == "drug_mechanism":
+            return self._moa_classes(x)
+        return g.out(x, "side_effect").tolist()
