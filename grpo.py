@@ -37,8 +37,7 @@ from offload import empty_weights, kv_budget, move_optimizer, sharded_model, sle
 from sample import Sampler, SamplingParams, logprob_temperature
 from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_paths,
                       check_resume, check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
-                      load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist,
-                      use_bf16)
+                      load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist, use_bf16)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 LAYOUT = 2  # the checkpoint's state layout: 2 = the curriculum's state apart from the loop's (older ones are refused)
@@ -108,21 +107,14 @@ def token_logprobs(model, batch, temperature=1.0, chunk=1024, vocab=None):
     hs, ts = h[batch.src[where]], batch.targets[where]
     weight = model.lm_head.weight[:vocab]
     temperature = logprob_temperature(temperature)
-    lps, ents = [], []
-    for s in range(0, len(hs), chunk):
-        lp, ent = checkpoint(_head_logprobs, hs[s:s + chunk], ts[s:s + chunk], weight, temperature,
-                             use_reentrant=False)
-        lps.append(lp)
-        ents.append(ent)
-    lp_out = torch.zeros(where.shape, dtype=torch.float32, device=h.device)
-    ent_out = torch.zeros(where.shape, dtype=torch.float32, device=h.device)
-    if lps:
-        lp_out = lp_out.masked_scatter(where, torch.cat(lps))
-        ent_out = ent_out.masked_scatter(where, torch.cat(ents))
-    else:  # nothing to score (every completion masked, e.g. all cut under --truncated=mask): a zero that still
-        # reaches every parameter, so backward runs and each FSDP rank joins the same gradient collectives
-        lp_out = lp_out + 0.0 * (h.sum() + weight.sum())
-    return lp_out, ent_out
+    chunks = [checkpoint(_head_logprobs, hs[s:s + chunk], ts[s:s + chunk], weight, temperature, use_reentrant=False)
+              for s in range(0, len(hs), chunk)]
+    zeros = torch.zeros(where.shape, dtype=torch.float32, device=h.device)
+    if not chunks:  # nothing to score (every completion masked, e.g. all cut under --truncated=mask): a zero that
+        # still reaches every parameter, so backward runs and each FSDP rank joins the same gradient collectives
+        return zeros + 0.0 * (h.sum() + weight.sum()), zeros
+    lps, ents = zip(*chunks)
+    return zeros.masked_scatter(where, torch.cat(lps)), zeros.masked_scatter(where, torch.cat(ents))
 
 
 # ---------------------------------------------------------------------------------------- loss (eq. 1)
@@ -340,9 +332,9 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
     chunk = cfg.rollout_chunk or len(recs) or 1
     groups = []
     for s in range(0, len(recs), chunk):
+        seed = random.Random(f"{cfg.seed}:{step}:{first + s}").getrandbits(31)
         params = SamplingParams(n=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, stop_token_ids=stop_ids,
-                                seed=random.Random(f"{cfg.seed}:{step}:{first + s}").getrandbits(31))
+                                top_p=cfg.top_p, stop_token_ids=stop_ids, seed=seed)
         outs = sampler.generate(prompts[s:s + chunk], params)
         for rec, prompt, comps in zip(recs[s:s + chunk], prompts[s:s + chunk], outs):
             texts = [tok.decode(c.token_ids, skip_special_tokens=True) for c in comps]
@@ -351,11 +343,10 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
     return groups
 
 
-def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
+def pass_rates(sampler, tok, recs, cfg, env, tag, path, reward_fn):
     """{key: share of k samples answered correctly} for recs (key(): source and id), by the current policy: the
     ranks split the records and gather the rates. With `path`, rates are appended there (JSONL rows with source
     and id) batch by batch and records already there are skipped, so a killed labelling or mining round resumes."""
-    reward_fn = reward_fn or partial(reward, w_correct=cfg.w_correct, w_format=cfg.w_format)
     stops = tok.stop_ids(sampler.model.config.eos_token_id)
     done = read_rates(path) if path and os.path.exists(path) else {}
     todo = [r for r in recs if key(r) not in done]
@@ -374,7 +365,7 @@ def pass_rates(sampler, tok, recs, cfg, env, tag, path=None, reward_fn=None):
         done.update((key(row), row["pass_rate"]) for row in rows)
         bar.update(len(rows))
     bar.close()
-    sampler_free(sampler)
+    sampler.free_cache()  # for the update; the next generate() allocates it again within kv_budget
     return done
 
 
@@ -390,12 +381,6 @@ def read_pool(path):
     if not recs:
         raise RecordError(f"{path}: no records")
     return recs
-
-
-def sampler_free(sampler):
-    """Release the sampler's KV cache while the trainer updates; the next generate() allocates it again within
-    the budget set at construction (kv_budget)."""
-    sampler.free_cache()
 
 
 # ------------------------------------------------------------------------------------------- update
@@ -485,7 +470,7 @@ def _train(cfg, env, stage_dir, reward_fn):
         groups = rolled = roll([recs[i] for i in chosen[first:first + per_rank]], step=step, first=first)
         if cfg.drop_zero_signal:
             groups, rolled = refill(cfg, env, [recs[i] for i in stage.candidates()], groups, roll, step)
-        sampler_free(p.sampler)
+        p.sampler.free_cache()  # the KV cache, for the update
         sleep(cfg, p.sampler, p.policy, p.opt, dev)
         t1 = _now(dev)
         set_lr(p.opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr))

@@ -103,9 +103,8 @@ class ModelConfig:
         d.update(model_type=self.model_type, vocab_size=self.vocab_size, hidden_size=self.hidden_size,
                  intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
                  num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_key_value_heads,
-                 head_dim=self.head_dim, rms_norm_eps=self.rms_norm_eps,
-                 max_position_embeddings=self.max_position_embeddings,
-                 tie_word_embeddings=self.tie_word_embeddings, hidden_act="silu")
+                 head_dim=self.head_dim, rms_norm_eps=self.rms_norm_eps, hidden_act="silu",
+                 max_position_embeddings=self.max_position_embeddings, tie_word_embeddings=self.tie_word_embeddings)
         if self.eos_token_id is not None:  # a config built in code has no raw to carry it
             d["eos_token_id"] = self.eos_token_id
         d.setdefault("architectures", [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
@@ -151,15 +150,13 @@ def rope_frequencies(cfg, seq_len=None):
     dim, base, s = cfg.head_dim, cfg.rope_theta, cfg.rope_scaling or {"rope_type": "default"}
     exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
     rtype = s["rope_type"]
-    if rtype == "linear":
-        return 1.0 / (base ** exponents) / s["factor"], 1.0
+    if rtype == "yarn":
+        return _yarn_frequencies(cfg, s, dim, base)
     if rtype == "dynamic":  # NTK: raise the base once the sequence outgrows the trained length
         L, f = max(seq_len or 0, cfg.max_position_embeddings), s["factor"]
         base = base * ((f * L / cfg.max_position_embeddings) - (f - 1)) ** (dim / (dim - 2))
-        return 1.0 / (base ** exponents), 1.0
-    if rtype == "yarn":
-        return _yarn_frequencies(cfg, s, dim, base)
-    return 1.0 / (base ** exponents), 1.0
+    inv_freq = 1.0 / (base ** exponents)
+    return (inv_freq / s["factor"] if rtype == "linear" else inv_freq), 1.0
 
 
 def _yarn_frequencies(cfg, s, dim, base):
@@ -245,24 +242,18 @@ def _use_flash(q):
     return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
 
-def _segment_runs(segment_ids):
-    """Start offsets (and the end) of the runs of equal ids in the row-major flattened [B, T] (rows never merge)."""
-    B, T = segment_ids.shape
-    new = torch.ones_like(segment_ids, dtype=torch.bool)
-    new[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    starts = new.flatten().nonzero().flatten()
-    return torch.cat([starts, starts.new_tensor([B * T])])
-
-
 def _varlen_layout(segment_ids, prefix_ids=None):
     """flash_attn_varlen arguments for dense_attention: cu_seqlens of the queries and of the keys, their
     maxima, and the flattened key index (None without prefixes: the keys are the queries' own runs)."""
-    cu = _segment_runs(segment_ids)
+    B, T = segment_ids.shape
+    new = torch.ones_like(segment_ids, dtype=torch.bool)  # a run of equal ids starts here (rows never merge)
+    new[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    starts = new.flatten().nonzero().flatten()
+    cu = torch.cat([starts, starts.new_tensor([B * T])])  # the runs' offsets in the row-major flattened [B, T]
     lens = cu[1:] - cu[:-1]
     if prefix_ids is None:
         cu = cu.to(torch.int32)
         return cu, cu, int(lens.max()), int(lens.max()), None
-    T = segment_ids.shape[1]
     seg, pre = segment_ids.flatten().tolist(), prefix_ids.flatten().tolist()
     bounds = cu.tolist()
     where = {}  # (row, segment id) -> its run (a segment is one run: packing writes it contiguously)
@@ -280,8 +271,7 @@ def _varlen_layout(segment_ids, prefix_ids=None):
     k_lens = torch.tensor(k_lens)
     cu_k = torch.cat([k_lens.new_zeros(1), k_lens.cumsum(0)]).to(torch.int32)
     dev = segment_ids.device
-    return (cu.to(torch.int32).to(dev), cu_k.to(dev), int(lens.max()), int(k_lens.max()),
-            torch.cat(pieces).to(dev))
+    return cu.to(torch.int32).to(dev), cu_k.to(dev), int(lens.max()), int(k_lens.max()), torch.cat(pieces).to(dev)
 
 
 def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
@@ -448,15 +438,9 @@ class Transformer(nn.Module):
         """Load a Hugging Face checkpoint dir (single or sharded safetensors) without a second copy in
         memory: build on the meta device, then assign each tensor as it is read, cast and moved.
         (FSDP training loads each rank's shard only: training.load_sharded.)"""
-        cfg = ModelConfig.from_file(path)
-        with torch.device("meta"):
-            model = cls(cfg)
-        params = dict(model.named_parameters(remove_duplicate=False))
+        model = cls.from_config(ModelConfig.from_file(path), device="meta")
         for key, tensor in read_checkpoint(path, model):
-            t = tensor[:].to(device=device, dtype=dtype)
-            _assign(model, key, nn.Parameter(t, requires_grad=params[key].requires_grad))
-        if cfg.tie_word_embeddings:
-            model.lm_head.weight = model.model.embed_tokens.weight
+            assign_parameter(model, key, nn.Parameter(tensor[:].to(device=device, dtype=dtype)))
         return model
 
     def save_pretrained(self, out_dir, state_dict=None, max_shard_bytes=5 * 2**30, tokenizer_dir=None):
@@ -468,30 +452,27 @@ class Transformer(nn.Module):
         sd = state_dict if state_dict is not None else self.state_dict()
         sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()
               if not (k == "lm_head.weight" and self.config.tie_word_embeddings)}
-        shards, size = [[]], 0
+        shards, size = [{}], 0
         for k, v in sd.items():  # greedy, in module order, as transformers does
-            nbytes = v.numel() * v.element_size()
-            if shards[-1] and size + nbytes > max_shard_bytes:
-                shards.append([])
+            if shards[-1] and size + v.nbytes > max_shard_bytes:
+                shards.append({})
                 size = 0
-            shards[-1].append(k)
-            size += nbytes
+            shards[-1][k] = v
+            size += v.nbytes
         out_dir = os.path.abspath(out_dir)
-        parent = os.path.dirname(out_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir), dir=parent)
+        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir), dir=os.path.dirname(out_dir))
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: an export must be readable by others
-        cfg = self.config.to_dict()
-        cfg["torch_dtype"] = str(next(iter(sd.values())).dtype).removeprefix("torch.")
+        cfg = dict(self.config.to_dict(), torch_dtype=str(next(iter(sd.values())).dtype).removeprefix("torch."))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
         names = ["model.safetensors"] if len(shards) == 1 else \
             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-        for name, keys in zip(names, shards):
-            save_file({k: sd[k] for k in keys}, os.path.join(tmp, name), metadata={"format": "pt"})
+        for name, shard in zip(names, shards):
+            save_file(shard, os.path.join(tmp, name), metadata={"format": "pt"})
         if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
-                     "weight_map": {k: name for name, keys in zip(names, shards) for k in keys}}
+            index = {"metadata": {"total_size": sum(v.nbytes for v in sd.values())},
+                     "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
             with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
                 json.dump(index, f, indent=2)
         if tokenizer_dir:
@@ -500,12 +481,9 @@ class Transformer(nn.Module):
                     shutil.copy(os.path.join(tokenizer_dir, name), tmp)
             _write_stop_ids(tmp, self.config.eos_token_id)
         if os.path.exists(out_dir):  # swap: the old checkpoint survives until the new one is complete
-            old = tmp + ".old"
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
+            os.rename(out_dir, tmp + ".old")
+        os.rename(tmp, out_dir)
+        shutil.rmtree(tmp + ".old", ignore_errors=True)
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())  # tied weights count once
@@ -579,9 +557,12 @@ def checkpoint_files(path):
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def _assign(model, key, param):
+def assign_parameter(model, key, param):
+    """Put param in place of the Transformer's parameter named key; a tied head follows its embedding."""
     module_name, _, name = key.rpartition(".")
     model.get_submodule(module_name)._parameters[name] = param
+    if key == "model.embed_tokens.weight" and model.config.tie_word_embeddings:
+        model.lm_head.weight = param
 
 
 # -------------------------------------------------------------------------------- tokenizer and chat

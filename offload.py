@@ -3,12 +3,11 @@
 (offload, move_optimizer), the sampler's bf16 weights allocated and all-gathered from the shards before each rollout
 (wake, gather_into: the weight sync under --sleep) and released for the update (sleep). See README, "Memory at scale".
 """
-import os
-
 import torch
 import torch.distributed as dist
 
-from model import Transformer
+from model import Transformer, assign_parameter
+from sample import free_memory
 from training import fsdp_wrap, load_sharded
 
 
@@ -17,10 +16,7 @@ def kv_budget(cfg, policy, net, device):
     less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use). With
     --sleep the sampler's weights are not yet allocated, and on a GPU the fp32 shards leave it for each rollout."""
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in policy.parameters())
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    free = free_memory(device)
     if cfg.sleep:
         weights = sum(p.numel() * p.element_size() for p in net.parameters())
         free += (4 * local if device.type == "cuda" else -8 * local) - weights
@@ -50,10 +46,7 @@ def empty_weights(mcfg, dtype, device):
     for name, p in list(net.named_parameters()):  # a tied head appears once, as the embedding
         t = torch.empty(p.shape, dtype=dtype, device=device)
         t.untyped_storage().resize_(0)
-        module, _, attr = name.rpartition(".")
-        net.get_submodule(module)._parameters[attr] = torch.nn.Parameter(t, requires_grad=False)
-    if mcfg.tie_word_embeddings:
-        net.lm_head.weight = net.model.embed_tokens.weight
+        assign_parameter(net, name, torch.nn.Parameter(t, requires_grad=False))
     return net
 
 

@@ -40,14 +40,11 @@ def backend(t):
 # store_kv: k, v [N, n_kv, head_dim] -> cache slots; slot -1 means "skip this token" (e.g. padding).
 
 def store_kv(k, v, k_cache, v_cache, slot_mapping):
-    if backend(k) == "triton":
-        store_kv_triton(k, v, k_cache, v_cache, slot_mapping)
-    else:
-        store_kv_torch(k, v, k_cache, v_cache, slot_mapping)
+    (store_kv_triton if backend(k) == "triton" else store_kv_torch)(k, v, k_cache, v_cache, slot_mapping)
 
 
 def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
-    """Any cache layout, including a permuted view (sample.py's head-major CPU cache)."""
+    """Any cache layout, including a permuted view (decode_store.py's head-major staging cache)."""
     keep = slot_mapping >= 0
     if not keep.all():  # padding (prefill)
         k, v, slot_mapping = k[keep], v[keep], slot_mapping[keep]
@@ -327,20 +324,18 @@ def length_mask(lens, t, dtype):
     return mask.masked_fill_(torch.arange(t, device=lens.device)[None, :] >= lens[:, None], -1e30)
 
 
-def gather_head_major(k_cache, v_cache, tables, scratch=None):
-    """K and V of the blocks in tables [N, nb], each as [n_kv, N, nb * block_size, d] (GEMM layout).
-    scratch: name of a reusable buffer (valid until the next gather with that name); None for fresh tensors."""
+def gather_head_major(k_cache, v_cache, tables):
+    """K and V of the blocks in tables [N, nb], each as [n_kv, N, nb * block_size, d] (GEMM layout), fresh tensors."""
     n, nb = tables.shape
     num_blocks, block_size, n_kv, d = k_cache.shape
     ids = tables.flatten().long()
     out = []
-    for cache, name in ((k_cache, "k"), (v_cache, "v")):
+    for cache in (k_cache, v_cache):
         head_major = cache.permute(2, 0, 1, 3)  # [n_kv, blocks, block_size, d]
-        if head_major.is_contiguous():  # sample.py's CPU cache: one gather, already in GEMM layout
+        if head_major.is_contiguous():  # the CPU decode store's staging cache: one gather, already in GEMM layout
             # along dim 0 of [n_kv * blocks, block_size * d]: far faster than along dim 1 on CPU
             rows = (torch.arange(n_kv, device=ids.device)[:, None] * num_blocks + ids[None]).flatten()
-            src = head_major.reshape(-1, block_size * d)
-            x = _gather_blocks(src, rows, f"{name}_{scratch}") if scratch else src.index_select(0, rows)
+            x = head_major.reshape(-1, block_size * d).index_select(0, rows)
             out.append(x.view(n_kv, n, nb * block_size, d))
         else:  # token-major cache: gather, then a transposed copy
             x = cache.index_select(0, ids).view(n, nb * block_size, n_kv, d)

@@ -83,8 +83,8 @@ class Sampler:
         self.model = model.eval()
         self.tokenizer = tokenizer
         cfg = model.config
-        self.vocab_size = vocab_size or (len(tokenizer) if tokenizer else cfg.vocab_size)
-        self.vocab_size = min(self.vocab_size, cfg.vocab_size)  # rows past the tokenizer are never sampled
+        # rows past the tokenizer are never sampled
+        self.vocab_size = min(vocab_size or (len(tokenizer) if tokenizer else cfg.vocab_size), cfg.vocab_size)
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.block_size = block_size or (256 if self.device.type == "cuda" else 16)
@@ -108,12 +108,6 @@ class Sampler:
         self._packed = {}  # CPU: nn.Linear -> ((weight ptr, version), oneDNN-packed weight); see packed_linears
         self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0,
                       "preempted": 0, "store_layouts": 0, "store_tokens": 0}
-
-    # what tests and bench/gpu_check.py look at
-    cache = property(lambda self: self.kv_cache.cache)
-    _graphs = property(lambda self: getattr(self.kv_cache, "graphs", None))
-    _kv = property(lambda self: self.kv_cache.kv)
-    _parts = property(lambda self: self.kv_cache.parts)
 
     @torch.no_grad()
     def generate(self, prompts, params: SamplingParams = SamplingParams(), progress=False):
@@ -165,7 +159,7 @@ class Sampler:
         if self.max_blocks is None:
             cfg = self.model.config
             token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
-            tokens = self.kv_tokens or int(self.kv_fraction * _free_memory(self.device) / token_bytes)
+            tokens = self.kv_tokens or int(self.kv_fraction * free_memory(self.device) / token_bytes)
             self.max_blocks = max(1, tokens // self.block_size)
 
     def _loop(self, prompts, params, sched, out, bar):
@@ -365,7 +359,8 @@ def _mix32(h):
     return h ^ (h >> 16)
 
 
-def _free_memory(device):
+def free_memory(device):
+    """Bytes free on the device (host memory available for CPU)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:

@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -181,14 +182,9 @@ def step_examples(n, step, batch_size, seed):
     return out
 
 
-_perms = {}
-
-
+@lru_cache(maxsize=1)
 def _perm(n, seed):
-    if (n, seed) not in _perms:
-        _perms.clear()
-        _perms[(n, seed)] = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return _perms[(n, seed)]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def train_step(lm, optimizer, examples, cfg, env):

@@ -15,6 +15,7 @@ torch.distributed.checkpoint (sharded, one file per rank), plus trainer_rank<r>.
 states, data position; loaded with weights_only=True). Every rank must see the same filesystem.
 """
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -343,9 +344,8 @@ def adamw(model, cfg, device):
     embeddings; norms and biases none). Fused on GPU: foreach's temporaries would be one more fp32 copy."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda" or None)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda" or None)
 
 
 def clip_grad_norm(params, max_norm):
@@ -432,23 +432,18 @@ class Metrics:
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-def checkpoint_dir(out_dir):
-    return os.path.join(out_dir, "ckpt")
-
-
 def latest_checkpoint(out_dir):
     """Path of the newest whole checkpoint under <out_dir>/ckpt, or None. Only renamed (finished) directories
     count (a save killed halfway leaves a .tmp-* dir), and only those whose files all match their manifest: a
     damaged one is named on stderr and the next older one is used."""
-    root = checkpoint_dir(out_dir)
+    root = os.path.join(out_dir, "ckpt")
     if not os.path.isdir(root):
         return None
     for name in sorted((n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()), reverse=True):
         damage = checkpoint_damage(os.path.join(root, name))
         if damage is None:
             return os.path.join(root, name)
-        print(f"warning: {os.path.join(root, name)} is damaged ({damage}); trying an older checkpoint",
-              file=sys.stderr)
+        print(f"warning: {os.path.join(root, name)} is damaged ({damage}); trying an older checkpoint", file=sys.stderr)
     return None
 
 
@@ -495,7 +490,7 @@ def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
     `keep`. A collective: every rank calls it."""
     import torch.distributed.checkpoint as dcp
 
-    root = checkpoint_dir(out_dir)
+    root = os.path.join(out_dir, "ckpt")
     final = os.path.join(root, f"step_{step:08d}")
     tmp = os.path.join(root, f".tmp-step_{step:08d}")
     if dist_env.main:
@@ -582,13 +577,9 @@ def load_checkpoint(path, model, optimizer, dist_env, layout=None):
 
 
 def _fsync_dir(path):
-    try:
+    with contextlib.suppress(OSError):  # best effort: not every filesystem lets a directory be fsynced
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

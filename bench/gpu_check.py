@@ -324,7 +324,7 @@ def check_cuda_graphs(a):
                     for g, e in zip(go, eo) for cg, ce in zip(g, e))
         if not same:
             break
-    captured = bool(graphs.cuda_graphs and graphs._graphs and graphs._graphs.graphs)
+    captured = bool(graphs.cuda_graphs and graphs.kv_cache.graphs and graphs.kv_cache.graphs.graphs)
     return Result(same and captured and worst < 1e-4,
                   f"max abs diff {worst:.1e} in logprobs, tokens {'identical' if same else 'DIFFER'}"
                   + ("" if captured else ", NO graph captured"),

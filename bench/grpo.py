@@ -81,7 +81,7 @@ def run_ours(a, recs):
         batch = recs[step * a.prompts:(step + 1) * a.prompts]
         t0 = grpo._now(env.device)
         groups = grpo.rollout(sampler, tok, batch, cfg, step, 0, stop, reward_fn)
-        grpo.sampler_free(sampler)
+        sampler.free_cache()
         t1 = grpo._now(env.device)
         grpo.update(cfg, policy, opt, groups, env)
         t2 = grpo._now(env.device)

@@ -278,7 +278,7 @@ def _flow(ckpt, run, env, peaks):
         def roll():
             grpo.wake(cfg, sampler, policy, opt)
             outs = sampler.generate(prompts, SamplingParams(n=run.k, max_new_tokens=run.new, seed=step))
-            grpo.sampler_free(sampler)
+            sampler.free_cache()
             return outs
         outs = phase("grpo rollout", roll, base)
         grpo.sleep(cfg, sampler, policy, opt, cpu)

@@ -140,18 +140,18 @@ def test_nothing_kept_after_generate_and_free_cache_regrows():
     prompts, params = prompts_of(LENGTHS), SamplingParams(n=2, max_new_tokens=6, seed=1)
     cpu = Sampler(m, block_size=4)
     cpu.generate(prompts, params)
-    assert cpu.cache is None and cpu._kv == {} and cpu._parts is None
+    assert cpu.kv_cache.cache is None and cpu.kv_cache.kv == {} and cpu.kv_cache.parts is None
     cpu._sample_into = None  # fails on the first draw
     with pytest.raises(TypeError):
         cpu.generate(prompts, params)
-    assert cpu.cache is None and cpu._kv == {}
+    assert cpu.kv_cache.cache is None and cpu.kv_cache.kv == {}
     paged = Sampler(m, block_size=4, prefix_attention=False)
     before = paged.generate(prompts, params)
-    assert paged.cache is not None
+    assert paged.kv_cache.cache is not None
     paged.free_cache(kv_tokens=64)
-    assert paged.cache is None and paged.pool is None
+    assert paged.kv_cache.cache is None and paged.pool is None
     after = paged.generate(prompts, params)
-    assert paged.max_blocks == 16 and paged.cache.shape[2] <= 16
+    assert paged.max_blocks == 16 and paged.kv_cache.cache.shape[2] <= 16
     assert [[c.token_ids for c in g] for g in after] == [[c.token_ids for c in g] for g in before]
 
 
@@ -421,7 +421,7 @@ def test_cuda_graph_decode_equals_eager_on_gpu():
     graphs = Sampler(m, block_size=16)
     outs = graphs.generate(prompts, params)
     eager = Sampler(m, block_size=16, cuda_graphs=False).generate(prompts, params)
-    assert graphs.cuda_graphs and graphs._graphs.graphs  # really captured
+    assert graphs.cuda_graphs and graphs.kv_cache.graphs.graphs  # really captured
     assert [[c.token_ids for c in g] for g in outs] == [[c.token_ids for c in g] for g in eager]
     reference = tiny("qwen2")  # same seed, on CPU
     for p, group in zip(prompts, outs):
