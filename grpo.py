@@ -33,11 +33,12 @@ from curriculum import CURRICULUM, key, read_rates
 from eval.answer import build_prompt, format_ok, score
 from eval.records import RecordError, append_jsonl, read_jsonl, shuffle_options
 from model import CheckpointError, ModelConfig, Tokenizer, Transformer
-from offload import empty_weights, kv_budget, move_optimizer, sharded_model, sleep, wake
+from offload import empty_weights, kv_budget, move_optimizer, sleep, wake
 from sample import Sampler, SamplingParams, logprob_temperature
 from training import (ConfigError, Metrics, TrainConfig, adamw, all_reduce_sum, check_min, check_paths,
                       check_resume, check_train_config, clip_grad_norm, file_digest, full_state_dict, latest_checkpoint,
-                      load_checkpoint, lr_at, parse_config, save_checkpoint, set_lr, setup_dist, teardown_dist, use_bf16)
+                      load_checkpoint, load_sharded, lr_at, parse_config, save_checkpoint, set_lr, setup_dist,
+                      teardown_dist, use_bf16)
 
 AGGREGATIONS = ("sum", "seq_mean", "token_mean", "constant")
 LAYOUT = 2  # the checkpoint's state layout: 2 = the curriculum's state apart from the loop's (older ones are refused)
@@ -513,7 +514,7 @@ class Parts:
 def build(cfg, env):
     dev, bf16 = env.device, use_bf16(cfg, env.device)
     tok, mcfg = Tokenizer.from_pretrained(cfg.model), ModelConfig.from_file(cfg.model)
-    policy = sharded_model(mcfg, cfg.model, dev, bf16)  # each rank reads only its shards
+    policy = load_sharded(cfg.model, dev, bf16)  # each rank reads only its shards
     policy.grad_checkpointing = cfg.grad_checkpointing
     policy.train()
     opt = adamw(policy, cfg, dev)
@@ -521,7 +522,7 @@ def build(cfg, env):
         opt.register_step_pre_hook(lambda *_: move_optimizer(opt, dev))
         opt.register_step_post_hook(lambda *_: move_optimizer(opt, torch.device("cpu")))
     dtype = torch.bfloat16 if bf16 else torch.float32
-    ref = sharded_model(mcfg, cfg.model, dev, bf16).eval().requires_grad_(False) if cfg.kl_beta else None  # frozen
+    ref = load_sharded(cfg.model, dev, bf16).eval().requires_grad_(False) if cfg.kl_beta else None  # frozen
     # the sampler's full copy: read from the file, or with --sleep allocated only while it rolls out (wake)
     net = empty_weights(mcfg, dtype, dev) if cfg.sleep else Transformer.from_pretrained(cfg.model, dtype, dev)
     sampler = Sampler(net, tok, kv_tokens=kv_budget(cfg, policy, net, dev))  # sized after the trainer

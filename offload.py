@@ -8,7 +8,6 @@ import torch.distributed as dist
 
 from model import Transformer, assign_parameter
 from sample import free_memory
-from training import fsdp_wrap, load_sharded
 
 
 def kv_budget(cfg, policy, net, device):
@@ -29,14 +28,6 @@ def kv_budget(cfg, policy, net, device):
         raise RuntimeError(f"no memory left for the sampler's KV cache ({free / 2**30:.1f} GiB free before the "
                            f"optimizer state): use more ranks, a smaller --max_new_tokens or --prompts_per_step")
     return tokens
-
-
-def sharded_model(mcfg, path, device, bf16):
-    """The FSDP2-wrapped model of checkpoint `path`, built on the meta device and filled shard by shard: a rank never
-    holds more than its own fp32 shards (training.load_sharded)."""
-    net = Transformer.from_config(mcfg, device="meta")
-    fsdp_wrap(net, net.model.layers, device, bf16=bf16)
-    return load_sharded(net, net, path, device)
 
 
 def empty_weights(mcfg, dtype, device):

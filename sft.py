@@ -326,11 +326,9 @@ def run(cfg, env):
         f"{len(val)} validation; {env.world} process(es), "
         f"{cfg.batch_size // (cfg.micro_batch_size * env.world)} micro-batches per step")
 
-    net = M.Transformer.from_config(M.ModelConfig.from_file(cfg.model), device="meta")  # no memory yet
-    net.grad_checkpointing = cfg.grad_checkpointing
-    lm = SFTModel(net)
-    T.fsdp_wrap(lm, net.model.layers, env.device, bf16=T.use_bf16(cfg, env.device))
-    T.load_sharded(lm, net, cfg.model, env.device)  # fp32 master shards: each rank reads only its rows
+    # fp32 master shards: each rank reads only its rows
+    lm = T.load_sharded(cfg.model, env.device, T.use_bf16(cfg, env.device), wrap=SFTModel)
+    lm.net.grad_checkpointing = cfg.grad_checkpointing
     lm.train()
     optimizer = T.adamw(lm, cfg, env.device)
     step = 0

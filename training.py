@@ -289,16 +289,19 @@ def fsdp_wrap(root, blocks, device, bf16=False):
     return root
 
 
-def load_sharded(root, net, path, device):
-    """Fill an FSDP2-wrapped model built on the meta device (Transformer.from_config(cfg, device="meta"), then
-    fsdp_wrap(root, ...); net is the Transformer inside root) from the Hugging Face checkpoint at path: each rank
-    allocates its own shards and reads only their rows from the memory-mapped safetensors files. Host memory at
-    load is then one shard per rank, plus the file's pages in the page cache that the node's ranks share, instead
-    of a full fp32 model per rank before fully_shard cuts it (131 GB per rank for Qwen3-32B)."""
+def load_sharded(path, device, bf16=False, wrap=None):
+    """The model of the Hugging Face checkpoint at path, FSDP2-wrapped (fsdp_wrap; wrap(net) is the root when given,
+    e.g. sft.SFTModel) and filled shard by shard: built on the meta device, then each rank allocates its own shards
+    and reads only their rows from the memory-mapped safetensors files. Host memory at load is then one shard per
+    rank, plus the file's pages in the page cache that the node's ranks share, instead of a full fp32 model per rank
+    before fully_shard cuts it (131 GB per rank for Qwen3-32B)."""
     from torch.distributed.tensor import DTensor
 
-    from model import read_checkpoint
+    from model import ModelConfig, Transformer, read_checkpoint
 
+    net = Transformer.from_config(ModelConfig.from_file(path), device="meta")  # no memory yet
+    root = wrap(net) if wrap else net
+    fsdp_wrap(root, net.model.layers, device, bf16=bf16)
     root.to_empty(device=device)  # on the root: FSDP2 re-registers (and pads) the shards it allocates
     world, rank = dist.get_world_size(), dist.get_rank()
     params = dict(net.named_parameters(remove_duplicate=False))

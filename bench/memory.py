@@ -265,7 +265,7 @@ def _flow(ckpt, run, env, peaks):
                       max_new_tokens=run.new, batch_size=run.prompts)
 
     def load():
-        policy = grpo.sharded_model(mcfg, ckpt, cpu, False)
+        policy = grpo.load_sharded(ckpt, cpu)
         policy.grad_checkpointing = True
         net = grpo.empty_weights(mcfg, torch.float32, cpu) if run.sleep else Transformer.from_pretrained(ckpt)
         return policy.train(), net
@@ -295,11 +295,9 @@ def _flow(ckpt, run, env, peaks):
     scfg = sft.Config(micro_batch_size=SMALL_SFT["micro"], max_len=SMALL_SFT["max_len"])
 
     def sload():
-        net = Transformer.from_config(mcfg, device="meta")
-        net.grad_checkpointing = True
-        lm = sft.SFTModel(net)
-        T.fsdp_wrap(lm, net.model.layers, cpu)
-        return T.load_sharded(lm, net, ckpt, cpu).train()
+        lm = T.load_sharded(ckpt, cpu, wrap=sft.SFTModel)
+        lm.net.grad_checkpointing = True
+        return lm.train()
 
     lm = phase("sft load", sload, abase)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-5)
@@ -327,9 +325,7 @@ def host_load(ckpt, env):
         return T.fsdp_wrap(net, net.model.layers, env.device)
 
     def after():
-        from grpo import sharded_model
-        from model import ModelConfig
-        return sharded_model(ModelConfig.from_file(ckpt), ckpt, env.device, False)
+        return T.load_sharded(ckpt, env.device)
 
     out = {}
     for tag, fn in (("before", before), ("after", after)):
