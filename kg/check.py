@@ -331,9 +331,11 @@ class Checker:
         g = self.g
         if q.var_types.get(q.ask, ("",))[0] not in ("phenotype", "lab_finding", "imaging_finding") or "?d" not in q.var_types:
             return None
-        if q.focus in self.near("has_phenotype", x):
-            return x
-        return next((p for p in g.out(q.focus, "has_phenotype").tolist() if implies(g.names[p], g.names[x])), None)
+        key = ("fits", q.focus, x)  # a drug's disease has hundreds of findings (HSDN) and is asked often: once each
+        if key not in self._subj:
+            self._subj[key] = x if q.focus in self.near("has_phenotype", x) else next(
+                (p for p in g.out(q.focus, "has_phenotype").tolist() if implies(g.names[p], g.names[x])), None)
+        return self._subj[key]
 
     def restated(self, q):
         """A stated finding that implies the asked finding (bicarbonate after 'metabolic alkalosis'); None if none."""
@@ -370,8 +372,13 @@ class Checker:
                     changed |= new != dom[b]
                     dom[b] = new
                 if dom[b] is not None:
-                    back = set().union(*[self.subjects(r, y) for y in dom[b]]) if dom[b] else set()
-                    new = back if dom[a] is None else dom[a] & back
+                    if dom[a] is not None and len(dom[a]) < len(dom[b]):
+                        # the same set, found from the few values of a: a drug's disease has hundreds of findings
+                        # whose subjects (every disease under "Phenotypic abnormality") took half of kg.sample's time
+                        new = {x for x in dom[a] if not self.objects(x, r).isdisjoint(dom[b])}
+                    else:
+                        back = set().union(*[self.subjects(r, y) for y in dom[b]]) if dom[b] else set()
+                        new = back if dom[a] is None else dom[a] & back
                     changed |= new != dom[a]
                     dom[a] = new
             if not changed:
@@ -441,7 +448,9 @@ class Checker:
         for f in q.facts:
             if f in vig or f[0] == "?d" or isinstance(f[0], str) == isinstance(f[2], str):
                 continue  # findings, the age, links between variables and stated premises
-            rest = self.answers([x for x in q.facts if x != f], q.var_types, q.ask)
+            # only the options matter: the domain starts from them (the whole domain of "?d has_phenotype ?f" is
+            # every finding of every disease, and took most of a drug_finding question's time)
+            rest = self.answers([x for x in q.facts if x != f], q.var_types, q.ask, start={q.ask: set(wrong)})
             if rest is not None and not any(o in rest and o not in ok for o in wrong):
                 return f"clause {f[1]} {g.ids[f[2]] if isinstance(f[2], int) else g.ids[f[0]]} is not needed"
         if vig and q.ask != "?d" and "?d" in q.var_types:

@@ -71,6 +71,8 @@ class Distractors:
                 continue  # a result next to one the disease has, or following from one, is not clearly absent
             if q.template == "diagnosis_test" and not self.reportable(x) or x in q.context.get("avoid_targets", ()):
                 continue
+            if "refuse" in q.context and q.context["refuse"].search(g.names[x]):
+                continue  # a name the template refuses as an option
             if g.type_name(x) == "drug_class" and (PK_CLASS.search(g.names[x]) or self._class_kin(x) & avoid):
                 continue
             if any(same_concept(g.names[x], g.names[c]) or (g.type_name(x) == "disease" and siblings(g.names[x], g.names[c]))

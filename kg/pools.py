@@ -22,6 +22,16 @@ GROUPING = re.compile(r"/|^abnormality of|abnormality$|^abnormal .*(morphology|p
 ORGANISM = re.compile(r"^(\[?[A-Z][a-z]+\]? [a-z][a-z\-]+( subsp\. [a-z]+)?|\w*virus \w+|[A-Z][\w ]* virus( \d+)?)$")
 NOT_REPORTED = re.compile(r"^abnormal|hyperemia", re.I)
 HALLMARK_FREQ = 0.8  # HPO "very frequent" (80-99%) and "obligate" annotations
+# a finding a drug's disease is asked for: at most this many diseases have it ("hypokinesia" points somewhere, "fever"
+# and "fatigue" nowhere)
+POINTING_MAX = 60
+# findings too broad to tell two neuromuscular or respiratory diseases apart: never the answer or a distractor of a
+# drug's disease ("neurodegeneration" is true of Parkinson disease though no source annotates it)
+VAGUE = re.compile(r"^(neurodegeneration|generalized muscle weakness|emotional lability|muscle spasm|respiratory "
+                   r"failure|fatigue|pain|drooling|depression|anxiety)$", re.I)
+# drugs whose use the graph does not hold, so naming one points to no disease of the graph: penicillamine (Wilson
+# disease, cystinuria), methamphetamine (ADHD); mefloquine and proguanil are given to healthy travellers as prophylaxis
+NOT_POINTING = {"penicillamine", "methamphetamine", "mefloquine", "proguanil"}
 
 
 def per_node(method):
@@ -138,6 +148,11 @@ class FocusPools:
             elif template == "drug_for_disease_target":
                 nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self._targets(x)
                          and self._indications(x)]
+            elif template == "drug_finding":
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self.points_to(x)
+                         and self.pointing_findings(self.points_to(x)[0])]
+            elif template == "shared_target":
+                nodes = [x for x in g.of_type("drug").tolist() if self.drug_ok(x) and self.target_partners(x)]
             elif template == "side_effect":
                 nodes = [x for x in g.of_type("drug").tolist() if len(g.out(x, "side_effect")) >= 3
                          and len(g.out(x, "indicated_for")) + len(g.out(x, "in_class"))]
@@ -226,4 +241,43 @@ class FocusPools:
             return self.tests_of(x)
         if template == "drug_mechanism":
             return self._moa_classes(x)
+        if template == "drug_finding":
+            return self.pointing_findings(self.points_to(x)[0]) if self.points_to(x) else []
+        if template == "shared_target":
+            return self.target_partners(x)
         return g.out(x, "side_effect").tolist()
+
+    @per_node
+    def points_to(self, x):
+        """(d,) when starting drug x points to disease d: its one trusted indication, and every indication any
+        source gives lies in d's is_a line (riluzole, levodopa, salmeterol; not ibuprofen, whose rows name pain and
+        osteoarthritis too, nor amphetamine, given for ADHD as well); () otherwise."""
+        ind = self._indications(x)
+        if len(ind) != 1 or self.g.names[x].lower() in NOT_POINTING:
+            return []
+        d = ind[0]
+        line = {d} | self.ck.ancestors(d) | self.ck.descendants(d)
+        return [d] if set(self.g.out(x, "indicated_for").tolist()) <= line else []
+
+    @per_node
+    def pointing_findings(self, d):
+        """Usable findings of d that point somewhere (at most POINTING_MAX diseases have them)."""
+        return [p for p in self.usable_findings(d) if len(self.ck.subjects("has_phenotype", p)) <= POINTING_MAX
+                and self.reportable(p) and not VAGUE.search(self.g.names[p])]
+
+    @per_node
+    def target_partners(self, x):
+        """Drugs that act on a target of x the same way (both agonists, both inhibitors...), x and the partner
+        each with at most 2 and 3 named targets (a drug with many is known for none of them) and a mechanism class."""
+        g = self.g
+        if not 1 <= len(self._targets(x)) <= 2 or not self._moa_classes(x):
+            return []
+        out = []
+        for e in self._targets(x):
+            t, action = int(g.dst[e]), g.attr[e]
+            for k in g.in_edges(t, "targets").tolist():
+                y = int(g.src[k])
+                if (y != x and y not in out and g.attr[k] == action and self.drug_ok(y) and self._moa_classes(y)
+                        and 1 <= len(self._targets(y)) <= 3):
+                    out.append(y)
+        return out

@@ -10,6 +10,7 @@ import numpy as np
 from kg.build import FINDINGS, RELS
 from kg.check import Question, implies
 from kg import verbalize
+from kg.pools import VAGUE
 
 
 class DiseaseTemplates:
@@ -203,3 +204,42 @@ class DrugTemplates:
         for x, _ in sims.most_common(30):
             cands += [s for s in g.out(x, "side_effect").tolist() if s not in cands]
         return Question("side_effect", 1, facts, {"?s": FINDINGS}, "?s", se, drug, [(drug, "side_effect", se)], cands)
+
+
+class DrugChainTemplates:
+    """Two hops from a named drug: the disease it points to, then a finding of that disease; the target it acts on,
+    then another drug acting on that target the same way."""
+
+    def t_drug_finding(self, drug, rng):
+        """2 hops: drug -> indicated_for ?d -> has_phenotype ?f (starting riluzole points to ALS, and ALS to
+        fasciculations). The drug points to one disease (points_to); distractors are findings of none of the
+        diseases any source gives the drug for (the checker's query reads every indication row)."""
+        g = self.g
+        d = self.points_to(drug)[0]
+        a = rng.choice(self.pointing_findings(d))
+        facts = [(drug, "indicated_for", "?d"), ("?d", "has_phenotype", "?f")]
+        # the pointing findings of the other diseases drugs point to: answers of the same template, other systems
+        # too (the category rule in distractors() keeps the stem's organ systems first)
+        cands = []
+        for x in self.pool("drug_finding")[0].tolist():
+            for p in self.answers_of("drug_finding", x):
+                if p not in cands and self.points_to(x)[0] != d:
+                    cands.append(p)
+        rng.shuffle(cands)
+        return Question("drug_finding", 2, facts, {"?d": ("disease",), "?f": FINDINGS}, "?f", a, d,
+                        [(drug, "indicated_for", d), (d, "has_phenotype", a)], cands, {"refuse": VAGUE})
+
+    def t_shared_target(self, drug, rng):
+        """2 hops: drug -> targets ?t <- targets ?y (timolol and carteolol both block ADRB1). Distractors act on
+        none of the drug's targets and share no mechanism class with it (avoid_kin)."""
+        g = self.g
+        y = rng.choice(self.target_partners(drug))
+        shared = [int(g.dst[e]) for e in self._targets(drug) if int(g.dst[e]) in g.out(y, "targets").tolist()]
+        t = shared[0]
+        facts = [(drug, "targets", "?t"), ("?y", "targets", "?t")]
+        # plausible wrong drugs: those for the same diseases acting otherwise, then any drug with a class
+        cands = [x for d in self._indications(drug) for x in self._drugs_for(d) if x != drug]
+        rng.shuffle(cands)
+        ctx = {"avoid_kin": self._kin(drug) | self._kin(y)}
+        return Question("shared_target", 2, facts, {"?t": ("gene",), "?y": ("drug",)}, "?y", y, drug,
+                        [(drug, "targets", t), (y, "targets", t)], cands, ctx)

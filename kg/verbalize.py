@@ -191,6 +191,12 @@ def stem(g, q):
         art = "an" if action[:1] in "aeiou" else "a"
         return (f"Which of the following drugs is indicated for {lower_first(g.names[d])} and acts as {art} "
                 f"{action} of {g.names[t]}?")
+    if q.template == "drug_finding":
+        return (f"A patient is started on {lower_first(g.names[q.facts[0][0]])}. Which of the following findings is "
+                f"this patient most likely to have?")
+    if q.template == "shared_target":
+        return (f"Which of the following drugs acts on the same molecular target as {lower_first(g.names[q.facts[0][0]])}, "
+                f"in the same way?")
     if q.template == "side_effect":
         drug = q.facts[0][0]
         return f"Which of the following adverse effects has been reported with {lower_first(g.names[drug])}?"

@@ -3,9 +3,11 @@ drug -> target), the necessity check (a clause no distractor depends on fails), 
 DrugCentral row is no ground for a key), the stem lint, synonym leaks and the audit's hop histogram and category
 shortcut."""
 import copy
+from collections import Counter
 
-from kg.build import RELS, SOURCES
+from kg.build import FINDINGS, RELS, SOURCES
 from kg.check import Checker, audit, expand, implies, indication_rules, shares_word
+from kg.pools import NOT_POINTING, VAGUE
 from kg.sample import DEFAULT_MIX, TEMPLATE_HOPS, QuestionSampler, generate_one, parse_mix, to_record
 from kg.verbalize import TEST_RESULT, finding_text, is_result, lint, stem
 from test_kg_sample import graph, questions  # noqa: F401  (module fixtures)
@@ -202,3 +204,84 @@ def test_distractors_include_keys_about_as_frequent_as_the_key(graph, questions)
             assert all(len(s.ck.systems(x) & s.ck.stem_systems(q)) >= len(home) for x in got)
         n += bool(got)
     assert n >= 20
+
+
+def _named(g, name, kind):
+    return next(x for x in g.of_type(kind).tolist() if g.names[x].lower() == name)
+
+
+def test_default_mix_draws_half_its_questions_past_one_hop(questions):
+    """The weights are not the share: the disease chains fail on most draws (few diseases), so the realised share is
+    what counts. On the small test graph too, at least half the questions need two hops or more."""
+    hops = Counter(x[0].hops for _, x, _ in questions)
+    assert (hops[2] + hops[3]) / sum(hops.values()) >= 0.5
+    templates = Counter(x[0].template for _, x, _ in questions)
+    assert templates["shared_target"] and templates["drug_finding"]
+
+
+def test_a_drug_points_to_one_disease_only_when_every_source_agrees(graph):
+    g, _ = graph
+    s = QuestionSampler(g)
+    ck = s.ck
+    riluzole, als = _named(g, "riluzole", "drug"), _named(g, "amyotrophic lateral sclerosis", "disease")
+    assert s.points_to(riluzole) == (als,)
+    nodes = s.pool("drug_finding")[0].tolist()
+    assert riluzole in nodes
+    for x in nodes:
+        (d,) = s.points_to(x)
+        line = {d} | ck.ancestors(d) | ck.descendants(d)
+        assert set(g.out(x, "indicated_for").tolist()) <= line and g.names[x].lower() not in NOT_POINTING
+        assert s.pointing_findings(d) and not any(VAGUE.search(g.names[p]) for p in s.pointing_findings(d))
+    # a drug with one trusted indication but rows for other diseases (ibuprofen: pain, osteoarthritis) points nowhere
+    wide = [x for x in g.of_type("drug").tolist() if len(s._indications(x)) == 1
+            and len(set(g.out(x, "indicated_for").tolist()) - ck.ancestors(s._indications(x)[0])
+                    - ck.descendants(s._indications(x)[0])) > 1]
+    assert wide and all(s.points_to(x) == () and x not in nodes for x in wide)
+
+
+def test_drug_finding_distractors_fit_none_of_the_drugs_diseases(graph):
+    g, _ = graph
+    s = QuestionSampler(g)
+    mix = parse_mix("drug_finding=1", QuestionSampler.TEMPLATES)
+    got = [x for x in (generate_one(s, i, 3, mix, 5) for i in range(30)) if x]
+    assert len(got) >= 10
+    for q, options in got:
+        drug, d = q.path[0][0], q.path[0][2]
+        assert q.hops == 2 and s.points_to(drug) == (d,) and q.answer in s.pointing_findings(d)
+        text = stem(g, q)
+        assert g.names[drug].lower() in text.lower() and g.names[d].lower() not in text.lower()
+        for o in options:
+            if o != q.answer:
+                assert not any(o in s.ck.objects(x, "has_phenotype") for x in g.out(drug, "indicated_for").tolist())
+                assert not VAGUE.search(g.names[o])
+        assert s.ck.check(q, options) is None
+    # a finding of the disease put among the distractors is a second true option: the checker refuses it
+    q, options = got[0]
+    d = q.path[0][2]
+    other = next(p for p in s.ck.objects(d, "has_phenotype") if p != q.answer and p not in options
+                 and g.type_name(p) in FINDINGS)
+    bad = [q.answer] + [o for o in options if o != q.answer][:3] + [other]
+    assert s.ck.check(q, bad) is not None
+
+
+def test_shared_target_keys_act_alike_and_distractors_act_elsewhere(graph):
+    g, _ = graph
+    s = QuestionSampler(g)
+    mix = parse_mix("shared_target=1", QuestionSampler.TEMPLATES)
+    got = [x for x in (generate_one(s, i, 4, mix, 5) for i in range(30)) if x]
+    assert len(got) >= 20
+    for q, options in got:
+        drug = q.focus
+        assert 1 <= len(s._targets(drug)) <= 2 and q.hops == 2
+        mine = {int(g.dst[e]): g.attr[e] for e in s._targets(drug)}
+        theirs = {int(g.dst[e]): g.attr[e] for e in s._targets(q.answer)}
+        assert any(t in theirs and theirs[t] == a for t, a in mine.items())  # the same target, the same action
+        for o in options:
+            if o != q.answer:
+                assert not set(g.out(o, "targets").tolist()) & set(g.out(drug, "targets").tolist())
+                assert not set(s._moa_classes(o)) & set(s._moa_classes(drug))
+        assert s.ck.check(q, options) is None
+    # a drug on the same target among the distractors is a second true option: the checker refuses it
+    q, options = got[0]
+    twin = next(y for y in s.target_partners(q.focus) if y != q.answer and y not in options)
+    assert s.ck.check(q, [q.answer, twin] + [o for o in options if o != q.answer][:3]) is not None

@@ -239,6 +239,6 @@ def test_full_graph_shortcuts_near_chance_and_rarity_weighting(shared, tmp_path,
     for name, v in res["solvers"].items():
         assert v["accuracy"] <= res["chance"] + 0.08, (name, v["accuracy"])
     assert res["sibling_pairs"] == res["same_concept_pairs"] == res["unconfirmed_golds"] == 0
-    drugs = ("drug_mechanism", "drug_for_disease_target", "side_effect")  # their focus is a drug, never rare
+    drugs = ("drug_mechanism", "drug_for_disease_target", "side_effect", "shared_target")  # a drug focus, never rare
     rare = lambda rs: np.mean([r["meta"]["focus_rare"] for r in rs if r["meta"]["template"] not in drugs])
     assert rare(recs) - rare(list(read_jsonl(tmp_path / "u.jsonl"))) >= 0.15
