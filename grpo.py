@@ -170,7 +170,7 @@ class Batch:
     """One micro-batch of the update, packed in one row with each prompt written once (prefix sharing: the k
     completions of a prompt attend to one copy of it, so the forward costs P + sum_i |y_i| tokens instead of
     sum_i (P + |y_i|); 4.5x fewer for P = 250, k = 8, |y| = 32).
-    ids, position_ids, segment_ids, prefix_ids: [1, T], the row and its tree mask (model.dense_attention);
+    ids, position_ids, segment_ids, prefix_ids: [1, T], the row and its tree mask (attention.dense_attention);
     src, targets, mask, old: [B, L] per completion token: the row position whose hidden state predicts it,
     the token, 1 if it carries loss, the sampler's logprob."""
     ids: torch.Tensor

@@ -31,8 +31,9 @@ import torch
 from tqdm import tqdm
 
 import paged_attn
+from attention import dense_attention
 from decode_store import DecodeStore
-from model import CheckpointError, Tokenizer, Transformer, dense_attention
+from model import CheckpointError, Tokenizer, Transformer
 from paged_cache import PagedCache
 from scheduler import BlockPool, Scheduler, pool_blocks, prefill_chunks
 
@@ -152,8 +153,7 @@ class Sampler:
         self._packed = {}  # repack on the next generate, even if a weight's version counter was bypassed
         for name, p in params.items():
             t = sd[name]
-            t = t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP2 DTensor
-            p.copy_(t)
+            p.copy_(t.full_tensor() if hasattr(t, "full_tensor") else t)  # an FSDP2 DTensor is gathered here
 
     def _budget(self):
         if self.max_blocks is None:

@@ -92,18 +92,17 @@ def load_examples(paths, tok):
             raise DataError(str(e)) from None
         for lineno, rec in rows:
             if isinstance(rec, dict) and isinstance(rec.get("text"), str) and "messages" not in rec:
-                ids = tok.encode(rec["text"]) + [tok.eos_id]
+                ids, start = tok.encode(rec["text"]) + [tok.eos_id], 1
                 if len(ids) < 2:
                     raise DataError(f"{path}:{lineno}: empty 'text'")
-                out.append({"id": rec.get("id", f"{path}:{lineno}"), "ids": ids, "start": 1})
-                continue
-            msgs = rec.get("messages") if isinstance(rec, dict) else None
-            if not isinstance(msgs, list):
-                raise DataError(f"{path}:{lineno}: no 'messages' list (nor a 'text' document)")
-            try:
-                ids, start = tokenize_chat(tok, msgs)
-            except (ValueError, AttributeError, TypeError) as e:
-                raise DataError(f"{path}:{lineno}: {e}") from None
+            else:
+                msgs = rec.get("messages") if isinstance(rec, dict) else None
+                if not isinstance(msgs, list):
+                    raise DataError(f"{path}:{lineno}: no 'messages' list (nor a 'text' document)")
+                try:
+                    ids, start = tokenize_chat(tok, msgs)
+                except (ValueError, AttributeError, TypeError) as e:
+                    raise DataError(f"{path}:{lineno}: {e}") from None
             out.append({"id": rec.get("id", f"{path}:{lineno}"), "ids": ids, "start": start})
     return out
 

@@ -15,7 +15,7 @@ A path is FAILED when it raised or did not match its reference; the exit code is
 Paths (tiny random models, nothing downloaded):
   triton         paged_attn.py's Triton store_kv and paged decode vs their torch references (on CPU: in a
                  subprocess under TRITON_INTERPRET=1); figure: decode time of both at a Qwen2.5-7B layout
-  flash_attn     flash-attn in model.py (packed varlen forward, the GRPO prefix tree, causal) vs SDPA, and
+  flash_attn     flash-attn in attention.py (packed varlen forward, the GRPO prefix tree, causal) vs SDPA, and
                  flash paged decode vs the torch reference; GPU only
   sampler_paged  Sampler's paged decode (Triton on GPU, the torch reference on CPU), greedy, vs model.greedy
   cuda_graphs    Sampler with CUDA graphs vs without: identical greedy tokens; decode tok/s of each; GPU only
@@ -45,6 +45,7 @@ import torch.distributed as dist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # before bench/: `import sample` must be the sampler, not bench/sample.py
+import attention as A  # noqa: E402
 import model as M  # noqa: E402
 import paged_attn  # noqa: E402
 import sft  # noqa: E402
@@ -149,13 +150,13 @@ def process_group(device):
 
 @contextlib.contextmanager
 def no_flash():
-    """model.py's attention without flash-attn: SDPA (a mask, or _varlen_sdpa for the prefix tree)."""
-    use = M._use_flash
-    M._use_flash = lambda q: False
+    """attention.py's dense attention without flash-attn: SDPA (a mask, or _varlen_sdpa for the prefix tree)."""
+    use = A._use_flash
+    A._use_flash = lambda q: False
     try:
         yield
     finally:
-        M._use_flash = use
+        A._use_flash = use
 
 
 # ------------------------------------------------------------------------------------------- 1. triton
@@ -238,11 +239,11 @@ def interpreted_triton(a):
 def check_flash_attn(a):
     if a.device.type != "cuda":
         raise Skip("needs a GPU")
-    if M.flash_attn_varlen_func is None:
+    if A.flash_attn_varlen_func is None:
         raise Skip("flash_attn not installed")
     dev, worst, ok = a.device, 0.0, True
 
-    def compare(fn, tol):  # fn() with flash (model.py's default in bf16 on CUDA) vs with SDPA
+    def compare(fn, tol):  # fn() with flash (attention.py's default in bf16 on CUDA) vs with SDPA
         nonlocal worst, ok
         with torch.no_grad():
             out = fn().float()
@@ -256,9 +257,9 @@ def check_flash_attn(a):
     tree = torch.tensor([[1] * 40 + [2] * 30 + [3] * 26], device=dev)  # GRPO: a prompt, then 2 completions
     prefix = torch.ones_like(tree)
     q, k, v = (torch.randn(2, 96, h, 64, device=dev, dtype=torch.bfloat16) for h in (8, 2, 2))
-    compare(lambda: M.dense_attention(seg)(q, k, v, 0), 2e-2)  # SFT packing: flash_attn_varlen_func
-    compare(lambda: M.dense_attention(tree, prefix)(q[:1], k[:1], v[:1], 0), 2e-2)  # the prefix tree
-    compare(lambda: M.dense_attention()(q, k, v, 0), 2e-2)  # unpacked, causal: flash_attn_func
+    compare(lambda: A.dense_attention(seg)(q, k, v, 0), 2e-2)  # SFT packing: flash_attn_varlen_func
+    compare(lambda: A.dense_attention(tree, prefix)(q[:1], k[:1], v[:1], 0), 2e-2)  # the prefix tree
+    compare(lambda: A.dense_attention()(q, k, v, 0), 2e-2)  # unpacked, causal: flash_attn_func
     # the model's packed forward end to end (positions restart per document)
     net = build(tiny_config(vocab=1000) if a.quick else small_config(vocab=1000), peaked=False,
                 dtype=torch.bfloat16, device=dev)
@@ -272,7 +273,7 @@ def check_flash_attn(a):
         args = (c.q, c.cache, vc, c.tables, c.lens, c.scale)
 
         def decode():  # inside no_flash() the torch reference
-            flash = M._use_flash(c.q)
+            flash = A._use_flash(c.q)
             return (paged_attn._flash_decode if flash else paged_attn.paged_decode_attention_torch)(*args)
         compare(decode, 2e-2)
     b, t = (2, 512) if a.quick else (4, 2048)
@@ -569,7 +570,7 @@ def main(argv=None):
     a.left = lambda: end - time.monotonic()
     where = torch.cuda.get_device_name(a.device) if a.device.type == "cuda" else "CPU"
     print(f"gpu_check: {where}, torch {torch.__version__}, triton {paged_attn.HAVE_TRITON}, flash_attn "
-          f"{M.flash_attn_varlen_func is not None}", file=sys.stderr)
+          f"{A.flash_attn_varlen_func is not None}", file=sys.stderr)
     failed = False
     for name in [n for n in CHECKS if n in a.only]:
         line = run_one(name, a)

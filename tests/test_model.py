@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+import attention as A
 import model as M
 
 transformers = pytest.importorskip("transformers")
@@ -88,17 +89,17 @@ def test_packed_segments_equal_separate_sequences(tmp_path):
 
 def test_varlen_layout_for_flash():
     seg = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 2, 2, 2]])
-    cu, cu_k, max_q, max_k, index = M._varlen_layout(seg)
+    cu, cu_k, max_q, max_k, index = A._varlen_layout(seg)
     assert cu.tolist() == cu_k.tolist() == [0, 2, 5, 7, 10] and max_q == max_k == 3 and index is None
     # a prompt (1) and two completions (2, 3) that see it; row 2 pads with a segment of its own
     seg = torch.tensor([[1, 1, 2, 2, 3], [1, 2, 2, 0, 0]])
     pre = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    cu, cu_k, max_q, max_k, index = M._varlen_layout(seg, pre)
+    cu, cu_k, max_q, max_k, index = A._varlen_layout(seg, pre)
     assert cu.tolist() == [0, 2, 4, 5, 6, 8, 10] and max_q == 2
     assert cu_k.tolist() == [0, 2, 6, 9, 10, 13, 15] and max_k == 4
     assert index.tolist() == [0, 1, 0, 1, 2, 3, 0, 1, 4, 5, 5, 6, 7, 8, 9]
     with pytest.raises(ValueError, match="must come before"):
-        M._varlen_layout(torch.tensor([[2, 1]]), torch.tensor([[1, 1]]))
+        A._varlen_layout(torch.tensor([[2, 1]]), torch.tensor([[1, 1]]))
 
 
 def shared_prompt_batch(prompt, comps):
@@ -149,10 +150,10 @@ def test_flash_varlen_path_matches_the_cpu_path(monkeypatch):
     T = ids.shape[1]
     q, k, v = torch.randn(1, T, 4, 8), torch.randn(1, T, 2, 8), torch.randn(1, T, 2, 8)
     for prefix in (None, pre):
-        want = M.dense_attention(seg, prefix)(q, k, v, 0)
-        monkeypatch.setattr(M, "_use_flash", lambda q: True)
-        monkeypatch.setattr(M, "flash_attn_varlen_func", _reference_varlen)
-        got = M.dense_attention(seg, prefix)(q, k, v, 0)
+        want = A.dense_attention(seg, prefix)(q, k, v, 0)
+        monkeypatch.setattr(A, "_use_flash", lambda q: True)
+        monkeypatch.setattr(A, "flash_attn_varlen_func", _reference_varlen)
+        got = A.dense_attention(seg, prefix)(q, k, v, 0)
         monkeypatch.undo()
         assert (got - want).abs().max().item() < 1e-5
 
