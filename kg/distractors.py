@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from kg.build import FINDINGS, RELS
-from kg.check import expand, same_concept, shares_word, siblings
-from kg.pools import PK_CLASS, per_node
+from kg.check import content_words, expand, same_concept, shares_word, siblings
+from kg.pools import PK_CLASS, class_families, per_node
 
 
 class Distractors:
@@ -73,8 +73,13 @@ class Distractors:
                 continue
             if "refuse" in q.context and q.context["refuse"].search(g.names[x]):
                 continue  # a name the template refuses as an option
-            if g.type_name(x) == "drug_class" and (PK_CLASS.search(g.names[x]) or self._class_kin(x) & avoid):
+            if g.type_name(x) == "drug_class" and (PK_CLASS.search(g.names[x]) or self._class_kin(x) & avoid
+                                                   or class_families(g.names[x]) & q.context.get("avoid_families", set())):
                 continue
+            if g.type_name(x) == "disease" == g.type_name(q.answer) and self.twins(x, q.answer):
+                continue  # a twin differential (biotinidase beside holocarboxylase synthetase deficiency)
+            if any(ws <= content_words(g.names[x]) for ws in q.context.get("names_avoid", ())):
+                continue  # names another use of the stem's drug ('recurrent bronchitis' for orciprenaline)
             if any(same_concept(g.names[x], g.names[c]) or (g.type_name(x) == "disease" and siblings(g.names[x], g.names[c]))
                    for c in chosen):
                 continue

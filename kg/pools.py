@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 
 from kg.build import RELS, norm
-from kg.check import HALLMARK_MAX, MOA_TYPES, Checker, family_key, shares_word
+from kg.check import HALLMARK_MAX, MOA_TYPES, Checker, content_words, family_key, shares_word
 
 # modes asked about: AD, AR, X-linked recessive, X-linked dominant, mitochondrial. Digenic, Y-linked, somatic
 # mosaicism... are rarely plausible and made the longest option a shortcut.
@@ -32,6 +32,30 @@ VAGUE = re.compile(r"^(neurodegeneration|generalized muscle weakness|emotional l
 # drugs whose use the graph does not hold, so naming one points to no disease of the graph: penicillamine (Wilson
 # disease, cystinuria), methamphetamine (ADHD); mefloquine and proguanil are given to healthy travellers as prophylaxis
 NOT_POINTING = {"penicillamine", "methamphetamine", "mefloquine", "proguanil"}
+# measurements of research physiology, not findings a clinician elicits or an examinee expects of a patient: obesity's
+# "decreased resting energy expenditure" (obese patients have a raised absolute REE; kg/REVIEW.md, seed 818181)
+NOT_A_SIGN = re.compile(r"energy expenditure|metabolic rate|oxygen consumption|insulin sensitivity|"
+                        r"thermogenesis", re.I)
+# transmitter families of drug classes: two classes of one family are alternatives to an examinee
+FAMILIES = {"adrenergic": r"adrenergic|sympathomimetic|catecholamine",
+            "cholinergic": r"cholinergic|muscarinic|nicotinic|cholinesterase", "dopaminergic": r"dopamin", "serotonergic": r"serotonin", "gabaergic": r"\bgaba|benzodiazepine|barbiturate",
+            "histaminergic": r"histamin", "opioid": r"opioid", "corticosteroid": r"corticosteroid|glucocorticoid"}
+
+
+def class_name(name):
+    """A class name as FDA's two vocabularies may both spell it ('5-Lipoxygenase Inhibitor' / 'Inhibitors')."""
+    return " ".join(w[:-1] if w.endswith("s") and len(w) > 3 else w for w in norm(name).split())
+
+
+def class_families(name):
+    return {f for f, pat in FAMILIES.items() if re.search(pat, name, re.I)}
+
+
+# a parent whose whole subtree is this small groups variants of one condition (multiple carboxylase deficiency:
+# biotinidase and holocarboxylase synthetase deficiency): its children are twin differentials
+TWIN_MAX = 5
+# a parent this small or smaller groups the drug's disease with its neighbours (bronchial disease: asthma, bronchitis)
+NEIGHBOUR_MAX = 200
 
 
 def per_node(method):
@@ -140,7 +164,8 @@ class FocusPools:
                         continue
                     if "inheritance" in rels and len(self.modes_of(d)) != 1:
                         continue  # a disease given two modes has two right answers
-                    if template == "treatment_class" and not any(self._moa_classes(x) for x in self.trusted_in(d, "indicated_for")):
+                    if template == "treatment_class" and not any(self.explaining_classes(x, d) for x in self.trusted_in(d, "indicated_for")
+                                                                 if self.drug_ok(x)):
                         continue
                     nodes.append(d)
             elif template == "drug_mechanism":
@@ -233,7 +258,7 @@ class FocusPools:
         if template == "diagnosis_cause":
             return [c for c in g.out(x, "caused_by").tolist() if self.is_organism(c)]
         if template == "treatment_class":
-            return [c for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d) for c in self._moa_classes(d)]
+            return [c for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d) for c in self.explaining_classes(d, x)]
         if template == "diagnosis_drug_target":
             return [int(g.dst[e]) for d in self.trusted_in(x, "indicated_for") if self.drug_ok(d)
                     and 1 <= len(self._targets(d)) <= 3 for e in self._targets(d)]
@@ -263,7 +288,82 @@ class FocusPools:
     def pointing_findings(self, d):
         """Usable findings of d that point somewhere (at most POINTING_MAX diseases have them)."""
         return [p for p in self.usable_findings(d) if len(self.ck.subjects("has_phenotype", p)) <= POINTING_MAX
-                and self.reportable(p) and not VAGUE.search(self.g.names[p])]
+                and self.reportable(p) and not VAGUE.search(self.g.names[p]) and not NOT_A_SIGN.search(self.g.names[p])]
+
+    @per_node
+    def neighbour_uses(self, drug, d):
+        """Content-word sets of the diseases a drug starting patients of d may be given for: the indications (any
+        source) of drugs sharing a mechanism class with it, and d's siblings under a parent of at most NEIGHBOUR_MAX
+        diseases. A finding naming one ('recurrent bronchitis' beside orciprenaline, a bronchodilator given in
+        chronic bronchitis too; bronchitis and asthma are both bronchial diseases) is another use of the drug, not
+        a clearly wrong option."""
+        g, ck = self.g, self.ck
+        near = set()
+        for c in self._moa_classes(drug):
+            for k in self.class_nodes(g.names[c]):
+                for m in g.inn(k, "in_class").tolist():
+                    near.update(g.out(m, "indicated_for").tolist())
+        for p in g.out(d, "subclass_of").tolist():
+            if len(ck.descendants(p)) <= NEIGHBOUR_MAX:
+                near |= ck.descendants(p)
+        near -= {d}
+        return sorted({content_words(g.names[x]) for x in near if content_words(g.names[x])}, key=sorted)
+
+    def class_nodes(self, name):
+        """The drug_class nodes with this (normalised) name: FDA's EPC and MoA vocabularies each give one."""
+        if "class_nodes" not in self._memo:
+            by = defaultdict(list)
+            for c in self.g.of_type("drug_class").tolist():
+                by[class_name(self.g.names[c])].append(c)
+            self._memo["class_nodes"] = by
+        return self._memo["class_nodes"].get(class_name(name), [])
+
+    @per_node
+    def explaining_classes(self, drug, d):
+        """The mechanism classes of drug that explain its use for d: one another trusted drug for d belongs to, or
+        one whose drugs (most of them) act on a target another trusted drug for d acts on. Epinephrine is given in
+        asthma as a beta-adrenergic agonist (ADRB2, as formoterol), not as an alpha-adrenergic agonist or an
+        'Adrenergic Receptor Agonist' (dipivefrin, epinastine); benzatropine in Parkinson disease as an
+        anticholinergic, not as an antihistamine. A drug with one class keeps it (riluzole, a benzothiazole); one
+        whose classes all fail gives none (amantadine's influenza M2 inhibitor for Parkinson disease)."""
+        g = self.g
+        mine = self._moa_classes(drug)
+        if len({class_name(g.names[c]) for c in mine}) <= 1:
+            return mine
+        others = [x for x in self._drugs_for(d) if x != drug]
+        names = {class_name(g.names[c]) for x in others for c in self._moa_classes(x)}
+        targets = {t for x in others for t in g.out(x, "targets").tolist()}
+        out = []
+        for c in mine:
+            if class_name(g.names[c]) in names:
+                out.append(c)
+                continue
+            members = {m for k in self.class_nodes(g.names[c]) for m in g.inn(k, "in_class").tolist()}
+            acting = [set(g.out(m, "targets").tolist()) for m in members]
+            acting = [t for t in acting if t]
+            if any(2 * sum(t in a for a in acting) >= len(acting) for t in targets):
+                out.append(c)
+        return out
+
+    @per_node
+    def close_parents(self, d):
+        """Parents of d (or of a disease of the same name from another source: Orphanet's holocarboxylase
+        synthetase deficiency and the Disease Ontology's) whose subtree has at most TWIN_MAX diseases."""
+        g, ck = self.g, self.ck
+        if "disease_names" not in self._memo:
+            by = defaultdict(list)
+            for x in g.of_type("disease").tolist():
+                by[norm(g.names[x])].append(x)
+            self._memo["disease_names"] = by
+        out = set()
+        for x in self._memo["disease_names"].get(norm(g.names[d]), [d]):
+            out |= {p for p in ck.ancestors(x) if p != x and len(ck.descendants(p)) <= TWIN_MAX}
+        return sorted(out)
+
+    def twins(self, a, b):
+        """Two diseases under one small parent (biotinidase and holocarboxylase synthetase deficiency, both multiple
+        carboxylase deficiencies): a stem of three findings rarely tells them apart, the graph's annotations do."""
+        return bool(set(self.close_parents(a)) & set(self.close_parents(b)))
 
     @per_node
     def target_partners(self, x):

@@ -3,6 +3,7 @@ and plausible candidates for distractors) around one focus entity, or None. Dise
 vignette (findings -> disease -> ...); drug templates from a named drug. kg/sample.py's QuestionSampler mixes
 these with FocusPools, Vignettes and Distractors.
 """
+import re
 from collections import Counter
 
 import numpy as np
@@ -10,7 +11,11 @@ import numpy as np
 from kg.build import FINDINGS, RELS
 from kg.check import Question, implies
 from kg import verbalize
-from kg.pools import VAGUE
+from kg.pools import NOT_A_SIGN, VAGUE, class_families
+
+
+# an option of a drug's disease: neither vague nor a research measurement
+REFUSE_FINDING = re.compile(f"{VAGUE.pattern}|{NOT_A_SIGN.pattern}", re.I)
 
 
 class DiseaseTemplates:
@@ -73,11 +78,12 @@ class DiseaseTemplates:
         facts, cons = self.vignette(d, rng, spec=3)
         if not facts:
             return None
-        drugs = [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x) and self._moa_classes(x)]
+        # the class must explain the drug's use (epinephrine's beta, not its alpha, agonism for asthma)
+        drugs = [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x) and self.explaining_classes(x, d)]
         if not drugs:
             return None
         drug = rng.choice(drugs)
-        c = rng.choice(self._moa_classes(drug))
+        c = rng.choice(self.explaining_classes(drug, d))
         facts = facts + [("?drug", "indicated_for", "?d"), ("?drug", "in_class", "?c")]
         cands = []
         for comp in self.competitors(facts, cons)[:60]:
@@ -85,8 +91,12 @@ class DiseaseTemplates:
                 cands += [k for k in self._moa_classes(x) if k not in cands]
         path = [(d, r, o) for s, r, o in facts if s == "?d" and not isinstance(o, str)]
         path += [(drug, "indicated_for", d), (drug, "in_class", c)]
+        # no distractor of the transmitter family of a class any source gives a drug for d ('Sympathomimetic-like
+        # Agent' or 'alpha-Adrenergic Agonist' in an asthma question: adrenergic drugs are asthma drugs)
+        fams = {f for x in self.g.inn(d, "indicated_for").tolist() for k in self._moa_classes(x)
+                for f in class_families(self.g.names[k])}
         return Question("treatment_class", 3, facts, {"?d": ("disease",), "?drug": ("drug",), "?c": ("drug_class",)},
-                        "?c", c, d, path, cands)
+                        "?c", c, d, path, cands, {"avoid_families": fams})
 
     def t_diagnosis_test(self, d, rng):
         """2 hops: findings -> ?d -> a laboratory or imaging result of ?d (symptom -> disease -> test)."""
@@ -227,7 +237,8 @@ class DrugChainTemplates:
                     cands.append(p)
         rng.shuffle(cands)
         return Question("drug_finding", 2, facts, {"?d": ("disease",), "?f": FINDINGS}, "?f", a, d,
-                        [(drug, "indicated_for", d), (d, "has_phenotype", a)], cands, {"refuse": VAGUE})
+                        [(drug, "indicated_for", d), (d, "has_phenotype", a)], cands,
+                        {"refuse": REFUSE_FINDING, "names_avoid": self.neighbour_uses(drug, d)})
 
     def t_shared_target(self, drug, rng):
         """2 hops: drug -> targets ?t <- targets ?y (timolol and carteolol both block ADRB1). Distractors act on
