@@ -142,10 +142,16 @@ IMPLIES = [("hemoly", "reticulocyt", "haptoglobin", "antiglobulin", "spherocyt")
 
 def implies(a, b):
     """Do two finding labels name one measurement or a finding and its direct consequence (IMPLIES)?"""
-    a, b = expand(a).lower(), expand(b).lower()
-    wa, wb = set(re.findall(r"[a-z]+", a)), set(re.findall(r"[a-z]+", b))
-    hit = lambda t, w, stem: (stem in w) if len(stem) <= 3 else (stem in t)  # "ig" only as a word
-    return any(any(hit(a, wa, x) for x in grp) and any(hit(b, wb, x) for x in grp) for grp in IMPLIES)
+    return bool(implies_groups(a) & implies_groups(b))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def implies_groups(name):
+    """The IMPLIES groups a finding label names (a stem of the group in it; one of <= 3 letters only as a word)."""
+    t = expand(name).lower()
+    w = set(re.findall(r"[a-z]+", t))
+    hit = lambda stem: (stem in w) if len(stem) <= 3 else (stem in t)  # "ig" only as a word
+    return frozenset(i for i, grp in enumerate(IMPLIES) if any(hit(x) for x in grp))
 
 
 def moa_classes(g, drug):
@@ -291,8 +297,11 @@ class Checker:
                 if v not in (a, b) or came in (a, b):
                     continue
                 w = b if a == v else a
-                nbrs = self.objects(val, r) if a == v else self.subjects(r, val)
-                nbrs = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
+                key = ("typed", val, r, a == v, q.var_types[w])  # the neighbours of one type, shared by questions
+                nbrs = self._subj.get(key)
+                if nbrs is None:
+                    nbrs = self.objects(val, r) if a == v else self.subjects(r, val)
+                    nbrs = self._subj[key] = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
                 if not nbrs:
                     return math.inf
                 c += min(cost(w, y, v) for y in nbrs)

@@ -3,6 +3,7 @@ answers of other questions (as often as keys of the same frequency) and the stem
 shortcut solver of the audit beats chance. Mixed into kg/sample.py's QuestionSampler.
 """
 from collections import Counter
+from itertools import chain
 
 import numpy as np
 
@@ -52,8 +53,9 @@ class Distractors:
         home = ck.systems(q.answer) & ck.stem_systems(q)
         strict = bool(home) and g.type_name(q.answer) in ("disease",) + FINDINGS
         stem_sys = ck.stem_systems(q)
-        order = sorted(order, key=lambda x: not ck.systems(x) & home) if home else order
-        order = sorted(lures) + freq + order  # the frequent keys before the category preference
+        if home:  # a stable partition, computed only as far as the loop below reads it
+            order = chain((x for x in order if ck.systems(x) & home), (x for x in order if not ck.systems(x) & home))
+        order = chain(sorted(lures), freq, order)  # the frequent keys before the category preference
         # every entity the stem names: findings, and the drug or disease a question names outright
         stem_words = [expand(g.names[x]) for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)]
         if any(shares_word(g.names[q.answer], w) for w in stem_words):
@@ -95,9 +97,12 @@ class Distractors:
     def answer_draws(self, template, rng, k):
         """k entities drawn as the template draws its answers: a focus by the pool weights, then one of its answers."""
         nodes, w = self.pool(template)
+        if ("cum", template) not in self._memo:  # the same floats each time: computed once
+            self._memo["cum", template] = (np.cumsum(w), w.sum())
+        cum, total = self._memo["cum", template]
         out = []
         for _ in range(k):
-            xs = self.answers_of(template, int(nodes[np.searchsorted(np.cumsum(w), rng.random() * w.sum())]))
+            xs = self.answers_of(template, int(nodes[np.searchsorted(cum, rng.random() * total)]))
             if xs:
                 out.append(rng.choice(xs))
         return out

@@ -183,7 +183,10 @@ class DrugTemplates:
         # distractors break both facts (a drug with the same target may be used for d without an edge saying
         # so): drugs acting the same way on other targets, indicated for other diseases
         action = g.attrs[g.attr[e]]
-        cands = [int(g.src[k]) for k in np.flatnonzero(g.rel == RELS.index("targets")) if g.attrs[g.attr[k]] == action]
+        if ("acting", action) not in self._memo:  # every drug acting so on some target, in edge order
+            self._memo["acting", action] = [int(g.src[k]) for k in np.flatnonzero(g.rel == RELS.index("targets"))
+                                            if g.attrs[g.attr[k]] == action]
+        cands = list(self._memo["acting", action])
         rng.shuffle(cands)
         near = self.ck.ancestors(d) | self.ck.descendants(d)
         # the lures that make both clauses needed: a drug for d acting otherwise, a drug acting on t used for other

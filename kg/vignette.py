@@ -19,7 +19,7 @@ class Vignettes:
         rng.shuffle(found)
         # specific findings first (fewer diseases share them), a lab or imaging finding early when there is one
         # and hallmark findings (present in most patients) before occasional ones
-        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        freq = self.finding_freq(d)
         found.sort(key=lambda p: math.log(len(ck.subjects("has_phenotype", p)) + 1) + rng.random() * 2
                    - (1.5 if g.type_name(p) != "phenotype" else 0) - (1.5 if freq.get(p, 0) >= 0.8 else 0))
         hall = self.hallmarks(d)
@@ -57,6 +57,14 @@ class Vignettes:
             cons = cons & ck.subjects("onset", onsets[0])
         return facts, cons
 
+    def finding_freq(self, d):
+        """{finding: HPO frequency} of disease d (computed once per disease; callers only read it)."""
+        key = ("freq", d)
+        if key not in self._memo:
+            g = self.g
+            self._memo[key] = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        return self._memo[key]
+
     @per_node
     def cardinal(self, d):
         """(p,) for the sign that defines d to a clinician: of its usable clinical findings (not a laboratory or
@@ -64,7 +72,7 @@ class Vignettes:
         least shared on a tie; () otherwise. The vignette's specificity order alone drops it when many diseases
         share it (alopecia, deafness), and the stem is then unique only inside the graph."""
         g = self.g
-        freq = {int(g.dst[e]): g.freq[e] for e in g.out_edges(d, "has_phenotype")}
+        freq = self.finding_freq(d)
         signs = [p for p in self.usable_findings(d) if g.type_name(p) == "phenotype" and freq[p] >= 1.0]
         if not signs:
             return ()
