@@ -39,7 +39,8 @@ NOT_A_SIGN = re.compile(r"energy expenditure|metabolic rate|oxygen consumption|i
 # transmitter families of drug classes: two classes of one family are alternatives to an examinee
 FAMILIES = {"adrenergic": r"adrenergic|sympathomimetic|catecholamine",
             "cholinergic": r"cholinergic|muscarinic|nicotinic|cholinesterase", "dopaminergic": r"dopamin", "serotonergic": r"serotonin", "gabaergic": r"\bgaba|benzodiazepine|barbiturate",
-            "histaminergic": r"histamin", "opioid": r"opioid", "corticosteroid": r"corticosteroid|glucocorticoid"}
+            "histaminergic": r"histamin", "opioid": r"opioid", "corticosteroid": r"corticosteroid|glucocorticoid",
+            "antipsychotic": r"antipsychotic|phenothiazine|butyrophenone"}
 
 
 def class_name(name):

@@ -327,6 +327,8 @@ def test_treatment_class_asks_the_class_that_explains_the_use(graph):
             seen += 1
             assert not any(class_families(g.names[x]) & {"adrenergic"} for x in ds), names(ds)
     assert seen >= 5
+    # haloperidol beside risperidone for autism: typical and atypical antipsychotics are one family
+    assert class_families("Typical Antipsychotic") == class_families("Atypical Antipsychotic") == {"antipsychotic"}
 
 
 def test_drug_finding_refuses_research_measures_and_other_uses(graph):
