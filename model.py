@@ -77,13 +77,11 @@ class ModelConfig:
             model_type=mt, vocab_size=need("vocab_size"), hidden_size=need("hidden_size"),
             intermediate_size=need("intermediate_size"), num_hidden_layers=need("num_hidden_layers"),
             num_attention_heads=heads, num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=d.get("head_dim") or need("hidden_size") // heads,
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6), rope_theta=theta, rope_scaling=scaling,
-            max_position_embeddings=d.get("max_position_embeddings", 32768),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            head_dim=d.get("head_dim") or need("hidden_size") // heads, rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            rope_theta=theta, rope_scaling=scaling, max_position_embeddings=d.get("max_position_embeddings", 32768),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)), eos_token_id=d.get("eos_token_id"),
             qkv_bias=True if mt == "qwen2" else bias, o_bias=False if mt == "qwen2" else bias,
-            mlp_bias=bool(d.get("mlp_bias", False)), qk_norm=mt == "qwen3",
-            eos_token_id=d.get("eos_token_id"), raw=dict(d))
+            mlp_bias=bool(d.get("mlp_bias", False)), qk_norm=mt == "qwen3", raw=dict(d))
 
     @classmethod
     def from_file(cls, path):

@@ -1,7 +1,8 @@
-"""Where GRPO's weights live (grpo.py's memory): the policy loaded shard by shard, the sampler's KV budget, and
---sleep, which fits Qwen3-32B on 8 x 80 GB: the trainer's fp32 shards and AdamW moments on the host during rollouts
-(offload, move_optimizer), the sampler's bf16 weights allocated and all-gathered from the shards before each rollout
-(wake, gather_into: the weight sync under --sleep) and released for the update (sleep). See README, "Memory at scale".
+"""Where GRPO's weights live (grpo.py's memory; the policy is loaded shard by shard by training.load_sharded): the
+sampler's weights and KV budget, and --sleep, which fits Qwen3-32B on 8 x 80 GB: the trainer's fp32 shards and
+AdamW moments on the host during rollouts (offload, move_optimizer), the sampler's bf16 weights allocated and
+all-gathered from the shards before each rollout (wake, gather_into: the weight sync under --sleep) and released for
+the update (sleep). See README, "Memory at scale".
 """
 import torch
 import torch.distributed as dist

@@ -362,10 +362,9 @@ def run(cfg, env):
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            T.save_checkpoint(cfg.out_dir, step, lm, optimizer,
-                              {"n_train": len(train), "examples_seen": step * cfg.batch_size, "settings": settings,
-                               "config": {k: v for k, v in asdict(cfg).items() if v is not None}},
-                              env, keep=cfg.keep_ckpts)
+            extra = {"n_train": len(train), "examples_seen": step * cfg.batch_size, "settings": settings,
+                     "config": {k: v for k, v in asdict(cfg).items() if v is not None}}
+            T.save_checkpoint(cfg.out_dir, step, lm, optimizer, extra, env, keep=cfg.keep_ckpts)
     bar.close()
     metrics.plot(os.path.join(cfg.out_dir, "metrics.png"), ["loss", "val_loss", "lr", "grad_norm", "tokens_per_s"])
     if cfg.export:
