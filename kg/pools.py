@@ -40,7 +40,11 @@ NOT_A_SIGN = re.compile(r"energy expenditure|metabolic rate|oxygen consumption|i
 FAMILIES = {"adrenergic": r"adrenergic|sympathomimetic|catecholamine",
             "cholinergic": r"cholinergic|muscarinic|nicotinic|cholinesterase", "dopaminergic": r"dopamin", "serotonergic": r"serotonin", "gabaergic": r"\bgaba|benzodiazepine|barbiturate",
             "histaminergic": r"histamin", "opioid": r"opioid", "corticosteroid": r"corticosteroid|glucocorticoid",
-            "antipsychotic": r"antipsychotic|phenothiazine|butyrophenone"}
+            "antipsychotic": r"antipsychotic|phenothiazine|butyrophenone",
+            "antiparasitic": r"antiprotozoal|anthelmintic|antihelminthic|antimalarial"}
+# families whose drugs often span several of the family's classes (nitazoxanide, an antiprotozoal, kills helminths
+# too): a drug_mechanism distractor of the key's such family is a second defensible option
+SPECTRUM = {"antiparasitic"}
 
 
 def class_name(name):

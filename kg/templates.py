@@ -11,7 +11,7 @@ import numpy as np
 from kg.build import FINDINGS, RELS
 from kg.check import Question, implies
 from kg import verbalize
-from kg.pools import NOT_A_SIGN, VAGUE, class_families
+from kg.pools import NOT_A_SIGN, SPECTRUM, VAGUE, class_families
 
 
 # an option of a drug's disease: neither vague nor a research measurement
@@ -152,7 +152,8 @@ class DrugTemplates:
         c = rng.choice(self._moa_classes(drug))
         facts = [(drug, "in_class", "?c")]
         # a class whose drugs hit the same target, or treat the same disease, may describe this drug too
-        ctx = {"avoid_kin": set(g.out(drug, "targets").tolist()) | set(self._indications(drug))}
+        ctx = {"avoid_kin": set(g.out(drug, "targets").tolist()) | set(self._indications(drug)),
+               "avoid_families": class_families(g.names[c]) & SPECTRUM}
         dis = self._indications(drug)
         if dis:
             ctx["disease"] = rng.choice(dis)

@@ -78,7 +78,7 @@ TEST_RESULT = re.compile(r"antibod|biopsy|\bMRI\b|\bCT\b|\bEEG\b|\bEMG\b|\bECG\b
                          r"deficiency$|\bcontent\b|\bsecretion\b|\bresponse\b|\bnitrogen\b|"
                          r"\bfecal\b|\bstool\b|\bCSF\b|cerebrospinal|\bbone marrow\b|\bfibroblasts?\b|\bmitochondri|"
                          r"metachromas|\bsedimentation\b|\bprothrombin\b|\btime\b|\bwasting\b|\bnatriuresis\b|infiltrat|"
-                         r"electrophysiolog|evoked potential|discharges|myelinat|\bMRS\b|echogenic", re.I)
+                         r"electrophysiolog|evoked potential|discharges|myelinat|\bMRS\b|echogenic|glycoprotein|aggregation", re.I)
 # HPO branches whose terms a test finds (metabolism/homeostasis, cellular phenotype), and the signs among them
 RESULT_BRANCHES = ("HP:0001939", "HP:0025354", "HP:0002353")  # ... and EEG abnormality
 SIGN = re.compile(r"edema|swelling|fever|therm|temperature|\burine\b.*(colou?r|red|orange|green|dark|black)|^(red|orange|"

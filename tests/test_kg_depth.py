@@ -383,3 +383,28 @@ def test_twin_differentials_are_no_distractors(review_graph):
             seen += 1
             assert not twins & set(ds)
     assert seen >= 3
+
+
+# ---- the review at seed 919191 (kg/REVIEW.md)
+
+def test_platelet_function_results_are_found_not_complained_of(graph):
+    g, _ = graph
+    names = ["Decreased platelet glycoprotein Ib-IX-V", "Impaired ristocetin-induced platelet aggregation"]
+    for name in names:
+        assert TEST_RESULT.search(name)
+
+
+def test_drug_mechanism_refuses_a_class_of_the_drugs_spectrum(graph):
+    """Nitazoxanide, an antiprotozoal, is active against helminths too: 'Antihelminthic' beside it was a second
+    defensible option."""
+    g, _ = graph
+    s = QuestionSampler(g)
+    nitaz = _named(g, "nitazoxanide", "drug")
+    helm = next(c for c in g.of_type("drug_class").tolist() if g.names[c].lower() == "antihelminthic")
+    assert {g.names[c] for c in s._moa_classes(nitaz)} == {"Antiprotozoal"}
+    for i in range(10):
+        rng = random.Random(i)
+        q = s.t_drug_mechanism(nitaz, rng)
+        q.context["lures"] = {helm}  # offered first
+        ds = s.distractors(q, 4, rng)
+        assert ds and helm not in ds
