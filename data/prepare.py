@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from eval.loaders import DATA_DIR
 from eval.records import (ArgumentParser, RecordError, UsageError, check_outputs, command, fail, float_in, int_at_least,
                           read_jsonl, validate_record, write_jsonl)
 
+STALE_TMP = re.compile(r"\.tmp\d*$")  # write_jsonl's <file>.tmp<pid>, the report's <file>.tmp
 STEPS = ["convert", "filter", "anonymize", "dedup", "decontam", "verify", "difficulty", "mix"]
 
 
@@ -52,6 +54,10 @@ class Run:
         self.a, self.dir = a, a.out
         self.stats = Counter()
         os.makedirs(os.path.join(self.dir, "dropped"), exist_ok=True)
+        for folder in (self.dir, os.path.join(self.dir, "dropped")):  # a killed run's half-written temp files
+            for name in os.listdir(folder):
+                if STALE_TMP.search(name):
+                    os.remove(os.path.join(folder, name))
 
     def path(self, i, step):
         return os.path.join(self.dir, f"{i:02d}_{step}.jsonl")

@@ -87,9 +87,12 @@ def test_end_to_end_real_files_and_resume(shared, tmp_path, capsys):
     assert {d["meta"]["contaminated_by"][0] for d in dropped} == {"medmcqa"} and len(dropped) == 4
     first = {k: open(os.path.join(o, f"{k}.jsonl")).read() for k in ("sft", "rl", "val")}
     capsys.readouterr()
+    for stale in ("04_dedup.jsonl.tmp4242", "report.md.tmp", os.path.join("dropped", "dedup.jsonl.tmp7")):
+        open(os.path.join(o, stale), "w").write('{"half": ')  # what a kill -9 mid-write leaves
     run(tmp_path, "--data-dir", str(shared / "data"))  # resumes: every step already done
     log = capsys.readouterr().out
     assert log.count("done before") == 5
+    assert not [n for d in (o, os.path.join(o, "dropped")) for n in os.listdir(d) if ".tmp" in n]
     assert first == {k: open(os.path.join(o, f"{k}.jsonl")).read() for k in ("sft", "rl", "val")}
 
 
