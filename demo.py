@@ -202,7 +202,7 @@ def score_options(model_dir, recs, path):
 
 def option_logprobs(net, head, tails):
     """log p(tail | head) for each tail, in one forward over one packed row: the prompt once, then each tail as a
-    segment that sees the prompt (model.dense_attention's prefix ids) at the positions it would have after it. The
+    segment that sees the prompt (attention.dense_attention's prefix ids) at the positions it would have after it. The
     first token of every tail is predicted at the prompt's last position."""
     H, n = len(head), [len(t) for t in tails]
     ids = torch.tensor([head + [x for t in tails for x in t]])
