@@ -370,6 +370,14 @@ class FocusPools:
         carboxylase deficiencies): a stem of three findings rarely tells them apart, the graph's annotations do."""
         return bool(set(self.close_parents(a)) & set(self.close_parents(b)))
 
+    def known_for_targets(self, y):
+        """A drug known for its named targets: one or two, or three subtypes of one receptor or channel family
+        (carbamazepine on SCN4A/5A/9A, propantheline on CHRM1-3). Three of different families make a drug known for
+        none of them: dextroamphetamine (DAT, NET, VMAT2) beside deserpidine, nefazodone (5-HT2A, SERT, NET) beside
+        diethylpropion were 'same target' keys a pharmacologist rejects (kg/REVIEW.md, seed 929292)."""
+        names = [self.g.names[self.g.dst[e]] for e in self._targets(y)]
+        return 1 <= len(names) <= 2 or (len(names) == 3 and len({re.sub(r"\d+[A-Z]?$", "", t) for t in names}) == 1)
+
     @per_node
     def target_partners(self, x):
         """Drugs that act on a target of x the same way (both agonists, both inhibitors...), x and the partner
@@ -383,6 +391,6 @@ class FocusPools:
             for k in g.in_edges(t, "targets").tolist():
                 y = int(g.src[k])
                 if (y != x and y not in out and g.attr[k] == action and self.drug_ok(y) and self._moa_classes(y)
-                        and 1 <= len(self._targets(y)) <= 3):
+                        and self.known_for_targets(y)):
                     out.append(y)
         return out

@@ -408,3 +408,16 @@ def test_drug_mechanism_refuses_a_class_of_the_drugs_spectrum(graph):
         q.context["lures"] = {helm}  # offered first
         ds = s.distractors(q, 4, rng)
         assert ds and helm not in ds
+
+
+def test_shared_target_partner_is_known_for_the_target(graph):
+    """Dextroamphetamine (DAT, NET, VMAT2) is no 'same target' partner of deserpidine, a VMAT2 depleter, nor nefazodone
+    (5-HT2A, SERT, NET) of diethylpropion (review at seed 929292); three subtypes of one family still count."""
+    g, _ = graph
+    s = QuestionSampler(g)
+    dex, nef = _named(g, "dextroamphetamine", "drug"), _named(g, "nefazodone", "drug")
+    assert len(s._targets(dex)) == len(s._targets(nef)) == 3
+    assert not s.known_for_targets(dex) and not s.known_for_targets(nef)
+    assert s.known_for_targets(_named(g, "carbamazepine", "drug")) and s.known_for_targets(_named(g, "propantheline", "drug"))
+    deserpidine = _named(g, "deserpidine", "drug")
+    assert dex not in s.target_partners(deserpidine)
