@@ -33,7 +33,7 @@ import torch
 
 import training as T
 from eval.answer import build_prompt, format_error, format_ok
-from eval.records import iter_jsonl, read_jsonl, write_jsonl
+from eval.records import iter_jsonl, read_jsonl, usage_error, write_jsonl
 
 ROWS = (("base", "base"), ("sft", "+CoT SFT"), ("grpo1", "+RL stage 1"), ("grpo2", "+RL stage 2"))
 CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" \
@@ -193,8 +193,7 @@ def score_options(model_dir, recs, path):
     for rec in (r for r in recs if r["id"] not in done):
         head = tok.apply_chat_template(build_prompt(rec, direct=True))
         tails = [tok.encode(f"<answer>{o}</answer>") for o in rec["options"].values()]
-        with torch.no_grad():
-            scores = option_logprobs(net, head, tails)
+        scores = option_logprobs(net, head, tails)
         pick = list(rec["options"])[max(range(len(scores)), key=scores.__getitem__)]
         append_jsonl(path, [{"id": rec["id"], "gold": rec["answer"], "extracted": pick, "correct": pick == rec["answer"],
                              "format_ok": True, **_tags(rec)}])
@@ -259,6 +258,13 @@ def paired_gain(a, b):
 
 # ---------------------------------------------------------------------------------------------- stages
 
+def write_atomic(path, text):
+    """A whole file, written to a temp file and renamed: a killed run never leaves half of one."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def _cpu():
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -284,10 +290,7 @@ class Run:
         fn()
         old = self.times.get(name, {"wall": 0.0, "cpu": 0.0})
         self.times[name] = {"wall": old["wall"] + time.time() - t0, "cpu": old["cpu"] + _cpu() - c0}
-        tmp = self.times_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.times, f, indent=1)
-        os.replace(tmp, self.times_path)
+        write_atomic(self.times_path, json.dumps(self.times, indent=1))
 
     def script(self, script, opts):
         cmd = (launcher_cmd(self.cfg.launcher) or [sys.executable]) + [script] + \
@@ -304,11 +307,6 @@ def launcher_cmd(launcher):
         beside = os.path.join(os.path.dirname(sys.executable), words[0])
         words[0] = beside if shutil.which(beside) else words[0]
     return words
-
-
-def usage_error(msg):
-    print(f"demo.py: error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 def check_config(cfg):
@@ -382,7 +380,7 @@ def main(argv=None):
             raise T.ConfigError(f"--seeds={cfg.seeds}: comma-separated integers") from None
         check_config(cfg)
     except T.ConfigError as e:
-        usage_error(e)
+        usage_error(e, "demo.py")
     try:
         return run_all(cfg, seeds)
     except subprocess.CalledProcessError as e:  # the stage printed its own error above
@@ -546,11 +544,9 @@ def report(run, held, wall):
               f"this invocation: {wall / 60:.1f} min.", ""]
     lines += verdicts(res, gains)
     text = "\n".join(lines) + "\n"
-    with open(p("ablation.md"), "w") as f:
-        f.write(text)
     out = {"results": res, "gains": gains, "times": times}
-    with open(p("ablation.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    write_atomic(p("ablation.md"), text)
+    write_atomic(p("ablation.json"), json.dumps(out, indent=1))
     plot(run, res)
     print("\n" + text + f"\nwritten: {p('ablation.md')}, {p('curves.png')}")
     return out
@@ -633,10 +629,8 @@ def report_seeds(cfg, results, wall):
         lines += [f"seed {s}: " + v for v in verdicts(results[s]["results"], results[s]["gains"])]
     lines += ["", f"this invocation: {wall / 60:.1f} min"]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(cfg.out_dir, "ablation.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(cfg.out_dir, "ablation.json"), "w") as f:
-        json.dump({str(s): r for s, r in results.items()}, f, indent=1)
+    write_atomic(os.path.join(cfg.out_dir, "ablation.md"), text)
+    write_atomic(os.path.join(cfg.out_dir, "ablation.json"), json.dumps({str(s): r for s, r in results.items()}, indent=1))
     plot_seeds(cfg, results, mse)
     print("\n" + text + f"\nwritten: {os.path.join(cfg.out_dir, 'ablation.md')}, {os.path.join(cfg.out_dir, 'seeds.png')}")
 
@@ -644,10 +638,7 @@ def report_seeds(cfg, results, wall):
 def plot_seeds(cfg, results, mse):
     """seeds.png: each row's held-out accuracy (all, 2 hops, 3 hops) as mean +- s.e. over the seeds, and pass@1 /
     pass@k on training and held-out questions beside guessing."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     seeds, names = list(results), [n for _, n in ROWS]
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
     for key, off, label in (("accuracy", -0.25, "all"), ("hop2_accuracy", 0, "2 hops"), ("hard_accuracy", 0.25, "3 hops")):
@@ -674,11 +665,15 @@ def plot_seeds(cfg, results, mse):
     plt.close(fig)
 
 
-def plot(run, res):
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def plot(run, res):
+    plt = _pyplot()
     sft = T.Metrics(run.p("sft", "metrics.jsonl")).rows()
     know = T.Metrics(run.p("knowledge", "metrics.jsonl")).rows()
     g = [T.Metrics(run.p("grpo", f"stage{s}", "metrics.jsonl")).rows() for s in (1, 2)]
@@ -709,8 +704,8 @@ def plot(run, res):
         if all(qs):
             ax[5].plot(names[1:], [q["pass1"] for q in qs], style, label=f"pass@1 {s}")
             ax[5].plot(names[1:], [q["passk"] for q in qs], style, label=f"pass@{qs[0]['k']} {s}")
-            ax[5].axhline(qs[0]["guessk"], color="gray", ls=":")
-            ax[5].axhline(qs[0]["guess1"], color="gray", ls=":")
+            for guess in (qs[0]["guessk"], qs[0]["guess1"]):
+                ax[5].axhline(guess, color="gray", ls=":")
     ax[5].set_title("pass@1 / pass@k (temperature 1); dotted: guessing")
     ax[5].legend(fontsize=7)
     for a in ax:
