@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole paper on this machine (about 17 minutes on 2 quiet CPU cores), outputs in runs/demo:
+# The whole paper on this machine (about 19 minutes on 2 quiet CPU cores), outputs in runs/demo:
 #   KG -> a world of 102 diseases -> the knowledge phase (a tiny Qwen3-shaped model learns the world's facts)
 #   -> CoT SFT -> GRPO stage 1 -> GRPO stage 2, held-out eval and pass@k after each, then the Table-4 ablation
 #   (runs/demo/ablation.md) and the training curves (runs/demo/curves.png).

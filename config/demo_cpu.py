@@ -1,4 +1,4 @@
-# The whole paper on a 2-core CPU (python demo.py config/demo_cpu.py; bash demo.sh runs it), about 17 minutes:
+# The whole paper on a 2-core CPU (python demo.py config/demo_cpu.py; bash demo.sh runs it), about 19 minutes:
 # a world of 102 diseases from the KG, the knowledge phase that teaches a 1.1M-parameter Qwen3-shaped model its
 # facts (the stand-in for pretraining), CoT SFT, GRPO stage 1 and stage 2, held-out eval after each.
 # --seeds=0,1,2 runs three seeds. Needs only ../shared/kg-sources. Every setting is here; --key=value overrides one.
