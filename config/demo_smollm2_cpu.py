@@ -1,13 +1,13 @@
-# The demo's world on the real SmolLM2-135M-Instruct, on 2 CPU cores (about 2 hours on quiet cores):
+# The demo's world on the real SmolLM2-135M-Instruct, on 2 CPU cores:
 #   .venv/bin/python convert_gguf.py --out .cache/smollm2-135m-instruct
 #   .venv/bin/python demo.py config/demo_smollm2_cpu.py
 # A world of 130 diseases (529 held-out compositions). SmolLM2's tokenizer splits the entity names into pieces,
 # so every step costs ~5x the CPU demo's tokens: the cold start sees ~half the training questions once, RL runs a
 # few steps of a few prompts, and MedQA's first 400 test items are scored after each reasoning row.
-# The knowledge phase asks the one-hop questions as short sentences (knowledge_qa="short": the stem and its
-# answer, ~25 tokens instead of ~115 with the options and SmolLM2's default system prompt). Its first run had the
-# facts alone ("none", 5 passes, loss 1.85 -> 0.42) and left the model at chance on its own one-hop questions
-# (20%) and the held-out ones (18.5%): facts learnt as sentences were not recalled as answers.
+# Seed 0 (README): held-out 20.0 -> 61.1 (SFT) -> 62.2 (RL 1) -> 67.3% (RL 2); GRPO over SFT +6.2 +- 1.9.
+# 133 min wall / 144 min CPU on a shared 2-core machine. The knowledge phase asks the one-hop questions as short
+# sentences (knowledge_qa="short": the stem and its answer, ~25 tokens instead of ~115 with the options and
+# SmolLM2's default system prompt); with the facts alone ("none") the cold start had nothing to build on.
 out_dir = "runs/demo_smollm2"
 base_model = ".cache/smollm2-135m-instruct"
 seed = 0
@@ -17,7 +17,7 @@ fact_copies = 1
 knowledge_qa = "short"
 eval_max_tokens = 112
 pass_k = 4
-pass_n = 50
+pass_n = 25
 medqa = 400
 medqa_max_tokens = 192
 cpu_threads = 2
