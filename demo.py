@@ -105,9 +105,9 @@ def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0, knowledge
              for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
     train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
     one_hop = [r for r in train if r["meta"]["hops"] == 1]
-    qa = {"chat": [chat(r, direct_target(r), True) for r in one_hop],
-          "short": [{"id": r["id"], "text": f"{r['question']} {r['meta']['answer_text']}."} for r in one_hop],
-          "none": []}[knowledge_qa]
+    form = {"chat": lambda r: chat(r, direct_target(r), True),
+            "short": lambda r: {"id": r["id"], "text": f"{r['question']} {r['meta']['answer_text']}."}}
+    qa = [form[knowledge_qa](r) for r in one_hop] if knowledge_qa != "none" else []
     write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + qa)
     cold = [r for r in train if r["meta"]["hops"] == 1 or _unit(f"cold start:{seed}:{r['meta']['composition']}") < sft_share]
     write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in cold])
