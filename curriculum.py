@@ -1,20 +1,15 @@
 """The paper's two-stage RL curriculum (Fleming-R1, section 3.3): which prompts each GRPO stage trains on, and when
-a stage is done. grpo.py's loop is the same for every stage; it asks the stage object:
+it is done. grpo.py's loop is the same for every stage; it asks the stage object:
 
     CURRICULUM[n]             the stage --stage=n runs: 1 EasyModerate, 2 HardMining (a stage 3 is one more entry)
-    .configure(cfg)           its defaults (prompts per step, k, max_steps) for options left at 0
-    .start_from(cfg)          the policy it starts from when --model is not given, and the hint when it is missing
-    stage(cfg, recs, dir, log)
-    .start(score)             before the first step: labels, pools (score(recs, tag, path) -> {key: pass rate}
-                              rolls the current policy out: grpo.pass_rates)
-    .prompts(step, score)     the step's prompts (record indices, batch_size of them over all ranks), re-mining first
-                              when due
+    .configure(cfg)           its defaults for the options left at 0;  .start_from(cfg): its default --model
+    .start(score)             before the first step (score(recs, tag, path) -> {key: pass rate}: grpo.pass_rates)
+    .prompts(step, score)     the step's record indices (over all ranks), re-mining first when due
     .candidates()             where drop_zero_signal draws replacement prompts from
-    .after_step(step, row)    the reason to stop after this step's metrics (stage 1's plateau), or None
+    .after_step(step, row)    the reason to stop after this step (stage 1's plateau: THE STAGE SWITCH), or None
     .state_dict() / .load_state_dict()   what a checkpoint keeps to resume the stage exactly
 
-Stage 1 -> 2 hand-off: stage 2 starts from <out_dir>/stage1/hf and weights Difficult items by the data's labels or,
-for records without one, by the pass-rate labels stage 1 wrote (<out_dir>/stage1/labels.jsonl).
+Stage 2 starts from <out_dir>/stage1/hf and labels records that have no difficulty by stage 1's labels.jsonl.
 """
 import dataclasses
 import os
@@ -25,8 +20,7 @@ from eval.records import RecordError, read_jsonl
 
 
 def key(rec):
-    """A record's identity wherever state is kept (pass rates, labels, mining): ids are unique only within a
-    source, so two sources numbering 1, 2, 3 ... must not share a pass rate."""
+    """A record's identity in pass rates, labels and mining: ids are unique only within a source."""
     return rec["source"], rec["id"]
 
 
@@ -41,7 +35,7 @@ def difficulty_from_pass_rate(p):
 
 
 class Stage:
-    """What every stage shares: its number, its defaults for the options left at 0, and no stop rule of its own."""
+    """What every stage shares: its number, its defaults for the options left at 0, no stop rule."""
     n = 0
     defaults = {}
     scratch = ()  # prefixes of the files it writes in its folder: a fresh start of the stage removes them
@@ -60,9 +54,8 @@ class Stage:
 # ------------------------------------------------------------------------------- stage 1: Easy + Moderate
 
 class EasyModerate(Stage):
-    """Stage 1: a balanced blend of Easy and Moderate items (easy_share of each step from Easy) until the reward
-    plateaus (Plateau). Records without a difficulty label are labelled first by the starting policy's pass rate
-    over k samples (labels.jsonl, which stage 2 reads)."""
+    """Stage 1: Easy and Moderate items blended (easy_share from Easy) until the reward plateaus. Records without a
+    difficulty are labelled first by the starting policy's pass rate over k samples (labels.jsonl)."""
     n = 1
     defaults = dict(batch_size=32, k=8, max_steps=1000)
     scratch = ("labels.jsonl",)
@@ -117,16 +110,14 @@ class EasyModerate(Stage):
 
 
 class Plateau:
-    """Stage 1's stop rule, on two moving means over `window` steps: stop when the mean reward gained less
-    than `delta` over the window before, or when the mean zero-signal fraction (groups whose k rewards are
-    all equal: no gradient) reaches `zero_frac`. Its history is part of the checkpoint."""
+    """Stage 1's stop rule, on moving means over `window` steps: the mean reward gained less than `delta` over the
+    window before, or the mean zero-signal fraction reached `zero_frac`."""
 
     def __init__(self, window, delta, zero_frac):
         self.window, self.delta, self.zero_frac = window, delta, zero_frac
         self.rewards, self.zero = [], []
 
     def update(self, reward, zero_frac):
-        """Record one step; returns the reason to stop, or None."""
         self.rewards.append(reward)
         self.zero.append(zero_frac)
         w = self.window
@@ -146,8 +137,7 @@ class Plateau:
 
 
 def blend(pools, easy_share, n):
-    """(Easy, Moderate) prompts per step: easy_share of n from Easy, the rest from Moderate; all from one pool when
-    the other is empty."""
+    """(Easy, Moderate) prompts per step; all from one pool when the other is empty."""
     if not pools["moderate"]:
         return n, 0
     if not pools["easy"]:
@@ -157,8 +147,8 @@ def blend(pools, easy_share, n):
 
 
 def draw(pool, start, n, seed):
-    """Records start..start+n of an endless stream over `pool` (indices), reshuffled each epoch by (seed, epoch):
-    a function of the position only, so resuming needs just the position."""
+    """Items start..start+n of an endless stream over `pool`, reshuffled each epoch by (seed, epoch): a function of
+    the position only, so resuming needs just the position."""
     out = []
     for i in range(start, start + n):
         epoch, j = divmod(i, len(pool))
@@ -174,9 +164,8 @@ def _permutation(n, seed, epoch):
 # ------------------------------------------------------------------------------ stage 2: mined hard samples
 
 class HardMining(Stage):
-    """Stage 2: every remine_every steps the current policy scores the pool (or mine_max items of it) with k samples
-    and the items it keeps failing become the training set, Difficult ones weighted up (mine()); more rollouts per
-    prompt than stage 1. Runs to max_steps."""
+    """Stage 2: every remine_every steps the current policy scores the pool (or mine_max of it) with k samples; the
+    items it keeps failing are the training set, Difficult ones weighted up (mine()). Runs to max_steps."""
     n = 2
     defaults = dict(batch_size=16, k=16, max_steps=500)
     scratch = ("mine_",)
@@ -228,17 +217,15 @@ class HardMining(Stage):
 
 
 def mine(recs, rates, pass_below, difficult_weight, labels=None):
-    """Stage 2's training set: the items the current model keeps failing (pass rate over k samples below
-    pass_below), as (record index, sampling weight) with Difficult items weighted difficult_weight. labels: {key:
-    difficulty} (stage2_labels); None = each record's own."""
+    """Stage 2's training set: [(record index, weight)] of the items with a pass rate below pass_below, Difficult
+    ones weighted difficult_weight. labels: {key: difficulty}; None = each record's own."""
     labels = labels if labels is not None else {key(r): r["difficulty"] for r in recs}
     return [(i, difficult_weight if labels.get(key(r)) == "difficult" else 1.0)
             for i, r in enumerate(recs) if key(r) in rates and rates[key(r)] < pass_below]
 
 
 def stage2_labels(cfg, recs):
-    """({key: difficulty}, a line saying where the labels came from) for stage 2's miner: the data file's labels,
-    and for records without one the pass-rate labels stage 1 wrote (<out_dir>/stage1/labels.jsonl)."""
+    """({key: difficulty}, where they came from): the data file's, else stage 1's pass-rate labels."""
     labels = {key(r): r["difficulty"] for r in recs}
     missing = [i for i, d in labels.items() if d is None]
     if not missing:

@@ -46,10 +46,8 @@ LAYOUT = 2  # the checkpoint's state layout: 2 = the curriculum's state apart fr
 # ---------------------------------------------------------------------------------------------- reward
 
 def reward(rec, text, finish_reason, w_correct=1.0, w_format=1.0):
-    """(r, correct, well_formed) of one completion: r = w_correct * correct + w_format * format,
-    with the shared extractor (eval.answer.score) and format check (eval.answer.format_ok). Nothing else:
-    the paper leaves length out on purpose. A truncated completion ("length") has no answer: r = 0
-    (whether it also leaves the loss is the `truncated` flag, see completion_batch)."""
+    """(r, correct, well_formed): r = w_correct * correct + w_format * format_ok, with eval.answer's extractor and
+    format check, and nothing else (the paper leaves length out). A truncated completion has no answer: r = 0."""
     if finish_reason == "length":
         return 0.0, False, False
     _, correct = score(rec, text)
@@ -60,10 +58,8 @@ def reward(rec, text, finish_reason, w_correct=1.0, w_format=1.0):
 # ------------------------------------------------------------------------------ advantage (eq. 2, eq. 3)
 
 def advantages(rewards, std_norm=False, eps=1e-6):
-    """rewards [groups, k] -> A [groups, k]. Eq. 2: A_i = r_i - b, with eq. 3's group-mean baseline
-    b = (1/k) sum_j r_j.
-    std_norm (DeepSeekMath's GRPO, off by default): A_i / (std_j r_j + eps), std with Bessel's correction;
-    an all-equal group then gives 0 / eps = 0. A group of one sample has no baseline: A = 0."""
+    """rewards [groups, k] -> A [groups, k]. Eq. 2: A_i = r_i - b, eq. 3's baseline b = (1/k) sum_j r_j.
+    std_norm (DeepSeekMath, off): A_i / (std_j r_j + eps), Bessel-corrected. A group of one sample: A = 0."""
     r = rewards.float()
     if r.shape[1] < 2:
         return torch.zeros_like(r)
@@ -74,16 +70,14 @@ def advantages(rewards, std_norm=False, eps=1e-6):
 
 
 def zero_signal(rewards):
-    """[groups] bool: the k rewards of the group are all equal, so every advantage is 0 and the group
-    carries no policy gradient. Their share is the paper's reward-sparsity signal for the stage switch."""
+    """[groups] bool: all k rewards equal, so no policy gradient (the paper's reward sparsity: the stage switch)."""
     return (rewards == rewards[:, :1]).all(1)
 
 
 # ------------------------------------------------------------------------------------ token logprobs
 
 def _head_logprobs(h, targets, weight, temperature):
-    """fp32 log-softmax of one chunk of logits, gathered at the targets, and the entropy (no grad).
-    weight holds the sampler's rows only, so both normalise over the same vocabulary."""
+    """fp32 logprobs of one chunk at its targets, and the entropy (no grad); weight = the sampler's vocab rows."""
     z = F.linear(h, weight).float()  # [chunk, vocab]: the only logits alive at a time
     if temperature != 1.0:
         z = z / temperature
@@ -95,13 +89,9 @@ def _head_logprobs(h, targets, weight, temperature):
 
 
 def token_logprobs(model, batch, temperature=1.0, chunk=1024, vocab=None):
-    """log pi(y_bt | prompt_b, y_b<t) in fp32 for every completion token of a packed batch (completion_batch),
-    and the entropy of that distribution, both [B, L] (completions x tokens), zero where batch.mask is 0.
-    The model returns hidden states; the head (lm_head) runs only at the positions in batch.src, `chunk` rows
-    at a time under activation checkpointing, so neither forward nor backward holds more than [chunk, vocab]
-    fp32 logits (never an fp32 [tokens, vocab]: 4.6 GB for a 152k vocabulary at 8k tokens). temperature is
-    the sampler's (sample.logprob_temperature: 0, greedy, scores untempered). vocab: the rows the sampler draws
-    from (its vocab_size: the tokenizer's, e.g. 151,665 of Qwen2.5's 152,064 head rows); None = every row."""
+    """fp32 log pi(y_bt | prompt_b, y_b<t) and its entropy, both [B, L] (completions x tokens), 0 off batch.mask.
+    The head runs at batch.src only, `chunk` rows at a time under checkpointing: at most [chunk, vocab] fp32 logits
+    live, never [tokens, vocab] (4.6 GB at 152k x 8k). vocab: the sampler's rows (151,665 of Qwen2.5's 152,064)."""
     h = model(batch.ids, position_ids=batch.position_ids, segment_ids=batch.segment_ids,
               prefix_ids=batch.prefix_ids, return_hidden=True)[0]  # [T, hidden]: the packed row
     where = batch.mask.bool()
@@ -167,12 +157,10 @@ def grpo_loss(logp, mask, adv, n_seqs, n_tokens=None, agg="sum", max_len=None, o
 
 @dataclass
 class Batch:
-    """One micro-batch of the update, packed in one row with each prompt written once (prefix sharing: the k
-    completions of a prompt attend to one copy of it, so the forward costs P + sum_i |y_i| tokens instead of
-    sum_i (P + |y_i|); 4.5x fewer for P = 250, k = 8, |y| = 32).
-    ids, position_ids, segment_ids, prefix_ids: [1, T], the row and its tree mask (attention.dense_attention);
-    src, targets, mask, old: [B, L] per completion token: the row position whose hidden state predicts it,
-    the token, 1 if it carries loss, the sampler's logprob."""
+    """One micro-batch packed in one row, each prompt once, its k completions attending to it (a tree mask): the
+    forward costs P + sum_i |y_i| tokens, not sum_i (P + |y_i|). ids, position_ids, segment_ids, prefix_ids: [1, T];
+    src, targets, mask, old: [B, L] per completion token: the row position predicting it, the token, 1 if it
+    carries loss, the sampler's logprob."""
     ids: torch.Tensor
     position_ids: torch.Tensor
     segment_ids: torch.Tensor
@@ -187,12 +175,9 @@ class Batch:
 
 
 def completion_batch(prompts, completions, truncated="zero"):
-    """The packed Batch of completions[i] after prompts[i]; a prompt equal to the one before it is not
-    written again. The mask comes from each completion's length, never from a token id: the stop token is
-    part of token_ids and carries loss (Qwen's pad id equals its EOS). The first token of a completion is
-    predicted by the prompt's last position, the others by the completion's own previous token.
-    truncated="zero": a completion cut at max_new_tokens keeps its full loss (its reward is 0);
-    "mask": it is left out of the loss (its row of the mask is 0)."""
+    """The packed Batch of completions[i] after prompts[i] (a prompt equal to the one before is written once). The
+    mask comes from each completion's length, never a token id: the stop token carries loss (Qwen's pad is its EOS).
+    truncated: a completion cut at max_new_tokens keeps its full loss ("zero") or has none ("mask")."""
     if truncated not in ("zero", "mask"):
         raise ValueError(f"truncated={truncated!r}: use 'zero' (reward 0, full loss) or 'mask'")
     B, L = len(completions), max([len(c.token_ids) for c in completions], default=0)
@@ -226,8 +211,7 @@ def completion_batch(prompts, completions, truncated="zero"):
 
 @dataclass
 class Config(TrainConfig):
-    """grpo.py's own options, after the shared ones (training.TrainConfig) whose defaults it changes here. model: the
-    policy to start from, "" = the stage's (stage 1: sft.py's out/sft/hf, stage 2: stage 1's hf/)."""
+    """grpo.py's options after training.TrainConfig's. model: the policy to start from, "" = the stage's."""
     renamed = {"prompts_per_step": "batch_size", "micro_batch": "micro_batch_size"}
     out_dir: str = "out/grpo"         # stage s writes <out_dir>/stage<s>/: ckpt/, metrics.jsonl, curves.png, hf/
     batch_size: int = 0               # prompts per optimizer step over all ranks; 0 = the stage's (curriculum.py)
@@ -322,11 +306,8 @@ class Group:
 
 
 def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
-    """k completions per record from the current policy (prefix sharing: the k samples of a prompt share its
-    KV blocks), scored by reward_fn. Each generate() call is seeded by (seed, step, global index of its first
-    prompt), so a rank's rollouts equal those of one process when rollout_chunk is the same. `step` may be
-    any tag (mining and refills pass their own). With cfg.shuffle_options each record's options are permuted by
-    (seed, step, id) first, and the group is scored against its own order."""
+    """k completions per record, scored by reward_fn. Each generate() call is seeded by (seed, step, global index of
+    its first prompt), so N ranks draw what one process draws; `step` may be any tag (mining, refills)."""
     if cfg.shuffle_options:
         recs = [shuffle_options(r, random.Random(f"{cfg.seed}:{step}:{r['id']}")) for r in recs]
     prompts = [tok.apply_chat_template(build_prompt(r)) for r in recs]
@@ -345,9 +326,8 @@ def rollout(sampler, tok, recs, cfg, step, first, stop_ids, reward_fn):
 
 
 def pass_rates(sampler, tok, recs, cfg, env, tag, path, reward_fn):
-    """{key: share of k samples answered correctly} for recs (key(): source and id), by the current policy: the
-    ranks split the records and gather the rates. With `path`, rates are appended there (JSONL rows with source
-    and id) batch by batch and records already there are skipped, so a killed labelling or mining round resumes."""
+    """{key: share of k samples answered correctly} by the current policy, the ranks splitting recs. With `path`
+    the rates are appended there batch by batch and records already there skipped: a killed round resumes."""
     stops = tok.stop_ids(sampler.model.config.eos_token_id)
     done = read_rates(path) if path and os.path.exists(path) else {}
     todo = [r for r in recs if key(r) not in done]
@@ -387,9 +367,8 @@ def read_pool(path):
 # ------------------------------------------------------------------------------------------- update
 
 def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
-    """One optimizer step on this rank's groups (ppo_epochs steps with clipping): eq. 2 advantages, trainer
-    logprobs, eq. 1 loss normalized by the global counts, backward per micro-batch. Returns local sums for
-    the metrics (first epoch) and the gradient norm."""
+    """One optimizer step (ppo_epochs with clipping) on this rank's groups: eq. 2, trainer logprobs, eq. 1 over the
+    global counts, backward per micro-batch. Returns local sums for the metrics and the gradient norm."""
     dev = env.device
     prompts = [g.prompt for g in groups for _ in g.completions]
     comps = [c for g in groups for c in g.completions]
@@ -431,7 +410,7 @@ def update(cfg, policy, opt, groups, env, ref=None, vocab=None):
 # -------------------------------------------------------------------------------------------- loop
 
 def train(cfg, reward_fn=None):
-    """Run one stage (cfg.stage) to its end: max_steps, or what the stage decides. Writes <out_dir>/stage<s>/."""
+    """Run stage cfg.stage to max_steps or until the stage stops it; writes <out_dir>/stage<s>/."""
     check_config(cfg)
     env = setup_dist()
     try:
@@ -446,8 +425,7 @@ def train(cfg, reward_fn=None):
 
 
 def _train(cfg, env, stage_dir, reward_fn):
-    """The loop, the same for every stage: the stage's prompts -> rollout -> update -> weight sync -> metrics -> ask
-    the stage whether to go on -> checkpoint."""
+    """The loop, the same for every stage: prompts -> rollout -> update -> weight sync -> metrics -> stop? -> ckpt."""
     torch.manual_seed(cfg.seed)
     recs, p, dev = read_pool(cfg.data), build(cfg, env), env.device
     metrics = Metrics(os.path.join(stage_dir, "metrics.jsonl"), env.main)
@@ -501,8 +479,7 @@ def _train(cfg, env, stage_dir, reward_fn):
 
 @dataclass
 class Parts:
-    """What a stage trains with: the tokenizer, the FSDP2 policy (fp32 master weights) and its AdamW, the frozen KL
-    reference (None without --kl_beta), the sampler with its own full copy of the weights, bf16 or not."""
+    """The FSDP2 policy (fp32 master weights), its AdamW, the frozen KL reference (or None), the sampler's copy."""
     tok: Tokenizer
     policy: Transformer
     opt: torch.optim.Optimizer
@@ -530,8 +507,8 @@ def build(cfg, env):
 
 
 def restore(cfg, env, stage_dir, p, stage, metrics):
-    """(step, done) of the stage's newest checkpoint under --resume, with the weights, optimizer, RNG and the stage's
-    state loaded; (0, "") for a fresh start, which removes what an earlier run of the stage left."""
+    """(step, done) of the newest checkpoint under --resume, everything loaded; (0, "") for a fresh start, which
+    removes what an earlier run of the stage left."""
     last = latest_checkpoint(stage_dir)
     if cfg.resume and last:
         trainer = load_checkpoint(last, p.policy, p.opt, env, layout=LAYOUT)
@@ -556,8 +533,7 @@ def restore(cfg, env, stage_dir, p, stage, metrics):
 
 
 def resume_settings(cfg):
-    """What a resumed stage must share with its checkpoint to continue the same curve: the data (its bytes), the
-    batch, k, the schedule, the sampling and the reward."""
+    """What a resumed stage must share with its checkpoint to continue the same curve (the data: its bytes)."""
     keys = ("stage", "batch_size", "k", "max_new_tokens", "temperature", "top_p", "seed", "shuffle_options",
             "w_correct", "w_format", "truncated", "drop_zero_signal", "agg", "std_norm", "clip_eps", "ppo_epochs",
             "kl_beta", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay", "beta1", "beta2", "easy_share",
@@ -566,10 +542,8 @@ def resume_settings(cfg):
 
 
 def refill(cfg, env, candidates, groups, roll, step, rounds=4):
-    """drop_zero_signal: replace the groups whose k rewards are all equal by groups of fresh prompts drawn from
-    candidates, up to `rounds` times (roll(recs, step=tag, first=index) rolls them out); what is still
-    missing is filled with dropped groups, so every rank keeps the same number of rows. Returns (kept groups,
-    every group rolled)."""
+    """drop_zero_signal: replace zero-signal groups by fresh prompts from candidates, up to `rounds` times; what is
+    still missing is filled with dropped groups (every rank keeps as many rows). Returns (kept, every group rolled)."""
     want = len(groups)
     signal = lambda gs: [g for g in gs if not zero_signal(torch.tensor([g.rewards]))[0]]
     keep, rolled = signal(groups), list(groups)
@@ -609,7 +583,6 @@ def export(policy, cfg, stage_dir, env, bf16):
     sd = full_state_dict(policy, dtype=torch.bfloat16 if bf16 else torch.float32, rank0_only=True)  # a collective
     if env.main:
         policy.save_pretrained(os.path.join(stage_dir, "hf"), state_dict=sd, tokenizer_dir=cfg.model)
-        Metrics(os.path.join(stage_dir, "metrics.jsonl")).plot(os.path.join(stage_dir, "curves.png"))
         log(env, f"stage {cfg.stage} policy written to {os.path.join(stage_dir, 'hf')}")
     dist.barrier()
 

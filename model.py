@@ -1,8 +1,5 @@
-"""Qwen2 / Qwen2.5 / Qwen3 (and Llama-family) dense decoders, read from and written to Hugging Face layout.
-
-The config (config.json in both the old and the transformers-5 style), the model (module names mirror
-transformers', so checkpoint keys map one to one; its attention is attention.py's), safetensors loading straight
-into the target dtype and device, save_pretrained, and the tokenizer + ChatML chat format.
+"""Qwen2 / Qwen2.5 / Qwen3 (and Llama-family) dense decoders in Hugging Face layout (module names mirror
+transformers', so checkpoint keys map one to one), safetensors loading and saving, the tokenizer and ChatML.
 
     model = Transformer.from_pretrained("Qwen2.5-7B-Instruct", dtype=torch.bfloat16, device="cuda")
     tok = Tokenizer.from_pretrained("Qwen2.5-7B-Instruct")
@@ -293,11 +290,8 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids, position_ids=None, segment_ids=None, attend=None, return_hidden=False,
                 prefix_ids=None):
-        """input_ids [B, T] -> logits [B, T, vocab] (or final hidden states [B, T, hidden]).
-
-        position_ids default to 0..T-1 per row; segment_ids and prefix_ids restrict attention (see
-        attention.dense_attention); attend replaces the attention function (the sampler's paged cache uses this).
-        """
+        """input_ids [B, T] -> logits [B, T, vocab] (or hidden states [B, T, hidden]). segment_ids, prefix_ids:
+        attention.dense_attention's masks; attend replaces the attention (the sampler's paged cache)."""
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
@@ -323,18 +317,16 @@ class Transformer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
-        """Load a Hugging Face checkpoint dir (single or sharded safetensors) without a second copy in
-        memory: build on the meta device, then assign each tensor as it is read, cast and moved.
-        (FSDP training loads each rank's shard only: training.load_sharded.)"""
+        """Load a checkpoint dir without a second copy in memory: built on meta, each tensor assigned as it is read
+        (FSDP training reads each rank's shard only: training.load_sharded)."""
         model = cls.from_config(ModelConfig.from_file(path), device="meta")
         for key, tensor in read_checkpoint(path, model):
             assign_parameter(model, key, nn.Parameter(tensor[:].to(device=device, dtype=dtype)))
         return model
 
     def save_pretrained(self, out_dir, state_dict=None, max_shard_bytes=5 * 2**30, tokenizer_dir=None):
-        """Write config.json + safetensors (sharded with model.safetensors.index.json over the limit),
-        atomically: into a temp dir beside out_dir, then renamed. Tied weights are written once.
-        state_dict: pass a full (gathered) state dict when the model is sharded (FSDP)."""
+        """config.json + safetensors (sharded with an index over the limit), tied weights once, atomically (a temp
+        dir renamed). state_dict: the gathered one when the model is FSDP-sharded."""
         from safetensors.torch import save_file
 
         sd = state_dict if state_dict is not None else self.state_dict()
@@ -378,8 +370,8 @@ class Transformer(nn.Module):
 
 
 def _write_stop_ids(path, eos_token_id):
-    """generation_config.json's eos_token_id = every token that ends a reply (Tokenizer.stop_ids), so that
-    transformers' generate() on an SFT'd base checkpoint stops at the end of the chat turn it was taught."""
+    """generation_config.json's eos_token_id = Tokenizer.stop_ids, so transformers' generate() on an SFT'd base
+    checkpoint stops at the end of the chat turn it was taught."""
     try:
         stops = Tokenizer.from_pretrained(path).stop_ids(eos_token_id)
     except (CheckpointError, KeyError):  # no tokenizer, or one without the EOS it names: nothing to add
@@ -392,9 +384,8 @@ def _write_stop_ids(path, eos_token_id):
 
 
 def read_checkpoint(path, model):
-    """(key, tensor) for each tensor of the checkpoint dir that `model` (built from its config.json, on any device,
-    meta included) holds, its shape checked first. tensor is a lazy safetensors slice over the memory-mapped file:
-    nothing is read until it is indexed (tensor[:] the whole, tensor[a:b] rows a..b-1), and only while the
+    """(key, tensor) for each tensor of the checkpoint dir, its shape checked against `model` (any device, meta
+    too). tensor is a lazy slice of the memory-mapped file, read when indexed (tensor[a:b]: rows a..b-1) while the
     generator sits at that key. A CheckpointError names an unexpected, misshapen or missing tensor."""
     from safetensors import safe_open
 
@@ -464,10 +455,8 @@ QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assis
 
 
 class Tokenizer:
-    """Byte-level BPE through the `tokenizers` library, plus ChatML rendering in plain Python.
-
-    chat style: default_system is the system prompt inserted when the messages have none (Qwen2.5:
-    QWEN25_SYSTEM; Qwen3: None); thinking_template marks Qwen3's template (<think> handling)."""
+    """Byte-level BPE through the `tokenizers` library, plus ChatML rendering in plain Python. default_system: the
+    system prompt inserted when there is none (Qwen2.5's; Qwen3: None); thinking_template: Qwen3's <think>."""
 
     def __init__(self, tk, chat_template=None, eos_token=None, pad_token=None):
         self.tk = tk
@@ -479,8 +468,7 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path, chat_template=None):
-        """Load tokenizer.json, or vocab.json + merges.txt (+ tokenizer_config.json's added tokens).
-        chat_template: a .jinja path or template text overriding the one shipped in `path`."""
+        """tokenizer.json, or vocab.json + merges.txt; chat_template: a .jinja path or text overriding path's."""
         from tokenizers import Tokenizer as HFTokenizer
 
         conf = _read_json(os.path.join(path, "tokenizer_config.json"), {})
@@ -521,14 +509,11 @@ class Tokenizer:
 
     @property
     def eot_id(self):
-        """ChatML's end of turn, which render_chat writes after every message. An Instruct tokenizer's EOS is this
-        token; a base checkpoint's (Qwen2.5-7B) is <|endoftext|>, so its chat replies end at a token that is
-        not its EOS."""
+        """ChatML's end of turn: an Instruct tokenizer's EOS; a base checkpoint's EOS is <|endoftext|> instead."""
         return self.token_id("<|im_end|>")
 
     def stop_ids(self, eos_token_id=None):
-        """The token ids that end a reply: the end of turn (when the vocabulary has it), the tokenizer's EOS and
-        the model config's eos_token_id (an int or a list)."""
+        """The ids that end a reply: the end of turn (if any), the tokenizer's EOS, the config's eos_token_id(s)."""
         ids = {self.eos_id, *([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])}
         if self.tk.token_to_id("<|im_end|>") is not None:
             ids.add(self.eot_id)
@@ -563,7 +548,7 @@ class Tokenizer:
         return "".join(out)
 
     def apply_chat_template(self, messages, add_generation_prompt=True, enable_thinking=True):
-        """Token ids of the rendered chat (equal to transformers' apply_chat_template(tokenize=True))."""
+        """Token ids of render_chat (equal to transformers' apply_chat_template(tokenize=True))."""
         return self.encode(self.render_chat(messages, add_generation_prompt, enable_thinking))
 
 
