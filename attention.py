@@ -12,16 +12,10 @@ except ImportError:
 
 
 def dense_attention(segment_ids=None, prefix_ids=None):
-    """Causal self-attention over the tokens of one forward call.
-
-    segment_ids [B, T] (optional): a token sees only earlier tokens with the same id. Padding is a
-    segment of its own (use the 0/1 attention mask as segment ids), packed sequences get 1, 2, 3, ...
-    prefix_ids [B, T] (optional, with segment_ids): a token also sees the earlier tokens of segment
-    prefix_ids (its own id where it has no prefix). GRPO packs a prompt once with its k completions, each
-    completion's prefix id naming the prompt's segment, so the shared prompt is computed once (a tree mask).
-    Returns attend(q, k, v, layer_idx) -> [B, T, H, D] for q [B, T, H, D], k/v [B, T, KV, D].
-    The sampler passes its own attend (paged KV cache) to Transformer.forward instead.
-    """
+    """attend(q, k, v, layer_idx) -> [B, T, H, D] for q [B, T, H, D], k/v [B, T, KV, D]: causal, and
+    segment_ids [B, T]: a token sees only earlier tokens with its id (padding is a segment; packed docs 1, 2, ...);
+    prefix_ids [B, T] (with segment_ids): it also sees segment prefix_ids (its own id where it has no prefix).
+    GRPO's tree mask: the k completions of a prompt each name the prompt's segment as their prefix."""
     mask = runs = None
     if segment_ids is not None and prefix_ids is None:
         T = segment_ids.shape[1]
@@ -58,8 +52,8 @@ def _use_flash(q):
 
 
 def _varlen_layout(segment_ids, prefix_ids=None):
-    """flash_attn_varlen arguments for dense_attention: cu_seqlens of the queries and of the keys, their
-    maxima, and the flattened key index (None without prefixes: the keys are the queries' own runs)."""
+    """flash_attn_varlen's cu_seqlens of the queries and of the keys, their maxima, and the flattened key index
+    (None without prefixes: the keys are the queries' own runs)."""
     B, T = segment_ids.shape
     new = torch.ones_like(segment_ids, dtype=torch.bool)  # a run of equal ids starts here (rows never merge)
     new[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
@@ -90,10 +84,8 @@ def _varlen_layout(segment_ids, prefix_ids=None):
 
 
 def _varlen_sdpa(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
-    """flash_attn_varlen_func's contract (q [Nq, H, D], k/v [Nk, KV, D], sequence i = rows cu[i]:cu[i+1],
-    causal aligned bottom-right) with SDPA, for CPU and GPUs without flash-attn. The sequences are padded
-    into a batch, those without a prefix (as many keys as queries: the prompts) apart from those with one
-    (the completions), so a short completion never pads to a prompt's length."""
+    """flash_attn_varlen_func's contract (q [Nq, H, D], k/v [Nk, KV, D], sequence i = rows cu[i]:cu[i+1], causal
+    aligned bottom-right) with SDPA. Prompts and completions pad apart: a short completion never pads to a prompt."""
     lq, lk = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
     out = q.new_empty(q.shape)
     for seqs in ((lk == lq).nonzero().flatten(), (lk != lq).nonzero().flatten()):
