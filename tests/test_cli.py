@@ -693,7 +693,8 @@ def test_kill_9_trainers_eval_and_prepare_then_resume_equals_the_uninterrupted_r
         for name, p in finals.items():
             assert p.wait(timeout=300) == 0, (name, p.stderr.read()[-2000:])
     print("kills", kills, "uninterrupted walls", {k: round(v, 1) for k, v in walls.items()})
-    assert sum(kills.values()) >= 12, kills  # most moments fell inside a run
+    # every job was cut at least once; later rounds resume with less left to do, so some moments fall after the end
+    assert min(kills.values()) >= 1 and sum(kills.values()) >= 8, kills
     same_run(tmp_path / "sft_ref", tmp_path / "sft_cut", "metrics.jsonl", "hf")
     same_run(tmp_path / "grpo_ref" / "stage1", tmp_path / "grpo_cut" / "stage1", "metrics.jsonl", "hf")
     ref, cut = eval_rows(tmp_path / "eval.run_ref"), eval_rows(tmp_path / "eval.run_cut")
