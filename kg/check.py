@@ -6,7 +6,8 @@ every stated fact and no distractor may be. Because the graph is incomplete, "no
 evidence that a distractor is wrong, so each distractor must also break at least two stated facts and share
 no finding that few diseases have (the one an examinee keys on); no two options may be one concept reworded
 or numbered members of one disease series; every fact the gold rests on must come from a curated source
-(HPO, the Disease Ontology, DrugCentral) or from two sources. audit() runs shortcut solvers on a written file.
+(HPO, the Disease Ontology, DrugCentral) or from two sources. GraphFacts reads the graph (the is_a closure,
+source trust, organ systems), the Checker judges on it, and audit() runs shortcut solvers on a written file.
 kg/sample.py draws the questions; `python -m kg.sample --check/--audit FILE` runs this module on a file.
 """
 import functools
@@ -190,15 +191,17 @@ def indication_rules(g):
     return out
 
 
-class Checker:
-    """Evaluates a question's facts on the graph: which entities could fill the asked slot."""
+class GraphFacts:
+    """What the graph states, read with HPO's true-path rule: ancestors and descendants on the is_a tree, the
+    subjects and objects of a relation (and a finding's near neighbours), whether an edge is trusted, and the organ
+    systems an entity belongs to. All cached: they depend only on the graph."""
 
     def __init__(self, g):
         self.g = g
-        self._up, self._down, self._subj = {}, {}, {}
+        self._up, self._down, self._trusted, self._systems, self._verdicts = {}, {}, {}, {}, None
+        # subjects, objects and near neighbours by key, and the Checker's lookups (subjects() clears it when large)
+        self._lookups = {}
         self.near_limit = 0.01 * len(np.unique(g.src[g.rel == RELS.index("has_phenotype")]))
-        self._verdicts, self._systems, self._trusted = None, {}, {}
-        self._cost_of, self._cost = None, {}
         root = g.index.get(PHENOTYPE_ROOT)
         self.system_roots = set(g.inn(root, "subclass_of").tolist()) if root is not None else set()
 
@@ -225,25 +228,25 @@ class Checker:
 
     def subjects(self, rel, o):
         key = (rel, o)
-        if key not in self._subj:
+        if key not in self._lookups:
             objs = self.descendants(o) if rel in CLOSURE else (o,)
             s = set()
             for x in objs:
                 s.update(self.g.inn(x, rel).tolist())
-            if len(self._subj) > 200_000:
-                self._subj.clear()
-            self._subj[key] = s
-        return self._subj[key]
+            if len(self._lookups) > 200_000:
+                self._lookups.clear()
+            self._lookups[key] = s
+        return self._lookups[key]
 
     def objects(self, s, rel):
         key = ("objects", s, rel)
-        if key not in self._subj:
+        if key not in self._lookups:
             out = set(self.g.out(s, rel).tolist())
             if rel in CLOSURE:
                 for x in list(out):
                     out |= self.ancestors(x)
-            self._subj[key] = frozenset(out)
-        return self._subj[key]
+            self._lookups[key] = frozenset(out)
+        return self._lookups[key]
 
     def holds(self, s, rel, o):
         return s in self.subjects(rel, o)
@@ -269,6 +272,59 @@ class Checker:
         if self._verdicts is None:
             self._verdicts = indication_rules(self.g)
         return self._verdicts
+
+    def near(self, rel, o):
+        """Subjects that have o, or a finding beside it under a specific parent ("hemarthrosis" beside "joint
+        hemorrhage"): a distractor that has a near neighbour of a stated finding does not really miss it,
+        the annotations are just coarser or finer than the stem."""
+        key = ("near", rel, o)
+        if key not in self._lookups:
+            s = set(self.subjects(rel, o))
+            if rel == "has_phenotype":
+                for p in self.g.out(o, "subclass_of").tolist():
+                    sp = self.subjects(rel, p)
+                    if len(sp) <= self.near_limit:
+                        s |= sp
+            self._lookups[key] = s
+        return self._lookups[key]
+
+    # ---- categories: the organ systems an option belongs to
+    def systems(self, x):
+        """HPO organ-system categories (children of 'Phenotypic abnormality'): of a finding, those above it; of a
+        disease, the three most common among its findings; of a drug, those of the diseases it treats; of a
+        class, those of its drugs (first 20); empty for genes, modes and agents."""
+        if x in self._systems:
+            return self._systems[x]
+        g, t = self.g, self.g.type_name(x)
+        if t in ("phenotype", "lab_finding", "imaging_finding"):
+            out = self.ancestors(x) & self.system_roots
+        elif t == "disease":
+            c = Counter(s for p in g.out(x, "has_phenotype").tolist() for s in self.ancestors(p) & self.system_roots)
+            out = {s for s, _ in c.most_common(3)}
+        elif t == "drug":
+            out = set().union(*[self.systems(d) for d in g.out(x, "indicated_for").tolist()[:20]])
+        elif t == "drug_class":
+            out = set().union(*[self.systems(d) for d in g.inn(x, "in_class").tolist()[:20]])
+        else:
+            out = set()
+        self._systems[x] = frozenset(out)
+        return self._systems[x]
+
+    def stem_systems(self, q):
+        """The organ systems of what the stem names: its findings, and a named disease or drug."""
+        named = [x for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)
+                 and self.g.type_name(x) in ("disease", "drug", "phenotype", "lab_finding", "imaging_finding")
+                 and not (f[1] == "in_class" or f[1] == "targets")]
+        return frozenset().union(*[self.systems(x) for x in named]) if named else frozenset()
+
+
+class Checker(GraphFacts):
+    """Judges a question on the graph's facts: which entities fill the asked slot (answers), how many stated facts
+    an option breaks (misses), and the rules an answer and its distractors must pass (check)."""
+
+    def __init__(self, g):
+        super().__init__(g)
+        self._cost_of, self._cost = None, {}
 
     def misses(self, q, x):
         """The fewest stated facts that option x breaks, over every value of the hidden variables (a link
@@ -298,30 +354,15 @@ class Checker:
                     continue
                 w = b if a == v else a
                 key = ("typed", val, r, a == v, q.var_types[w])  # the neighbours of one type, shared by questions
-                nbrs = self._subj.get(key)
+                nbrs = self._lookups.get(key)
                 if nbrs is None:
                     nbrs = self.objects(val, r) if a == v else self.subjects(r, val)
-                    nbrs = self._subj[key] = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
+                    nbrs = self._lookups[key] = [y for y in nbrs if self.g.type_name(y) in q.var_types[w]]
                 if not nbrs:
                     return math.inf
                 c += min(cost(w, y, v) for y in nbrs)
             return c
         return cost(q.ask, x, None)
-
-    def near(self, rel, o):
-        """Subjects that have o, or a finding beside it under a specific parent ("hemarthrosis" beside "joint
-        hemorrhage"): a distractor that has a near neighbour of a stated finding does not really miss it,
-        the annotations are just coarser or finer than the stem."""
-        key = ("near", rel, o)
-        if key not in self._subj:
-            s = set(self.subjects(rel, o))
-            if rel == "has_phenotype":
-                for p in self.g.out(o, "subclass_of").tolist():
-                    sp = self.subjects(rel, p)
-                    if len(sp) <= self.near_limit:
-                        s |= sp
-            self._subj[key] = s
-        return self._subj[key]
 
     def shared_key_finding(self, q, x):
         """A stated finding that at most HALLMARK_MAX diseases have (or a near neighbour of it) which disease
@@ -341,10 +382,10 @@ class Checker:
         if q.var_types.get(q.ask, ("",))[0] not in ("phenotype", "lab_finding", "imaging_finding") or "?d" not in q.var_types:
             return None
         key = ("fits", q.focus, x)  # a drug's disease has hundreds of findings (HSDN) and is asked often: once each
-        if key not in self._subj:
-            self._subj[key] = x if q.focus in self.near("has_phenotype", x) else next(
+        if key not in self._lookups:
+            self._lookups[key] = x if q.focus in self.near("has_phenotype", x) else next(
                 (p for p in g.out(q.focus, "has_phenotype").tolist() if implies(g.names[p], g.names[x])), None)
-        return self._subj[key]
+        return self._lookups[key]
 
     def restated(self, q):
         """A stated finding that implies the asked finding (bicarbonate after 'metabolic alkalosis'); None if none."""
@@ -470,35 +511,6 @@ class Checker:
             if not any(o in reach for o in wrong):
                 return "no distractor comes from a competing diagnosis: the diagnosis hop is not needed"
         return None
-
-    # ---- categories: the organ systems an option belongs to
-    def systems(self, x):
-        """HPO organ-system categories (children of 'Phenotypic abnormality'): of a finding, those above it; of a
-        disease, the three most common among its findings; of a drug, those of the diseases it treats; of a
-        class, those of its drugs (first 20); empty for genes, modes and agents."""
-        if x in self._systems:
-            return self._systems[x]
-        g, t = self.g, self.g.type_name(x)
-        if t in ("phenotype", "lab_finding", "imaging_finding"):
-            out = self.ancestors(x) & self.system_roots
-        elif t == "disease":
-            c = Counter(s for p in g.out(x, "has_phenotype").tolist() for s in self.ancestors(p) & self.system_roots)
-            out = {s for s, _ in c.most_common(3)}
-        elif t == "drug":
-            out = set().union(*[self.systems(d) for d in g.out(x, "indicated_for").tolist()[:20]])
-        elif t == "drug_class":
-            out = set().union(*[self.systems(d) for d in g.inn(x, "in_class").tolist()[:20]])
-        else:
-            out = set()
-        self._systems[x] = frozenset(out)
-        return self._systems[x]
-
-    def stem_systems(self, q):
-        """The organ systems of what the stem names: its findings, and a named disease or drug."""
-        named = [x for f in q.facts for x in (f[0], f[2]) if not isinstance(x, str)
-                 and self.g.type_name(x) in ("disease", "drug", "phenotype", "lab_finding", "imaging_finding")
-                 and not (f[1] == "in_class" or f[1] == "targets")]
-        return frozenset().union(*[self.systems(x) for x in named]) if named else frozenset()
 
 
 def record_to_question(g, rec):

@@ -1,6 +1,7 @@
 """What a question may be asked about: the focus entities of each template (weighted toward rare ones), the
 findings a vignette may state, the hallmark findings of a rare disease, and the trusted drug facts (indications,
-targets, mechanism classes) that the templates walk. kg/sample.py's QuestionSampler draws on these pools.
+targets, mechanism classes) that the templates walk. FocusPools holds the pools and findings and builds on
+DrugFacts, which holds the drug facts; kg/sample.py's QuestionSampler draws on both.
 """
 import re
 from collections import defaultdict
@@ -64,9 +65,9 @@ NEIGHBOUR_MAX = 200
 
 
 def per_node(method):
-    """Cache a QuestionSampler method that depends only on the graph and its arguments (a tuple comes back, so
-    no caller can change the cached value): pools, findings and answers are asked for each draw, and sampling 2,000
-    questions spent most of its time recomputing them. The result never depends on what was drawn before."""
+    """Cache a FocusPools or DrugFacts method that depends only on the graph and its arguments (a tuple comes back,
+    so no caller can change the cached value): pools, findings and answers are asked for each draw, and sampling
+    2,000 questions spent most of its time recomputing them. The result never depends on what was drawn before."""
     def cached(self, *args):
         key = (method.__name__,) + args
         if key not in self._memo:
@@ -76,12 +77,147 @@ def per_node(method):
     return cached
 
 
-class FocusPools:
-    """Pools of focus entities, their rarity weights and the graph facts the templates may use (all per node,
+class DrugFacts:
+    """The trusted drug facts the templates walk: a drug's indications, named targets and mechanism classes, the
+    classes that explain its use for a disease, the disease it points to, and the drugs that act like it (per node,
     cached: they depend only on the graph)."""
+    def __init__(self, g, ck):
+        self.g, self.ck, self._memo = g, ck, {}
+
+    def drug_ok(self, x):
+        """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
+        DrugBank drugs under another name)."""
+        return self.g.type_name(x) == "drug" and bool(re.match(r"DB\d+$", self.g.ids[x]))
+
+    @per_node
+    def trusted_in(self, x, rel):
+        """Subjects of x's incoming `rel` edges that a trusted edge states."""
+        return [int(self.g.src[e]) for e in self.g.in_edges(x, rel) if self.ck.trusted(e)]
+
+    def _drugs_for(self, d):
+        return [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x)]
+
+    @per_node
+    def _indications(self, drug):
+        g = self.g
+        return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
+
+    @per_node
+    def _targets(self, drug):
+        """Target edges of a drug whose gene has a symbol (a bacterial gene known only as "NCBIGene:908646"
+        would put a raw id in the stem)."""
+        return [e for e in self.g.out_edges(drug, "targets").tolist() if ":" not in self.g.names[self.g.dst[e]]]
+
+    @per_node
+    def _moa_classes(self, drug):
+        g = self.g
+        es = g.out_edges(drug, "in_class")
+        return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES and not PK_CLASS.search(g.names[g.dst[e]])]
+
+    def _kin(self, drug):
+        """What makes two drugs alternatives: their targets and mechanism classes."""
+        return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
+
+    def class_nodes(self, name):
+        """The drug_class nodes with this (normalised) name: FDA's EPC and MoA vocabularies each give one."""
+        if "class_nodes" not in self._memo:
+            by = defaultdict(list)
+            for c in self.g.of_type("drug_class").tolist():
+                by[class_name(self.g.names[c])].append(c)
+            self._memo["class_nodes"] = by
+        return self._memo["class_nodes"].get(class_name(name), [])
+
+    @per_node
+    def explaining_classes(self, drug, d):
+        """The mechanism classes of drug that explain its use for d: one another trusted drug for d belongs to, or
+        one whose drugs (most of them) act on a target another trusted drug for d acts on. Epinephrine is given in
+        asthma as a beta-adrenergic agonist (ADRB2, as formoterol), not as an alpha-adrenergic agonist or an
+        'Adrenergic Receptor Agonist' (dipivefrin, epinastine); benzatropine in Parkinson disease as an
+        anticholinergic, not as an antihistamine. A drug with one class keeps it (riluzole, a benzothiazole); one
+        whose classes all fail gives none (amantadine's influenza M2 inhibitor for Parkinson disease)."""
+        g = self.g
+        mine = self._moa_classes(drug)
+        if len({class_name(g.names[c]) for c in mine}) <= 1:
+            return mine
+        others = [x for x in self._drugs_for(d) if x != drug]
+        names = {class_name(g.names[c]) for x in others for c in self._moa_classes(x)}
+        targets = {t for x in others for t in g.out(x, "targets").tolist()}
+        out = []
+        for c in mine:
+            if class_name(g.names[c]) in names:
+                out.append(c)
+                continue
+            members = {m for k in self.class_nodes(g.names[c]) for m in g.inn(k, "in_class").tolist()}
+            acting = [set(g.out(m, "targets").tolist()) for m in members]
+            acting = [t for t in acting if t]
+            if any(2 * sum(t in a for a in acting) >= len(acting) for t in targets):
+                out.append(c)
+        return out
+
+    @per_node
+    def points_to(self, x):
+        """(d,) when starting drug x points to disease d: its one trusted indication, and every indication any
+        source gives lies in d's is_a line (riluzole, levodopa, salmeterol; not ibuprofen, whose rows name pain and
+        osteoarthritis too, nor amphetamine, given for ADHD as well); () otherwise."""
+        ind = self._indications(x)
+        if len(ind) != 1 or self.g.names[x].lower() in NOT_POINTING:
+            return []
+        d = ind[0]
+        line = {d} | self.ck.ancestors(d) | self.ck.descendants(d)
+        return [d] if set(self.g.out(x, "indicated_for").tolist()) <= line else []
+
+    @per_node
+    def neighbour_uses(self, drug, d):
+        """Content-word sets of the diseases a drug starting patients of d may be given for: the indications (any
+        source) of drugs sharing a mechanism class with it, and d's siblings under a parent of at most NEIGHBOUR_MAX
+        diseases. A finding naming one ('recurrent bronchitis' beside orciprenaline, a bronchodilator given in
+        chronic bronchitis too; bronchitis and asthma are both bronchial diseases) is another use of the drug, not
+        a clearly wrong option."""
+        g, ck = self.g, self.ck
+        near = set()
+        for c in self._moa_classes(drug):
+            for k in self.class_nodes(g.names[c]):
+                for m in g.inn(k, "in_class").tolist():
+                    near.update(g.out(m, "indicated_for").tolist())
+        for p in g.out(d, "subclass_of").tolist():
+            if len(ck.descendants(p)) <= NEIGHBOUR_MAX:
+                near |= ck.descendants(p)
+        near -= {d}
+        return sorted({content_words(g.names[x]) for x in near if content_words(g.names[x])}, key=sorted)
+
+    def known_for_targets(self, y):
+        """A drug known for its named targets: one or two, or three subtypes of one receptor or channel family
+        (carbamazepine on SCN4A/5A/9A, propantheline on CHRM1-3). Three of different families make a drug known for
+        none of them: dextroamphetamine (DAT, NET, VMAT2) beside deserpidine, nefazodone (5-HT2A, SERT, NET) beside
+        diethylpropion were 'same target' keys a pharmacologist rejects (kg/REVIEW.md, seed 929292)."""
+        names = [self.g.names[self.g.dst[e]] for e in self._targets(y)]
+        return 1 <= len(names) <= 2 or (len(names) == 3 and len({re.sub(r"\d+[A-Z]?$", "", t) for t in names}) == 1)
+
+    @per_node
+    def target_partners(self, x):
+        """Drugs that act on a target of x the same way (both agonists, both inhibitors...), x and the partner
+        each with at most 2 and 3 named targets (a drug with many is known for none of them) and a mechanism class."""
+        g = self.g
+        if not 1 <= len(self._targets(x)) <= 2 or not self._moa_classes(x):
+            return []
+        out = []
+        for e in self._targets(x):
+            t, action = int(g.dst[e]), g.attr[e]
+            for k in g.in_edges(t, "targets").tolist():
+                y = int(g.src[k])
+                if (y != x and y not in out and g.attr[k] == action and self.drug_ok(y) and self._moa_classes(y)
+                        and self.known_for_targets(y)):
+                    out.append(y)
+        return out
+
+
+
+class FocusPools(DrugFacts):
+    """Pools of focus entities for each template with their rarity weights, the disease findings a question may
+    state, and the answers a focus admits (all per node, cached: they depend only on the graph)."""
     def __init__(self, g, alpha=1.0, rare_boost=8.0, min_findings=3, max_findings=6, only=None, max_share=0.005,
                  hallmark_max=HALLMARK_MAX):
-        self.g, self.ck = g, Checker(g)
+        super().__init__(g, Checker(g))
         # a rare disease is recognisable from a finding most of its patients have and few other diseases share
         self.hallmark_max = hallmark_max
         # a vignette needs two findings that at most this share of annotated diseases have: "itch, rash and
@@ -99,7 +235,7 @@ class FocusPools:
         self.alpha, self.rare_boost = alpha, rare_boost
         self.min_findings, self.max_findings = min_findings, max_findings
         self.modes = [g.index[m] for m in MODES if m in g.index]
-        self._pools, self._memo = {}, {}
+        self._pools = {}
 
     # ---- pools of focus entities and rarity weights
     @per_node
@@ -130,16 +266,6 @@ class FocusPools:
         g = self.g
         names = [g.ids[d]] + g.xrefs.get(g.ids[d], [])
         return any(k.startswith(("DOID:", "OMIM:")) for k in names) or bool(self.answers_of("diagnosis_gene", d))
-
-    def drug_ok(self, x):
-        """A drug option: a DrugBank drug (Wikidata's treatments include 'oxygen therapy' and synonyms of
-        DrugBank drugs under another name)."""
-        return self.g.type_name(x) == "drug" and bool(re.match(r"DB\d+$", self.g.ids[x]))
-
-    @per_node
-    def trusted_in(self, x, rel):
-        """Subjects of x's incoming `rel` edges that a trusted edge states."""
-        return [int(self.g.src[e]) for e in self.g.in_edges(x, rel) if self.ck.trusted(e)]
 
     def modes_of(self, d):
         return set(self.g.out(d, "inheritance").tolist()) & set(self.modes)
@@ -207,30 +333,6 @@ class FocusPools:
         w *= np.where(self.g.rare[nodes], self.rare_boost, 1.0)
         return w / w.sum()
 
-    @per_node
-    def _moa_classes(self, drug):
-        g = self.g
-        es = g.out_edges(drug, "in_class")
-        return [int(g.dst[e]) for e in es if g.attrs[g.attr[e]] in MOA_TYPES and not PK_CLASS.search(g.names[g.dst[e]])]
-
-    @per_node
-    def _indications(self, drug):
-        g = self.g
-        return [int(g.dst[e]) for e in g.out_edges(drug, "indicated_for") if self.ck.trusted(e)]
-
-    @per_node
-    def _targets(self, drug):
-        """Target edges of a drug whose gene has a symbol (a bacterial gene known only as "NCBIGene:908646"
-        would put a raw id in the stem)."""
-        return [e for e in self.g.out_edges(drug, "targets").tolist() if ":" not in self.g.names[self.g.dst[e]]]
-
-    def _drugs_for(self, d):
-        return [x for x in self.trusted_in(d, "indicated_for") if self.drug_ok(x)]
-
-    def _kin(self, drug):
-        """What makes two drugs alternatives: their targets and mechanism classes."""
-        return set(self.g.out(drug, "targets").tolist()) | set(self._moa_classes(drug))
-
     def is_organism(self, x):
         """A named pathogen ("Streptococcus pneumoniae", "Alphavirus chikungunya"), not a broad group such as
         "Bacteria" (which would be a correct answer too) or a route ("airborne transmission")."""
@@ -278,77 +380,10 @@ class FocusPools:
         return g.out(x, "side_effect").tolist()
 
     @per_node
-    def points_to(self, x):
-        """(d,) when starting drug x points to disease d: its one trusted indication, and every indication any
-        source gives lies in d's is_a line (riluzole, levodopa, salmeterol; not ibuprofen, whose rows name pain and
-        osteoarthritis too, nor amphetamine, given for ADHD as well); () otherwise."""
-        ind = self._indications(x)
-        if len(ind) != 1 or self.g.names[x].lower() in NOT_POINTING:
-            return []
-        d = ind[0]
-        line = {d} | self.ck.ancestors(d) | self.ck.descendants(d)
-        return [d] if set(self.g.out(x, "indicated_for").tolist()) <= line else []
-
-    @per_node
     def pointing_findings(self, d):
         """Usable findings of d that point somewhere (at most POINTING_MAX diseases have them)."""
         return [p for p in self.usable_findings(d) if len(self.ck.subjects("has_phenotype", p)) <= POINTING_MAX
                 and self.reportable(p) and not VAGUE.search(self.g.names[p]) and not NOT_A_SIGN.search(self.g.names[p])]
-
-    @per_node
-    def neighbour_uses(self, drug, d):
-        """Content-word sets of the diseases a drug starting patients of d may be given for: the indications (any
-        source) of drugs sharing a mechanism class with it, and d's siblings under a parent of at most NEIGHBOUR_MAX
-        diseases. A finding naming one ('recurrent bronchitis' beside orciprenaline, a bronchodilator given in
-        chronic bronchitis too; bronchitis and asthma are both bronchial diseases) is another use of the drug, not
-        a clearly wrong option."""
-        g, ck = self.g, self.ck
-        near = set()
-        for c in self._moa_classes(drug):
-            for k in self.class_nodes(g.names[c]):
-                for m in g.inn(k, "in_class").tolist():
-                    near.update(g.out(m, "indicated_for").tolist())
-        for p in g.out(d, "subclass_of").tolist():
-            if len(ck.descendants(p)) <= NEIGHBOUR_MAX:
-                near |= ck.descendants(p)
-        near -= {d}
-        return sorted({content_words(g.names[x]) for x in near if content_words(g.names[x])}, key=sorted)
-
-    def class_nodes(self, name):
-        """The drug_class nodes with this (normalised) name: FDA's EPC and MoA vocabularies each give one."""
-        if "class_nodes" not in self._memo:
-            by = defaultdict(list)
-            for c in self.g.of_type("drug_class").tolist():
-                by[class_name(self.g.names[c])].append(c)
-            self._memo["class_nodes"] = by
-        return self._memo["class_nodes"].get(class_name(name), [])
-
-    @per_node
-    def explaining_classes(self, drug, d):
-        """The mechanism classes of drug that explain its use for d: one another trusted drug for d belongs to, or
-        one whose drugs (most of them) act on a target another trusted drug for d acts on. Epinephrine is given in
-        asthma as a beta-adrenergic agonist (ADRB2, as formoterol), not as an alpha-adrenergic agonist or an
-        'Adrenergic Receptor Agonist' (dipivefrin, epinastine); benzatropine in Parkinson disease as an
-        anticholinergic, not as an antihistamine. A drug with one class keeps it (riluzole, a benzothiazole); one
-        whose classes all fail gives none (amantadine's influenza M2 inhibitor for Parkinson disease)."""
-        g = self.g
-        mine = self._moa_classes(drug)
-        if len({class_name(g.names[c]) for c in mine}) <= 1:
-            return mine
-        others = [x for x in self._drugs_for(d) if x != drug]
-        names = {class_name(g.names[c]) for x in others for c in self._moa_classes(x)}
-        targets = {t for x in others for t in g.out(x, "targets").tolist()}
-        out = []
-        for c in mine:
-            if class_name(g.names[c]) in names:
-                out.append(c)
-                continue
-            members = {m for k in self.class_nodes(g.names[c]) for m in g.inn(k, "in_class").tolist()}
-            acting = [set(g.out(m, "targets").tolist()) for m in members]
-            acting = [t for t in acting if t]
-            if any(2 * sum(t in a for a in acting) >= len(acting) for t in targets):
-                out.append(c)
-        return out
 
     @per_node
     def close_parents(self, d):
@@ -369,28 +404,3 @@ class FocusPools:
         """Two diseases under one small parent (biotinidase and holocarboxylase synthetase deficiency, both multiple
         carboxylase deficiencies): a stem of three findings rarely tells them apart, the graph's annotations do."""
         return bool(set(self.close_parents(a)) & set(self.close_parents(b)))
-
-    def known_for_targets(self, y):
-        """A drug known for its named targets: one or two, or three subtypes of one receptor or channel family
-        (carbamazepine on SCN4A/5A/9A, propantheline on CHRM1-3). Three of different families make a drug known for
-        none of them: dextroamphetamine (DAT, NET, VMAT2) beside deserpidine, nefazodone (5-HT2A, SERT, NET) beside
-        diethylpropion were 'same target' keys a pharmacologist rejects (kg/REVIEW.md, seed 929292)."""
-        names = [self.g.names[self.g.dst[e]] for e in self._targets(y)]
-        return 1 <= len(names) <= 2 or (len(names) == 3 and len({re.sub(r"\d+[A-Z]?$", "", t) for t in names}) == 1)
-
-    @per_node
-    def target_partners(self, x):
-        """Drugs that act on a target of x the same way (both agonists, both inhibitors...), x and the partner
-        each with at most 2 and 3 named targets (a drug with many is known for none of them) and a mechanism class."""
-        g = self.g
-        if not 1 <= len(self._targets(x)) <= 2 or not self._moa_classes(x):
-            return []
-        out = []
-        for e in self._targets(x):
-            t, action = int(g.dst[e]), g.attr[e]
-            for k in g.in_edges(t, "targets").tolist():
-                y = int(g.src[k])
-                if (y != x and y not in out and g.attr[k] == action and self.drug_ok(y) and self._moa_classes(y)
-                        and self.known_for_targets(y)):
-                    out.append(y)
-        return out
