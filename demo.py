@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -36,6 +37,8 @@ from eval.answer import build_prompt, format_error, format_ok
 from eval.records import iter_jsonl, read_jsonl, usage_error, write_jsonl
 
 ROWS = (("base", "base"), ("sft", "+CoT SFT"), ("grpo1", "+RL stage 1"), ("grpo2", "+RL stage 2"))
+COLUMNS = {"accuracy": "accuracy", "hop2_accuracy": "2 hops", "hard_accuracy": "3 hops (hard)",
+           "format_rate": "format rate", "tags_ok": "tags well formed"}  # summarize()'s keys the tables share
 CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" \
          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -81,17 +84,11 @@ class Config:
 
 # ------------------------------------------------------------------------------------------------ data
 
-def cot_target(rec):
-    """The assistant's CoT answer: one sentence per hop (the facts, in their own words), then the option's text."""
-    return f"<think>{rec['meta']['cot']}</think>\n<answer>{rec['meta']['answer_text']}</answer>"
-
-
-def direct_target(rec):
-    """The answer without reasoning: the option's text in the tag."""
-    return f"<answer>{rec['meta']['answer_text']}</answer>"
-
-
-def chat(rec, target, direct):
+def chat(rec, direct):
+    """A question as a chat with its answer: the option's text in the answer tag, after (unless direct) a chain of
+    thought of one sentence per hop (the facts, in their own words)."""
+    cot = "" if direct else f"<think>{rec['meta']['cot']}</think>\n"
+    target = f"{cot}<answer>{rec['meta']['answer_text']}</answer>"
     return {"id": rec["id"], "messages": build_prompt(rec, direct=direct) + [{"role": "assistant", "content": target}]}
 
 
@@ -105,12 +102,12 @@ def make_corpora(world_dir, out, fact_copies=1, sft_share=1.0, seed=0, knowledge
              for _, r in iter_jsonl(os.path.join(world_dir, "facts.jsonl"))]
     train = list(read_jsonl(os.path.join(world_dir, "train.jsonl")))
     one_hop = [r for r in train if r["meta"]["hops"] == 1]
-    form = {"chat": lambda r: chat(r, direct_target(r), True),
+    form = {"chat": lambda r: chat(r, direct=True),
             "short": lambda r: {"id": r["id"], "text": f"{r['question']} {r['meta']['answer_text']}."}}
     qa = [form[knowledge_qa](r) for r in one_hop] if knowledge_qa != "none" else []
     write_jsonl(os.path.join(out, "knowledge.jsonl"), facts + qa)
     cold = [r for r in train if r["meta"]["hops"] == 1 or _unit(f"cold start:{seed}:{r['meta']['composition']}") < sft_share]
-    write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, cot_target(r), False) for r in cold])
+    write_jsonl(os.path.join(out, "cot.jsonl"), [chat(r, direct=False) for r in cold])
 
 
 def _unit(key):
@@ -223,8 +220,17 @@ def tags_ok(row):
                                                                     "no single answer")
 
 
+def mean(xs):
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def mean_se(xs):
+    """The mean of xs and its standard error."""
+    m = mean(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1) / len(xs)) ** 0.5
+
+
 def summarize(rows):
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
     by = lambda h: [r["correct"] for r in rows if r["hops"] == h]
     return {"n": len(rows), "accuracy": mean([r["correct"] for r in rows]), "hop2_accuracy": mean(by(2)),
             "hard_accuracy": mean(by(3)), "n_hard": len(by(3)), "format_rate": mean([r["format_ok"] for r in rows]),
@@ -239,7 +245,6 @@ def pass_at(rows):
     if not rows:
         return {}
     n = len(rows[0]["correct"])
-    mean = lambda xs: sum(xs) / len(xs)
     return {"n": len(rows), "k": n, "pass1": mean([mean(r["correct"]) for r in rows]),
             "passk": mean([any(r["correct"]) for r in rows]),
             "guess1": mean([1 / r["n_options"] for r in rows]),
@@ -250,10 +255,7 @@ def paired_gain(a, b):
     """(mean gain of b over a, its standard error) on the same questions (rows matched by id)."""
     ca = {r["id"]: r["correct"] for r in a}
     d = [float(r["correct"]) - float(ca[r["id"]]) for r in b if r["id"] in ca]
-    if len(d) < 2:
-        return float("nan"), float("nan")
-    m = sum(d) / len(d)
-    return m, (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
+    return mean_se(d) if len(d) >= 2 else (float("nan"), float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -273,6 +275,7 @@ def _cpu():
 class Run:
     def __init__(self, cfg):
         self.cfg, self.out = cfg, cfg.out_dir
+        os.makedirs(self.out, exist_ok=True)
         self.times_path = os.path.join(self.out, "times.json")
         self.times = json.load(open(self.times_path)) if os.path.exists(self.times_path) else {}
 
@@ -313,7 +316,6 @@ def check_config(cfg):
     """Every option checked before the first stage (kg.build takes minutes): sizes, shares, the launcher,
     --base_model, --out_dir, and each stage's options as its trainer parses and checks them. (--kg_sources is
     kg.build's to check: its one-line error, then demo.py's line naming the failed stage, exit 2.)"""
-
     import grpo
     import sft
 
@@ -325,10 +327,10 @@ def check_config(cfg):
     T.check_min(cfg, 2, "options")
     if cfg.knowledge_qa not in ("chat", "short", "none"):
         raise T.ConfigError(f"--knowledge_qa={cfg.knowledge_qa}: one of chat, short, none")
-    for name in ("held", "sft_share"):
-        if not 0 < getattr(cfg, name) <= (1 if name == "sft_share" else 1 - 1e-9):
-            raise T.ConfigError(f"--{name}={getattr(cfg, name)}: a share strictly between 0 and 1"
-                                + (" (or 1)" if name == "sft_share" else ""))
+    if not 0 < cfg.held <= 1 - 1e-9:
+        raise T.ConfigError(f"--held={cfg.held}: a share strictly between 0 and 1")
+    if not 0 < cfg.sft_share <= 1:
+        raise T.ConfigError(f"--sft_share={cfg.sft_share}: a share strictly between 0 and 1 (or 1)")
     if not cfg.base_model:
         if cfg.vocab_size < 256 + len(SPECIALS):
             raise T.ConfigError(f"--vocab_size={cfg.vocab_size}: at least the 256 bytes and {len(SPECIALS)} specials")
@@ -351,21 +353,20 @@ def check_config(cfg):
             M.Tokenizer.from_pretrained(cfg.base_model)
         except M.CheckpointError as e:
             raise T.ConfigError(f"--base_model: {e}") from None
-    for name, cls, check in (("knowledge", sft.Config, None), ("sft", sft.Config, None),
-                             ("grpo1", grpo.Config, 1), ("grpo2", grpo.Config, 2)):
+    for name, trainer, check in (("knowledge", sft, None), ("sft", sft, None), ("grpo1", grpo, 1), ("grpo2", grpo, 2)):
         opts = getattr(cfg, name)
         if not isinstance(opts, dict):
-            raise T.ConfigError(f"--{name}: a dict of {cls.__module__}.py options, not {opts!r}")
+            raise T.ConfigError(f"--{name}: a dict of {trainer.__name__}.py options, not {opts!r}")
         owned = sorted(set(opts) & {"model", "train_file", "data", "out_dir", "resume"})
         if owned:
             raise T.ConfigError(f"--{name}: {owned[0]!r} is demo.py's to set (each stage reads the one before it)")
         try:  # as run_seed passes them: --key=value
-            c = T.parse_config(cls, [f"--{k}={v}" for k, v in opts.items()], prog="demo.py")
-            if cls is sft.Config:
+            c = T.parse_config(trainer.Config, [f"--{k}={v}" for k, v in opts.items()], prog="demo.py")
+            if trainer is sft:
                 sft.check_config(replace(c, train_file="-", model="-"), 1)
+            elif opts.get("stage", check) != check:
+                raise T.ConfigError(f"--stage={opts['stage']}: this is stage {check}'s options")
             else:
-                if opts.get("stage", check) != check:
-                    raise T.ConfigError(f"--stage={opts['stage']}: this is stage {check}'s options")
                 grpo.check_config(replace(c, stage=check))
         except T.ConfigError as e:
             raise T.ConfigError(f"--{name}: {e}") from None
@@ -393,7 +394,6 @@ def run_all(cfg, seeds):
     if cfg.cpu_threads:  # on a shared CPU, OpenMP threads spinning against other jobs slow a tiny model 5-20x
         os.environ["OMP_NUM_THREADS"] = str(cfg.cpu_threads)
         torch.set_num_threads(cfg.cpu_threads)
-    os.makedirs(cfg.out_dir, exist_ok=True)
     kg_dir = os.path.join(cfg.out_dir, "kg")
     t0 = time.time()
     Run(cfg).stage("kg", os.path.join(kg_dir, "meta.json"), lambda: subprocess.run(
@@ -408,7 +408,6 @@ def run_seed(cfg, kg_dir):
     """One seed's whole pipeline in cfg.out_dir; returns its ablation.json."""
     run = Run(cfg)
     p = run.p
-    os.makedirs(cfg.out_dir, exist_ok=True)
     t_start = time.time()
 
     def make_world():
@@ -445,16 +444,14 @@ def run_seed(cfg, kg_dir):
     models = {"base": p("knowledge", "hf"), "sft": p("sft", "hf"), "grpo1": p("grpo", "stage1", "hf"),
               "grpo2": p("grpo", "stage2", "hf")}
 
-    def train_stage(name, script, opts, ckpt_dir):
+    def train_and_eval(name, script, opts, ckpt_dir):
+        """The stage's training (resumed from its last checkpoint), then its evaluation, each unless done."""
         resume = T.latest_checkpoint(ckpt_dir) is not None or (
             script == "sft.py" and os.path.exists(os.path.join(ckpt_dir, "metrics.jsonl")))
         run.stage(name, models[name], lambda: run.script(script, {**opts, **({"resume": True} if resume else {})}))
 
-    def ev(name):
-        direct = name == "base"
-
         def go():
-            if direct:  # and how much of the world the base model knows: one-hop questions, answered directly
+            if name == "base":  # and how much of the world the base model knows: one-hop questions, answered directly
                 score_options(models[name], held, p("eval", f"{name}.jsonl"))
                 score_options(models[name], facts_probe, p("eval", "base_facts.jsonl"))
             else:
@@ -464,7 +461,7 @@ def run_seed(cfg, kg_dir):
                              n=cfg.pass_k, seed=cfg.seed)
             open(p("eval", f"{name}.done"), "w").close()
         run.stage(f"eval {name}", p("eval", f"{name}.done"), go)
-        if cfg.medqa and not direct:
+        if cfg.medqa and name != "base":
             def medqa():
                 subprocess.run([sys.executable, "-m", "eval.run", "--benchmarks", "medqa", "--model", models[name],
                                 "--out", p("medqa", name), "--limit", str(cfg.medqa),
@@ -472,17 +469,14 @@ def run_seed(cfg, kg_dir):
                 open(p("medqa", f"{name}.done"), "w").close()
             run.stage(f"medqa {name}", p("medqa", f"{name}.done"), medqa)
 
-    train_stage("base", "sft.py", {"model": base, "train_file": p("world", "knowledge.jsonl"),
-                                   "out_dir": p("knowledge"), "seed": cfg.seed, **cfg.knowledge}, p("knowledge"))
-    ev("base")
-    train_stage("sft", "sft.py", {"model": models["base"], "train_file": p("world", "cot.jsonl"),
-                                  "out_dir": p("sft"), "seed": cfg.seed, **cfg.sft}, p("sft"))
-    ev("sft")
+    train_and_eval("base", "sft.py", {"model": base, "train_file": p("world", "knowledge.jsonl"),
+                                      "out_dir": p("knowledge"), "seed": cfg.seed, **cfg.knowledge}, p("knowledge"))
+    train_and_eval("sft", "sft.py", {"model": models["base"], "train_file": p("world", "cot.jsonl"),
+                                     "out_dir": p("sft"), "seed": cfg.seed, **cfg.sft}, p("sft"))
     for s in (1, 2):
         opts = {"stage": s, "model": models["sft"] if s == 1 else models["grpo1"], "data": p("world", "train.jsonl"),
                 "out_dir": p("grpo"), "seed": cfg.seed, "shuffle_options": True, **(cfg.grpo1 if s == 1 else cfg.grpo2)}
-        train_stage(f"grpo{s}", "grpo.py", opts, p("grpo", f"stage{s}"))
-        ev(f"grpo{s}")
+        train_and_eval(f"grpo{s}", "grpo.py", opts, p("grpo", f"stage{s}"))
     return report(run, held, time.time() - t_start)
 
 
@@ -492,63 +486,82 @@ def pct(x):
     return f"{100 * x:.1f}%"
 
 
+def pm(gain):
+    """A (gain, standard error) pair in points, "+1.2 +- 0.3"; "" for none."""
+    return f"{100 * gain[0]:+.1f} +- {100 * gain[1]:.1f}" if gain else ""
+
+
+def md_table(head, sep, rows):
+    """A markdown table's lines: the header's cells, sep (the alignment line), then each row's cells."""
+    line = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    return [line(head), sep] + [line(r) for r in rows]
+
+
+@contextmanager
+def write_report(out_dir, lines, out, png, nrows, ncols, figsize):
+    """ablation.md (the lines) and ablation.json (out) in out_dir; then the axes of a new figure, a flat list, to
+    draw on, each given a grid after and the figure saved as png there."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    text = "\n".join(lines) + "\n"
+    write_atomic(os.path.join(out_dir, "ablation.md"), text)
+    write_atomic(os.path.join(out_dir, "ablation.json"), json.dumps(out, indent=1))
+    fig, ax = plt.subplots(nrows, ncols, figsize=figsize)
+    yield ax.flatten()
+    for a in ax.flatten():
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, png), dpi=90)
+    plt.close(fig)
+    print("\n" + text + f"\nwritten: {os.path.join(out_dir, 'ablation.md')}, {os.path.join(out_dir, png)}")
+
+
 def load_results(run):
-    p = run.p
-    rows = {k: [r for _, r in iter_jsonl(p("eval", f"{k}.jsonl"), skip_bad=True)] for k, _ in ROWS}
-    res = {k: summarize(rows[k]) for k, _ in ROWS}
+    rows = lambda name: [r for _, r in iter_jsonl(run.p("eval", f"{name}.jsonl"), skip_bad=True)]
+    held = {k: rows(k) for k, _ in ROWS}
+    res = {k: summarize(held[k]) for k, _ in ROWS}
     for k, _ in ROWS[1:]:
-        res[k]["pass"] = {s: pass_at([r for _, r in iter_jsonl(p("eval", f"{k}_pass_{s}.jsonl"), skip_bad=True)])
-                          for s in ("train", "held")}
-    facts = [r for _, r in iter_jsonl(p("eval", "base_facts.jsonl"), skip_bad=True)]
+        res[k]["pass"] = {s: pass_at(rows(f"{k}_pass_{s}")) for s in ("train", "held")}
+    facts = rows("base_facts")
     res["base"]["facts_known"] = sum(r["correct"] for r in facts) / max(len(facts), 1)
-    gains = {}
-    for (a, _), (b, _) in zip(ROWS, ROWS[1:]):
-        for sub, keep in (("all", lambda r: True), ("hop2", lambda r: r["hops"] == 2), ("hard", lambda r: r["hops"] == 3)):
-            gains[f"{b}:{sub}"] = paired_gain([r for r in rows[a] if keep(r)], [r for r in rows[b] if keep(r)])
+    subsets = {"all": lambda r: True, "hop2": lambda r: r["hops"] == 2, "hard": lambda r: r["hops"] == 3}
+    gains = {f"{b}:{sub}": paired_gain([r for r in held[a] if keep(r)], [r for r in held[b] if keep(r)])
+             for (a, _), (b, _) in zip(ROWS, ROWS[1:]) for sub, keep in subsets.items()}
     return res, gains
 
 
 def report(run, held, wall):
-    p, times = run.p, run.times
+    times = run.times
     res, gains = load_results(run)
     parts = {"base": ("world", "init", "base"), "sft": ("sft",), "grpo1": ("grpo1",), "grpo2": ("grpo2",)}
     spent = lambda names, key: sum(times.get(n, {}).get(key, 0.0) for n in names)
     b = res["base"]
     lines = [f"Held-out: {len(held)} questions, each a 2-3 hop composition of known facts never asked in training "
              f"({b['n_hard']} with 3 hops: 'hard'); 5 options, shuffled per item (chance 20%); greedy.",
-             f"The base model (after the knowledge phase) answers {pct(b['facts_known'])} of one-hop fact questions.",
-             "", "| model | accuracy | 2 hops | 3 hops (hard) | format rate | tags well formed | extraction failures | "
-             "gain (+- s.e.) | "
-             "answer letters | stage wall (CPU) time |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
-    for k, name in ROWS:
-        r = res[k]
-        g = gains.get(f"{k}:all")
-        gain = f"{100 * g[0]:+.1f} +- {100 * g[1]:.1f}" if g else ""
-        letters = " ".join(f"{l}:{c}" for l, c in r["letters"].items())
-        lines.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['hop2_accuracy'])} | {pct(r['hard_accuracy'])} | "
-                     f"{pct(r['format_rate'])} | {pct(r['tags_ok'])} | {pct(r['extraction_failures'])} | {gain} | {letters} | "
-                     f"{spent(parts[k], 'wall'):.0f} s ({spent(parts[k], 'cpu'):.0f} s) |")
+             f"The base model (after the knowledge phase) answers {pct(b['facts_known'])} of one-hop fact questions."]
+    lines += [""] + md_table(
+        ["model", *COLUMNS.values(), "extraction failures", "gain (+- s.e.)", "answer letters", "stage wall (CPU) time"],
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        [[name, *(pct(res[k][c]) for c in (*COLUMNS, "extraction_failures")), pm(gains.get(f"{k}:all")),
+          " ".join(f"{l}:{c}" for l, c in res[k]["letters"].items()),
+          f"{spent(parts[k], 'wall'):.0f} s ({spent(parts[k], 'cpu'):.0f} s)"] for k, name in ROWS])
     lines += ["", "base answers without reasoning (the paper's non-inference row); the others reason first. Format rate:"
               " the reward's format check (well-formed tags and an answer that names one option); tags well formed:"
               " the same check without the option rule.", "",
-              "RL's headroom: pass@1 and pass@k at temperature 1, against what guessing among the options gives.", "",
-              "| model | split | pass@1 | pass@k | guessing pass@1 | guessing pass@k |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for k, name in ROWS[1:]:
-        for s, q in res[k]["pass"].items():
-            if q:
-                lines.append(f"| {name} | {s} ({q['n']}, k={q['k']}) | {pct(q['pass1'])} | {pct(q['passk'])} | "
-                             f"{pct(q['guess1'])} | {pct(q['guessk'])} |")
+              "RL's headroom: pass@1 and pass@k at temperature 1, against what guessing among the options gives.", ""]
+    lines += md_table(["model", "split", "pass@1", "pass@k", "guessing pass@1", "guessing pass@k"],
+                      "| --- | --- | ---: | ---: | ---: | ---: |",
+                      [[name, f"{s} ({q['n']}, k={q['k']})", *(pct(q[c]) for c in ("pass1", "passk", "guess1", "guessk"))]
+                       for k, name in ROWS[1:] for s, q in res[k]["pass"].items() if q])
     lines += medqa_table(run)
     lines += ["", f"Total: {spent(times, 'wall') / 60:.1f} min wall time, {spent(times, 'cpu') / 60:.1f} min CPU time; "
               f"this invocation: {wall / 60:.1f} min.", ""]
     lines += verdicts(res, gains)
-    text = "\n".join(lines) + "\n"
     out = {"results": res, "gains": gains, "times": times}
-    write_atomic(p("ablation.md"), text)
-    write_atomic(p("ablation.json"), json.dumps(out, indent=1))
-    plot(run, res)
-    print("\n" + text + f"\nwritten: {p('ablation.md')}, {p('curves.png')}")
+    with write_report(run.out, lines, out, "curves.png", 2, 3, (15, 7.5)) as ax:
+        plot(ax, run, res)
     return out
 
 
@@ -560,22 +573,16 @@ def medqa_table(run):
     rows = {k: read_items(run.p("medqa", k), "medqa") for k, _ in ROWS[1:] if os.path.isdir(run.p("medqa", k))}
     if not rows:
         return []
-    lines = ["", "MedQA test (US, 4 options; first items, greedy; outside the world):", "",
-             "| model | items | accuracy | gain (+- s.e.) | extraction failures | answer letters |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
-    prev = None
-    for k, name in ROWS[1:]:
-        if k not in rows:
-            continue
-        r = rows[k]
-        acc = sum(x["correct"] for x in r) / max(len(r), 1)
-        g = paired_gain(prev, r) if prev else None
-        letters = Counter("".join(x["extracted"] or []) or "none" for x in r)
-        lines.append(f"| {name} | {len(r)} | {pct(acc)} | {f'{100 * g[0]:+.1f} +- {100 * g[1]:.1f}' if g else ''} | "
-                     f"{pct(sum(x['extracted'] is None for x in r) / max(len(r), 1))} | "
-                     f"{' '.join(f'{l}:{c}' for l, c in sorted(letters.items()))} |")
+    cells, prev = [], None
+    for k, r in rows.items():
+        n, letters = max(len(r), 1), Counter("".join(x["extracted"] or []) or "none" for x in r)
+        cells.append([dict(ROWS)[k], len(r), pct(sum(x["correct"] for x in r) / n),
+                      pm(paired_gain(prev, r) if prev else None), pct(sum(x["extracted"] is None for x in r) / n),
+                      " ".join(f"{l}:{c}" for l, c in sorted(letters.items()))])
         prev = r
-    return lines
+    return ["", "MedQA test (US, 4 options; first items, greedy; outside the world):", ""] + md_table(
+        ["model", "items", "accuracy", "gain (+- s.e.)", "extraction failures", "answer letters"],
+        "| --- | ---: | ---: | ---: | ---: | --- |", cells)
 
 
 def verdicts(res, gains):
@@ -598,51 +605,32 @@ def verdicts(res, gains):
 def report_seeds(cfg, results, wall):
     """Mean and standard error across seeds of each row, and the per-seed table."""
     seeds = list(results)
-    mse = lambda xs: (sum(xs) / len(xs), (sum((x - sum(xs) / len(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)
-                                          / len(xs)) ** 0.5)
-    fmt = lambda xs: "{:.1f} +- {:.1f}".format(*(100 * v for v in mse(xs)))
-    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): a new world, split, model and training run each. "
-             "Mean +- standard error across seeds.", "",
-             "| model | accuracy | 2 hops | 3 hops (hard) | format rate | tags well formed |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    fmt = lambda xs: "{:.1f} +- {:.1f}".format(*(100 * v for v in mean_se(xs)))
     get = lambda k, key: [results[s]["results"][k][key] for s in seeds]
-    for k, name in ROWS:
-        lines.append(f"| {name} | {fmt(get(k, 'accuracy'))} | {fmt(get(k, 'hop2_accuracy'))} | "
-                     f"{fmt(get(k, 'hard_accuracy'))} | {fmt(get(k, 'format_rate'))} | {fmt(get(k, 'tags_ok'))} |")
-    lines += ["", "Per seed (held-out accuracy; gain over the row above +- its paired s.e.):", "",
-              "| seed | " + " | ".join(n for _, n in ROWS) + " |", "| ---" * (len(ROWS) + 1) + " |"]
-    for s in seeds:
-        cells = []
-        for k, _ in ROWS:
-            acc = results[s]["results"][k]["accuracy"]
-            g = results[s]["gains"].get(f"{k}:all")
-            cells.append(pct(acc) + (f" ({100 * g[0]:+.1f} +- {100 * g[1]:.1f})" if g else ""))
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", "pass@1 / pass@k (temperature 1) on held-out, mean across seeds:", "",
-              "| model | pass@1 | pass@k | guessing pass@k |", "| --- | ---: | ---: | ---: |"]
-    for k, name in ROWS[1:]:
-        q = [results[s]["results"][k]["pass"]["held"] for s in seeds]
-        lines.append(f"| {name} | {fmt([x['pass1'] for x in q])} | {fmt([x['passk'] for x in q])} | "
-                     f"{pct(q[0]['guessk'])} |")
-    lines += [""]
-    for s in seeds:
-        lines += [f"seed {s}: " + v for v in verdicts(results[s]["results"], results[s]["gains"])]
+    held = lambda k, key: [results[s]["results"][k]["pass"]["held"][key] for s in seeds]
+    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): a new world, split, model and training run each. "
+             "Mean +- standard error across seeds.", ""]
+    lines += md_table(["model", *COLUMNS.values()], "| --- | ---: | ---: | ---: | ---: | ---: |",
+                      [[name, *(fmt(get(k, c)) for c in COLUMNS)] for k, name in ROWS])
+    cell = lambda r, k: pct(r["results"][k]["accuracy"]) + (f" ({pm(r['gains'][f'{k}:all'])})" if k != "base" else "")
+    lines += ["", "Per seed (held-out accuracy; gain over the row above +- its paired s.e.):", ""]
+    lines += md_table(["seed", *(n for _, n in ROWS)], "| ---" * (len(ROWS) + 1) + " |",
+                      [[s, *(cell(results[s], k) for k, _ in ROWS)] for s in seeds])
+    lines += ["", "pass@1 / pass@k (temperature 1) on held-out, mean across seeds:", ""] + md_table(
+        ["model", "pass@1", "pass@k", "guessing pass@k"], "| --- | ---: | ---: | ---: |",
+        [[name, fmt(held(k, "pass1")), fmt(held(k, "passk")), pct(held(k, "guessk")[0])] for k, name in ROWS[1:]])
+    lines += [""] + [f"seed {s}: " + v for s in seeds for v in verdicts(results[s]["results"], results[s]["gains"])]
     lines += ["", f"this invocation: {wall / 60:.1f} min"]
-    text = "\n".join(lines) + "\n"
-    write_atomic(os.path.join(cfg.out_dir, "ablation.md"), text)
-    write_atomic(os.path.join(cfg.out_dir, "ablation.json"), json.dumps({str(s): r for s, r in results.items()}, indent=1))
-    plot_seeds(cfg, results, mse)
-    print("\n" + text + f"\nwritten: {os.path.join(cfg.out_dir, 'ablation.md')}, {os.path.join(cfg.out_dir, 'seeds.png')}")
+    with write_report(cfg.out_dir, lines, {str(s): r for s, r in results.items()}, "seeds.png", 1, 2, (13, 4.5)) as ax:
+        plot_seeds(ax, results)
 
 
-def plot_seeds(cfg, results, mse):
+def plot_seeds(ax, results):
     """seeds.png: each row's held-out accuracy (all, 2 hops, 3 hops) as mean +- s.e. over the seeds, and pass@1 /
     pass@k on training and held-out questions beside guessing."""
-    plt = _pyplot()
     seeds, names = list(results), [n for _, n in ROWS]
-    fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
     for key, off, label in (("accuracy", -0.25, "all"), ("hop2_accuracy", 0, "2 hops"), ("hard_accuracy", 0.25, "3 hops")):
-        stats = [mse([results[s]["results"][k][key] for s in seeds]) for k, _ in ROWS]
+        stats = [mean_se([results[s]["results"][k][key] for s in seeds]) for k, _ in ROWS]
         ax[0].bar([i + off for i in range(len(ROWS))], [m for m, _ in stats], 0.25, yerr=[e for _, e in stats],
                   capsize=3, label=label)
     ax[0].set_xticks(range(len(ROWS)), names)
@@ -650,7 +638,7 @@ def plot_seeds(cfg, results, mse):
     ax[0].legend()
     for split, style in (("train", "o-"), ("held", "s--")):
         for key in ("pass1", "passk"):
-            stats = [mse([results[s]["results"][k]["pass"][split][key] for s in seeds]) for k, _ in ROWS[1:]]
+            stats = [mean_se([results[s]["results"][k]["pass"][split][key] for s in seeds]) for k, _ in ROWS[1:]]
             ax[1].errorbar(names[1:], [m for m, _ in stats], [e for _, e in stats], fmt=style, capsize=3,
                            label=f"{key.replace('pass', 'pass@')} {split}")
     q = results[seeds[0]]["results"]["sft"]["pass"]["held"]
@@ -658,29 +646,14 @@ def plot_seeds(cfg, results, mse):
         ax[1].axhline(g, color="gray", ls=":")
     ax[1].set_title(f"pass@1 / pass@{q['k']} at temperature 1 (dotted: guessing)")
     ax[1].legend(fontsize=8)
-    for a in ax:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(cfg.out_dir, "seeds.png"), dpi=90)
-    plt.close(fig)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot(run, res):
-    plt = _pyplot()
-    sft = T.Metrics(run.p("sft", "metrics.jsonl")).rows()
-    know = T.Metrics(run.p("knowledge", "metrics.jsonl")).rows()
-    g = [T.Metrics(run.p("grpo", f"stage{s}", "metrics.jsonl")).rows() for s in (1, 2)]
-    offset = len(g[0])
-    grpo = [(r["step"], r) for r in g[0]] + [(offset + r["step"], r) for r in g[1]]
-    fig, ax = plt.subplots(2, 3, figsize=(15, 7.5))
-    ax = ax.flatten()
+def plot(ax, run, res):
+    """curves.png: the training losses, GRPO's curves by step, held-out accuracy by stage, pass@1 / pass@k."""
+    rows = lambda *stage: T.Metrics(run.p(*stage, "metrics.jsonl")).rows()
+    know, sft, g1, g2 = rows("knowledge"), rows("sft"), rows("grpo", "stage1"), rows("grpo", "stage2")
+    offset = len(g1)
+    grpo = [(r["step"], r) for r in g1] + [(offset + r["step"], r) for r in g2]
     ax[0].plot([r["step"] for r in know], [r["loss"] for r in know], label="knowledge phase")
     ax[0].plot([r["step"] for r in sft], [r["loss"] for r in sft], label="CoT SFT")
     ax[0].set_yscale("log")
@@ -708,11 +681,6 @@ def plot(run, res):
                 ax[5].axhline(guess, color="gray", ls=":")
     ax[5].set_title("pass@1 / pass@k (temperature 1); dotted: guessing")
     ax[5].legend(fontsize=7)
-    for a in ax:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run.p("curves.png"), dpi=90)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
