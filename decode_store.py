@@ -1,12 +1,11 @@
-"""The sampler's CPU path: decode attention over a store of dense K/V rectangles.
+"""The sampler's CPU path (paged_cache.py's interface): decode attention over a store of dense K/V rectangles.
 
-On CPU a gather of every block at every step would cost as much as the matmuls, so there the blocks are only the
-budget's unit (scheduler.py) and the K/V live, between steps, in a decode store of dense rectangles (plan): each
-prompt's shared K/V once for its samples, each row's own K/V, rows of similar length together
-(paged_attn.cascade_decode_attention_torch). The paged cache is then only a staging area: prefill writes it, the
-next decode step copies it into the store and drops it. Each stored token holds a block of the budget; on top come
-padding (at most 1/8 per rectangle), 2 blocks of headroom per row, finished rows until the next re-layout, and a
-new prompt's staged copy for one step. Nothing is kept after end(). The interface is paged_cache.py's.
+On CPU a gather of every block at every step would cost as much as the matmuls, so the blocks are only the budget's
+unit and the K/V live in rectangles (plan): each prompt's shared K/V once for its samples, each row's own K/V, rows
+of similar length together (paged_attn.cascade_decode_attention_torch). The paged cache is only a staging area that
+prefill writes and the next decode step copies into the store and drops. Beyond the budget's blocks: padding (<= 1/8
+per rectangle), 2 blocks of headroom per row, finished rows until the next re-layout, and a new prompt's staged
+copy for one step. Nothing is kept after end().
 """
 import math
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ class DecodeStore:
     def __init__(self, config, block_size, dtype, device, forward):
         self.config, self.block_size, self.dtype, self.device = config, block_size, dtype, device
         self.forward, self.scale = forward, config.head_dim ** -0.5
-        self.blocks, self.max_new_tokens, self.stats = 0, 0, {}
         self.end()
 
     def begin(self, blocks, params, longest, stats):
@@ -51,10 +49,9 @@ class DecodeStore:
     free = end
 
     def prefill_cache(self):
-        """The staging cache, one tensor per layer (each is freed once the store holds it). Stored head-major
-        ([2, kv_heads, blocks, block_size, head_dim]) and seen through a permuted view: a gather of blocks lands as
-        [kv_heads, seqs, tokens, head_dim], ready for batched GEMMs. Uninitialized: blocks never written (all but
-        the prompts') are never backed by memory; gather_staged zeroes the rest."""
+        """The staging cache, per layer (freed once the store holds it): head-major [2, kv_heads, blocks, block_size,
+        head_dim] seen through a permuted view, so a gather lands in GEMM layout. Uninitialized: blocks never written
+        are never backed by memory; gather_staged zeroes the rest."""
         if self.cache is None:
             cfg = self.config
             self.cache = [torch.empty(2, cfg.num_key_value_heads, self.blocks, self.block_size, cfg.head_dim,
@@ -67,10 +64,9 @@ class DecodeStore:
         self.staged.update(seqs)
 
     def decode(self, seqs, tokens, pos):
-        """One decode step's logits, attending over the store with this step's K/V appended to it. The store is laid
-        out again (plan, then build layer by layer on first use) when a staged row arrives, a row outgrows its part,
-        or half the stored rows are gone (finished rows are attended and ignored until then, so rows finishing one
-        by one cost a logarithmic number of re-layouts). Once the store holds the staged rows, staging is dropped."""
+        """One decode step's logits over the store, this step's K/V appended. The store is laid out again (plan, then
+        build per layer) when a staged row arrives, a row outgrows its part, or half the stored rows are gone (finished
+        rows are attended and ignored until then: rows finishing one by one cost log-many re-layouts)."""
         dev, where = self.device, self.where
         lens = [s.pos + 1 - s.shared * self.block_size for s in seqs]  # private tokens, this step's included
         if (self.parts is None or any(s in self.staged or s not in where for s in seqs)
@@ -110,10 +106,9 @@ class DecodeStore:
         return logits
 
     def plan(self, seqs, lens):
-        """Lay the store out anew for the running rows: groups (a prompt's samples with the blocks they share; rows
-        sharing nothing are groups of their own) from the longest down, a new part whenever a group's length falls
-        below 7/8 of its part's longest, so padding costs at most 1/8. Each row gets 2 blocks of headroom (no more
-        than its length at max_new_tokens). The rectangles are filled layer by layer by build."""
+        """Lay the store out anew: groups (a prompt's samples and the blocks they share; rows sharing nothing are
+        their own group) longest first, a new part whenever a group falls below 7/8 of its part's longest (padding
+        <= 1/8). Each row gets 2 blocks of headroom, capped at max_new_tokens. build fills the rectangles."""
         bs, groups = self.block_size, {}
         for s, n in zip(seqs, lens):
             groups.setdefault((s.prompt, tuple(s.blocks[:s.shared])), []).append((s, n))
@@ -139,8 +134,8 @@ class DecodeStore:
             len(p.groups) * max(p.shared_len) + len(p.rows) * p.cap for p in parts))
 
     def build(self, layer):
-        """This layer's rectangles for the new layout: rows and groups already stored are copied from the old
-        rectangles (which are then dropped), staged ones gathered from the staging cache."""
+        """This layer's rectangles: stored rows and groups copied from the old ones (then dropped), staged ones
+        gathered from the staging cache."""
         cfg = self.config
         old_where, old_gwhere, old_kv = self.old
         old = old_kv.pop(layer, None)
@@ -172,9 +167,8 @@ class DecodeStore:
             self.cache[layer] = None
 
     def gather_staged(self, layer, dst, keys, slots, rows):
-        """Copy staged K/V into the K and V rectangles dst at slots: groups' shared blocks, or (rows=True) rows'
-        private blocks up to this step's token. Anything past their length is zeroed: the staging cache is
-        uninitialized, and a masked 0 * NaN is still NaN."""
+        """Copy staged K/V into rectangles dst (K, V) at slots: groups' shared blocks, or (rows) rows' private blocks
+        before this step's token. Past their length it zeroes: staging is uninitialized, and a masked 0 * NaN is NaN."""
         bs, dev = self.block_size, self.device
         if rows:
             lens = [s.pos - s.shared * bs for s in keys]  # written before this step
@@ -193,8 +187,8 @@ class DecodeStore:
             d[:, at, :t] = g.masked_fill_(past[None, :, :, None], 0)[:, :, :t].to(d.dtype)
 
     def index_rows(self, seqs):
-        """Set each part's batch, slots and index for this set of running rows. Groups with no running row point at
-        any running row (cascade_decode_attention_torch needs a valid one)."""
+        """Set each part's batch, slots and index for these running rows. A group with no running row points at any
+        running row (cascade_decode_attention_torch needs a valid one)."""
         t = lambda x: torch.tensor(x, device=self.device)
         for pi, part in enumerate(self.parts):
             mine = [(b, self.where[s][1]) for b, s in enumerate(seqs) if self.where[s][0] == pi]

@@ -1,13 +1,12 @@
-"""Paged KV-cache kernels for sample.py: write new K/V into the cache, and decode attention over it.
+"""Paged KV-cache kernels for sample.py: write new K/V into the cache, and decode attention over it; and the CPU
+decode store's cascade attention (cascade_decode_attention_torch).
 
 Cache layout, per layer: k_cache and v_cache, each [num_blocks, block_size, n_kv_heads, head_dim], contiguous,
 any float dtype. A token's slot is block_id * block_size + offset; a sequence's block table lists its blocks in order.
 
-Each op has a Triton kernel and a plain-torch reference beside it. The public functions (`store_kv`,
-`paged_decode_attention`) pick Triton when the tensors are on CUDA, or when TRITON_INTERPRET=1 was set before this
-module (and so triton) was imported, and the torch reference otherwise. Triton is optional: without it, everything
-runs on the torch path. On CUDA, flash-attn's paged decode is used instead when it is installed and the block size
-is one it supports (see `_flash_decode`).
+Each op has a Triton kernel and a torch reference. `store_kv` and `paged_decode_attention` pick Triton (optional)
+on CUDA or under TRITON_INTERPRET=1 (set before import), else torch; on CUDA, flash-attn's paged decode when it is
+installed and supports the block size (`_flash_decode`).
 """
 import os
 
@@ -45,13 +44,11 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping):
 
 def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
     """Any cache layout, including a permuted view (decode_store.py's head-major staging cache)."""
-    keep = slot_mapping >= 0
-    if not keep.all():  # padding (prefill)
-        k, v, slot_mapping = k[keep], v[keep], slot_mapping[keep]
-    slots = slot_mapping.long()
+    keep = slot_mapping >= 0  # -1: padding (prefill)
+    slots = slot_mapping[keep].long()
     blocks, offsets = slots // k_cache.shape[1], slots % k_cache.shape[1]
-    k_cache[blocks, offsets] = k.to(k_cache.dtype)
-    v_cache[blocks, offsets] = v.to(v_cache.dtype)
+    k_cache[blocks, offsets] = k[keep].to(k_cache.dtype)
+    v_cache[blocks, offsets] = v[keep].to(v_cache.dtype)
 
 
 if HAVE_TRITON:
@@ -73,16 +70,14 @@ if HAVE_TRITON:
 
 def _rows(x):
     """x [N, n_kv, d] with each token's n_kv * d values contiguous (true for views of a projection's output)."""
-    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
-        x = x.contiguous()
-    return x
+    return x if x.stride(2) == 1 and x.stride(1) == x.shape[2] else x.contiguous()
 
 
 def store_kv_triton(k, v, k_cache, v_cache, slot_mapping):
     assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.shape == v_cache.shape
     n, n_kv, d = k.shape
     assert k_cache.shape[2:] == (n_kv, d) and v.shape == k.shape and slot_mapping.shape == (n,)
-    if n == 0:
+    if n == 0:  # a launch grid of 0 programs is an error
         return
     # Cast on the host: torch rounds to nearest even, as store_kv_torch does (the interpreter's store truncates).
     k, v = _rows(k.to(k_cache.dtype)), _rows(v.to(v_cache.dtype))
@@ -98,34 +93,18 @@ def store_kv_triton(k, v, k_cache, v_cache, slot_mapping):
 # A sequence with context_len 0 (a padding row) gets zeros.
 
 def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
-    if q.is_cuda and _flash_ok(q, k_cache):
+    if (q.is_cuda and HAVE_FLASH_ATTN and k_cache.shape[1] % 256 == 0 and q.dtype in (torch.float16, torch.bfloat16)
+            and q.dtype == k_cache.dtype):
         return _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale)
     if backend(q) == "triton":
         return paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
     return paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
-_scratch = {}  # reused gather buffers: a fresh multi-MB tensor per layer per step costs more in page faults (CPU)
-
-
-def _gather_blocks(cache, ids, name):
-    """cache[ids] for flat block ids, written into a grow-only scratch buffer (valid until the next call)."""
-    shape = (ids.numel(),) + tuple(cache.shape[1:])
-    key = (name, cache.dtype, cache.device, shape[1:])
-    buf = _scratch.get(key)
-    if buf is None or buf.shape[0] < shape[0]:
-        buf = _scratch[key] = torch.empty(shape, dtype=cache.dtype, device=cache.device)
-    out = buf[:shape[0]]
-    torch.index_select(cache, 0, ids, out=out)
-    return out
-
-
 def paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale):
     b, h, d = q.shape
     block_size, n_kv = k_cache.shape[1:3]
     g = h // n_kv
-    if b == 0:
-        return q.new_empty(b, h, d)
     lens = context_lens.long()
     n_blocks = max(1, -(-int(lens.max()) // block_size))
     t = n_blocks * block_size
@@ -133,8 +112,7 @@ def paged_decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens
     used = torch.arange(n_blocks, device=q.device)[None, :] * block_size < lens[:, None]
     ids = torch.where(used, block_tables[:, :n_blocks].long(), 0).flatten()
     valid = torch.arange(t, device=q.device)[None, :] < lens[:, None]  # [B, T]
-    k = _gather_blocks(k_cache, ids, "k")
-    v = _gather_blocks(v_cache, ids, "v")
+    k, v = k_cache[ids], v_cache[ids]
     # Slots past a sequence's length hold stale or never-written memory (NaN, inf): zero those rows, since a
     # masked score times a NaN value is still NaN.
     stale = (~valid).flatten().nonzero().squeeze(1)  # index_fill_ touches only these (a bool mask reads all)
@@ -240,7 +218,7 @@ def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_len
         use_dot = q.is_cuda and block_size >= 16 and d >= 16
     g_pad = max(triton.next_power_of_2(g), 16 if use_dot else 1)  # tl.dot needs M >= 16
     out = torch.empty_like(q)
-    if b == 0:
+    if b == 0:  # a launch grid of 0 programs is an error
         return out
     max_blocks = block_tables.shape[1]
     splits = num_splits or _default_splits(q, n_kv, max_blocks)
@@ -257,9 +235,7 @@ def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_len
         m, l, acc, per_split,
         G=g, G_PAD=g_pad, BLOCK=block_size, D=d, USE_DOT=use_dot, SPLIT=splits > 1,
         PRECISION="ieee" if k_cache.dtype == torch.float32 else "tf32")  # ieee: an fp32 cache stays exact (no tf32)
-    if splits > 1:
-        out = _combine_splits(m, l, acc).to(q.dtype)
-    return out
+    return _combine_splits(m, l, acc).to(q.dtype) if splits > 1 else out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,11 +243,6 @@ def paged_decode_attention_triton(q, k_cache, v_cache, block_tables, context_len
 # flash_attn_with_kvcache(q [B, 1, H, d], k_cache/v_cache [num_blocks, page_size, n_kv, d] (our layout),
 # cache_seqlens [B] int32, block_table [B, max_blocks] int32), which requires page_size % 256 == 0.
 # Check it against paged_decode_attention_torch on a GPU before relying on it.
-
-def _flash_ok(q, k_cache):
-    return (HAVE_FLASH_ATTN and k_cache.shape[1] % 256 == 0 and q.dtype in (torch.float16, torch.bfloat16)
-            and q.dtype == k_cache.dtype)
-
 
 def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
     out = flash_attn_with_kvcache(q.unsqueeze(1), k_cache, v_cache, cache_seqlens=context_lens.int(),
@@ -289,22 +260,19 @@ def _flash_decode(q, k_cache, v_cache, block_tables, context_lens, scale):
 
 def cascade_decode_attention_torch(q, scale, shared_kv, shared_mask, group_rows, row_slot, private_kv, private_mask,
                                    private_rows=None):
-    """CPU decode attention in two parts merged by log-sum-exp. q [B, H, d]. Groups: shared_kv =
-    gather_head_major(shared tables [S, nbs]), K and V [n_kv, S, Ts, d]; group_rows [S, R] the batch rows of each
-    group (padded with any valid row); row_slot [B] the position of row b in group_rows.flatten(). Per row:
-    private_kv, K and V [n_kv, B, Tp, d] (from gather_head_major, or kept and appended by the caller).
-    shared_mask [S, Ts] and private_mask [B, Tp]: length_mask of each one's token counts (a row may have no shared
-    tokens, never no private ones). private_rows [B] (optional): row b's K/V are row private_rows[b] of private_kv
-    and private_mask, which may hold rows nobody reads. Returns [B, H, d] in q's dtype."""
+    """CPU decode attention in two parts merged by log-sum-exp. q [B, H, d]. Per group: shared_kv, K and V
+    [n_kv, S, Ts, d] (gather_head_major of the shared tables); group_rows [S, R] its batch rows (padded with any
+    valid row); row_slot [B] row b's position in group_rows.flatten(). Per row: private_kv, K and V [n_kv, B, Tp, d].
+    shared_mask [S, Ts], private_mask [B, Tp]: length_mask of the token counts (a row may have no shared tokens,
+    never no private ones). private_rows [B] (optional): row b's K/V and mask are row private_rows[b] of
+    private_kv and private_mask, which may hold rows nobody reads. Returns [B, H, d] in q's dtype."""
     b, h, d = q.shape
     n_kv = private_kv[0].shape[0]
     g = h // n_kv
     q = q.view(b, n_kv, g, d).transpose(0, 1)                       # [n_kv, B, g, d]
-    if private_rows is None:
-        o2, lse2 = _attend(q, *private_kv, private_mask, scale)
-    else:  # queries scattered to their K/V rows; the rows nobody reads get zeros
-        qp = q.new_zeros(n_kv, private_kv[0].shape[1], g, d).index_copy_(1, private_rows, q)
-        o2, lse2 = _attend(qp, *private_kv, private_mask, scale)
+    qp = q if private_rows is None else q.new_zeros(n_kv, private_kv[0].shape[1], g, d).index_copy_(1, private_rows, q)
+    o2, lse2 = _attend(qp, *private_kv, private_mask, scale)  # queries scattered to their K/V rows (others: zeros)
+    if private_rows is not None:
         o2, lse2 = o2[:, private_rows], lse2[:, private_rows]
     if shared_kv[0].shape[2] == 0:  # nothing shared (n = 1): plain attention over the private part
         return o2.transpose(0, 1).reshape(b, h, d)

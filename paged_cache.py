@@ -1,7 +1,6 @@
-"""The sampler's GPU path: one paged KV cache, decode attention through the block tables (paged_attn.py: Triton
-or flash-attn), the decode step replayed from CUDA graphs, one per batch bucket (DecodeGraphs). The cache outlives
-generate() until free() (GRPO: during the trainer's update). The tests run this path on CPU, eagerly or through
-DecodeGraphs uncaptured. Its interface, shared with decode_store.DecodeStore (the CPU path):
+"""The sampler's GPU path: one paged KV cache (kept between generate calls until free()), decode attention through
+the block tables (paged_attn.py), the decode step replayed from CUDA graphs per batch bucket (DecodeGraphs). The
+tests run it on CPU, eagerly or through DecodeGraphs uncaptured. The interface, shared with decode_store.py (CPU):
     begin(blocks, params, longest, stats) -> blocks   ready for a generate call, with at least `blocks`
     prefill_cache()                                   per layer (k, v) [blocks, block_size, kv_heads, head_dim]
     prefilled(seqs)                                   prefill wrote these sequences' K/V
@@ -23,8 +22,8 @@ class PagedCache:
         self.cache, self.graphs = None, None  # cache: [layers, 2, blocks, block_size, kv_heads, head_dim]
 
     def begin(self, blocks, params, longest, stats):
-        """A cache of at least `blocks` (the current one if large enough), and graphs for this call's rows and
-        table width (a power of two, so calls share them). Returns the blocks the cache holds."""
+        """A cache of at least `blocks` (the current one if large enough) and graphs for this call's rows and table
+        width (a power of two, so calls share them). Returns the blocks the cache holds."""
         if self.cache is None or self.cache.shape[2] < blocks:
             cfg = self.config
             self.cache = None  # free the old one first
@@ -69,11 +68,10 @@ class PagedCache:
 
 
 class DecodeGraphs:
-    """CUDA graphs of PagedCache.paged_forward, one per batch bucket, captured on first use. Inputs are copied into
-    static buffers padded to the bucket: padding rows write no K/V (slot -1) and attend to nothing (length 0);
-    table columns past a row's length are never read. The graphs share one memory pool, which is safe because
-    each replay's logits are consumed before the next replay. capture=False runs the same padded path eagerly
-    (the CPU tests check it that way). Not yet run on a GPU: verify against capture=False there first."""
+    """CUDA graphs of PagedCache.paged_forward, one per batch bucket, captured on first use, on inputs copied into
+    static buffers padded to the bucket: padding rows write no K/V (slot -1) and attend to nothing (length 0). The
+    graphs share one memory pool: each replay's logits are consumed before the next. capture=False runs the same
+    padded path eagerly (the CPU tests). Not yet run on a GPU: verify against capture=False there first."""
 
     def __init__(self, forward, max_batch, width, device, capture, key=None):
         self.forward, self.capture, self.key = forward, capture, key

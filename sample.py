@@ -1,24 +1,19 @@
 """KV-cached batched sampler: paged KV cache, prefix sharing, continuous batching.
 
-One entry point for eval, CoT distillation and GRPO rollouts:
-
     sampler = Sampler(model, vocab_size=len(tok))
     outs = sampler.generate(prompt_ids, SamplingParams(n=8, max_new_tokens=512, temperature=1.0,
                                                        stop_token_ids=(tok.eos_id,)))
     outs[i][j].token_ids, outs[i][j].logprobs, outs[i][j].finish_reason   # "eos" | "stop" | "length"
 
-This file runs the model: the generate loop, prefill (dense attention writing K/V into the cache's blocks), the
-decode step, the draws. scheduler.py decides who runs and which KV blocks each holds. The K/V and decode attention
-sit behind one interface: on GPU paged_cache.py, on CPU decode_store.py.
+This file runs the model (generate loop, prefill, decode step, draws); scheduler.py decides who runs and which
+KV blocks each holds; the K/V and decode attention are paged_cache.py on GPU, decode_store.py on CPU.
 
 Sampling: one uniform per (seed, prompt, sample, step) from a counter-based hash, inverse-CDF over the tempered
-softmax. The uniforms do not depend on the batch, the schedule or the memory budget; the logits do, at the level
-of float rounding (~1e-4 in fp32: other batch shapes sum in another order). So a sample drawn under another
-batch or budget is the same token by token except where a draw lands that close to a boundary of the CDF
-(about 2e-3 of draws for SmolLM2 in fp32), and greedy is the same except at near-ties; after a flip the sample
-continues from a different prefix. Logprobs are those of the full tempered distribution (log_softmax(logits / T)),
-before any top-k / top-p truncation: the quantity the GRPO trainer recomputes. Temperature 0 is greedy, with
-logprobs of the untempered distribution (logprob_temperature).
+softmax. The uniforms do not depend on batch, schedule or memory budget; the logits do, at rounding level (~1e-4
+in fp32), so under another batch or budget a sample is the same token by token except where a draw lands that
+close to a CDF boundary (~2e-3 of draws for SmolLM2 in fp32; greedy: near-ties). Logprobs are log_softmax(logits
+/ T) of the full distribution, before top-k / top-p: what the GRPO trainer recomputes. Temperature 0 is greedy,
+with untempered logprobs (logprob_temperature).
 """
 import argparse
 import os
@@ -81,8 +76,7 @@ class Sampler:
     def __init__(self, model: Transformer, tokenizer: Tokenizer = None, vocab_size=None, block_size=None,
                  kv_tokens=None, kv_fraction=0.8, max_batch=512, max_prefill_tokens=8192, prefix_attention=None,
                  cuda_graphs=None):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer = model.eval(), tokenizer
         cfg = model.config
         # rows past the tokenizer are never sampled
         self.vocab_size = min(vocab_size or (len(tokenizer) if tokenizer else cfg.vocab_size), cfg.vocab_size)
@@ -104,8 +98,7 @@ class Sampler:
         kv = (cfg, self.block_size, self.dtype, self.device, self._forward)  # the K/V and decode attention
         self.kv_cache = DecodeStore(*kv) if self.prefix_attention else PagedCache(*kv, max_batch, self.cuda_graphs)
         self.kv_tokens, self.kv_fraction = kv_tokens, kv_fraction
-        self.max_blocks = None  # the budget in blocks, set by the next generate (_budget)
-        self.pool = None
+        self.pool, self.max_blocks = None, None  # max_blocks: the budget in blocks, set by the next generate
         self._packed = {}  # CPU: nn.Linear -> ((weight ptr, version), oneDNN-packed weight); see packed_linears
         self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0,
                       "preempted": 0, "store_layouts": 0, "store_tokens": 0}
@@ -118,7 +111,11 @@ class Sampler:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         params.check()
-        self._budget()
+        if self.max_blocks is None:
+            cfg = self.model.config
+            token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
+            tokens = self.kv_tokens or int(self.kv_fraction * free_memory(self.device) / token_bytes)
+            self.max_blocks = max(1, tokens // self.block_size)
         blocks = pool_blocks(prompts, params, self.block_size, self.max_blocks)
         self.pool = BlockPool(self.kv_cache.begin(blocks, params, max(map(len, prompts)), self.stats))
         sched = Scheduler([len(p) for p in prompts], params.n, self.pool, self.block_size, self.max_batch)
@@ -126,7 +123,23 @@ class Sampler:
         bar = tqdm(total=len(prompts) * params.n, desc="sampling", disable=not progress)
         try:
             with packed_linears(self.model, self._packed):
-                self._loop(prompts, params, sched, out, bar)
+                while sched.waiting or sched.running:
+                    new, back = sched.admit()
+                    t0 = time.perf_counter()
+                    if new or back:
+                        sched.running += self._refill(back, prompts) + self._prefill(new, prompts, sched, params)
+                        self._count("prefill", t0, sum(len(prompts[i]) for i in new) + sum(s.pos for s in back))
+                    elif sched.running:
+                        self.stats["preempted"] += sched.grow()
+                        self._decode(sched.running, params)
+                        self._count("decode", t0, len(sched.running))
+                    else:
+                        raise RuntimeError("no sequence running and none admissible")  # cannot happen: pool_blocks
+                    done = {s: r for s in sched.running if (r := params.finish_reason(s.tokens, self.tokenizer))}
+                    for s, reason in done.items():
+                        out[s.prompt][s.sample] = Completion(s.tokens, s.logprobs, reason)
+                    sched.finish(done)
+                    bar.update(len(done))
         finally:
             bar.close()
             self.kv_cache.end()
@@ -134,17 +147,15 @@ class Sampler:
         return out
 
     def free_cache(self, kv_tokens=None):
-        """Release the KV cache, the CUDA graphs captured on it and the CPU's packed weights, e.g. while the GRPO
-        trainer updates. The next generate() allocates them again, the cache within kv_tokens if given, else the
-        sampler's kv_tokens, else kv_fraction of the memory free at that time."""
+        """Release the KV cache, its CUDA graphs and the CPU's packed weights (GRPO: during the update). The next
+        generate() sizes it again: to kv_tokens (given here, else the sampler's) or kv_fraction of free memory."""
         self.kv_cache.free()
         self.pool, self.max_blocks, self._packed = None, None, {}
         self.kv_tokens = kv_tokens or self.kv_tokens
 
     @torch.no_grad()
     def load_weights(self, source):
-        """Refresh the sampler's weights in place from a training model or a (full) state dict: the
-        same tensors are overwritten, nothing is reallocated, the KV cache is kept."""
+        """Overwrite the weights in place (same tensors, KV cache kept) from a training model or a full state dict."""
         sd = source.state_dict() if isinstance(source, torch.nn.Module) else source
         params = dict(self.model.named_parameters())  # tied weights appear once
         missing = set(params) - set(sd)
@@ -155,32 +166,6 @@ class Sampler:
             t = sd[name]
             p.copy_(t.full_tensor() if hasattr(t, "full_tensor") else t)  # an FSDP2 DTensor is gathered here
 
-    def _budget(self):
-        if self.max_blocks is None:
-            cfg = self.model.config
-            token_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
-            tokens = self.kv_tokens or int(self.kv_fraction * free_memory(self.device) / token_bytes)
-            self.max_blocks = max(1, tokens // self.block_size)
-
-    def _loop(self, prompts, params, sched, out, bar):
-        while sched.waiting or sched.running:
-            new, back = sched.admit()
-            t0 = time.perf_counter()
-            if new or back:
-                sched.running += self._refill(back, prompts) + self._prefill(new, prompts, sched, params)
-                self._count("prefill", t0, sum(len(prompts[i]) for i in new) + sum(s.pos for s in back))
-            elif sched.running:
-                self.stats["preempted"] += sched.grow()
-                self._decode(sched.running, params)
-                self._count("decode", t0, len(sched.running))
-            else:
-                raise RuntimeError("no sequence running and none admissible")  # cannot happen: see pool_blocks
-            done = {s: r for s in sched.running if (r := params.finish_reason(s.tokens, self.tokenizer))}
-            for s, reason in done.items():
-                out[s.prompt][s.sample] = Completion(s.tokens, s.logprobs, reason)
-            sched.finish(done)
-            bar.update(len(done))
-
     def _count(self, phase, t0, tokens):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -189,8 +174,7 @@ class Sampler:
         self.stats["decode_steps"] += phase == "decode"
 
     def _prefill(self, new, prompts, sched, params):
-        """Prefill new prompts (indices), fork each into n samples and sample their first tokens. Returns the new
-        sequences."""
+        """Prefill new prompts (indices), fork each into n samples, draw their first tokens. Returns the new Seqs."""
         seqs = []
         for chunk in prefill_chunks([prompts[i] for i in new], self.max_prefill_tokens):
             indices = [new[j] for j in chunk]
@@ -226,9 +210,8 @@ class Sampler:
             pos = torch.arange(len(row))
             slots[r, :len(row)] = torch.tensor(blocks)[pos // bs] * bs + pos % bs
         lens = torch.tensor([len(r) for r in rows])
-        ragged = bool((lens != L).any())
-        segment_ids = (torch.arange(L)[None] < lens[:, None]).long().to(self.device) if ragged else None
-        dense = dense_attention(segment_ids)
+        ragged = (lens != L).any()
+        dense = dense_attention((torch.arange(L)[None] < lens[:, None]).long().to(self.device) if ragged else None)
         slots = slots.flatten().to(self.device)
         cache = self.kv_cache.prefill_cache()
 
@@ -264,18 +247,14 @@ class Sampler:
 
 @contextmanager
 def packed_linears(model, packed):
-    """CPU: run the model's linear layers through oneDNN on weights packed once into its blocked layout (cached in
-    `packed`). torch's CPU F.linear goes to MKL's sgemm, which for the few rows of a decode step runs at 2-2.5x the
-    time on the AMD CPUs we measured (bench/sample.py prints both). Same fp32 arithmetic, another summation
-    order. A weight is packed again after load_weights or any in-place change that bumps its version (an
-    optimizer step, copy_); writes through `.data` bypass the version, so sync weights with load_weights.
-    The model is left untouched outside generate()."""
+    """CPU: run the model's linear layers through oneDNN on weights packed once (cached in `packed`): torch's
+    F.linear goes to MKL's sgemm, 2-2.5x slower on a decode step's few rows on the AMD CPUs we measured. A weight is
+    packed again when its version bumps (optimizer step, copy_); writes through `.data` do not, so sync weights with
+    load_weights. The model is left untouched outside generate()."""
     p = next(model.parameters())
-    if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.bfloat16) \
-            or not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        yield
-        return
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    ok = p.device.type == "cpu" and p.dtype in (torch.float32, torch.bfloat16) \
+        and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)] if ok else []
     for m in linears:
         key = (m.weight.data_ptr(), m.weight._version)
         if packed.get(m, (None,))[0] != key:

@@ -1,6 +1,5 @@
 """The sampler's scheduler: which sequences run, and the KV-cache blocks each holds (the budget's unit on CPU too,
-where the K/V live elsewhere between steps). Its rules: admit, grow (preemption), fork. It never touches K/V.
-"""
+where the K/V live elsewhere between steps). Its rules: admit, grow (preemption), fork. It never touches K/V."""
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -49,9 +48,8 @@ class BlockPool:
 
 
 def pool_blocks(prompts, params, block_size, max_blocks):
-    """The blocks one generate call needs: its prompts' n samples at full length, at most max_blocks. The budget must
-    let a prompt in when nothing else runs, and let a sequence finish alone: then the oldest sequence always advances
-    and nothing can livelock; else a ValueError."""
+    """The blocks one generate call needs (its prompts' n samples at full length), at most max_blocks. ValueError
+    unless the budget lets a prompt in, and a sequence finish, alone: then the oldest always advances (no livelock)."""
     bs, n, new = block_size, params.n, params.max_new_tokens
     need = [max(-(-len(p) // bs) + 2 * n, -(-(len(p) + new) // bs) + 1) for p in prompts]
     if max(need) > max_blocks:
@@ -65,8 +63,7 @@ def pool_blocks(prompts, params, block_size, max_blocks):
 
 
 def prefill_chunks(rows, max_tokens):
-    """Index lists of token rows to run in one forward: similar lengths together, at most max_tokens padded tokens
-    (or a single row)."""
+    """Index lists of rows to run in one forward: similar lengths together, <= max_tokens padded tokens (or 1 row)."""
     chunk = []
     for i in sorted(range(len(rows)), key=lambda i: len(rows[i])):
         if chunk and (len(chunk) + 1) * len(rows[i]) > max_tokens:
@@ -96,9 +93,9 @@ class Scheduler:
         return self.pool.alloc(-(-tokens // self.block_size))
 
     def admit(self):
-        """Take waiting prompts and preempted sequences, in order, while the pool keeps one free block per running
-        sequence (its next growth, so the newly admitted are not preempted at once) and max_batch allows. Returns
-        (new prompt indices, preempted Seqs given blocks for their prompt and tokens, to be refilled)."""
+        """Take waiting prompts and preempted Seqs, in order, while max_batch allows and the pool keeps a free block
+        per running sequence (its next growth: the admitted are not preempted at once). Returns (new prompt indices,
+        preempted Seqs given blocks for their prompt and tokens, to be refilled)."""
         free, rows, new, back = len(self.pool.free), len(self.running), [], []
         while self.waiting:
             x = self.waiting[0]
@@ -131,10 +128,9 @@ class Scheduler:
         return seqs, copies
 
     def grow(self):
-        """Give every running sequence the block its next token is written to. When the pool runs dry the newest
-        sequences are preempted: their blocks go back to the pool and they wait in front (the oldest first), to be
-        refilled later. Their tokens are kept; the counter-based draws make the rest of the sample the same.
-        Returns how many were preempted."""
+        """Give every running sequence the block its next token goes to. When the pool runs dry the newest are
+        preempted: blocks freed, tokens kept, waiting in front (oldest first) to be refilled; the counter-based
+        draws make the rest of the sample the same. Returns how many were preempted."""
         grow = [s for s in self.running if s.pos // self.block_size == len(s.blocks)]
         preempted = []
         while len(self.pool.free) < len(grow):
