@@ -1,8 +1,7 @@
-"""Where GRPO's weights live (grpo.py's memory; the policy is loaded shard by shard by training.load_sharded): the
-sampler's weights and KV budget, and --sleep, which fits Qwen3-32B on 8 x 80 GB: the trainer's fp32 shards and
-AdamW moments on the host during rollouts (offload, move_optimizer), the sampler's bf16 weights allocated and
-all-gathered from the shards before each rollout (wake, gather_into: the weight sync under --sleep) and released for
-the update (sleep). See README, "Memory at scale".
+"""Where GRPO's weights live: the sampler's KV budget, and --sleep, which fits Qwen3-32B on 8 x 80 GB: the trainer's
+fp32 shards and AdamW moments on the host during rollouts, the sampler's bf16 weights allocated and all-gathered from
+the shards before each rollout (wake: the weight sync under --sleep) and released for the update (sleep). See
+README, "Memory at scale".
 """
 import torch
 import torch.distributed as dist
@@ -12,9 +11,9 @@ from sample import free_memory
 
 
 def kv_budget(cfg, policy, net, device):
-    """KV-cache tokens for the sampler, measured after the trainer's allocations: kv_fraction of the free memory
-    less AdamW's two fp32 moments per local parameter (allocated at the first step, so not yet in use). With
-    --sleep the sampler's weights are not yet allocated, and on a GPU the fp32 shards leave it for each rollout."""
+    """KV-cache tokens for the sampler, measured after the trainer's allocations: kv_fraction of the free memory less
+    AdamW's two fp32 moments per local parameter (not allocated before the first step). With --sleep the sampler's
+    weights are not yet allocated, and on a GPU the fp32 shards leave it for each rollout."""
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in policy.parameters())
     free = free_memory(device)
     if cfg.sleep:
@@ -32,8 +31,8 @@ def kv_budget(cfg, policy, net, device):
 
 
 def empty_weights(mcfg, dtype, device):
-    """--sleep: the sampler's model with every weight allocated and at once released (storage of 0 bytes, shape
-    kept), one tensor at a time: it takes memory only from wake() to sleep()."""
+    """--sleep: the sampler's model, each weight with its shape and 0-byte storage: it takes memory only from wake()
+    to sleep()."""
     net = Transformer.from_config(mcfg, device="meta")
     for name, p in list(net.named_parameters()):  # a tied head appears once, as the embedding
         t = torch.empty(p.shape, dtype=dtype, device=device)
@@ -43,9 +42,9 @@ def empty_weights(mcfg, dtype, device):
 
 
 def wake(cfg, sampler, policy, opt):
-    """--sleep, before rollouts: the trainer's state (fp32 shards, AdamW's moments) goes to host memory, then each
-    of the sampler's weights is allocated and all-gathered from the policy's shards, cast to the sampler's dtype
-    before the gather. On the GPU the sampler's bf16 copy and its KV cache are then all there is."""
+    """--sleep, before rollouts: the trainer's fp32 shards and AdamW's moments go to host memory, then each of the
+    sampler's weights is allocated and all-gathered from the policy's shards (gather_into). On the GPU the sampler's
+    bf16 copy and its KV cache are then all there is."""
     if not cfg.sleep:
         return
     offload(policy, torch.device("cpu"))
@@ -58,9 +57,9 @@ def wake(cfg, sampler, policy, opt):
 
 
 def sleep(cfg, sampler, policy, opt, device):
-    """--sleep, after rollouts: the sampler's KV cache and weights are released (the tensors stay, with 0-byte
-    storage, for the next wake) and the fp32 shards come back to the device for the update (AdamW's moments follow
-    only for the optimizer step: the hooks set in _train)."""
+    """--sleep, after rollouts: the sampler's KV cache and weights are released (0-byte storage until the next wake)
+    and the fp32 shards come back to the device for the update (AdamW's moments only for the optimizer step: the
+    hooks set in grpo.build)."""
     if not cfg.sleep:
         return
     sampler.free_cache()
@@ -70,8 +69,8 @@ def sleep(cfg, sampler, policy, opt, device):
 
 
 def offload(policy, device):
-    """Move the FSDP2 shards to `device`, as verl's FSDP offload does (gradients are None at both points:
-    zero_grad(set_to_none=True)). On a CPU run the host is the device and nothing moves."""
+    """Move the FSDP2 shards to `device`, as verl's FSDP offload does (gradients are None at both points). On a CPU
+    run the host is the device and nothing moves."""
     if device.type != next(policy.parameters()).device.type:
         policy.to(device)  # FSDPModule._apply re-registers the moved shards
         _empty_cache()
@@ -95,8 +94,7 @@ def _empty_cache():
 
 def gather_into(dst, p):
     """dst (a full tensor) = the FSDP2 parameter p all-gathered from its dim-0 shards, each cast to dst's dtype and
-    moved to dst's device first: the gather moves 2 bytes per weight for a bf16 sampler, and works from shards
-    held in host memory."""
+    moved to dst's device first (2 bytes per weight for a bf16 sampler; works from shards in host memory)."""
     from torch.distributed.tensor import DTensor
 
     if not isinstance(p, DTensor):

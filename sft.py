@@ -5,11 +5,10 @@
     python sft.py --help                                                     # every option and its default
 
 Input: JSONL, one record per line, {"id", "messages": [{"role": "system"}?, {"role": "user"},
-{"role": "assistant", "content": "<think>...</think>\\n<answer>X</answer>"}]}. The loss is on the
-assistant's tokens and its end-of-turn token only. A record {"id", "text"} instead is a plain document (no chat
-template, the loss on every token after the first and on the end token): continued pretraining, as demo.py's
-knowledge phase does. Examples are packed into rows of max_len tokens with
-exact boundaries: segment ids keep attention inside each example and positions restart at 0.
+{"role": "assistant", "content": "<think>...</think>\\n<answer>X</answer>"}]}: the loss is on the assistant's
+tokens and its end-of-turn token only. Or {"id", "text"}, a plain document (no chat template, the loss on every token
+after the first and on the end token): continued pretraining, as in demo.py's knowledge phase. Examples are packed
+into rows of max_len tokens; segment ids keep attention inside each example and positions restart at 0.
 
 Normalization: every optimizer step sees `batch_size` examples (over all ranks and micro-batches). Its loss
 is sum(token cross-entropy) / N, where N is the number of loss tokens of the whole step, counted before the
@@ -17,9 +16,8 @@ step and all-reduced over ranks. Each micro-batch backpropagates sum(its token C
 reduce-scatter averages over the world, the accumulation sums over micro-batches, so the gradient is that
 of the step's token-mean loss however the batch is split into ranks, micro-batches and packed rows.
 
-Outputs in out_dir: metrics.jsonl (loss, val_loss, lr, grad_norm, tokens_per_s), metrics.png,
-ckpt/step_XXXXXXXX (torch.distributed.checkpoint: model, optimizer; step, RNG, data position per rank),
-hf/ (the final model in Hugging Face layout with the tokenizer files, loadable by transformers).
+Outputs in out_dir: metrics.jsonl (loss, val_loss, lr, grad_norm, tokens_per_s), metrics.png, ckpt/ (see
+training.py), hf/ (the final model in Hugging Face layout with the tokenizer files, loadable by transformers).
 """
 import os
 import shutil
@@ -43,8 +41,7 @@ class DataError(ValueError):
 
 @dataclass
 class Config(T.TrainConfig):
-    """sft.py's own options; the shared ones (model, out_dir, batch_size, micro_batch_size, the optimizer and
-    schedule, bf16, checkpoints, seed) are training.TrainConfig's, with its defaults (AdamW betas 0.9, 0.95)."""
+    """sft.py's own options, after training.TrainConfig's shared ones."""
     renamed = {"init_from": "model", "ckpt_interval": "ckpt_every", "eval_interval": "eval_every"}
     out_dir: str = "out/sft"
     train_file: str = ""  # JSONL of chat records; several files: comma-separated
@@ -59,10 +56,9 @@ class Config(T.TrainConfig):
 # ------------------------------------------------------------------------------------------------ data
 
 def tokenize_chat(tok, messages):
-    """(ids, start) for one conversation ending with the assistant's turn: ids run up to and including the
-    end-of-turn token; the loss is on ids[start:]. The prompt (everything before the last assistant turn,
-    with the generation prompt) is rendered alone and must be a prefix of the full render; it is encoded
-    alone too, as at inference, and the assistant's part is encoded after it."""
+    """(ids, start) for one conversation ending with the assistant's turn: ids end with the end-of-turn token; the
+    loss is on ids[start:]. The prompt (with the generation prompt) is rendered and encoded alone, as at inference,
+    and must be a prefix of the full render; the assistant's part is encoded after it."""
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("the last message must be the assistant's")
     prompt = tok.render_chat(messages[:-1], add_generation_prompt=True)
@@ -78,8 +74,8 @@ def tokenize_chat(tok, messages):
 
 
 def load_examples(paths, tok):
-    """Tokenized examples [{"id", "ids", "start"}] from comma-separated JSONL paths. A bad record raises
-    DataError naming file:line."""
+    """Tokenized examples [{"id", "ids", "start"}] from comma-separated JSONL paths; DataError names a bad record's
+    file:line."""
     from eval.records import RecordError, iter_jsonl
 
     out = []
@@ -112,10 +108,10 @@ def n_loss_tokens(ex):
 
 
 def pack(examples, max_len, device="cpu"):
-    """Pack examples into rows of at most max_len input tokens (first fit, longest first) and pad to the
-    longest row. Per example: inputs ids[:-1], targets ids[1:], loss where the target is an assistant
-    token, positions 0.., segment id 1, 2, ... within its row (0 = padding, which carries no loss).
-    Returns input_ids, targets, loss_mask, position_ids, segment_ids, each [rows, length]."""
+    """Pack examples into rows of at most max_len input tokens (first fit, longest first), padded to the longest
+    row. Per example: inputs ids[:-1], targets ids[1:], loss where the target is ids[start:], positions 0..,
+    segment id 1, 2, ... within its row (0 = padding, no loss). {input_ids, targets, loss_mask, position_ids,
+    segment_ids}, each [rows, length]."""
     rows, room = [], []
     for ex in sorted(examples, key=lambda e: -len(e["ids"])):
         n = len(ex["ids"]) - 1
@@ -172,13 +168,9 @@ def _ce_sum(h, t, w):
 # ------------------------------------------------------------------------------------------------ steps
 
 def step_examples(n, step, batch_size, seed):
-    """Indices of the examples of optimizer step `step` (0-based): a fresh seeded permutation each epoch,
-    read in order, so the data position is a function of the step alone."""
-    out = []
-    for p in range(step * batch_size, (step + 1) * batch_size):
-        epoch, i = divmod(p, n)
-        out.append(_perm(n, seed + epoch)[i])
-    return out
+    """Indices of the examples of optimizer step `step` (0-based): a fresh seeded permutation each epoch, read in
+    order, so the data position is a function of the step alone."""
+    return [_perm(n, seed + p // n)[p % n] for p in range(step * batch_size, (step + 1) * batch_size)]
 
 
 @lru_cache(maxsize=1)
@@ -187,8 +179,8 @@ def _perm(n, seed):
 
 
 def train_step(lm, optimizer, examples, cfg, env):
-    """One optimizer step on this rank's share of the step's examples. Returns (loss, grad_norm, tokens),
-    loss and tokens over all ranks. See the module docstring for the normalization."""
+    """One optimizer step on this rank's share of the examples (normalization: the module docstring). Returns
+    (loss, grad_norm, tokens), loss and tokens over all ranks."""
     mine = examples[env.rank::env.world]
     n_tok = T.all_reduce_sum(sum(n_loss_tokens(e) for e in mine))
     loss_sum, tokens = 0.0, 0
@@ -223,8 +215,7 @@ def val_loss(lm, examples, micro_batch_size, max_len, env):
 
 
 def export(lm, cfg, env):
-    """Gather the full weights and write out_dir/hf (HF layout, tokenizer files copied, tied weights once),
-    in the dtype of the initial checkpoint."""
+    """Write out_dir/hf: the full weights in the initial checkpoint's dtype, the tokenizer files (a collective)."""
     raw = lm.net.config.raw
     dtype = getattr(torch, str(raw.get("torch_dtype") or raw.get("dtype") or "float32"), torch.float32)
     sd = T.full_state_dict(lm.net, dtype=dtype, rank0_only=True)
@@ -267,8 +258,7 @@ def check_config(cfg, world):
 
 
 def check_paths(cfg):
-    """The files exist and are files, the model is a checkpoint folder, out_dir can be written: checked before
-    any model is built (a folder as --out_dir failed at the first checkpoint, after training)."""
+    """training.check_paths for sft's files, and a --chat_template that is UTF-8 text."""
     files = [("train_file", cfg.train_file)] + [(k, getattr(cfg, k)) for k in ("val_file", "chat_template")
                                                 if getattr(cfg, k)]
     T.check_paths(files, model=cfg.model, out_dir=cfg.out_dir)
@@ -300,8 +290,7 @@ def main(argv=None):
 
 
 def resume_settings(cfg):
-    """What a resumed run must share with its checkpoint to continue the same curve: the data (its bytes), the
-    batch and the schedule."""
+    """What a resumed run must share with its checkpoint: the data (its bytes), the batch and the schedule."""
     keys = ("batch_size", "max_steps", "lr", "min_lr", "warmup_steps", "weight_decay", "max_len", "seed", "val_size")
     return {**{k: getattr(cfg, k) for k in keys}, "data": T.file_digest(cfg.train_file)}
 
@@ -314,8 +303,8 @@ def run(cfg, env):
             tqdm.write(msg)
 
     metrics = T.Metrics(os.path.join(cfg.out_dir, "metrics.jsonl"), env.main)
-    ckpt = T.latest_checkpoint(cfg.out_dir) if cfg.resume else None
-    if not cfg.resume and (T.latest_checkpoint(cfg.out_dir) or os.path.exists(metrics.path)):
+    ckpt = T.latest_checkpoint(cfg.out_dir)
+    if not cfg.resume and (ckpt or os.path.exists(metrics.path)):
         raise T.ConfigError(f"--out_dir={cfg.out_dir} already holds a run: pass --resume or another out_dir")
     torch.manual_seed(cfg.seed)
     tok = M.Tokenizer.from_pretrained(cfg.model, chat_template=cfg.chat_template)
@@ -343,8 +332,6 @@ def run(cfg, env):
         log(f"resumed from {ckpt} (step {step})")
     elif cfg.resume:
         metrics.truncate(0)  # killed before its first checkpoint: start over
-    if env.main:
-        os.makedirs(cfg.out_dir, exist_ok=True)
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not env.main, desc="sft")
     while step < cfg.max_steps:

@@ -1,6 +1,5 @@
-"""What sft.py and grpo.py share: the options every trainer has (TrainConfig) and their parsing, process groups,
-FSDP2 wrapping, AdamW and the LR schedule, metrics (JSONL + plot), DCP checkpoints with resume, and gathering full
-weights for the export (the GRPO sampler's weight sync is Sampler.load_weights, which gathers shard by shard).
+"""What sft.py and grpo.py share: the common options (TrainConfig) and their parsing, process groups, FSDP2, AdamW
+and the LR schedule, metrics (JSONL + plot), DCP checkpoints with resume, and full weights for the export.
 
     cfg = parse_config(Config)                  # dataclass defaults < config file(s) < --key=value
     dist_env = setup_dist()                     # torchrun (nccl on GPU, gloo on CPU) or one process
@@ -10,9 +9,8 @@ weights for the export (the GRPO sampler's weight sync is Sampler.load_weights, 
     save_checkpoint(out_dir, step, model, opt, {"examples_seen": ...}, dist_env)
     teardown_dist()
 
-Checkpoints live in <out_dir>/ckpt/step_XXXXXXXX: the model and optimizer through
-torch.distributed.checkpoint (sharded, one file per rank), plus trainer_rank<r>.pt per rank (step, RNG
-states, data position; loaded with weights_only=True). Every rank must see the same filesystem.
+Checkpoints: <out_dir>/ckpt/step_XXXXXXXX holds the model and optimizer (torch.distributed.checkpoint, one file per
+rank) and trainer_rank<r>.pt per rank (step, RNG states, data position). Every rank must see the same filesystem.
 """
 import ast
 import contextlib
@@ -24,6 +22,7 @@ import math
 import os
 import shutil
 import sys
+import traceback
 import types
 from dataclasses import dataclass
 
@@ -47,8 +46,7 @@ def check_min(cfg, minimum, *names):
 
 @dataclass
 class TrainConfig:
-    """The options every trainer shares, under one set of names; sft.Config and grpo.Config add only their own
-    (and may change a default here: grpo's beta2, lr, out_dir). One level, no deeper."""
+    """The options every trainer shares; sft.Config and grpo.Config add their own (and may change a default)."""
     # start and output
     model: str = ""                   # Hugging Face checkpoint dir to start from: config.json, safetensors, tokenizer
     out_dir: str = "out"              # metrics.jsonl, a plot of the curves, ckpt/, hf/ (the final model)
@@ -85,9 +83,8 @@ def check_train_config(cfg):
 
 
 def check_paths(files=(), model=None, out_dir=None, model_option="model"):
-    """Before any model is built: each (option, comma-separated paths) in files names existing files, model is a
-    checkpoint folder (config.json), out_dir can be a folder (not a file, nor under one). ConfigError naming the
-    option otherwise."""
+    """Before any model is built: each (option, comma-separated paths) in files names files, model is a checkpoint
+    folder, out_dir can be a folder (not a file, nor under one). ConfigError naming the option otherwise."""
     from eval.records import UsageError, check_outputs
 
     for name, paths in files:
@@ -120,101 +117,92 @@ def parse_config(cls, argv=None, prog=None):
     is the --help text), then each `path.py` argument is read as `key = value` lines, then each
     `--key=value` (or `--key value`) overrides (Python literals; a str field takes the text as is). Later wins.
     cls.renamed, {old name: new name}, keeps old option names working for one release, with a warning."""
-    argv = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0])
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    renamed = getattr(cls, "renamed", {})
-    if any(a in ("-h", "--help") for a in argv):
+    if any(a in ("-h", "--help") for a in args):
         sources = "\n".join(inspect.getsource(c) for c in reversed(cls.__mro__) if dataclasses.is_dataclass(c))
         print(f"usage: {prog} [config.py ...] [--key=value ...]\n\nDefaults (override in a config file or "
               f"with --key=value):\n\n{sources}")
         sys.exit(0)
-    values, args = {}, list(argv)
+    values = {}
     while args:
         arg = args.pop(0)
         if not arg.startswith("--"):
-            values.update(_read_config_file(arg, fields, renamed, prog))
+            values.update(_read_config_file(arg, cls, prog))
             continue
         key, eq, text = arg[2:].partition("=")
-        key = _renamed(key.replace("-", "_"), renamed, prog)
-        if key not in fields:
-            raise ConfigError(f"{arg}: unknown option {key!r} (see --help)")
+        field = _field(cls, key.replace("-", "_"), arg, prog)
         if not eq:
-            if _accepts(fields[key].type, bool):
+            if bool in _types(field.type):
                 text = "True"  # a bare --flag
             elif args and not args[0].startswith("--"):
                 text = args.pop(0)  # --key value, as in `grpo.py --stage 2`
             else:
-                raise ConfigError(f"{arg}: expected --{key}=value")
-        values[key] = _coerce(fields[key], text, arg)
+                raise ConfigError(f"{arg}: expected --{field.name}=value")
+        values[field.name] = _coerce(field.type, text, arg)
     return cls(**values)
 
 
-def _renamed(key, renamed, prog):
-    """The current name of option `key`; an old name is accepted with a one-line warning on stderr."""
+def _field(cls, key, where, prog):
+    """The field of option `key` of cls; an old name (cls.renamed) is accepted with a one-line warning on stderr."""
+    renamed = getattr(cls, "renamed", {})
     if key in renamed:
         print(f"{prog}: warning: --{key} is deprecated, use --{renamed[key]} (the old name goes in the next release)",
               file=sys.stderr)
-    return renamed.get(key, key)
+        key = renamed[key]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown option {key!r} (see --help)")
+    return fields[key]
 
 
-def _read_config_file(path, fields, renamed, prog):
+def _read_config_file(path, cls, prog):
     if not os.path.exists(path):
         raise ConfigError(f"{path}: config file not found")
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: a directory, not a config file")
     try:
         with open(path, encoding="utf-8") as f:
-            src = f.read()
+            code = compile(f.read(), path, "exec")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}): a config file is Python source") from None
-    ns = {}
-    try:
-        code = compile(src, path, "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in the source
         raise ConfigError(f"{path}:{getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}") from None
+    ns = {}
     try:
         exec(code, {}, ns)  # a config file is the user's own code, as in nanoGPT
     except Exception as e:  # its own error (a NameError, 1 / 0, ...): where, and what
-        tb = e.__traceback__
-        while tb.tb_next:
-            tb = tb.tb_next
-        line = tb.tb_lineno if tb.tb_frame.f_code.co_filename == path else "?"
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        line = last.lineno if last.filename == path else "?"
         raise ConfigError(f"{path}:{line}: {type(e).__name__}: {e}") from None
     out = {}
     for key, value in ns.items():
-        if key.startswith("_") or isinstance(value, types.ModuleType):
-            continue
-        key = _renamed(key, renamed, prog)
-        if key not in fields:
-            raise ConfigError(f"{path}: unknown option {key!r} (see --help)")
-        out[key] = _check_type(fields[key], value, f"{path}: {key}")
+        if not key.startswith("_") and not isinstance(value, types.ModuleType):
+            field = _field(cls, key, path, prog)
+            out[field.name] = _check_type(field.type, value, f"{path}: {field.name}")
     return out
 
 
-def _accepts(tp, t):
-    args = getattr(tp, "__args__", None) if isinstance(tp, types.UnionType) else None
-    return t in args if args else tp is t
+def _types(tp):
+    return tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
 
 
-def _coerce(field, text, where):
-    if _accepts(field.type, str) and not (text == "None" and _accepts(field.type, type(None))):
+def _coerce(tp, text, where):
+    if str in _types(tp) and not (text == "None" and type(None) in _types(tp)):
         return text
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ConfigError(f"{where}: {text!r} is not a valid {_type_name(field.type)}") from None
-    return _check_type(field, value, where)
+        raise ConfigError(f"{where}: {text!r} is not a valid {_type_name(tp)}") from None
+    return _check_type(tp, value, where)
 
 
-def _check_type(field, value, where):
-    tp = field.type
-    if isinstance(value, int) and not isinstance(value, bool) and _accepts(tp, float) and not _accepts(tp, int):
+def _check_type(tp, value, where):
+    if isinstance(value, int) and not isinstance(value, bool) and float in _types(tp) and int not in _types(tp):
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {value!r} is not a finite number")
-    allowed = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
-    if not any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
+    if not any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in _types(tp)):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     return value
 
@@ -280,21 +268,17 @@ def fsdp_wrap(root, blocks, device, bf16=False):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    kw = {"mesh": mesh}
-    if bf16:
-        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in blocks:
-        fully_shard(block, **kw)
-    fully_shard(root, **kw)
+    mp = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if bf16 else MixedPrecisionPolicy()  # params, reduce
+    for module in [*blocks, root]:  # the blocks first
+        fully_shard(module, mesh=mesh, mp_policy=mp)
     return root
 
 
 def load_sharded(path, device, bf16=False, wrap=None):
-    """The model of the Hugging Face checkpoint at path, FSDP2-wrapped (fsdp_wrap; wrap(net) is the root when given,
-    e.g. sft.SFTModel) and filled shard by shard: built on the meta device, then each rank allocates its own shards
-    and reads only their rows from the memory-mapped safetensors files. Host memory at load is then one shard per
-    rank, plus the file's pages in the page cache that the node's ranks share, instead of a full fp32 model per rank
-    before fully_shard cuts it (131 GB per rank for Qwen3-32B)."""
+    """The Hugging Face checkpoint at path as an FSDP2 model (fsdp_wrap; wrap(net) is the root when given, e.g.
+    sft.SFTModel), filled shard by shard: built on the meta device, then each rank reads only its own rows from the
+    memory-mapped safetensors. Host memory at load: one shard per rank (plus the shared page cache), not a full fp32
+    model per rank before fully_shard cuts it (131 GB per rank for Qwen3-32B)."""
     from torch.distributed.tensor import DTensor
 
     from model import ModelConfig, Transformer, read_checkpoint
@@ -319,12 +303,10 @@ def load_sharded(path, device, bf16=False, wrap=None):
     return root
 
 
-def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
-    """The module's state dict with every FSDP shard gathered into a full tensor (a collective: every rank
-    must call it). Used for the HF export (the sampler's weight sync is Sampler.load_weights). Tied weights stay
-    one tensor.
-    cpu: move to host memory; dtype: cast; rank0_only: other ranks gather one tensor at a time and keep
-    nothing (an export of a large model then needs host memory for one copy, not one per rank)."""
+def full_state_dict(module, dtype=None, rank0_only=False):
+    """The module's state dict with every FSDP shard gathered into a full tensor in host memory, cast to dtype (a
+    collective: every rank calls it). Tied weights stay one tensor. rank0_only: the other ranks gather one tensor at
+    a time and keep nothing (host memory for one copy of a large model, not one per rank)."""
     from torch.distributed.tensor import DTensor
 
     keep = not rank0_only or not dist.is_initialized() or dist.get_rank() == 0
@@ -333,13 +315,10 @@ def full_state_dict(module, cpu=True, dtype=None, rank0_only=False):
     for key, value in module.state_dict().items():
         value = params.get(key, value)
         if id(value) not in seen:
-            full = (value.full_tensor() if isinstance(value, DTensor) else value).detach()
-            if dtype is not None:
-                full = full.to(dtype)
-            seen[id(value)] = (full.cpu() if cpu else full) if keep else None
-        if keep:
-            out[key] = seen[id(value)]
-    return out
+            full = (value.full_tensor() if isinstance(value, DTensor) else value).detach().to(dtype=dtype)
+            seen[id(value)] = full.cpu() if keep else None
+        out[key] = seen[id(value)]
+    return out if keep else {}
 
 
 def adamw(model, cfg, device):
@@ -361,8 +340,8 @@ def clip_grad_norm(params, max_norm):
 # ---------------------------------------------------------------------------------------------- LR
 
 def lr_at(step, lr, warmup_steps, max_steps, min_lr=0.0):
-    """Learning rate for optimizer step `step` (0-based): linear warmup from lr/warmup_steps to lr over
-    warmup_steps, then cosine decay to min_lr at max_steps."""
+    """Learning rate at optimizer step `step` (0-based): linear warmup to lr over warmup_steps, then cosine decay
+    to min_lr at max_steps."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if step >= max_steps:
@@ -379,8 +358,8 @@ def set_lr(optimizer, lr):
 # ----------------------------------------------------------------------------------------------- metrics
 
 class Metrics:
-    """Append-only JSONL metrics (one row per step; rank 0 writes) and a PNG of the curves.
-    On resume, rows past the checkpoint's step are dropped, so the file reads like one clean run."""
+    """Append-only JSONL metrics (one row per step; rank 0 writes) and a PNG of the curves. On resume, rows past
+    the checkpoint's step are dropped (truncate), so the file reads like one clean run."""
 
     def __init__(self, path, main=True):
         self.path, self.main = path, main
@@ -440,32 +419,20 @@ def latest_checkpoint(out_dir):
     count (a save killed halfway leaves a .tmp-* dir), and only those whose files all match their manifest: a
     damaged one is named on stderr and the next older one is used."""
     root = os.path.join(out_dir, "ckpt")
-    if not os.path.isdir(root):
-        return None
-    for name in sorted((n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()), reverse=True):
-        damage = checkpoint_damage(os.path.join(root, name))
+    names = [n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()] if os.path.isdir(root) else []
+    for path in sorted((os.path.join(root, n) for n in names), reverse=True):
+        damage = checkpoint_damage(path)
         if damage is None:
-            return os.path.join(root, name)
-        print(f"warning: {os.path.join(root, name)} is damaged ({damage}); trying an older checkpoint", file=sys.stderr)
+            return path
+        print(f"warning: {path} is damaged ({damage}); trying an older checkpoint", file=sys.stderr)
     return None
 
 
-MANIFEST = "manifest.json"
-
-
-def write_manifest(path):
-    """{file: size} of every file of a finished checkpoint dir, written last and atomically."""
-    files = {os.path.relpath(os.path.join(d, f), path): os.path.getsize(os.path.join(d, f))
-             for d, _, names in os.walk(path) for f in names}
-    with open(os.path.join(path, MANIFEST + ".tmp"), "w") as f:
-        json.dump({"files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(os.path.join(path, MANIFEST + ".tmp"), os.path.join(path, MANIFEST))
+MANIFEST = "manifest.json"  # {"files": {path: size}} of a checkpoint's other files, written last by save_checkpoint
 
 
 def checkpoint_damage(path):
-    """None for a checkpoint whose every listed file is there with its size, else what is wrong."""
+    """None for a checkpoint whose every file in its manifest is there with its size, else what is wrong."""
     try:
         with open(os.path.join(path, MANIFEST)) as f:
             files = json.load(f)["files"]
@@ -480,18 +447,13 @@ def checkpoint_damage(path):
     return None
 
 
-def _model_optim_state(model, optimizer):
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-    msd, osd = get_state_dict(model, optimizer)
-    return {"model": msd, "optim": osd}
-
-
 def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
     """Save model + optimizer (torch.distributed.checkpoint) and, per rank, {step, RNG states, **extra}
     into <out_dir>/ckpt/step_<step>, atomically: all ranks write into a temp dir that rank 0 renames when
     every rank is done, so a kill during the save leaves the previous checkpoint whole. Keeps the newest
-    `keep`. A collective: every rank calls it."""
+    `keep` (>= 1). A collective: every rank calls it."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = os.path.join(out_dir, "ckpt")
     final = os.path.join(root, f"step_{step:08d}")
@@ -503,21 +465,26 @@ def save_checkpoint(out_dir, step, model, optimizer, extra, dist_env, keep=2):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         os.makedirs(tmp)
     dist.barrier()
-    dcp.save(_model_optim_state(model, optimizer), checkpoint_id=tmp)
+    msd, osd = get_state_dict(model, optimizer)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
     trainer = {"step": step, "world": dist_env.world, "rng_cpu": torch.get_rng_state(), **extra}
     if torch.cuda.is_available():
         trainer["rng_cuda"] = torch.cuda.get_rng_state()
     torch.save(trainer, os.path.join(tmp, f"trainer_rank{dist_env.rank}.pt"))
     dist.barrier()
     if dist_env.main:
-        write_manifest(tmp)
+        files = {os.path.relpath(os.path.join(d, f), tmp): os.path.getsize(os.path.join(d, f))
+                 for d, _, names in os.walk(tmp) for f in names}
+        with open(os.path.join(tmp, MANIFEST), "w") as f:  # inside tmp: visible only with the whole checkpoint
+            json.dump({"files": files}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
         _fsync_dir(tmp)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync_dir(root)
-        old = sorted(n for n in os.listdir(root) if n.startswith("step_"))[:-keep] if keep > 0 else []
-        for name in old:
+        for name in sorted(n for n in os.listdir(root) if n.startswith("step_"))[:-keep]:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     dist.barrier()
     return final
@@ -534,9 +501,9 @@ def file_digest(paths):
 
 
 def check_resume(ckpt, saved, now, force=False):
-    """Compare the settings a checkpoint was saved with (saved: {name: value}) with this run's (now): a resumed run
-    with another batch size, schedule, k or data would not continue the saved curve. Raises ConfigError naming
-    each difference, or with force returns them (to be logged). A checkpoint without settings is not checked."""
+    """The settings a checkpoint was saved with (saved: {name: value}) against this run's (now): a resumed run with
+    another batch, schedule or data would not continue the saved curve. ConfigError naming each difference, or with
+    force the differences (to be logged). Names the checkpoint lacks are not checked."""
     diffs = [f"--{k}: {saved[k]!r} in the checkpoint, {v!r} now"
              for k, v in now.items() if k in saved and saved[k] != v]
     if diffs and not force:
@@ -546,13 +513,13 @@ def check_resume(ckpt, saved, now, force=False):
 
 
 def load_checkpoint(path, model, optimizer, dist_env, layout=None):
-    """Load a checkpoint written by save_checkpoint into the (already FSDP-wrapped) model and optimizer,
-    restore this rank's RNG states, and return the trainer dict ({"step", **extra}). layout: the value its
-    extra["layout"] must have (a trainer whose saved state changed shape refuses older checkpoints in one line)."""
+    """Load a save_checkpoint checkpoint into the (FSDP-wrapped) model and optimizer, restore this rank's RNG
+    states, and return the trainer dict ({"step", **extra}). layout: the value its extra["layout"] must have (a
+    trainer whose saved state changed shape refuses older checkpoints in one line)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    state = _model_optim_state(model, optimizer)
+    msd, osd = get_state_dict(model, optimizer)
     mine = os.path.join(path, f"trainer_rank{dist_env.rank}.pt")
     if not os.path.exists(mine):  # resumed on more ranks than saved: the new ranks start from rank 0's RNG
         mine = os.path.join(path, "trainer_rank0.pt")
@@ -562,8 +529,8 @@ def load_checkpoint(path, model, optimizer, dist_env, layout=None):
             raise ConfigError(f"{path}: written by an older version (state layout {trainer.get('layout', 1)}, this "
                               f"one reads {layout}): it cannot be resumed; start again in another --out_dir")
         dcp.FileSystemReader(path).read_metadata()  # first: dcp.load logs a damaged one's traceback on the root logger
-        dcp.load(state, checkpoint_id=path)
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        dcp.load({"model": msd, "optim": osd}, checkpoint_id=path)
+        set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd)
     except ConfigError:
         raise
     except (Exception, dcp.api.CheckpointException) as e:  # a checkpoint of another model, or bytes the manifest
