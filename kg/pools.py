@@ -211,7 +211,6 @@ class DrugFacts:
         return out
 
 
-
 class FocusPools(DrugFacts):
     """Pools of focus entities for each template with their rarity weights, the disease findings a question may
     state, and the answers a focus admits (all per node, cached: they depend only on the graph)."""
