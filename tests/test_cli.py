@@ -700,17 +700,17 @@ def test_kill_9_trainers_eval_and_prepare_then_resume_equals_the_uninterrupted_r
         moments = {name: [rng.uniform(0.3, walls[name]) for _ in range(5)] for name in jobs}
         for i in range(5):  # round i: each job killed at its i-th moment, side by side
             procs = {name: start(cmd(tmp_path / f"{name}_cut")) for name, cmd in jobs.items()}
-            t0, cut = time.time(), set()
+            t0, killed = time.time(), set()
             for name in sorted(jobs, key=lambda n: moments[n][i]):
                 time.sleep(max(0.0, moments[name][i] - (time.time() - t0)))
                 if procs[name].poll() is None:
                     procs[name].send_signal(signal.SIGKILL)
                     kills[name] += 1
-                    cut.add(name)
+                    killed.add(name)
             for name, p in procs.items():
                 p.wait(timeout=300)
                 assert p.returncode in (0, -signal.SIGKILL), (name, p.stderr.read()[-2000:])
-                if name not in cut:  # it ended before its kill: it must equal the reference; then start afresh
+                if name not in killed:  # it ended before its kill: it must equal the reference; then start afresh
                     same_output(name)
                     shutil.rmtree(tmp_path / f"{name}_cut")
         finals = {name: start(cmd(tmp_path / f"{name}_cut")) for name, cmd in jobs.items()}  # resume to the end
